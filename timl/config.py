@@ -1,0 +1,260 @@
+"""The training table: one validated, frozen :class:`RunConfig` per row.
+
+The table is the original TIML's: the input columns below, optional extra columns, and the original output
+columns, which may be present and empty (its sample tables have them) or absent. Everything downstream
+receives a ``RunConfig``, never the raw row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from timl.errors import ConfigError, MissingFileError
+
+#: The original TIML's input columns, in order.
+INPUT_COLUMNS = ("method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",
+                 "colorspace", "classcolumns", "classweights")
+
+#: Optional extra input columns.
+EXTRA_COLUMNS = ("weights", "lr", "seed", "notes")
+
+#: The original TIML's output columns, in its order (``notes`` doubles as an input column).
+OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "traintime", "trainacc", "trainmodel",
+                  "valsize", "valmalprop", "valacc", "valspec", "valsens", "testsize", "testmalprop", "testacc",
+                  "testspec", "testsens", "testauc", "exceptions", "notes")
+
+#: Columns TIML on MLflow adds after the original ones.
+SUMMARY_COLUMNS = ("run_id", "val_accuracy", "val_balanced_accuracy", "val_auc", "test_accuracy",
+                   "test_balanced_accuracy", "test_auc")
+
+KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
+REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
+
+DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
+            "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
+            "lr": "", "seed": "0", "notes": ""}
+
+CLASS_WEIGHT_MODES = ("default", "compute")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One row of a training table, parsed and validated.
+
+    Attributes:
+        row: the row's number in the table, counting data rows from 0 (the ``N`` of ``N-METHOD``).
+        method: a name from the method registry (``python -m timl.train --list-methods``).
+        dataset: a ground-truth CSV, a root name (split ``pre``) or ``train.csv;dev.csv[;test.csv]`` (``list``).
+        split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
+        epochs: number of epochs, at least 1.
+        imgaug: an augmentation preset.
+        batchsize: images per batch, at least 1.
+        imgsize: side of the square model input in pixels.
+        resizefilter: nearest, bilinear, bicubic or lanczos.
+        colorspace: a PIL mode (RGB, HSV, YCbCr, LAB, L).
+        classcolumns: ``default`` or a ``;``-separated list of class columns.
+        classweights: ``default`` (all 1.0) or ``compute`` (inverse class frequency).
+        weights: ``default`` (the method's), ``imagenet``, ``none`` or a path to a .h5 file.
+        lr: learning rate, or ``None`` for the method's.
+        seed: seed of the split, the initial weights and the shuffling.
+        notes: free text, carried to the results table.
+        table_path: the table the row came from (relative paths in the row resolve against the working
+            directory, then against the table's folder).
+    """
+
+    row: int
+    method: str
+    dataset: str
+    split: str
+    epochs: int
+    imgaug: str = "none"
+    batchsize: int = 32
+    imgsize: int = 224
+    resizefilter: str = "bilinear"
+    colorspace: str = "RGB"
+    classcolumns: str = "default"
+    classweights: str = "default"
+    weights: str = "default"
+    lr: float | None = None
+    seed: int = 0
+    notes: str = ""
+    table_path: str = ""
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.row}-{self.method}"
+
+    def input_cells(self) -> dict:
+        """The row's input cells as strings, as they go to MLflow params and the results table."""
+        return {name: "" if getattr(self, name) is None else str(getattr(self, name))
+                for name in INPUT_COLUMNS + EXTRA_COLUMNS}
+
+    def key(self, version: str) -> str:
+        """A stable key of this row: a hash of its cells, the table path and the project version."""
+        payload = json.dumps({"cells": self.input_cells(), "row": self.row,
+                              "table": str(Path(self.table_path).resolve()) if self.table_path else "",
+                              "version": version}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def resolve_path(self, path: str) -> Path:
+        """Resolves a path named in the row: as given, else beside the table."""
+        candidate = Path(path).expanduser()
+        if candidate.is_absolute() or candidate.exists() or not self.table_path:
+            return candidate
+        beside = Path(self.table_path).parent / candidate
+        return beside if beside.exists() else candidate
+
+    @classmethod
+    def from_row(cls, row: dict, row_number: int, table_path: str = "") -> "RunConfig":
+        """Parses and validates one table row.
+
+        Raises:
+            ConfigError: naming the table, the row and every bad cell.
+        """
+        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS}
+        problems = []
+        for name in REQUIRED_COLUMNS:
+            if not cells[name]:
+                problems.append(f"column '{name}' is empty (it is required)")
+        for name, default in DEFAULTS.items():
+            cells[name] = cells[name] or default
+        values = {"row": row_number, "table_path": str(table_path)}
+        for name in ("method", "dataset", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
+                     "classweights", "weights", "notes"):
+            values[name] = cells[name]
+        for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
+            values[name] = _parse_int(cells[name], name, minimum, problems)
+        values["lr"] = _parse_lr(cells["lr"], problems)
+        if not problems:
+            problems.extend(_check_choices(values))
+        if problems:
+            where = f"{table_path}, row {row_number}" if table_path else f"row {row_number}"
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+        return cls(**values)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # a number pandas read as float
+        text = text[:-2]
+    return text
+
+
+def _parse_int(text: str, name: str, minimum: int, problems: list) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        problems.append(f"column '{name}' must be an integer >= {minimum}. Received: {name}={text!r}")
+        return None
+    if value < minimum:
+        problems.append(f"column '{name}' must be an integer >= {minimum}. Received: {name}={value}")
+    return value
+
+
+def _parse_lr(text: str, problems: list) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < 10):
+        problems.append(f"column 'lr' must be a positive number such as 1e-4. Received: lr={text!r}")
+        return None
+    return value
+
+
+def _check_choices(values: dict) -> list[str]:
+    """Checks cells against the registries; the imports are light (no TensorFlow)."""
+    from timl import datasets, images, models
+
+    problems = []
+    checks = (
+        ("method", lambda v: models.get_method(v)),
+        ("split", lambda v: datasets.parse_split(v)),
+        ("imgaug", lambda v: images.get_augmentation(v)),
+        ("resizefilter", lambda v: images.Preprocessing(16, v)),
+        ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
+    )
+    for name, check in checks:
+        try:
+            check(values[name])
+        except ValueError as error:
+            problems.append(f"column '{name}': {error}")
+    if values["classweights"] not in CLASS_WEIGHT_MODES:
+        problems.append(f"column 'classweights' must be one of: {', '.join(CLASS_WEIGHT_MODES)}. "
+                        f"Received: classweights={values['classweights']!r}")
+    weights = values["weights"]
+    if weights not in ("default", "imagenet", "none") and not weights.lower().endswith((".h5", ".keras", ".weights.h5")):
+        problems.append("column 'weights' must be default, imagenet, none or a path to a .h5/.keras file. "
+                        f"Received: weights={weights!r}")
+    return problems
+
+
+def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
+    """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row.
+
+    Raises:
+        MissingFileError: the table does not exist.
+        ConfigError: the table has an unknown column or lacks a required one (a whole-table error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"Training table not found. Received: input_table={str(path)!r}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable CSV table ({error}).") from error
+    columns = [str(column).strip() for column in frame.columns]
+    frame.columns = columns
+    unknown = [column for column in columns if column not in KNOWN_COLUMNS]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(SUMMARY_COLUMNS)}."
+        )
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        raise ConfigError(f"{path}: missing required column(s) {', '.join(missing)}. Received columns: "
+                          f"{', '.join(columns)}")
+    rows: list[RunConfig | ConfigError] = []
+    for number, row in enumerate(frame.to_dict(orient="records")):
+        try:
+            rows.append(RunConfig.from_row(row, number, str(path)))
+        except ConfigError as error:
+            rows.append(error)
+    return rows
+
+
+def parse_row_selection(text: str | None, count: int) -> list[int]:
+    """Parses ``--rows`` (``0,2-4``) into sorted row numbers; ``None`` selects every row.
+
+    Raises:
+        ConfigError: a malformed selection or a row number outside the table.
+    """
+    if not text:
+        return list(range(count))
+    selected = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                first, last = (int(x) for x in part.split("-", 1))
+                selected.update(range(first, last + 1))
+            else:
+                selected.add(int(part))
+        except ValueError:
+            raise ConfigError(f"--rows must be numbers and ranges such as 0,2-4. Received: rows={text!r}") from None
+    outside = sorted(n for n in selected if not 0 <= n < count)
+    if outside:
+        raise ConfigError(f"--rows names rows outside the table (rows 0-{count - 1}). Received: {outside}")
+    return sorted(selected)
