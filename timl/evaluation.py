@@ -1,0 +1,383 @@
+"""Classification metrics, per-image results and the evaluation report.
+
+One code path scores every set of predictions TIML makes: the dev and test sets of a training run and the
+``inspect`` command. The summary keeps the original TIML keys (``samples``, ``classes``, ``class_prop``, the
+per-class ``accuracy``, ``specificity``, ``sensitivity`` and ``f1``, ``global_accuracy`` and their plain and
+prevalence-weighted means) and adds the balanced multiclass accuracy (the ISIC 2019 challenge's ranking
+metric), per-class precision, AUC and average precision, and the mean AUC.
+
+Conventions:
+
+* Per-class metrics come from the one-vs-rest binarisation of each class. A single-label model predicts the
+  class of highest probability (``argmax``; on ties the first of the tied classes); a multi-label model
+  predicts every class whose probability is at least ``threshold``.
+* A metric that is undefined (sensitivity, AUC or average precision of a class absent from the ground truth,
+  specificity of a class every image has, precision of a class never predicted) is ``None``, never NaN, and
+  means skip it.
+* Weighted means weight each class by its prevalence in the ground truth (``class_prop``), normalised over the
+  classes where the metric is defined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from timl.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``per_image_results.csv``, in order (the original TIML's).
+PER_IMAGE_COLUMNS = ("image", "groundtruth", "class_groundtruth", "pdist", "inference", "class_inference",
+                     "correct")
+
+#: Per-class lists of the summary and the short names of their MLflow metrics (``{prefix}<short>_<class>``).
+PER_CLASS_METRICS = {"accuracy": "acc", "specificity": "spec", "sensitivity": "sens", "precision": "prec",
+                     "f1": "f1", "auc": "auc", "average_precision": "ap", "class_prop": "prop"}
+
+#: Summary scalars and their MLflow metric names (without prefix).
+SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "mean_auc": "auc",
+                  "mean_accuracy": "mean_accuracy", "weighted_mean_accuracy": "weighted_mean_accuracy",
+                  "mean_specificity": "mean_specificity", "weighted_mean_specificity": "weighted_mean_specificity",
+                  "mean_sensitivity": "mean_sensitivity", "weighted_mean_sensitivity": "weighted_mean_sensitivity",
+                  "mean_f1": "mean_f1", "weighted_mean_f1": "weighted_mean_f1", "exact_match": "exact_match",
+                  "hamming_loss": "hamming_loss", "samples": "samples"}
+
+_METRIC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-.]")
+
+
+def sanitize_metric_name(name: str) -> str:
+    """Makes ``name`` a valid MLflow metric name part: keeps ``[A-Za-z0-9_-. /]``, replaces others by ``_``."""
+    return _METRIC_NAME_UNSAFE.sub("_", str(name))
+
+
+def sanitize_file_name(name: str) -> str:
+    """Makes ``name`` safe in a file name: keeps ``[A-Za-z0-9_-.]``, replaces others by ``_``."""
+    return _FILE_NAME_UNSAFE.sub("_", str(name))
+
+
+def _check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
+    """Validates and converts the arrays of :func:`evaluate`; returns ``(y_true bool, y_prob float)``."""
+    y_true = np.asarray(y_true)
+    y_prob = np.asarray(y_prob, dtype=float)
+    class_names = list(class_names)
+    if y_true.ndim != 2 or y_true.shape[0] < 1 or y_true.shape[1] < 1:
+        raise DatasetError("y_true must be a non-empty (samples, classes) array of 0/1 values. "
+                           f"Received: y_true.shape={y_true.shape}")
+    if y_prob.shape != y_true.shape:
+        raise DatasetError("y_prob must have the shape of y_true (one probability per image and class). "
+                           f"Received: y_true.shape={y_true.shape}, y_prob.shape={y_prob.shape}")
+    if len(class_names) != y_true.shape[1]:
+        raise DatasetError(f"class_names must name the {y_true.shape[1]} columns of y_true. "
+                           f"Received: class_names={class_names}")
+    if not np.isin(y_true, (0, 1)).all():
+        raise DatasetError(f"y_true must hold only 0 and 1. Received values: {sorted(set(np.unique(y_true)))[:10]}")
+    if not np.isfinite(y_prob).all():
+        bad = np.flatnonzero(~np.isfinite(y_prob).all(axis=1))[:20].tolist()
+        raise DatasetError(f"y_prob must be finite numbers. Received: NaN or infinite values in rows {bad}")
+    if not 0.0 <= threshold <= 1.0:
+        raise DatasetError(f"threshold must be between 0 and 1. Received: threshold={threshold}")
+    y_true = y_true.astype(bool)
+    if not multi_label:
+        not_one = np.flatnonzero(y_true.sum(axis=1) != 1)
+        if not_one.size:
+            raise DatasetError("Single-label ground truth must have exactly one 1 per row (use multi_label=True "
+                               f"for multi-label data). Received: rows {not_one[:20].tolist()} "
+                               f"({not_one.size} in all) with another count of ones")
+    return y_true, y_prob
+
+
+def predict_labels(y_prob: np.ndarray, *, multi_label: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """Turns probabilities into 0/1 predictions.
+
+    Args:
+        y_prob: (samples, classes) probabilities.
+        multi_label: if True, every class with probability >= ``threshold``; otherwise the argmax (first of
+            ties) as a one-hot row. Defaults to False.
+        threshold: the multi-label decision threshold. Defaults to 0.5.
+
+    Returns:
+        A boolean (samples, classes) array.
+    """
+    y_prob = np.asarray(y_prob, dtype=float)
+    if multi_label:
+        return y_prob >= threshold
+    return np.eye(y_prob.shape[1], dtype=bool)[np.argmax(y_prob, axis=1)]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return float(numerator) / float(denominator) if denominator else None
+
+
+def _per_class_scores(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[list, list]:
+    """AUC and average precision of each class; None where the class is absent (or, for AUC, everywhere)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    aucs, average_precisions = [], []
+    for column in range(y_true.shape[1]):
+        truth, scores = y_true[:, column], y_prob[:, column]
+        positives = int(truth.sum())
+        both = 0 < positives < truth.size
+        aucs.append(float(roc_auc_score(truth, scores)) if both else None)
+        average_precisions.append(float(average_precision_score(truth, scores)) if positives else None)
+    return aucs, average_precisions
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [value for value in values if value is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _weighted_mean(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+    pairs = [(value, weight) for value, weight in zip(values, weights) if value is not None]
+    total = sum(weight for _, weight in pairs)
+    return float(sum(value * weight for value, weight in pairs) / total) if total else None
+
+
+def _confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
+    return {"tp": (y_pred & y_true).sum(axis=0), "tn": (~y_pred & ~y_true).sum(axis=0),
+            "fp": (y_pred & ~y_true).sum(axis=0), "fn": (~y_pred & y_true).sum(axis=0)}
+
+
+def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = False,
+             threshold: float = 0.5) -> dict[str, Any]:
+    """Scores predicted probabilities against a 0/1 ground truth.
+
+    Args:
+        y_true: (samples, classes) array of 0/1; single-label rows have exactly one 1.
+        y_prob: (samples, classes) array of predicted probabilities (or any scores).
+        class_names: the name of each column.
+        multi_label: if True, a class is predicted when its probability is >= ``threshold`` and the summary
+            adds ``exact_match`` and ``hamming_loss``; otherwise the argmax is the prediction. Defaults to False.
+        threshold: the multi-label decision threshold. Defaults to 0.5.
+
+    Returns:
+        A flat dict: ``samples``, ``classes``, ``class_prop``; per-class lists ``accuracy``, ``specificity``,
+        ``sensitivity``, ``precision``, ``f1``, ``auc``, ``average_precision`` (None where undefined);
+        ``global_accuracy``, ``balanced_accuracy``, ``mean_``/``weighted_mean_`` accuracy, specificity,
+        sensitivity and f1, ``mean_auc``; ``multi_label``; for multi-label also ``threshold``,
+        ``exact_match`` and ``hamming_loss``.
+
+    Raises:
+        DatasetError: shapes that do not match, values that are not 0/1, non-finite probabilities, or a
+            single-label row without exactly one 1.
+    """
+    y_true, y_prob = _check_inputs(y_true, y_prob, class_names, multi_label, threshold)
+    y_pred = predict_labels(y_prob, multi_label=multi_label, threshold=threshold)
+    samples = y_true.shape[0]
+    counts = _confusion_counts(y_true, y_pred)
+    tp, tn, fp, fn = counts["tp"], counts["tn"], counts["fp"], counts["fn"]
+    class_prop = (y_true.sum(axis=0) / samples).tolist()
+    per_class = {
+        "accuracy": [float(value) for value in (tp + tn) / samples],
+        "specificity": [_ratio(t, t + f) for t, f in zip(tn, fp)],
+        "sensitivity": [_ratio(t, t + f) for t, f in zip(tp, fn)],
+        "precision": [_ratio(t, t + f) for t, f in zip(tp, fp)],
+        "f1": [_ratio(2 * t, 2 * t + p + n) for t, p, n in zip(tp, fp, fn)],
+    }
+    per_class["auc"], per_class["average_precision"] = _per_class_scores(y_true, y_prob)
+    if multi_label:
+        global_accuracy = float((y_pred == y_true).all(axis=1).mean())
+    else:
+        global_accuracy = float((np.argmax(y_prob, axis=1) == np.argmax(y_true, axis=1)).mean())
+    summary: dict[str, Any] = {"samples": int(samples), "classes": [str(name) for name in class_names],
+                               "class_prop": class_prop, **per_class, "global_accuracy": global_accuracy,
+                               # Mean recall over the classes present in y_true (sklearn's balanced accuracy).
+                               "balanced_accuracy": _mean(per_class["sensitivity"])}
+    for name in ("accuracy", "specificity", "sensitivity", "f1"):
+        summary[f"mean_{name}"] = _mean(per_class[name])
+        summary[f"weighted_mean_{name}"] = _weighted_mean(per_class[name], class_prop)
+    summary["mean_auc"] = _mean(per_class["auc"])
+    summary["multi_label"] = bool(multi_label)
+    if multi_label:
+        summary["threshold"] = float(threshold)
+        summary["exact_match"] = global_accuracy
+        summary["hamming_loss"] = float((y_pred != y_true).mean())
+    return summary
+
+
+def summary_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flattens a summary from :func:`evaluate` into MLflow metric names and values.
+
+    ``{prefix}accuracy`` is the global accuracy, ``{prefix}auc`` the mean AUC; the other scalars keep their
+    summary names (``{prefix}balanced_accuracy``, ``{prefix}mean_f1``, ...); per-class values become
+    ``{prefix}acc_<class>``, ``spec_``, ``sens_``, ``prec_``, ``f1_``, ``auc_``, ``ap_`` and ``prop_``. Class
+    names are sanitised for MLflow (see :func:`sanitize_metric_name`); None values are skipped.
+
+    Args:
+        summary: a dict returned by :func:`evaluate`.
+        prefix: prepended to every name, e.g. ``"test_"``. Defaults to "".
+
+    Returns:
+        A dict of metric name to float.
+    """
+    prefix = sanitize_metric_name(prefix)
+    metrics: dict[str, float] = {}
+    for key, name in SCALAR_METRICS.items():
+        if summary.get(key) is not None:
+            metrics[f"{prefix}{name}"] = float(summary[key])
+    for key, short in PER_CLASS_METRICS.items():
+        for class_name, value in zip(summary["classes"], summary.get(key) or ()):
+            if value is not None:
+                metrics[f"{prefix}{short}_{sanitize_metric_name(class_name)}"] = float(value)
+    return metrics
+
+
+def _format_vector(values, decimals: int = 4) -> str:
+    return " ".join(f"{value:.{decimals}f}" for value in values)
+
+
+def _format_labels(row: np.ndarray, names: Sequence[str]) -> tuple[str, str]:
+    indices = np.flatnonzero(row)
+    return ";".join(str(index) for index in indices), ";".join(names[index] for index in indices)
+
+
+def per_image_results(image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
+                      multi_label: bool = False, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per image: truth, probabilities, prediction and whether it is right.
+
+    Args:
+        image_names: the name of each row's image.
+        y_true: (samples, classes) array of 0/1.
+        y_prob: (samples, classes) predicted probabilities.
+        class_names: the name of each column.
+        multi_label: see :func:`evaluate`. Defaults to False.
+        threshold: the multi-label decision threshold. Defaults to 0.5.
+
+    Returns:
+        A DataFrame with the columns of :data:`PER_IMAGE_COLUMNS`: ``groundtruth`` and ``inference`` are class
+        indices (``;``-joined for multi-label), ``class_groundtruth`` and ``class_inference`` the class names,
+        ``pdist`` the probabilities as space-separated numbers with 4 decimals, ``correct`` a bool (the argmax
+        matches, or for multi-label the predicted set equals the true set).
+    """
+    y_true, y_prob = _check_inputs(y_true, y_prob, class_names, multi_label, threshold)
+    image_names = [str(name) for name in image_names]
+    if len(image_names) != y_true.shape[0]:
+        raise DatasetError(f"image_names must name the {y_true.shape[0]} rows of y_true. "
+                           f"Received: {len(image_names)} image names")
+    names = [str(name) for name in class_names]
+    y_pred = predict_labels(y_prob, multi_label=multi_label, threshold=threshold)
+    truths = [_format_labels(row, names) for row in y_true]
+    inferences = [_format_labels(row, names) for row in y_pred]
+    if multi_label:
+        correct = (y_pred == y_true).all(axis=1)
+    else:
+        correct = np.argmax(y_prob, axis=1) == np.argmax(y_true, axis=1)
+    return pd.DataFrame({
+        "image": image_names,
+        "groundtruth": [index for index, _ in truths],
+        "class_groundtruth": [name for _, name in truths],
+        "pdist": [_format_vector(row) for row in y_prob],
+        "inference": [index for index, _ in inferences],
+        "class_inference": [name for _, name in inferences],
+        "correct": correct.astype(bool),
+    }, columns=list(PER_IMAGE_COLUMNS))
+
+
+def confusion_table(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = False,
+                    threshold: float = 0.5) -> pd.DataFrame:
+    """The confusion matrix as a labelled table.
+
+    Args:
+        y_true: (samples, classes) array of 0/1.
+        y_prob: (samples, classes) predicted probabilities.
+        class_names: the name of each column.
+        multi_label: if True, one row per class with its ``TN``, ``FP``, ``FN`` and ``TP`` counts at
+            ``threshold``; otherwise the classes x classes matrix, rows the true class and columns the predicted
+            one (scikit-learn's ``confusion_matrix`` layout). Defaults to False.
+        threshold: the multi-label decision threshold. Defaults to 0.5.
+
+    Returns:
+        A DataFrame of integer counts indexed by class name.
+    """
+    y_true, y_prob = _check_inputs(y_true, y_prob, class_names, multi_label, threshold)
+    names = [str(name) for name in class_names]
+    y_pred = predict_labels(y_prob, multi_label=multi_label, threshold=threshold)
+    if multi_label:
+        counts = _confusion_counts(y_true, y_pred)
+        table = pd.DataFrame({column.upper(): counts[column] for column in ("tn", "fp", "fn", "tp")}, index=names)
+    else:
+        matrix = np.zeros((len(names), len(names)), dtype=int)
+        np.add.at(matrix, (np.argmax(y_true, axis=1), np.argmax(y_prob, axis=1)), 1)
+        table = pd.DataFrame(matrix, index=names, columns=names)
+    table.index.name = "groundtruth"
+    return table
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def _csv_value(value: Any) -> str:
+    """A summary value as a ``summary.csv`` cell: lists ``;``-joined, None as an empty string."""
+    if isinstance(value, (list, tuple)):
+        return ";".join(_csv_value(item) for item in value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_summary(summary: dict[str, Any], csv_path: str | Path, json_path: str | Path) -> None:
+    """Writes a summary as ``key,value`` lines (the original TIML look) and as JSON (None as null)."""
+    frame = pd.DataFrame({"key": list(summary), "value": [_csv_value(value) for value in summary.values()]})
+    frame.to_csv(csv_path, index=False)
+    Path(json_path).write_text(json.dumps(_json_ready(summary), indent=2) + "\n", encoding="utf-8")
+
+
+def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
+                 multi_label: bool = False, threshold: float = 0.5, prefix: str = "") -> dict[str, Any]:
+    """Evaluates predictions and writes the report files into ``out_dir`` (created if missing).
+
+    Files, each name starting with ``prefix``: ``summary.csv``, ``summary.json``, ``per_image_results.csv``,
+    ``ROC-<i>-<class>.png`` per class present in the ground truth and ``ROC-all.png``,
+    ``confusion_matrix.csv`` and ``confusion_matrix.png``, ``precision_recall.png``.
+
+    Args:
+        out_dir: the folder to write into.
+        image_names: the name of each row's image.
+        y_true: (samples, classes) array of 0/1.
+        y_prob: (samples, classes) predicted probabilities.
+        class_names: the name of each column.
+        multi_label: see :func:`evaluate`. Defaults to False.
+        threshold: the multi-label decision threshold. Defaults to 0.5.
+        prefix: prepended to every file name, e.g. ``"dev-"``. Defaults to "".
+
+    Returns:
+        The summary dict of :func:`evaluate`.
+    """
+    from timl import plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {"multi_label": multi_label, "threshold": threshold}
+    summary = evaluate(y_true, y_prob, class_names, **options)
+    write_summary(summary, out_dir / f"{prefix}summary.csv", out_dir / f"{prefix}summary.json")
+    per_image_results(image_names, y_true, y_prob, class_names, **options).to_csv(
+        out_dir / f"{prefix}per_image_results.csv", index=False)
+    table = confusion_table(y_true, y_prob, class_names, **options)
+    table.to_csv(out_dir / f"{prefix}confusion_matrix.csv")
+    plots.plot_confusion_matrix(table.to_numpy(), list(table.index), out_dir / f"{prefix}confusion_matrix.png",
+                                column_names=list(table.columns))
+    plots.plot_roc(np.asarray(y_true), np.asarray(y_prob, dtype=float), class_names, out_dir, prefix=prefix)
+    plots.plot_precision_recall(np.asarray(y_true), np.asarray(y_prob, dtype=float), class_names,
+                                out_dir / f"{prefix}precision_recall.png")
+    logger.info("Wrote the evaluation report of %d images to %s", summary["samples"], out_dir)
+    return summary

@@ -1,0 +1,207 @@
+"""Plots of a training run and of an evaluation: loss/accuracy curves, ROC, confusion matrix, precision-recall.
+
+Every function draws on its own :class:`matplotlib.figure.Figure` rendered by the Agg canvas, never through
+``pyplot``: nothing is drawn on screen, no global figure list grows, and plotting is safe in the threads of a web
+server. Matplotlib is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: The curves of the history plots: file stem -> (title, the history columns drawn when present).
+HISTORY_PLOTS = {
+    "loss": ("Loss", ("loss", "val_loss")),
+    "accuracy": ("Accuracy", ("accuracy", "val_accuracy", "binary_accuracy", "val_binary_accuracy")),
+}
+
+
+def _new_figure(width: float = 6.0, height: float = 4.5):
+    """A figure on an Agg canvas (no pyplot, no display) and its single axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot(1, 1, 1)
+
+
+def _save(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    figure.clear()
+    return path
+
+
+def _safe(name: str) -> str:
+    from timl.evaluation import sanitize_file_name
+
+    return sanitize_file_name(name)
+
+
+def plot_history(history: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> list[Path]:
+    """Draws the loss and accuracy curves of a training run.
+
+    Args:
+        history: one row per epoch; columns ``epoch`` (optional; else the row number plus one) and any of
+            ``loss``, ``val_loss``, ``accuracy``, ``val_accuracy`` (see :data:`HISTORY_PLOTS`).
+        out_dir: the folder to write into (created if missing).
+        prefix: prepended to the file names. Defaults to "".
+
+    Returns:
+        The written files, ``{prefix}loss.png`` and ``{prefix}accuracy.png``, each only when the history has
+        one of its columns.
+    """
+    epochs = history["epoch"] if "epoch" in history.columns else pd.Series(np.arange(1, len(history) + 1))
+    written = []
+    for stem, (title, columns) in HISTORY_PLOTS.items():
+        present = [column for column in columns if column in history.columns]
+        if not present:
+            continue
+        figure, axes = _new_figure()
+        for column in present:
+            axes.plot(epochs.to_numpy(), history[column].to_numpy(dtype=float), marker="o", label=column)
+        axes.set(title=title, xlabel="epoch", ylabel=stem)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        written.append(_save(figure, Path(out_dir) / f"{prefix}{stem}.png"))
+    return written
+
+
+def _draw_roc(axes, truth: np.ndarray, scores: np.ndarray, label: str) -> None:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    false_positive_rate, true_positive_rate, _ = roc_curve(truth, scores)
+    auc = roc_auc_score(truth, scores)
+    axes.plot(false_positive_rate, true_positive_rate, label=f"{label} (AUC = {auc:.4f})")
+
+
+def _roc_axes(axes, title: str) -> None:
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    axes.set(title=title, xlabel="false positive rate (1 - specificity)",
+             ylabel="true positive rate (sensitivity)", xlim=(0, 1), ylim=(0, 1.02))
+    axes.grid(alpha=0.3)
+
+
+def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
+             prefix: str = "") -> list[Path]:
+    """Draws the one-vs-rest ROC curve of each class, and all of them in one plot.
+
+    A class absent from ``y_true`` (or present in every row) has no ROC curve: it gets no file of its own and a
+    note in the combined plot.
+
+    Args:
+        y_true: (samples, classes) array of 0/1.
+        y_prob: (samples, classes) predicted probabilities.
+        class_names: the name of each column.
+        out_dir: the folder to write into (created if missing).
+        prefix: prepended to the file names. Defaults to "".
+
+    Returns:
+        The written files: ``{prefix}ROC-<i>-<class>.png`` per class with a curve, then ``{prefix}ROC-all.png``.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    y_prob = np.asarray(y_prob, dtype=float)
+    out_dir = Path(out_dir)
+    written, skipped = [], []
+    combined, combined_axes = _new_figure(7.0, 6.0)
+    for index, name in enumerate(class_names):
+        truth = y_true[:, index]
+        if truth.all() or not truth.any():
+            skipped.append(str(name))
+            continue
+        figure, axes = _new_figure()
+        _draw_roc(axes, truth, y_prob[:, index], str(name))
+        _roc_axes(axes, f"ROC of class {name}")
+        axes.legend(loc="lower right")
+        written.append(_save(figure, out_dir / f"{prefix}ROC-{index}-{_safe(name)}.png"))
+        _draw_roc(combined_axes, truth, y_prob[:, index], str(name))
+    _roc_axes(combined_axes, "ROC, one class vs. the rest")
+    if skipped:
+        combined_axes.text(0.98, 0.02 if len(written) == 0 else 0.5, "no ROC (class absent or in every image): "
+                           + ", ".join(skipped), ha="right", va="bottom", fontsize=8, wrap=True,
+                           transform=combined_axes.transAxes)
+    if written:
+        combined_axes.legend(loc="lower right", fontsize=8)
+    written.append(_save(combined, out_dir / f"{prefix}ROC-all.png"))
+    return written
+
+
+def plot_confusion_matrix(matrix, class_names: Sequence[str], path: str | Path, *,
+                          column_names: Sequence[str] | None = None, title: str = "Confusion matrix") -> Path:
+    """Draws a confusion matrix as an annotated heat map.
+
+    Args:
+        matrix: 2-D array of counts, rows the true classes.
+        class_names: the row labels (and the column labels unless ``column_names`` is given).
+        path: the PNG file to write.
+        column_names: the column labels, e.g. ``TN FP FN TP`` for a multi-label table. Defaults to
+            ``class_names`` (rows: true class, columns: predicted class).
+        title: the plot's title. Defaults to "Confusion matrix".
+
+    Returns:
+        ``path`` as a Path.
+    """
+    matrix = np.asarray(matrix)
+    column_names = list(class_names if column_names is None else column_names)
+    side = 2.5 + 0.6 * max(len(class_names), len(column_names))
+    figure, axes = _new_figure(min(side + 1.5, 30.0), min(side, 30.0))
+    image = axes.imshow(matrix, cmap="Blues", aspect="auto")
+    figure.colorbar(image, ax=axes)
+    axes.set_xticks(np.arange(len(column_names)), labels=[str(name) for name in column_names], rotation=45,
+                    ha="right")
+    axes.set_yticks(np.arange(len(class_names)), labels=[str(name) for name in class_names])
+    predicted_label = "predicted" if column_names == list(class_names) else ""
+    axes.set(title=title, xlabel=predicted_label, ylabel="ground truth")
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, f"{count:g}", ha="center", va="center", fontsize=8,
+                  color="white" if count > limit else "black")
+    return _save(figure, path)
+
+
+def plot_precision_recall(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
+                          path: str | Path) -> Path:
+    """Draws the one-vs-rest precision-recall curve of each class present in ``y_true``.
+
+    Args:
+        y_true: (samples, classes) array of 0/1.
+        y_prob: (samples, classes) predicted probabilities.
+        class_names: the name of each column.
+        path: the PNG file to write.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y_true = np.asarray(y_true).astype(bool)
+    y_prob = np.asarray(y_prob, dtype=float)
+    figure, axes = _new_figure(7.0, 6.0)
+    absent = []
+    for index, name in enumerate(class_names):
+        truth = y_true[:, index]
+        if not truth.any():
+            absent.append(str(name))
+            continue
+        precision, recall, _ = precision_recall_curve(truth, y_prob[:, index])
+        average_precision = average_precision_score(truth, y_prob[:, index])
+        axes.step(recall, precision, where="post", label=f"{name} (AP = {average_precision:.4f})")
+    axes.set(title="Precision-recall, one class vs. the rest", xlabel="recall (sensitivity)",
+             ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    axes.grid(alpha=0.3)
+    if absent:
+        axes.text(0.02, 0.02, "absent from the ground truth: " + ", ".join(absent), fontsize=8,
+                  transform=axes.transAxes)
+    if len(absent) < len(class_names):
+        axes.legend(loc="lower left" if not absent else "center left", fontsize=8)
+    return _save(figure, path)
