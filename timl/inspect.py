@@ -1,0 +1,351 @@
+"""Inspection of a predictions CSV against the ground truth: metrics, plots and an MLflow run.
+
+``python -m timl.inspect --test-csv G.csv --predictions-csv P.csv`` (or the original
+``python -m timl.classification.inspect``) matches the rows of both files by ``image_name``, scores the
+predictions with :mod:`timl.evaluation`, writes the report files into a folder and records the inspection as an
+MLflow run. When the predictions' sidecar (``P.csv.json``, written by ``timl.predict``) names the model's run, the
+inspection run is tagged ``timl.model_run_id`` and the same metrics are logged on the model's run as
+``test_<dataset>_...``.
+
+File formats:
+
+* ground truth: ``image_name`` and one 0/1 column per class;
+* predictions: ``image_name`` and one probability column per class (named as the class); the other columns
+  (``inferred_class``, ``inferred_index``, ``<class>_pred``) are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from timl import evaluation
+from timl.errors import ConfigError, DatasetError, MissingFileError, TimlError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN = "image_name"
+DEFAULT_EXPERIMENT = "timl-inspect"
+MODEL_RUN_TAG = "timl.model_run_id"
+
+#: Columns of a predictions CSV that are not class probabilities (besides ``<class>_pred``).
+PREDICTION_EXTRA_COLUMNS = ("inferred_class", "inferred_index")
+
+#: The files an inspection writes (glob patterns), removed from the folder before ``--overwrite`` rewrites it.
+REPORT_FILES = ("summary.csv", "summary.json", "per_image_results.csv", "ROC-*.png", "confusion_matrix.csv",
+                "confusion_matrix.png", "precision_recall.png")
+
+#: How many differing image names an error message lists from each side.
+MAX_LISTED = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectResult:
+    """What :func:`inspect` produced.
+
+    Attributes:
+        out_dir: the folder holding the report files.
+        summary: the summary dict of :func:`timl.evaluation.evaluate`.
+        run_id: the inspection's MLflow run id.
+    """
+
+    out_dir: Path
+    summary: dict
+    run_id: str | None
+
+
+def read_sidecar(predictions_csv: str | Path) -> dict[str, Any] | None:
+    """Reads the JSON sidecar ``<predictions_csv>.json`` written by ``timl.predict``; None if there is none.
+
+    Raises:
+        DatasetError: the sidecar is not a JSON object.
+    """
+    path = Path(f"{predictions_csv}.json")
+    if not path.is_file():
+        return None
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{path}: not a readable JSON sidecar ({error}).") from error
+    if not isinstance(sidecar, dict):
+        raise DatasetError(f"{path}: the sidecar must be a JSON object with keys such as run_id, class_names and "
+                           f"multi_label. Received: {type(sidecar).__name__}")
+    return sidecar
+
+
+def _read_table(path: Path, role: str) -> pd.DataFrame:
+    """Reads a CSV with ``image_name`` as text and checks the column is there and has no duplicates."""
+    if not path.is_file():
+        raise MissingFileError(f"The {role} CSV does not exist. Received: {role.replace(' ', '_')}_csv={str(path)!r}")
+    try:
+        frame = pd.read_csv(path, dtype={IMAGE_COLUMN: str}, keep_default_na=False, na_values=[""])
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not a readable CSV table ({error}).") from error
+    if IMAGE_COLUMN not in frame.columns:
+        raise DatasetError(f"{path}: the {role} CSV needs an '{IMAGE_COLUMN}' column. "
+                           f"Received columns: {', '.join(map(str, frame.columns))}")
+    if frame.empty:
+        raise DatasetError(f"{path}: the {role} CSV has no rows. Received: 0 rows")
+    names = frame[IMAGE_COLUMN]
+    if names.isna().any():
+        lines = (np.flatnonzero(names.isna()) + 2)[:MAX_LISTED].tolist()
+        raise DatasetError(f"{path}: empty '{IMAGE_COLUMN}' on line(s) {lines}. Every row needs an image name.")
+    duplicated = names[names.duplicated()].unique().tolist()
+    if duplicated:
+        raise DatasetError(f"{path}: each image must appear once. Received duplicated image names: "
+                           f"{duplicated[:MAX_LISTED]} ({len(duplicated)} in all)")
+    return frame.set_index(IMAGE_COLUMN)
+
+
+def _prediction_classes(frame: pd.DataFrame, sidecar: dict | None) -> list[str]:
+    """The class columns of a predictions table: the sidecar's ``class_names``, else the non-extra columns."""
+    if sidecar and sidecar.get("class_names"):
+        return [str(name) for name in sidecar["class_names"]]
+    columns = [str(column) for column in frame.columns if column not in PREDICTION_EXTRA_COLUMNS]
+    return [column for column in columns if not (column.endswith("_pred") and column[:-5] in columns)]
+
+
+def _check_same_classes(truth_classes: list[str], predicted_classes: list[str], test_csv: Path,
+                        predictions_csv: Path, predictions: pd.DataFrame) -> None:
+    only_truth = [name for name in truth_classes if name not in predicted_classes]
+    only_predicted = [name for name in predicted_classes if name not in truth_classes]
+    if only_truth or only_predicted:
+        raise DatasetError(
+            f"The class columns differ between the ground truth {test_csv} and the predictions {predictions_csv}: "
+            f"only in the ground truth: {only_truth or 'none'}; only in the predictions: {only_predicted or 'none'}. "
+            f"Both files need the same class columns. Received: ground truth classes={truth_classes}, "
+            f"predicted classes={predicted_classes}")
+    missing = [name for name in truth_classes if name not in predictions.columns]
+    if missing:
+        raise DatasetError(f"{predictions_csv}: no probability column for class(es) {missing} named in its sidecar. "
+                           f"Received columns: {', '.join(map(str, predictions.columns))}")
+
+
+def _check_same_images(truth: pd.DataFrame, predictions: pd.DataFrame, test_csv: Path,
+                       predictions_csv: Path) -> None:
+    predicted = set(predictions.index)
+    in_truth = set(truth.index)
+    only_truth = [name for name in truth.index if name not in predicted]
+    only_predicted = [name for name in predictions.index if name not in in_truth]
+    if only_truth or only_predicted:
+        raise DatasetError(
+            f"The images differ between the ground truth {test_csv} and the predictions {predictions_csv}; every "
+            f"image must be in both files. {len(only_truth)} only in the ground truth: {only_truth[:MAX_LISTED]}"
+            f"{' ...' if len(only_truth) > MAX_LISTED else ''}; {len(only_predicted)} only in the predictions: "
+            f"{only_predicted[:MAX_LISTED]}{' ...' if len(only_predicted) > MAX_LISTED else ''}. "
+            f"Received: {len(truth)} ground-truth rows, {len(predictions)} prediction rows")
+
+
+def _numeric_matrix(frame: pd.DataFrame, classes: list[str], path: Path, what: str) -> np.ndarray:
+    """The class columns as floats; an error names the first bad column and line."""
+    for name in classes:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if bad.size:
+            line = int(bad[0]) + 2
+            raise DatasetError(f"{path}, line {line}, column '{name}': expected {what}. "
+                               f"Received: {name}={frame[name].iloc[bad[0]]!r}")
+    return frame[classes].apply(pd.to_numeric).to_numpy(dtype=float)
+
+
+def _ground_truth_matrix(frame: pd.DataFrame, classes: list[str], path: Path) -> np.ndarray:
+    matrix = _numeric_matrix(frame, classes, path, "0 or 1")
+    rows, columns = np.nonzero(~np.isin(matrix, (0.0, 1.0)))
+    if rows.size:
+        name = classes[columns[0]]
+        raise DatasetError(f"{path}, line {rows[0] + 2}, column '{name}': expected 0 or 1. "
+                           f"Received: {name}={matrix[rows[0], columns[0]]:g}")
+    return matrix.astype(int)
+
+
+def _is_multi_label(sidecar: dict | None, y_true: np.ndarray) -> bool:
+    """The sidecar's ``multi_label`` when it has one, else whether a ground-truth row has other than one 1."""
+    if sidecar is not None and isinstance(sidecar.get("multi_label"), bool):
+        return sidecar["multi_label"]
+    return bool((y_true.sum(axis=1) != 1).any())
+
+
+def default_out_dir(test_csv: str | Path, predictions_csv: str | Path) -> Path:
+    """``inspect_<test name>-<predictions name>`` in the working directory."""
+    return Path(f"inspect_{Path(test_csv).stem}-{Path(predictions_csv).stem}")
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"The output folder is a file. Give another --out-dir. Received: out_dir={str(out_dir)!r}")
+    if out_dir.exists() and not overwrite:
+        raise ConfigError(f"The output folder already exists; pass --overwrite (overwrite=True) to replace its "
+                          f"report or give another --out-dir. Received: out_dir={str(out_dir)!r}")
+
+
+def _clear_report(out_dir: Path) -> None:
+    """Removes the files of an earlier inspection (only those) from ``out_dir``."""
+    for pattern in REPORT_FILES:
+        for path in out_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _load_inputs(test_csv: Path, predictions_csv: Path) -> dict[str, Any]:
+    """Reads, matches and validates both CSVs and the sidecar."""
+    truth = _read_table(test_csv, "test")
+    predictions = _read_table(predictions_csv, "predictions")
+    sidecar = read_sidecar(predictions_csv)
+    classes = [str(column) for column in truth.columns]
+    truth.columns = classes
+    predictions.columns = [str(column) for column in predictions.columns]
+    _check_same_classes(classes, _prediction_classes(predictions, sidecar), test_csv, predictions_csv, predictions)
+    _check_same_images(truth, predictions, test_csv, predictions_csv)
+    y_true = _ground_truth_matrix(truth, classes, test_csv)
+    predictions = predictions.loc[truth.index]
+    y_prob = _numeric_matrix(predictions, classes, predictions_csv, "a probability (a number)")
+    return {"image_names": list(truth.index), "y_true": y_true, "y_prob": y_prob, "classes": classes,
+            "sidecar": sidecar, "multi_label": _is_multi_label(sidecar, y_true)}
+
+
+def dataset_name(test_csv: str | Path) -> str:
+    """The ``<dataset>`` of the ``test_<dataset>_`` metric prefix: the test CSV's stem, sanitised for MLflow."""
+    return evaluation.sanitize_metric_name(Path(test_csv).stem)
+
+
+def _log_batches(client, run_id: str, metrics: dict[str, float], params: dict[str, Any] | None = None) -> None:
+    from mlflow.entities import Metric, Param
+
+    timestamp = int(time.time() * 1000)
+    entries = [Metric(key, value, timestamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(entries), 1000):
+        client.log_batch(run_id, metrics=entries[start:start + 1000])
+    items = [Param(key, str(value)) for key, value in (params or {}).items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None,
+                   params: dict[str, Any], model_run_id: str | None, dataset: str) -> str:
+    """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
+    known, logs the same metrics on it as ``test_<dataset>_...``. Returns the inspection's run id."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage != "active":
+        raise ConfigError(f"The MLflow experiment '{experiment}' is deleted; restore it or give another "
+                          f"--experiment. Received: experiment={experiment!r}")
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    tags = {"timl.command": "inspect", **({MODEL_RUN_TAG: model_run_id} if model_run_id else {})}
+    run_id = client.create_run(experiment_id, tags=tags, run_name=f"inspect {out_dir.name}").info.run_id
+    try:
+        _log_batches(client, run_id, evaluation.summary_metrics(summary, ""), params)
+        client.log_artifacts(run_id, str(out_dir))
+        if model_run_id:
+            try:
+                _log_batches(client, model_run_id, evaluation.summary_metrics(summary, f"test_{dataset}_"))
+            except MlflowException as error:
+                logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str | Path | None = None,
+            overwrite: bool = False, experiment: str = DEFAULT_EXPERIMENT, threshold: float = 0.5,
+            tracking_uri: str | None = None) -> InspectResult:
+    """Scores a predictions CSV against a ground-truth CSV, writes the report and records an MLflow run.
+
+    Args:
+        test_csv: the ground truth: ``image_name`` and one 0/1 column per class.
+        predictions_csv: the predictions of ``timl.predict``: ``image_name`` and one probability column per
+            class; an optional sidecar ``<predictions_csv>.json`` gives ``run_id``, ``class_names`` and
+            ``multi_label``.
+        out_dir: the report folder. Defaults to ``inspect_<test name>-<predictions name>`` in the working
+            directory.
+        overwrite: replace the report in an existing ``out_dir``. Defaults to False (an existing folder is an
+            error).
+        experiment: the MLflow experiment of the inspection run. Defaults to "timl-inspect".
+        threshold: the decision threshold of multi-label predictions. Defaults to 0.5.
+        tracking_uri: the MLflow tracking URI. Defaults to MLflow's own (``MLFLOW_TRACKING_URI``, else
+            ``sqlite:///mlflow.db`` in the working directory).
+
+    Returns:
+        An :class:`InspectResult` with the report folder, the summary and the MLflow run id.
+
+    Raises:
+        MissingFileError: a CSV does not exist.
+        DatasetError: unreadable CSVs, different class columns or images, values that are not 0/1 or numbers.
+        ConfigError: ``out_dir`` exists and ``overwrite`` is False.
+    """
+    test_csv, predictions_csv = Path(test_csv), Path(predictions_csv)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(test_csv, predictions_csv)
+    _check_out_dir(out_dir, overwrite)
+    inputs = _load_inputs(test_csv, predictions_csv)
+    if out_dir.exists():
+        _clear_report(out_dir)
+    summary = evaluation.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
+                                      inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold)
+    sidecar = inputs["sidecar"] or {}
+    params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
+              "multi_label": inputs["multi_label"], "samples": summary["samples"],
+              "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri")}
+    run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri, params=params,
+                            model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv))
+    logger.info("Inspection of %s written to %s (MLflow run %s)", predictions_csv, out_dir, run_id)
+    return InspectResult(out_dir=out_dir, summary=summary, run_id=run_id)
+
+
+def _format_metric(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+EXAMPLE = """\b
+Example:
+  python -m timl.inspect --test-csv isic2019-test.csv --predictions-csv predictions.csv
+  python -m timl.inspect --test-csv gt.csv --predictions-csv p.csv --out-dir report --overwrite \\
+      --experiment my-inspections --threshold 0.4 --tracking-uri sqlite:///mlflow.db
+"""
+
+
+@click.command(name="inspect", epilog=EXAMPLE)
+@click.option("--test-csv", required=True, help="Ground truth: image_name and one 0/1 column per class.")
+@click.option("--predictions-csv", required=True,
+              help="Predictions of timl.predict: image_name and one probability column per class.")
+@click.option("--out-dir", default=None, help="Report folder. [default: inspect_<test name>-<predictions name>]")
+@click.option("--overwrite", is_flag=True, help="Replace the report in an existing --out-dir.")
+@click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="MLflow experiment of the run.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Decision threshold of multi-label predictions.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
+def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri):
+    """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
+    try:
+        result = inspect(test_csv, predictions_csv, out_dir=out_dir, overwrite=overwrite, experiment=experiment,
+                         threshold=threshold, tracking_uri=tracking_uri)
+    except (TimlError, FileNotFoundError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    summary = result.summary
+    kind = "multi-label" if summary["multi_label"] else "single-label"
+    click.echo(f"Inspected {summary['samples']} images, {len(summary['classes'])} classes ({kind}).")
+    click.echo(f"balanced accuracy: {_format_metric(summary['balanced_accuracy'])}")
+    click.echo(f"mean AUC: {_format_metric(summary['mean_auc'])}")
+    if summary["multi_label"]:
+        click.echo(f"exact match: {_format_metric(summary['exact_match'])}, "
+                   f"Hamming loss: {_format_metric(summary['hamming_loss'])}")
+    click.echo(f"files: {result.out_dir}")
+    click.echo(f"MLflow run: {result.run_id} (experiment {experiment})")
+
+
+if __name__ == "__main__":
+    cli()
