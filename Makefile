@@ -1,0 +1,37 @@
+# TIML: two commands on a fresh machine with Python >= 3.11 and make.
+#   make demo   creates .venv, installs, writes the digits demo data, trains experiments/quickstart.csv
+#   make test   creates .venv if needed, installs the dev extra, runs the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test install clean bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo_data/digits.csv: | $(STAMP)
+	$(PY) -m timl.data digits demo_data
+
+demo: $(STAMP) demo_data/digits.csv
+	$(PY) -m timl.train --input-table experiments/quickstart.csv --experiment quickstart --out-dir train_output-quickstart
+	@echo
+	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q --timeout=900
+
+bench: $(STAMP)
+	$(PY) bench/pipeline.py
+	$(PY) bench/train_overhead.py
+
+clean:
+	rm -rf train_output-* inspect_* mlruns mlartifacts mlflow.db demo_data .pytest_cache

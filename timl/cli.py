@@ -1,0 +1,76 @@
+"""The ``timl`` command: one subcommand per stage, each also runnable as ``python -m timl.<stage>``.
+
+Subcommands are imported only when called, so ``timl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+#: subcommand -> module whose ``cli`` implements it.
+COMMANDS = {
+    "data": "timl.data",
+    "train": "timl.train",
+    "results": "timl.results",
+    "predict": "timl.predict",
+    "inspect": "timl.inspect",
+    "explain": "timl.explain",
+    "register": "timl.registry",
+    "serve": "timl.serve",
+    "client": "timl.client",
+}
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turns TIML's user errors into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
+    from timl.errors import TimlError
+
+    try:
+        yield
+    except (TimlError, FileNotFoundError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def select_gpu(cuda_gpu: int | None) -> None:
+    """Makes only GPU ``cuda_gpu`` visible (the original TIML --cuda-gpu); must run before TensorFlow loads."""
+    if cuda_gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(cuda_gpu)
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        try:
+            return importlib.import_module(COMMANDS[name]).cli
+        except ModuleNotFoundError as error:
+            if error.name == COMMANDS[name]:
+                return None
+            raise
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: timl data digits demo_data && timl train --input-table experiments/quickstart.csv")
+def main():
+    """TIML: train, compare, explain and serve image classifiers from a table of configurations."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The MLflow model registry: register a row's model, or the best row of a table, and set an alias.
+
+``python -m timl.register --run-id ID --name NAME [--alias champion]``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from timl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Short metric names accepted by --select-by, as the original results table calls them.
+METRIC_ALIASES = {"valacc": "val_accuracy", "testacc": "test_accuracy", "valauc": "val_auc",
+                  "testauc": "test_auc"}
+
+
+def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> str:
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics.
+
+    Returns:
+        ``models:/NAME/VERSION`` of the new version.
+
+    Raises:
+        ConfigError: the run has no TIML model.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise ConfigError(f"No such run in this tracking store. Received: run_id={run_id!r}") from error
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    except MlflowException as error:
+        raise ConfigError(f"Run {run_id} has no logged model 'model' to register ({error}).") from error
+    params, metrics = run.data.params, run.data.metrics
+    description = (f"TIML {params.get('method', '?')} trained on {params.get('dataset', '?')} "
+                   f"(split {params.get('split', '?')}, {params.get('epochs', '?')} epochs, "
+                   f"imgsize {params.get('imgsize', '?')}), run {run_id}.")
+    client.update_model_version(name, version.version, description=description)
+    tags = {key: f"{metrics[key]:.4f}" for key in ("val_accuracy", "val_balanced_accuracy", "val_auc",
+                                                     "test_accuracy", "test_balanced_accuracy", "test_auc")
+            if key in metrics}
+    tags.update({"dataset": params.get("dataset", ""), "method": params.get("method", ""), "run_id": run_id})
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return f"models:/{name}/{version.version}"
+
+
+def best_run(parent_run_id: str, select_by: str = "val_balanced_accuracy") -> str:
+    """The FINISHED row run of a table with the highest ``select_by`` metric.
+
+    Raises:
+        ConfigError: no finished row has that metric.
+    """
+    from timl import tracking
+
+    metric = METRIC_ALIASES.get(select_by, select_by)
+    candidates = [run for run in tracking.child_runs(parent_run_id)
+                  if run.info.status == "FINISHED" and metric in run.data.metrics]
+    if not candidates:
+        raise ConfigError(f"No finished row of table run {parent_run_id} has the metric {metric!r} "
+                          "to select by. Received: select_by=" + repr(select_by))
+    return max(candidates, key=lambda run: run.data.metrics[metric]).info.run_id
+
+
+def register_best(parent_run_id: str, name: str, *, select_by: str = "val_balanced_accuracy",
+                  alias: str = "champion") -> str:
+    """Registers the best row of a table run and points ``alias`` at it."""
+    return register_run(best_run(parent_run_id, select_by), name, alias=alias)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion")
+@click.option("--run-id", required=True, help="The row run whose model to register.")
+@click.option("--name", required=True, help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def cli(run_id, name, alias, tracking_uri):
+    """Register a trained row's model in the MLflow model registry."""
+    from timl import tracking
+    from timl.cli import user_errors
+
+    with user_errors():
+        tracking.configure(tracking_uri)
+        uri = register_run(run_id, name, alias=alias or None)
+    click.echo(f"Registered {uri}" + (f" (models:/{name}@{alias})" if alias else ""))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,141 @@
+"""The results table (``automation_result.csv``), rebuilt from the tracking store alone.
+
+Everything the table shows is in the store (params, metrics, tags), so anyone with access to the store can
+rebuild it at any time: ``python -m timl.results --experiment NAME`` or ``--parent-run ID``. Training writes its
+``automation_result.csv`` with this same code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from timl.config import EXTRA_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
+from timl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The columns of automation_result.csv, in order.
+RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + tuple(c for c in EXTRA_COLUMNS if c != "notes")
+                                     + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
+
+#: Original per-class columns: column -> metric prefix (one value per class, in class order).
+PER_CLASS_COLUMNS = {"malprop": "trainprop_", "valmalprop": "valprop_", "valacc": "valacc_",
+                     "valspec": "valspec_", "valsens": "valsens_", "testmalprop": "testprop_",
+                     "testacc": "testacc_", "testspec": "testspec_", "testsens": "testsens_", "testauc": "testauc_"}
+
+
+def _number(value) -> str:
+    if value is None:
+        return ""
+    if float(value).is_integer() and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.4f}"
+
+
+def _per_class(metrics: dict, prefix: str, class_names: list[str]) -> str:
+    from timl.training import _metric_name
+
+    values = [metrics.get(prefix + _metric_name(name)) for name in class_names]
+    if all(value is None for value in values):
+        return ""
+    return "[" + " ".join("nan" if value is None else f"{value:.4f}" for value in values) + "]"
+
+
+def result_row(run) -> dict:
+    """One results-table row from one row run."""
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    class_names = json.loads(params.get("class_names", "[]") or "[]")
+    row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS}
+    for column, prefix in PER_CLASS_COLUMNS.items():
+        row[column] = _per_class(metrics, prefix, class_names)
+    for column in ("trainsize", "valsize", "testsize", "trainacc"):
+        row[column] = _number(metrics.get(column))
+    row["augmult"] = params.get("augmult", "")
+    row["trainstart"] = tags.get("timl.trainstart") or datetime.datetime.fromtimestamp(
+        run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    row["traintime"] = _number(metrics.get("train_time"))
+    row["trainmodel"] = tags.get("timl.trainmodel", "")
+    row["exceptions"] = tags.get("timl.exception", "")
+    row["run_id"] = run.info.run_id
+    for column in SUMMARY_COLUMNS[1:]:
+        row[column] = _number(metrics.get(column))
+    row["row"] = int(tags.get("timl.row", "-1"))
+    row["status"] = run.info.status
+    return row
+
+
+def _keep_one_per_row(runs: list) -> list:
+    """For each (parent, row) keep the FINISHED run, else the newest (resumed tables have several)."""
+    chosen: dict = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        key = (run.data.tags.get("mlflow.parentRunId"), run.data.tags.get("timl.row"))
+        if key not in chosen or chosen[key].info.status != "FINISHED":
+            chosen[key] = run
+    return list(chosen.values())
+
+
+def build_results_table(*, parent_run_id: str | None = None, experiment: str | None = None,
+                        tracking_uri: str | None = None) -> pd.DataFrame:
+    """Builds the results table of one table run, or of every table run of an experiment.
+
+    Returns:
+        A DataFrame with ``RESULT_COLUMNS`` (index: the table row number).
+
+    Raises:
+        ConfigError: neither or both of parent_run_id and experiment, or an unknown experiment.
+    """
+    from timl import tracking
+
+    if bool(parent_run_id) == bool(experiment):
+        raise ConfigError("Give exactly one of --experiment or --parent-run. "
+                          f"Received: experiment={experiment!r}, parent_run={parent_run_id!r}")
+    if tracking_uri:
+        tracking.configure(tracking_uri)
+    if parent_run_id:
+        runs = tracking.child_runs(parent_run_id)
+    else:
+        parents = tracking.table_runs(experiment)
+        if not parents:
+            raise ConfigError(f"No TIML table runs in experiment {experiment!r} of this tracking store.")
+        runs = [run for parent in reversed(parents) for run in tracking.child_runs(parent.info.run_id)]
+    rows = [result_row(run) for run in _keep_one_per_row(runs)]
+    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS) + ["row", "status"])
+    frame = frame.sort_values("row", kind="stable").set_index("row")
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Writes a results table as CSV (the ``RESULT_COLUMNS``, no index); atomically."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    frame.reindex(columns=list(RESULT_COLUMNS)).to_csv(temporary, index=False)
+    temporary.replace(path)
+    return path
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Example: python -m timl.results --experiment quickstart -o automation_result.csv")
+@click.option("--experiment", help="Every table run of this MLflow experiment.")
+@click.option("--parent-run", "parent_run", help="One table run (its parent run id).")
+@click.option("-o", "--output", default="automation_result.csv", show_default=True, type=click.Path())
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def cli(experiment, parent_run, output, tracking_uri):
+    """Rebuild the TIML results table from the MLflow tracking store."""
+    from timl import tracking
+    from timl.cli import user_errors
+
+    with user_errors():
+        tracking.configure(tracking_uri)
+        frame = build_results_table(parent_run_id=parent_run, experiment=experiment)
+        write_table(frame, output)
+    click.echo(f"Wrote {len(frame)} rows to {output}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,271 @@
+"""MLflow glue: the tracking store, table (parent) and row (child) runs, epoch logging, run states.
+
+Every MLflow call of training and the results table lives here or in the Keras callback below, so the rest of
+the code does not sprinkle ``mlflow.log_*``. A table is a parent run; each row is a child run named
+``N-METHOD`` carrying a stable row key (tag ``timl.row_key``) so that ``--resume`` can find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+from timl import __version__
+
+logger = logging.getLogger(__name__)
+
+TAG_ROW_KEY = "timl.row_key"
+TAG_ROW = "timl.row"
+TAG_TABLE = "timl.table"
+TAG_KIND = "timl.kind"
+TAG_PID = "timl.pid"
+TAG_HOST = "timl.host"
+TAG_STATUS = "timl.status"
+TAG_EXCEPTION = "timl.exception"
+TAG_OUT_DIR = "timl.out_dir"
+PARENT_MARKER = "parent_run_id.txt"
+
+#: MLflow's own default when neither --tracking-uri nor MLFLOW_TRACKING_URI is given.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Sets the tracking URI (argument, else MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
+
+    Returns:
+        The tracking URI in use.
+    """
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:"):
+        _tune_sqlite(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return uri
+
+
+def _tune_sqlite(uri: str) -> None:
+    """Lets several processes share one SQLite store: writers wait up to 60 s instead of failing at once."""
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    import sqlite3
+
+    path = uri.split("sqlite:///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
+def experiment_id(name: str) -> str:
+    """Returns the id of experiment ``name``, creating it when it does not exist (race-safe)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException:
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str | None:
+    """The git commit of the TIML project when it runs from a checkout, else None."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def process_tags() -> dict:
+    """Tags saying which process owns a run, so a later ``--resume`` can tell a dead run from a live one."""
+    tags = {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname(), "timl.version": __version__}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_id: str | None = None) -> str:
+    """Creates (or reopens, when resuming) the parent run of a table; returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    if resume_run_id:
+        client.update_run(resume_run_id, status="RUNNING")
+        client.set_tag(resume_run_id, TAG_PID, str(os.getpid()))
+        return resume_run_id
+    tags = {TAG_KIND: "table", TAG_TABLE: str(Path(table_path).resolve()), TAG_OUT_DIR: str(out_dir.resolve()),
+            "mlflow.runName": Path(table_path).stem, **process_tags()}
+    run = client.create_run(experiment_id(experiment), run_name=Path(table_path).stem, tags=tags)
+    client.log_artifact(run.info.run_id, str(table_path))
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str) -> None:
+    """Ends a run with ``status`` (FINISHED, FAILED or KILLED)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.set_tag(run_id, TAG_STATUS, status)
+    client.set_terminated(run_id, status=status)
+
+
+def child_runs(parent_run_id: str) -> list:
+    """Every row run of a table run, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=50000)
+    return list(runs)
+
+
+def table_runs(experiment: str) -> list:
+    """Every table (parent) run of an experiment, newest first."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return list(MlflowClient().search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'table'",
+                                           order_by=["attributes.start_time DESC"], max_results=50000))
+
+
+def _process_alive(run) -> bool:
+    tags = run.data.tags
+    if tags.get(TAG_HOST) != socket.gethostname():
+        return True  # another machine's process: we cannot tell, so leave it alone
+    try:
+        import psutil
+
+        return psutil.pid_exists(int(tags.get(TAG_PID, "0"))) and int(tags.get(TAG_PID, "0")) != os.getpid()
+    except ValueError:
+        return False
+
+
+def close_dead_runs(runs: list) -> int:
+    """Marks RUNNING runs whose process is gone (SIGKILL, power loss) as KILLED; returns how many."""
+    closed = 0
+    for run in runs:
+        if run.info.status == "RUNNING" and not _process_alive(run):
+            end_run(run.info.run_id, "KILLED")
+            closed += 1
+    return closed
+
+
+class RowRun:
+    """A row's child run; ``with`` ends it FINISHED, FAILED (error) or KILLED (interrupt), never RUNNING.
+
+    MLflow's exit hook would mark an active run FINISHED even after an error, so the state is set here.
+    """
+
+    def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str):
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.tags = {TAG_ROW: str(row), TAG_ROW_KEY: row_key, TAG_KIND: "row", **process_tags()}
+        self.run_id: str | None = None
+        self.status: str | None = None
+
+    def __enter__(self) -> "RowRun":
+        import mlflow
+
+        parent = mlflow.get_run(self.parent_run_id)
+        run = mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=self.run_name,
+                               parent_run_id=self.parent_run_id, tags=self.tags, nested=True)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> bool:
+        import mlflow
+
+        if error_type is None:
+            self.status = "FINISHED"
+        elif issubclass(error_type, (KeyboardInterrupt, SystemExit)):
+            self.status = "KILLED"
+        else:
+            self.status = "FAILED"
+            mlflow.set_tag(TAG_EXCEPTION, f"{error_type.__name__}: {error}"[:4000])
+        mlflow.set_tag(TAG_STATUS, self.status)
+        mlflow.end_run(status=self.status)
+        return False
+
+
+def log_params(params: dict) -> None:
+    """Logs params, cut to MLflow's value limit."""
+    import mlflow
+
+    mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    """Logs finite numeric metrics; None and NaN values are skipped."""
+    import math
+
+    import mlflow
+
+    clean = {key: float(value) for key, value in metrics.items()
+             if value is not None and isinstance(value, (int, float)) and math.isfinite(float(value))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: dict) -> None:
+    import mlflow
+
+    mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
+def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
+    import mlflow
+
+    for path in paths:
+        if Path(path).exists():
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def active_run_id() -> str:
+    import mlflow
+
+    return mlflow.active_run().info.run_id
+
+
+def epoch_logger():
+    """A Keras callback that logs every epoch's metrics (loss, accuracy, val_*, learning rate) with step=epoch."""
+    import keras
+
+    class MlflowEpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = dict(logs or {})
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None and "learning_rate" not in metrics:
+                with contextlib.suppress(Exception):
+                    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            log_metrics(metrics, step=epoch)
+
+    return MlflowEpochLogger()
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict]:
+    """Measures wall time: ``with timed() as t: ...; t["seconds"]``."""
+    box = {"start": time.time()}
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.time() - box["start"]

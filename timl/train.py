@@ -1,0 +1,76 @@
+"""``python -m timl.train``: train every row of a table as an MLflow run (see :func:`timl.training.train_table`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from timl.cli import select_gpu, setup_logging, user_errors
+
+EXAMPLE = """Example:
+
+  python -m timl.train --input-table experiments/quickstart.csv --experiment quickstart
+
+  mlflow ui --backend-store-uri sqlite:///mlflow.db   # then open http://127.0.0.1:5000
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@click.option("--input-table", type=click.Path(dir_okay=False), help="The training table (CSV), one row per model.")
+@click.option("--img-dir", type=click.Path(file_okay=False), help="Image folder (default: images/ beside the dataset CSV).")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Output folder (default: train_output-YYYYMMDD-hhmmss).")
+@click.option("--experiment", help="MLflow experiment (default: the table's file name).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@click.option("--rows", help="Train only these rows, e.g. 0,2-4 (rows count from 0).")
+@click.option("--resume", is_flag=True, help="Skip rows whose run FINISHED (same --out-dir, else the newest run of this table).")
+@click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots.")
+@click.option("--cuda-gpu", type=int, help="Use only this GPU.")
+@click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
+@click.option("--select-by", default="val_balanced_accuracy", show_default=True,
+              help="Metric that picks the best row for --register (higher is better; valacc = val_accuracy).")
+@click.option("--list-methods", is_flag=True, help="List every training method and exit.")
+@click.option("-v", "--verbose", is_flag=True)
+def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, skip_roc, cuda_gpu, register,
+        select_by, list_methods, verbose):
+    """Train every row of a TIML table; each row becomes an MLflow run."""
+    if list_methods:
+        from timl import models
+
+        for spec in models.list_methods():
+            aliases = f" (alias {', '.join(spec.aliases)})" if spec.aliases else ""
+            click.echo(f"{spec.name:24s} {spec.description}{aliases}")
+        return
+    if not input_table:
+        raise click.UsageError("Missing option '--input-table'.")
+    setup_logging(verbose)
+    select_gpu(cuda_gpu)
+    from timl import training
+
+    try:
+        with user_errors():
+            outcome = training.train_table(input_table, img_dir=img_dir, out_dir=out_dir, experiment=experiment,
+                                           tracking_uri=tracking_uri, rows=rows, resume=resume,
+                                           skip_roc=skip_roc, register=register, select_by=select_by)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
+                   + (f" --out-dir {out_dir}" if out_dir else "") + ".", err=True)
+        sys.exit(130)
+    click.echo(f"Results: {outcome.results_path} (parent run {outcome.parent_run_id})")
+    if outcome.registered:
+        click.echo(f"Registered: {outcome.registered}")
+    click.echo("Compare the runs: mlflow ui --backend-store-uri " + _store_hint(tracking_uri))
+    if outcome.failed:
+        for row in outcome.failed:
+            click.echo(f"row {row.name} {row.status}: {row.message}", err=True)
+        sys.exit(1)
+
+
+def _store_hint(tracking_uri: str | None) -> str:
+    import mlflow
+
+    return tracking_uri or mlflow.get_tracking_uri()
+
+
+if __name__ == "__main__":
+    cli()
