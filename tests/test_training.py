@@ -1,0 +1,205 @@
+"""Training from a table: runs in a real SQLite tracking store, the output folder, failures, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, small_cnn_row, write_table
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
+    from timl import results, training
+
+    table = write_table(tmp_path / "table.csv", [
+        small_cnn_row(str(mini_digits / "mini.csv"), epochs=3, notes="first"),
+        small_cnn_row(str(mini_digits / "mini.csv"), imgaug="hflip", classweights="compute", split="frac=0.2"),
+    ])
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="e2e")
+    assert [row.status for row in outcome.rows] == ["FINISHED", "FINISHED"]
+
+    client = _client()
+    runs = {run.data.tags["timl.row"]: run for run in
+            client.search_runs([client.get_experiment_by_name("e2e").experiment_id],
+                               filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")}
+    assert set(runs) == {"0", "1"}
+    first = runs["0"]
+    assert first.info.run_name == "0-SmallCNN" and first.info.status == "FINISHED"
+    assert first.data.params["class_names"] == '["D0", "D1", "D2"]'
+    assert first.data.params["augmult"] == "1" and runs["1"].data.params["augmult"] == "2"
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "test_accuracy", "test_balanced_accuracy",
+                "test_auc", "val_auc", "testacc_D0", "testspec_D1", "testsens_D2", "valauc_D0", "trainsize",
+                "train_time", "best_epoch"):
+        assert key in first.data.metrics, key
+    history = client.get_metric_history(first.info.run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2]
+    artifacts = {item.path for item in client.list_artifacts(first.info.run_id)}
+    assert any(path.endswith(".h5") and path.startswith("0-keras_model-") for path in artifacts)
+    assert {"0-history.csv", "0-model_summary.txt", "0-test-confusion_matrix.png"} <= artifacts
+
+    out = tmp_path / "out"
+    table_csv = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert list(table_csv.columns[:11]) == ["method", "dataset", "split", "epochs", "imgaug", "batchsize",
+                                            "imgsize", "resizefilter", "colorspace", "classcolumns",
+                                            "classweights"]
+    assert list(table_csv["run_id"]) == [runs["0"].info.run_id, runs["1"].info.run_id]
+    assert table_csv.loc[0, "testacc"].startswith("[") and len(table_csv.loc[0, "testacc"].split()) == 3
+    assert table_csv.loc[0, "notes"] == "first"
+    assert (out / "0-automation_result.csv").is_file() and (out / "1-automation_result.csv").is_file()
+
+    rebuilt = tmp_path / "rebuilt.csv"
+    result = CliRunner().invoke(results.cli, ["--parent-run", outcome.parent_run_id, "-o", str(rebuilt)])
+    assert result.exit_code == 0, result.output
+    assert rebuilt.read_text() == (out / "automation_result.csv").read_text()
+
+    from timl import pyfunc
+
+    classifier = pyfunc.load_classifier(model_uri=f"runs:/{first.info.run_id}/model")
+    assert classifier.class_names == ("D0", "D1", "D2") and classifier.preprocessing.imgsize == 16
+
+
+def test_bad_rows_fail_alone(tracking_uri, mini_digits, tmp_path):
+    from timl import training
+
+    good = small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)
+    table = write_table(tmp_path / "table.csv", [
+        dict(good, method="NoSuchNet"),
+        dict(good, split="thirds"),
+        dict(good, dataset=str(tmp_path / "missing.csv")),
+        dict(good, epochs=0),
+        dict(good, batchsize="abc"),
+        good,
+    ])
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="bad")
+    statuses = [row.status for row in outcome.rows]
+    assert statuses == ["FAILED"] * 5 + ["FINISHED"]
+    messages = [row.message for row in outcome.rows]
+    assert "method" in messages[0] and "SmallCNN" in messages[0] and "NoSuchNet" in messages[0]
+    assert "split" in messages[1] and "kfold" in messages[1]
+    assert "missing.csv" in messages[2]
+    assert "epochs" in messages[3] and "row 3" in messages[3]
+    assert "batchsize" in messages[4] and "'abc'" in messages[4]
+    frame = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == 6
+    assert all(frame.loc[index, "exceptions"] for index in range(5)) and not frame.loc[5, "exceptions"]
+    assert not [run for run in _client().search_runs(
+        [_client().get_experiment_by_name("bad").experiment_id]) if run.info.status == "RUNNING"]
+
+
+def test_cli_exit_codes_and_messages(tracking_uri, mini_digits, tmp_path):
+    from timl.train import cli
+
+    table = write_table(tmp_path / "table.csv", [small_cnn_row(str(mini_digits / "mini.csv"), method="Nope",
+                                                                epochs=1)])
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--out-dir", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "Nope" in result.output
+
+    bad_columns = tmp_path / "typo.csv"
+    bad_columns.write_text("method,datset,split,epochs\nSmallCNN,x.csv,pre,1\n")
+    result = CliRunner().invoke(cli, ["--input-table", str(bad_columns)])
+    assert result.exit_code == 2
+    assert "'datset'" in result.output and "dataset" in result.output
+
+    result = CliRunner().invoke(cli, ["--list-methods"])
+    assert result.exit_code == 0 and "SmallCNN" in result.output and "VGG16-fc4k-do75-ml" in result.output
+
+
+@pytest.mark.slow
+def test_killed_table_resumes_to_complete_results(tracking_uri, mini_digits, tmp_path):
+    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=epochs, seed=index)
+            for index, epochs in enumerate((1, 30, 1))]
+    table = write_table(tmp_path / "table.csv", rows)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "timl.train", "--input-table", str(table), "--out-dir", str(out),
+               "--experiment", "kill", "--skip-roc"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "0-automation_result.csv").exists():
+        time.sleep(0.5)
+    time.sleep(4)  # row 1 (30 epochs) is now training
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    client = _client()
+    experiment = client.get_experiment_by_name("kill").experiment_id
+    assert any(run.info.status == "RUNNING" for run in client.search_runs([experiment]))
+
+    resumed = subprocess.run(command[:-1] + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "skipped" in resumed.stdout
+    frame = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == 3 and not any(frame["exceptions"])
+    runs = client.search_runs([experiment], filter_string="tags.`timl.kind` = 'row'")
+    assert not [run for run in runs if run.info.status == "RUNNING"]
+    assert sorted(run.info.status for run in runs) == ["FINISHED"] * 3 + ["KILLED"]
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_across_rows(tracking_uri, mini_digits, tmp_path):
+    import psutil
+
+    from timl import training
+
+    table = write_table(tmp_path / "table.csv",
+                        [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=i) for i in range(6)])
+    process = psutil.Process()
+    samples = []
+    original = training._report
+
+    def report(outcome, position, total, started):
+        samples.append(process.memory_info().rss)
+        original(outcome, position, total, started)
+
+    training._report = report
+    try:
+        outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="mem", skip_roc=True)
+    finally:
+        training._report = original
+    assert not outcome.failed
+    growth = (samples[-1] - samples[1]) / samples[1]
+    assert growth < 0.10, [s // 2**20 for s in samples]
+
+
+def test_same_seed_same_result(tracking_uri, mini_digits, tmp_path):
+    from timl import training
+
+    row = small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, split="frac=0.2", seed=3)
+    table = write_table(tmp_path / "table.csv", [row, row])
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="seed", skip_roc=True)
+    client = _client()
+    first, second = (client.get_run(row.run_id).data for row in outcome.rows)
+    assert first.metrics["loss"] == pytest.approx(second.metrics["loss"], rel=1e-5)
+    assert first.metrics["trainsize"] == second.metrics["trainsize"]
+
+
+def test_console_script_and_module_help():
+    for module in ("timl.train", "timl.classification.train", "timl.results", "timl.register"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                                cwd=REPO, timeout=120)
+        assert result.returncode == 0 and "Example" in result.stdout, module
+
+
+def test_conda_yaml_matches_pyproject():
+    import tomllib
+
+    import yaml
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
+    assert [item for item in pip_section if item != "."] == dependencies
