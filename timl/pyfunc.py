@@ -21,8 +21,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import warnings
-
 import mlflow.pyfunc
 import numpy as np
 
@@ -215,7 +213,8 @@ def classifier_from_keras_file(keras_model: str | Path, config_table: str | Path
     if len(names) != int(model.output_shape[-1]):
         raise ModelError(f"The model {path} has {int(model.output_shape[-1])} outputs but {len(names)} class "
                          f"names were given ({', '.join(names)}). Check classcolumns in the config table.")
-    return Classifier(model, preprocessing, names, multi_label, {"keras_model": str(path.resolve())})
+    return Classifier(model, preprocessing, names, multi_label,
+                      {"keras_model": str(path.resolve()), "run_id": metadata.get("run_id")})
 
 
 def _is_sigmoid(model) -> bool:
@@ -276,9 +275,6 @@ def png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-
-
 class TimlModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc of a TIML model: classifies images and, with params, explains them.
 
@@ -288,6 +284,7 @@ class TimlModel(mlflow.pyfunc.PythonModel):
     """
 
     classifier: Classifier | None = None
+    _skip_type_hint_validation = True  # the signature is given explicitly when logging
 
     def load_context(self, context):
         metadata = _read_metadata(Path(context.artifacts["timl_metadata"]))
@@ -305,7 +302,6 @@ class TimlModel(mlflow.pyfunc.PythonModel):
         images = [decode_image(_decode_input(value), name=f"image {index}")
                   for index, value in enumerate(frame["image"])]
         return predict_frame(self.classifier, images, params)
-
 
 
 def predict_frame(classifier: Classifier, images: list, params: dict):
@@ -382,7 +378,13 @@ def log_model(keras_path: Path, metadata_path: Path, classifier: Classifier, *, 
                                   **{f"confidence_{c}": [0.0] for c in classifier.class_names}})
     signature = infer_signature(example, sample_output, params=dict(DEFAULT_PARAMS))
     wrapper = TimlModel()
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=wrapper,
-        artifacts={"keras_model": str(keras_path), "timl_metadata": str(metadata_path)},
-        signature=signature, input_example=example, pip_requirements=pip_requirements())
+    quiet = logging.getLogger("mlflow.pyfunc")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the CloudPickle notice: TimlModel is imported by reference from timl
+    try:
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=wrapper,
+            artifacts={"keras_model": str(keras_path), "timl_metadata": str(metadata_path)},
+            signature=signature, input_example=example, pip_requirements=pip_requirements())
+    finally:
+        quiet.setLevel(level)

@@ -211,6 +211,14 @@ def _write_results(parent_id: str, out_dir: Path, row: int | None = None) -> Pat
     return path
 
 
+def _quiet_libraries() -> None:
+    """Silences library notices that are not the user's business (legacy-HDF5 and retracing warnings)."""
+    import tensorflow as tf
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    tf.get_logger().setLevel(logging.ERROR)
+
+
 def _release_memory() -> None:
     """Clears the Keras session between rows so memory does not grow with the number of rows."""
     import keras
@@ -261,6 +269,7 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False) ->
     """
     from timl import datasets, images, models
 
+    _quiet_libraries()
     spec = models.get_method(config.method)
     dataset = datasets.load_dataset(config.dataset, config.split, classcolumns=config.classcolumns,
                                     multi_label=spec.multi_label, img_dir=img_dir, seed=config.seed,
@@ -311,7 +320,7 @@ def _fit(config, spec, dataset, arrays: dict, augmentation, out_dir: Path) -> _T
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
         history = model.fit(train_data, validation_data=dev_data, epochs=config.epochs, callbacks=callbacks,
-                            verbose=2 if config.epochs > 0 else 0)
+                            shuffle=False, verbose=2)
     best.restore(model)
     shutil.rmtree(backup_dir, ignore_errors=True)
     import pandas as pd
@@ -388,7 +397,8 @@ def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, pr
     keras_path = out_dir / f"{config.row}-keras_model-{stamp}.h5"
     trained.model.save(keras_path)
     classifier = pyfunc.Classifier(trained.model, preprocessing, dataset.class_names, spec.multi_label)
-    metadata_path = pyfunc.write_metadata(keras_path, {**classifier.metadata(), "method": spec.name})
+    metadata_path = pyfunc.write_metadata(keras_path, {**classifier.metadata(), "method": spec.name,
+                                                       "run_id": tracking.active_run_id()})
     prefix = f"{config.row}-"
     files = [keras_path, metadata_path]
     summary_path = out_dir / f"{prefix}model_summary.txt"
