@@ -330,7 +330,7 @@ def _add_explanations(frame, classifier: Classifier, images: list, method: str, 
         if class_index is None:
             raise ModelError(f"Unknown class. Expected one of: {', '.join(classifier.class_names)} or an index. "
                              f"Received: class={class_cell!r}")
-    extra = {"num_masks": int(params.get("rise_masks") or 2000)} if method == "rise" else {}
+    extra = {"num_masks": int(params.get("rise_masks") or 2000), "seed": 0} if method == "rise" else {}
     columns = {"grey": [], "heatmap": [], "comp": []}
     for image in images:
         explanation = xai.explain(classifier.model, image, method, layer=str(params.get("layer") or "") or None,

@@ -1,0 +1,203 @@
+"""``python -m timl.explain``: explain classifications as the original TIML's grey / heatmap / composite images.
+
+For one image or every image of a test dataframe, with one or more methods (Grad-CAM, Grad-CAM++, Score-CAM,
+SmoothGrad, RISE). For a test dataframe it also draws grid pages: each image, its composite per method, the
+predicted and (when the dataframe has class columns) the true class. ``--log-to-run`` stores everything as
+artifacts of an MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import click
+import numpy as np
+
+from timl.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+ROWS_PER_PAGE = 6
+
+
+@dataclasses.dataclass
+class ExplainedImage:
+    """One image's explanations: name, predicted class, true class (or None), and method -> Explanation."""
+
+    name: str
+    predicted: str
+    truth: str | None
+    explanations: dict
+
+
+def _class_index(classifier, class_cell: str | None) -> int | None:
+    if class_cell is None or class_cell == "":
+        return None
+    if class_cell in classifier.class_names:
+        return classifier.class_names.index(class_cell)
+    if class_cell.isdigit() and int(class_cell) < len(classifier.class_names):
+        return int(class_cell)
+    raise ModelError(f"Unknown class. Expected one of: {', '.join(classifier.class_names)} or an index "
+                     f"0-{len(classifier.class_names) - 1}. Received: class={class_cell!r}")
+
+
+def explain_image(classifier, source, name: str, methods: list[str], out_dir: Path, *, layer: str | None = None,
+                  class_cell: str | None = None, truth: str | None = None, **params) -> ExplainedImage:
+    """Explains one image with each method and writes ``<name>-<method>-grey|heatmap|comp.png``."""
+    from timl import xai
+    from timl.images import decode_image
+
+    image = decode_image(source, name=name)
+    probabilities = classifier.predict_images([image])[0]
+    predicted = classifier.class_names[int(np.argmax(probabilities))]
+    class_index = _class_index(classifier, class_cell)
+    explanations = {}
+    for method in methods:
+        accepted = {key: value for key, value in params.items()
+                    if key == "seed" or key in xai.get_method(method).defaults}
+        explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
+                                  preprocessing=classifier.preprocessing, **accepted)
+        for kind, picture in (("grey", explanation.grey), ("heatmap", explanation.heatmap),
+                              ("comp", explanation.composite)):
+            picture.save(out_dir / f"{name}-{method}-{kind}.png")
+        explanations[method] = explanation
+    return ExplainedImage(name, predicted, truth, explanations)
+
+
+def draw_pages(results: list[ExplainedImage], methods: list[str], out_dir: Path, sources: dict) -> list[Path]:
+    """Grid pages: per image, the original and one composite per method, titled with predicted/true class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from timl.images import decode_image
+
+    pages = []
+    for page, start in enumerate(range(0, len(results), ROWS_PER_PAGE), start=1):
+        chunk = results[start:start + ROWS_PER_PAGE]
+        columns = 1 + len(methods)
+        figure, axes = plt.subplots(len(chunk), columns, figsize=(2.6 * columns, 2.6 * len(chunk)), squeeze=False)
+        for row, result in enumerate(chunk):
+            axes[row][0].imshow(decode_image(sources[result.name]))
+            truth = f" / true {result.truth}" if result.truth else ""
+            axes[row][0].set_title(f"{result.name}\npred {result.predicted}{truth}", fontsize=8)
+            for column, method in enumerate(methods, start=1):
+                explanation = result.explanations[method]
+                axes[row][column].imshow(explanation.composite)
+                axes[row][column].set_title(f"{method} ({explanation.score:.2f})", fontsize=8)
+            for axis in axes[row]:
+                axis.axis("off")
+        figure.tight_layout()
+        path = out_dir / f"explain-page-{page:03d}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        pages.append(path)
+    return pages
+
+
+def _dataframe_images(test_dataframe: Path, img_dir: Path | None) -> tuple[dict, dict]:
+    """Image paths and true classes (when the dataframe has class columns) of a test dataframe."""
+    import pandas as pd
+
+    from timl.predict import _image_paths, read_test_dataframe
+
+    names = read_test_dataframe(test_dataframe)
+    img_dir = img_dir or test_dataframe.parent / "images"
+    paths = dict(zip(names, _image_paths(names, img_dir, test_dataframe)))
+    frame = pd.read_csv(test_dataframe, dtype={"image_name": str})
+    class_columns = [column for column in frame.columns if column != "image_name"]
+    truths = {}
+    if class_columns:
+        for name, values in zip(frame["image_name"], frame[class_columns].to_numpy()):
+            positives = [column for column, value in zip(class_columns, values) if value == 1]
+            truths[str(name)] = ";".join(positives) or None
+    return paths, truths
+
+
+def explain(*, model_uri=None, keras_model=None, config_table=None, image=None, test_dataframe=None, img_dir=None,
+            methods=("gradcam",), layer=None, class_cell=None, out_dir="explanations", log_to_run=None,
+            **params) -> list[Path]:
+    """Explains one image or a test dataframe and writes the images (and grid pages); returns the files."""
+    from timl import pyfunc
+
+    if bool(image) == bool(test_dataframe):
+        raise ModelError("Give exactly one of --image or --test-dataframe. "
+                         f"Received: image={image!r}, test_dataframe={test_dataframe!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier = pyfunc.load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
+    if image:
+        sources, truths = {Path(image).stem: str(image)}, {}
+    else:
+        sources, truths = _dataframe_images(Path(test_dataframe), Path(img_dir) if img_dir else None)
+    results = [explain_image(classifier, source, name, list(methods), out_dir, layer=layer, class_cell=class_cell,
+                             truth=truths.get(name), **params) for name, source in sources.items()]
+    files = sorted(out_dir.glob("*.png"))
+    if test_dataframe:
+        files += draw_pages(results, list(methods), out_dir, sources)
+    if log_to_run:
+        _log_to_run(log_to_run, out_dir)
+    return files
+
+
+def _log_to_run(run_id: str, out_dir: Path) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().log_artifacts(run_id, str(out_dir), artifact_path="explanations")
+    except MlflowException as error:
+        raise ModelError(f"Cannot log the explanations to run {run_id!r}: {error}") from error
+
+
+EXAMPLE = """Examples:
+
+  python -m timl.explain --model-uri models:/skin@champion --image lesion.jpg --method gradcam --method rise
+
+  python -m timl.explain --keras-model 0-keras_model-250101-120000.h5 --test-dataframe test.csv --img-dir images
+      --method gradcam --layer block5_conv3 --out-dir explanations --log-to-run 3f2a...
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@click.option("--model-uri", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, models:/NAME/VERSION.")
+@click.option("--keras-model", type=click.Path(dir_okay=False), help="A .h5/.keras model file.")
+@click.option("--config-table", type=click.Path(dir_okay=False), help="The TIML table the .h5 model was trained from.")
+@click.option("--image", type=click.Path(dir_okay=False), help="One image to explain.")
+@click.option("--test-dataframe", type=click.Path(dir_okay=False), help="CSV with image_name (and optional class columns).")
+@click.option("--img-dir", type=click.Path(file_okay=False), help="Image folder (default: images/ beside the dataframe).")
+@click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True,
+              help="gradcam, gradcam++, scorecam, smoothgrad or rise; repeat for several.")
+@click.option("--layer", help="Layer to explain (default: the last convolutional layer).")
+@click.option("--class", "class_cell", help="Class name or index to explain (default: the predicted class).")
+@click.option("--rise-masks", type=int, help="RISE: number of masks (default 2000).")
+@click.option("--seed", type=int, help="Seed of the random methods (RISE, SmoothGrad).")
+@click.option("--out-dir", default="explanations", show_default=True, type=click.Path(file_okay=False))
+@click.option("--log-to-run", help="Also store the images as artifacts of this MLflow run.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, methods, layer, class_cell, rise_masks,
+        seed, out_dir, log_to_run, tracking_uri):
+    """Explain classifications with Grad-CAM, RISE and more."""
+    from timl import tracking
+    from timl.cli import setup_logging, user_errors
+
+    setup_logging()
+    params = {}
+    if rise_masks:
+        params["num_masks"] = rise_masks
+    if seed is not None:
+        params["seed"] = seed
+    with user_errors():
+        if model_uri or log_to_run:
+            tracking.configure(tracking_uri)
+        files = explain(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
+                        test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
+                        class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run, **params)
+    click.echo(f"Wrote {len(files)} images to {out_dir}" + (f" and to run {log_to_run}" if log_to_run else ""))
+
+
+if __name__ == "__main__":
+    cli()
