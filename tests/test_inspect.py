@@ -98,7 +98,7 @@ def test_end_to_end_with_model_run(workdir, store):
     assert run.data.metrics["balanced_accuracy"] == pytest.approx(result.summary["balanced_accuracy"])
     assert run.data.metrics["auc"] == pytest.approx(result.summary["mean_auc"])
     assert "auc_MEL" in run.data.metrics and "sens_BCC" in run.data.metrics
-    assert run.data.params["multi_label"] == "False"
+    assert run.data.params["multi_label"] == "False" and run.info.run_name == "inspect gt-pred"
     assert {item.path for item in store.client.list_artifacts(result.run_id)} == REPORT_FILES
 
     model_metrics = store.client.get_run(model_run).data.metrics

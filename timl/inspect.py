@@ -229,7 +229,7 @@ def _log_batches(client, run_id: str, metrics: dict[str, float], params: dict[st
         client.log_batch(run_id, params=items[start:start + 100])
 
 
-def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None,
+def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
                    params: dict[str, Any], model_run_id: str | None, dataset: str) -> str:
     """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
     known, logs the same metrics on it as ``test_<dataset>_...``. Returns the inspection's run id."""
@@ -243,7 +243,7 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
                           f"--experiment. Received: experiment={experiment!r}")
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     tags = {"timl.command": "inspect", **({MODEL_RUN_TAG: model_run_id} if model_run_id else {})}
-    run_id = client.create_run(experiment_id, tags=tags, run_name=f"inspect {out_dir.name}").info.run_id
+    run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
     try:
         _log_batches(client, run_id, evaluation.summary_metrics(summary, ""), params)
         client.log_artifacts(run_id, str(out_dir))
@@ -288,8 +288,8 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     """
     test_csv, predictions_csv = Path(test_csv), Path(predictions_csv)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(test_csv, predictions_csv)
-    _check_out_dir(out_dir, overwrite)
     inputs = _load_inputs(test_csv, predictions_csv)
+    _check_out_dir(out_dir, overwrite)
     if out_dir.exists():
         _clear_report(out_dir)
     summary = evaluation.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
@@ -298,7 +298,8 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
               "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri")}
-    run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri, params=params,
+    run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
+                            run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
                             model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv))
     logger.info("Inspection of %s written to %s (MLflow run %s)", predictions_csv, out_dir, run_id)
     return InspectResult(out_dir=out_dir, summary=summary, run_id=run_id)
