@@ -52,16 +52,36 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
+_INITIALISED: set[str] = set()
+
+
 def _tune_sqlite(uri: str) -> None:
-    """Lets several processes share one SQLite store: writers wait up to 60 s instead of failing at once."""
-    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    """Lets several processes share one SQLite store.
+
+    The store's schema is created (or migrated) by one process at a time, under a lock file beside the
+    database, so two tables started together do not race on MLflow's migrations. WAL mode lets readers work
+    while one process writes; MLflow's SQLAlchemy engine is told to wait for the write lock instead of failing
+    with "database is locked".
+    """
+    import fcntl
     import sqlite3
 
-    path = uri.split("sqlite:///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    path = uri.split("sqlite:///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:" or uri in _INITIALISED:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates/migrates the schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _INITIALISED.add(uri)
 
 
 def experiment_id(name: str) -> str:

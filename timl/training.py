@@ -129,9 +129,9 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
             outcomes.append(outcome)
             _report(outcome, position, len(selection), started)
             _write_results(parent_id, out_dir, row=number)
-    except KeyboardInterrupt:
+    except BaseException as error:  # never leave the table run RUNNING
         _write_results(parent_id, out_dir)
-        tracking.end_run(parent_id, "KILLED")
+        tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
