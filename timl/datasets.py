@@ -459,6 +459,29 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Assigns each row to one of ``folds`` folds, stratified by class and reproducible from ``seed``.
+
+    The rows of each stratum (label combination) are shuffled and dealt round-robin over the folds, continuing
+    where the previous stratum stopped: each fold gets its share of every class (within one row), and the fold
+    sizes differ by at most one row.
+
+    Returns:
+        An int array (rows,) of fold numbers in 0 .. folds-1.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
+    assignment = np.empty(len(labels), dtype=int)
+    dealt = int(rng.integers(folds))
+    for stratum in rng.permutation(np.unique(strata)):
+        members = np.flatnonzero(strata == stratum)
+        rng.shuffle(members)
+        assignment[members] = (dealt + np.arange(len(members))) % folds
+        dealt += len(members)
+    return assignment
+
+
 def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int) -> None:
     empty = [name for name, frame in parts.items() if frame is not None and len(frame) == 0]
     if empty:
@@ -480,9 +503,7 @@ def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec,
 
 
 def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, source: str) -> dict:
-    order = stratified_order(frame[list(class_names)].to_numpy(), seed)
-    in_test = np.zeros(len(frame), dtype=bool)
-    in_test[order[spec.fold::spec.folds]] = True
+    in_test = stratified_folds(frame[list(class_names)].to_numpy(), spec.folds, seed) == spec.fold
     rest = frame[~in_test].reset_index(drop=True)
     rest_order = stratified_order(rest[list(class_names)].to_numpy(), seed + 1)
     dev_count = int(np.ceil(KFOLD_DEV_FRACTION * len(rest))) if len(rest) > 1 else 0
