@@ -1,7 +1,8 @@
 """RISE: randomized input sampling, our own vectorised implementation.
 
-All masks of a batch are made at once: random keep/drop cells, one bilinear upsampling of the whole batch
-to ``cell_size * (mask_cells + 1)`` pixels, and a random shift of each mask by gathering rows and columns.
+All masks of a batch are made at once: random keep/drop cells, then bilinear upsampling to
+``cell_size * (mask_cells + 1)`` pixels and a random shift of each mask, both as two batched matrix products
+(bilinear upsampling is separable and linear; a shifted crop is a block of rows of its matrix).
 Masking, prediction and the score-weighted sum of the masks run in one compiled TensorFlow function per model,
 so an explanation with N masks costs about N batched forward passes.
 """
@@ -16,6 +17,47 @@ import numpy as np
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def interpolation_matrix(cells: int, up_size: int) -> np.ndarray:
+    """The (up_size, cells) matrix of 1-D bilinear upsampling (half-pixel centres, edges clamped).
+
+    Bilinear upsampling is separable and linear, so an upsampled grid is ``R @ grid @ R.T``; a shifted crop
+    of it takes a block of rows of ``R``.
+    """
+    source = np.clip((np.arange(up_size) + 0.5) * cells / up_size - 0.5, 0.0, cells - 1)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, cells - 1)
+    weight = source - low
+    matrix = np.zeros((up_size, cells), dtype=np.float32)
+    np.add.at(matrix, (np.arange(up_size), low), 1.0 - weight)
+    np.add.at(matrix, (np.arange(up_size), high), weight)
+    return matrix
+
+
+def upsample_masks(grid, shifts, size: int):
+    """All masks of a batch at once: bilinear upsampling of the cell grids and a shifted crop of each.
+
+    Each mask is ``R[dy:dy+size] @ grid @ R[dx:dx+size].T`` with ``R`` from :func:`interpolation_matrix` for
+    ``cell_size * (cells + 1)`` pixels: two batched matrix products, no per-mask work.
+
+    Args:
+        grid: float32 (batch, cells, cells) of 0/1.
+        shifts: int32 (batch, 2), each mask's (row, column) offset in [0, cell_size).
+        size: the side of the masks, in pixels.
+
+    Returns:
+        A float32 tensor (batch, size, size) in [0, 1].
+    """
+    import tensorflow as tf
+
+    cells = int(grid.shape[1])
+    cell_size = math.ceil(size / cells)
+    matrix = tf.constant(interpolation_matrix(cells, cell_size * (cells + 1)))
+    offsets = tf.range(size, dtype=tf.int32)[None, :]
+    rows = tf.gather(matrix, shifts[:, 0:1] + offsets)  # (batch, size, cells)
+    cols = tf.gather(matrix, shifts[:, 1:2] + offsets)
+    return tf.matmul(tf.matmul(rows, grid), cols, transpose_b=True)
+
+
 def _rise_step(model):
     """The compiled step ``(x, grid, shifts, weights, class_index) -> (masks weighted by score, summed)``."""
     step = _STEPS.get(model)
@@ -25,15 +67,7 @@ def _rise_step(model):
 
     @tf.function(reduce_retracing=True)
     def step(x, grid, shifts, weights, class_index):
-        size, cells = x.shape[1], grid.shape[1]
-        cell_size = math.ceil(size / cells)
-        up_size = cell_size * (cells + 1)
-        masks = tf.image.resize(grid[..., None], (up_size, up_size), method="bilinear")[..., 0]
-        offsets = tf.range(size, dtype=tf.int32)[None, :]
-        rows = shifts[:, 0:1] + offsets
-        cols = shifts[:, 1:2] + offsets
-        masks = tf.gather(masks, rows, axis=1, batch_dims=1)
-        masks = tf.gather(masks, cols, axis=2, batch_dims=1)
+        masks = upsample_masks(grid, shifts, x.shape[1])
         probabilities = model(x * masks[..., None], training=False)
         scores = tf.gather(probabilities, class_index, axis=1) * weights
         return tf.tensordot(scores, masks, axes=1)
