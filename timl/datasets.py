@@ -371,7 +371,7 @@ def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source:
     if missing:
         raise MissingFileError(
             f"{source}: {len(missing)} image(s) not found in {img_dir} (looked for image_name plus one of "
-            f"{', '.join(IMAGE_SUFFIXES)}, any case): {_listed(missing)}"
+            f"{', '.join(IMAGE_SUFFIXES)}, any case): {_listed(sorted(missing))}"
         )
     result, start = {}, 0
     for split, frame in frames.items():
