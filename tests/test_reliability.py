@@ -37,8 +37,13 @@ def _train_command(table: Path, out: Path, experiment: str, *extra: str) -> list
 def test_nan_loss_fails_the_row_and_the_table_goes_on(tracking_uri, mini_digits, tmp_path):
     from timl import training
 
+    from timl import models
+
+    poisoned = models.create_model("SmallCNN", 3, 16, weights="none")
+    poisoned.set_weights([np.full_like(weight, np.nan) for weight in poisoned.get_weights()])
+    poisoned.save(tmp_path / "nan.h5")
     good = small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)
-    table = write_table(tmp_path / "t.csv", [dict(good, lr="9.9"), good])
+    table = write_table(tmp_path / "t.csv", [dict(good, weights=str(tmp_path / "nan.h5")), good])
     outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="nan", skip_roc=True)
     assert [row.status for row in outcome.rows] == ["FAILED", "FINISHED"]
     assert "loss became" in outcome.rows[0].message and "lr" in outcome.rows[0].message
