@@ -128,10 +128,17 @@ def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_
         client.set_tag(resume_run_id, TAG_PID, str(os.getpid()))
         return resume_run_id
     tags = {TAG_KIND: "table", TAG_TABLE: str(Path(table_path).resolve()), TAG_OUT_DIR: str(out_dir.resolve()),
-            "mlflow.runName": Path(table_path).stem, **process_tags()}
-    run = client.create_run(experiment_id(experiment), run_name=Path(table_path).stem, tags=tags)
-    client.log_artifact(run.info.run_id, str(table_path))
-    return run.info.run_id
+            **process_tags()}
+    launched_by = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made a run for us: it is the table run
+    if launched_by:
+        run_id = launched_by
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        run_id = client.create_run(experiment_id(experiment), run_name=Path(table_path).stem,
+                                   tags={**tags, "mlflow.runName": Path(table_path).stem}).info.run_id
+    client.log_artifact(run_id, str(table_path))
+    return run_id
 
 
 def end_run(run_id: str, status: str) -> None:

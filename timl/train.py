@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -43,6 +44,9 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
         return
     if not input_table:
         raise click.UsageError("Missing option '--input-table'.")
+    img_dir, out_dir, experiment = img_dir or None, out_dir or None, experiment or None  # MLproject passes ''
+    if experiment is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`
+        experiment = _experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"], tracking_uri)
     setup_logging(verbose)
     select_gpu(cuda_gpu)
     from timl import training
@@ -64,6 +68,16 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
         for row in outcome.failed:
             click.echo(f"row {row.name} {row.status}: {row.message}", err=True)
         sys.exit(1)
+
+
+def _experiment_name(experiment_id: str, tracking_uri: str | None) -> str | None:
+    from timl import tracking
+
+    tracking.configure(tracking_uri)
+    import mlflow
+
+    found = mlflow.get_experiment(experiment_id)
+    return found.name if found else None
 
 
 def _store_hint(tracking_uri: str | None) -> str:

@@ -1,0 +1,38 @@
+"""The MLflow project entry point: `mlflow run . -P table=... --env-manager local`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, small_cnn_row, write_table
+
+
+@pytest.mark.slow
+def test_mlflow_run_trains_a_table(tmp_path, mini_digits):
+    table = write_table(tmp_path / "table.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    mlflow = Path(sys.executable).parent / "mlflow"
+    result = subprocess.run([str(mlflow), "run", str(REPO), "-P", f"table={table}", "-P", f"out_dir={tmp_path / 'out'}",
+                             "--env-manager", "local", "--experiment-name", "project"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == 1 and frame.loc[0, "method"] == "SmallCNN" and frame.loc[0, "run_id"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("project")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if run.data.tags.get("timl.kind") == "table"]
+    rows = [run for run in runs if run.data.tags.get("timl.kind") == "row"]
+    assert len(parents) == 1 and len(rows) == 1
+    assert rows[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert all(run.info.status == "FINISHED" for run in runs)
