@@ -316,3 +316,22 @@ def test_training_registry_models(method_name, image):
         assert explanation.composite.size == (40, 24)
         assert explanation.layer == ("block5_conv3" if method == "gradcam" else None)
         assert np.isfinite(explanation.saliency).all()
+
+
+@pytest.mark.parametrize("nesting", ["sequential", "sequential inside functional"])
+def test_sequential_models(nesting):
+    import keras
+
+    from timl.xai import explain_array
+
+    keras.utils.set_random_seed(2)
+    body = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="seq_conv"),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    model = body
+    if nesting != "sequential":
+        inputs = keras.Input((16, 16, 3))
+        model = keras.Model(inputs, body(inputs))
+    for method in ("gradcam", "scorecam", "rise"):
+        result = explain_array(model, _random_input(16), method, class_index=1, **SMALL_PARAMS.get(method, {}))
+        assert result.saliency.shape == (16, 16)
+    assert result.layer is None and body.layers[-1].activation.__name__ == "softmax"
