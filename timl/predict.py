@@ -74,13 +74,11 @@ def _progress(done: int, total: int, started: float) -> None:
 
 
 def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool) -> np.ndarray:
-    outputs, started = [], time.time()
-    for start in range(0, len(arrays), batch_size):
-        batch = arrays[start:start + batch_size].astype(np.float32) / 255.0
-        outputs.append(np.asarray(model.predict_on_batch(batch)))
-        if show_progress:
-            _progress(min(start + batch_size, len(arrays)), len(arrays), started)
-    return np.concatenate(outputs) if outputs else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
+    from timl.pyfunc import run_batches
+
+    started = time.time()
+    progress = (lambda done, total: _progress(done, total, started)) if show_progress else None
+    return run_batches(model, arrays, batch_size, progress)
 
 
 def layer_model(model, layer: str):

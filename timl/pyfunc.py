@@ -120,10 +120,8 @@ class Classifier:
                 "multi_label": self.multi_label, "timl_version": __version__}
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Predicts preprocessed float32 images (N, S, S, 3); returns probabilities (N, C)."""
-        outputs = [np.asarray(self.model.predict_on_batch(images[start:start + batch_size]))
-                   for start in range(0, len(images), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.class_names)), np.float32)
+        """Predicts preprocessed images (N, S, S, 3), float32 in [0, 1] or uint8 (converted batch by batch)."""
+        return run_batches(self.model, images, batch_size)
 
     def predict_images(self, sources: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         """Decodes, preprocesses and predicts images given as paths, bytes or PIL images."""
@@ -133,6 +131,25 @@ class Classifier:
 
     def predicted(self, probabilities: np.ndarray) -> list[str]:
         return [self.class_names[int(index)] for index in np.argmax(probabilities, axis=1)]
+
+
+def run_batches(model, images: np.ndarray, batch_size: int = 32, progress=None) -> np.ndarray:
+    """Runs a model over images batch by batch; uint8 input is scaled to [0, 1] one batch at a time.
+
+    Args:
+        progress: optional callable ``progress(done, total)`` called after each batch.
+    """
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size])
+        if batch.dtype == np.uint8:
+            batch = batch.astype(np.float32) / 255.0
+        outputs.append(np.asarray(model.predict_on_batch(batch)))
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
+    if outputs:
+        return np.concatenate(outputs)
+    return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
 
 
 def write_metadata(keras_path: Path, classifier_metadata: dict) -> Path:

@@ -242,7 +242,7 @@ def _load_split_images(paths: list[str], preprocessing) -> np.ndarray:
     if key not in _IMAGE_CACHE:
         if len(_IMAGE_CACHE) >= 3:
             _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
-        _IMAGE_CACHE[key] = images.load_images(paths, preprocessing)
+        _IMAGE_CACHE[key] = images.cache_images(paths, preprocessing)  # on disk beyond 2 GiB
     return _IMAGE_CACHE[key]
 
 
@@ -416,7 +416,7 @@ def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, pr
         if split not in arrays:
             continue
         labels = dataset.labels(split)
-        probabilities = classifier.predict_arrays(arrays[split].astype(np.float32) / 255.0, config.batchsize)
+        probabilities = classifier.predict_arrays(arrays[split], config.batchsize)
         result, written = _report_split(out_dir, f"{prefix}{split}-", dataset, split, labels, probabilities,
                                         skip_roc)
         files += written
