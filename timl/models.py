@@ -395,12 +395,16 @@ def _application_features(spec: MethodSpec, x, imagenet: bool):
 
 
 def _small_cnn_features(x, filters: tuple[int, ...] = (32, 64, 128)):
-    """Conv-BN-ReLU-MaxPool blocks. BN momentum 0.9 so inference statistics settle within one short epoch."""
+    """Conv-BN-ReLU-MaxPool blocks.
+
+    BatchNormalization momentum is 0.5 (Keras' default 0.99 lags the fast-changing statistics of a network
+    trained from scratch for a few short epochs: measured 0.88 instead of 0.96 validation accuracy on digits).
+    """
     import keras
 
     for index, width in enumerate(filters, start=1):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{index}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{index}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.5, name=f"block{index}_bn")(x)
         x = keras.layers.ReLU(name=f"block{index}_relu")(x)
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{index}_pool")(x)
     return x
@@ -486,8 +490,10 @@ def _compile(model, spec: MethodSpec, lr: float | None) -> None:
     learning_rate = spec.lr if lr is None else float(lr)
     if not learning_rate > 0:
         raise ModelError(f"The learning rate of method {spec.name} must be > 0. Received: lr={lr!r}")
+    # No XLA: on CPU its compile time dominates (one DenseNet169 step: 300 s with XLA, 133 s without) and a
+    # 3-epoch SmallCNN run is 30% faster without it.
     model.compile(optimizer=OPTIMIZERS[spec.optimizer](learning_rate), loss=LOSSES[spec.loss](),
-                  metrics=_metrics(spec))
+                  metrics=_metrics(spec), jit_compile=False)
 
 
 def create_model(method: str | MethodSpec, num_classes: int, imgsize: int, *, weights: str = "default",
