@@ -1,0 +1,252 @@
+"""The TIML REST server: a Flask app factory with the original TIML REST API and the web pages.
+
+``create_app(config)`` builds one app; its model is loaded once, at the first request that needs it (so each
+gunicorn worker loads it once, after the fork). Every error is JSON: exception classes map to status codes in
+:func:`_register_error_handlers` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from flask import Blueprint, Flask, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+
+from timl import __version__
+from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
+from timl.serving.config import ServerConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class BadRequest(TimlError, ValueError):
+    """A request the API cannot serve: a missing field, a bad query parameter."""
+
+
+class UnknownChoice(ModelError):
+    """An unknown explanation method or layer in the URL (404, with the valid ones)."""
+
+
+class ModelHolder:
+    """Loads the configured model once, on first use, thread-safely; serialises predictions."""
+
+    def __init__(self, config: ServerConfig, classifier=None):
+        self.config = config
+        self._classifier = classifier
+        self._lock = threading.Lock()
+        self.predict_lock = threading.Lock()
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            with self._lock:
+                if self._classifier is None:
+                    self._classifier = _load_classifier(self.config)
+        return self._classifier
+
+
+def _load_classifier(config: ServerConfig):
+    from timl import pyfunc, tracking
+
+    model = config.model
+    if model.lower().endswith((".h5", ".keras")):
+        table = Path(model).parent / "config_table.csv"
+        has_sidecar = Path(model + ".json").is_file()
+        return pyfunc.load_classifier(keras_model=model,
+                                      config_table=table if table.is_file() and not has_sidecar else None)
+    tracking.configure(config.tracking_uri or None)
+    return pyfunc.load_classifier(model_uri=model)
+
+
+def _uploaded_image(config: ServerConfig):
+    """The decoded image of the multipart field ``file``; the file name is only echoed, never used as a path."""
+    from timl.images import decode_image
+
+    upload = request.files.get("file")
+    if upload is None:
+        raise BadRequest("The request needs a multipart form field 'file' with the image. "
+                         f"Received fields: {sorted(request.files) + sorted(request.form)}")
+    filename = Path(upload.filename or "upload").name[:200]
+    data = upload.read()
+    return filename, decode_image(data, max_pixels=config.max_image_pixels, name=f"the uploaded file {filename!r}")
+
+
+def _query_number(name: str, kind, low, high):
+    text = request.args.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise BadRequest(f"Query parameter {name!r} must be a {kind.__name__} between {low} and {high}. "
+                         f"Received: {name}={text!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"Query parameter {name!r} must be between {low} and {high}. Received: {name}={text!r}")
+    return value
+
+
+def _explain_params() -> dict:
+    """RISE options from the query string: masks, cells, keep, seed."""
+    params = {}
+    for query, name, kind, low, high in (("masks", "num_masks", int, 1, 20000), ("cells", "mask_cells", int, 2, 64),
+                                         ("keep", "keep_probability", float, 0.01, 0.99)):
+        value = _query_number(query, kind, low, high)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def _class_index(classifier) -> int | None:
+    text = request.args.get("class")
+    if not text:
+        return None
+    if text in classifier.class_names:
+        return classifier.class_names.index(text)
+    if text.isdigit() and int(text) < len(classifier.class_names):
+        return int(text)
+    raise BadRequest(f"Unknown class. Expected one of: {', '.join(classifier.class_names)} or an index. "
+                     f"Received: class={text!r}")
+
+
+def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
+    """The REST API: info, classify, explain, openapi.json."""
+    from timl import pyfunc, xai
+
+    api = Blueprint("api", __name__)
+
+    @api.get("/info")
+    def info():
+        classifier = holder.classifier
+        layers = xai.conv_layer_names(classifier.model)
+        return jsonify(model=config.model, classes=list(classifier.class_names),
+                       input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
+                       multi_label=classifier.multi_label, explain_methods=xai.list_methods(), layers=layers,
+                       default_layer=xai.last_conv_layer(classifier.model) if layers else None, version=__version__)
+
+    @api.post("/classify")
+    def classify():
+        classifier = holder.classifier
+        filename, image = _uploaded_image(config)
+        with holder.predict_lock:
+            probabilities = classifier.predict_images([image])[0]
+        return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
+                       confidence=[float(c) for c in pyfunc.confidence(probabilities)],
+                       classes=list(classifier.class_names),
+                       predicted_class=classifier.class_names[int(probabilities.argmax())])
+
+    @api.post("/explain/<method>/<path:layer>")
+    def explain(method: str, layer: str):
+        classifier = holder.classifier
+        if method not in xai.list_methods():
+            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.list_methods())}. "
+                                f"Received: method={method!r}")
+        uses_layer = xai.get_method(method).uses_layer
+        layers = xai.conv_layer_names(classifier.model)
+        if uses_layer and layer not in layers:
+            raise UnknownChoice(f"Unknown layer for {method}. Expected one of: {', '.join(layers)}. "
+                                f"Received: layer={layer!r}")
+        params = _explain_params() if method == "rise" else {}
+        seed = _query_number("seed", int, 0, 2**31 - 1)
+        class_index = _class_index(classifier)
+        filename, image = _uploaded_image(config)
+        with holder.predict_lock:
+            explanation = xai.explain(classifier.model, image, method, layer=layer if uses_layer else None,
+                                      class_index=class_index, preprocessing=classifier.preprocessing,
+                                      seed=seed, **params)
+        return jsonify(filename=filename, method=method, layer=explanation.layer or layer,
+                       args={"layer_name": explanation.layer or layer, **params}, class_index=explanation.class_index,
+                       class_name=classifier.class_names[explanation.class_index], score=explanation.score,
+                       grey=pyfunc.png_base64(explanation.grey), heatmap=pyfunc.png_base64(explanation.heatmap),
+                       comp=pyfunc.png_base64(explanation.composite))
+
+    @api.get("/openapi.json")
+    def openapi():
+        from timl.serving.openapi import openapi_document
+
+        return jsonify(openapi_document(config.rest_prefix))
+
+    return api
+
+
+STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (BadRequest, 400), (ImageError, 400),
+          (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """Exception class -> status code, in one place; every body is JSON ``{"error": ...}``."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        message = error.description if not isinstance(error, RequestEntityTooLarge) else (
+            f"The upload is larger than the limit of {app.config['MAX_CONTENT_LENGTH'] // 1024} kB.")
+        return jsonify(error=message), error.code
+
+    @app.errorhandler(Exception)
+    def any_error(error: Exception):
+        for kind, status in STATUS:
+            if isinstance(error, kind):
+                return jsonify(error=str(error)), status
+        logger.exception("internal error")
+        return jsonify(error="internal error"), 500
+
+
+def create_app(config: ServerConfig | dict | str | Path | None = None, classifier=None) -> Flask:
+    """Builds the TIML server.
+
+    Args:
+        config: a ServerConfig, a mapping with the original keys, a configuration file path, or None to look
+            for ``timl_server_config.json`` (see :func:`timl.serving.config.find_config`).
+        classifier: a ready :class:`timl.pyfunc.Classifier` (tests); by default the configured model is loaded
+            at the first request that needs it.
+
+    Raises:
+        ConfigError: no configuration file; its message prints a sample configuration.
+    """
+    if isinstance(config, dict):
+        config = ServerConfig.from_mapping(config)
+    elif not isinstance(config, ServerConfig):
+        config = load_config(config)
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
+    app.config["TIML"] = config
+    holder = ModelHolder(config, classifier)
+    app.extensions["timl_model"] = holder
+    app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
+    try:
+        from timl.serving.evaluate import evaluate_blueprint
+    except ImportError:
+        evaluate_blueprint = None
+    if evaluate_blueprint is not None:
+        app.register_blueprint(evaluate_blueprint(config.as_mapping()), url_prefix=f"{config.rest_prefix}/evaluate")
+    static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
+
+    @app.get(f"{config.static_prefix}/<path:name>")
+    def static_page(name: str):
+        return send_from_directory(static_dir, name)
+
+    @app.get("/")
+    def index():
+        pages = sorted(path.name for path in static_dir.glob("*.html")) if static_dir.is_dir() else []
+        return jsonify(service="TIML REST server", version=__version__, model=config.model,
+                       api={name: f"{config.rest_prefix}/{name}" for name in ("info", "classify", "openapi.json")}
+                       | {"explain": f"{config.rest_prefix}/explain/<method>/<layer>"},
+                       pages=[f"{config.static_prefix}/{page}" for page in pages])
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok", model_loaded=holder._classifier is not None)
+
+    _register_error_handlers(app)
+    return app
+
+
+def app_from_environment() -> Flask:
+    """The app for ``flask --app timl.serving run`` and WSGI servers: the configuration is looked up as usual."""
+    return create_app()
+
+
+__all__ = ["create_app", "NotFound"]
