@@ -1,0 +1,212 @@
+"""The TIML REST server: routes, bad input that never takes it down, a real gunicorn process, the client."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+
+def tiny_classifier(size: int = 16, classes=("A", "B", "C")):
+    import keras
+
+    from timl.images import Preprocessing
+    from timl.pyfunc import Classifier
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
+    return Classifier(keras.Model(inputs, outputs), Preprocessing(size), tuple(classes), False)
+
+
+def encoded(mode="RGB", size=(40, 24), format_name="PNG", **save) -> bytes:
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray((rng.integers(0, 65535, (size[1], size[0]))).astype(np.uint16))
+    elif mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_name, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def app():
+    from timl.serving import create_app
+
+    return create_app({"CLASSIFICATION_MODEL": "tiny.h5", "MAX_UPLOAD_MB": 0.2, "MAX_IMAGE_PIXELS": 1_000_000},
+                      classifier=tiny_classifier())
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, url, data: bytes | None, filename="x.png"):
+    form = {} if data is None else {"file": (io.BytesIO(data), filename)}
+    return client.post(url, data=form, content_type="multipart/form-data")
+
+
+def test_index_health_info_openapi(client):
+    index = client.get("/").get_json()
+    assert index["api"]["classify"] == "/api/classify" and "/static/classify.html" in index["pages"]
+    assert client.get("/health").get_json()["status"] == "ok"
+    info = client.get("/api/info").get_json()
+    assert info["classes"] == ["A", "B", "C"] and info["input_size"] == 16
+    assert info["layers"][:2] == ["conv_a", "conv_b"] and info["default_layer"] == "conv_b"
+    assert set(info["explain_methods"]) == {"gradcam", "gradcam++", "scorecam", "smoothgrad", "rise"}
+    spec = client.get("/api/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.") and "/api/classify" in spec["paths"]
+
+
+def test_classify(client):
+    answer = post(client, "/api/classify", encoded(), "../../etc/passwd.png")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["filename"] == "passwd.png" and body["classes"] == ["A", "B", "C"]
+    assert sum(body["prediction"]) == pytest.approx(1, abs=1e-5)
+    assert all(-1 <= value <= 1 for value in body["confidence"])
+    assert body["predicted_class"] == body["classes"][int(np.argmax(body["prediction"]))]
+
+
+@pytest.mark.parametrize("method,layer,query", [("gradcam", "conv_a", ""), ("gradcam++", "conv_b", ""),
+                                                ("rise", "-", "?masks=40&cells=4&keep=0.5&seed=3"),
+                                                ("smoothgrad", "-", "?seed=1"), ("gradcam", "conv_b", "?class=B")])
+def test_explain(client, method, layer, query):
+    answer = post(client, f"/api/explain/{method}/{layer}{query}", encoded(size=(40, 24)))
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["method"] == method and body["args"]["layer_name"]
+    for key in ("grey", "heatmap", "comp"):
+        picture = Image.open(io.BytesIO(__import__("base64").b64decode(body[key])))
+        assert picture.size == (40, 24)
+    if "class=B" in query:
+        assert body["class_index"] == 1
+
+
+def _bomb() -> bytes:
+    """1.2 MP of one colour: a tiny file (under the upload limit) over the configured 1 MP pixel cap."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 1000), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_INPUTS = [
+    ("not an image", b"hello, this is not an image", 400, "Cannot decode"),
+    ("truncated jpeg", encoded(format_name="JPEG")[:300], 400, "Cannot decode"),
+    ("empty file", b"", 400, "empty"),
+    ("decompression bomb", None, 400, "exceeds the limit"),
+    ("too large", b"\xff" * 300_000, 413, "larger than the limit"),
+]
+
+
+@pytest.mark.parametrize("name,data,status,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_uploads_get_json_errors_and_the_server_goes_on(client, name, data, status, message):
+    answer = post(client, "/api/classify", _bomb() if data is None else data)
+    assert answer.status_code == status and answer.is_json
+    assert message in answer.get_json()["error"]
+    assert post(client, "/api/classify", encoded()).status_code == 200
+
+
+@pytest.mark.parametrize("mode,format_name", [("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("L", "PNG"),
+                                              ("P", "PNG"), ("LA", "PNG"), ("RGB", "BMP"), ("RGB", "TIFF")])
+def test_unusual_images_are_converted(client, mode, format_name):
+    answer = post(client, "/api/classify", encoded(mode, format_name=format_name))
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_request_errors_are_json(client):
+    cases = [
+        (post(client, "/api/classify", None), 400, "'file'"),
+        (post(client, "/api/explain/nope/conv_a", encoded()), 404, "gradcam"),
+        (post(client, "/api/explain/gradcam/dense", encoded()), 404, "conv_a"),
+        (post(client, "/api/explain/rise/-?masks=abc", encoded()), 400, "masks"),
+        (post(client, "/api/explain/gradcam/conv_a?class=Z", encoded()), 400, "A, B, C"),
+        (client.get("/api/classify"), 405, ""),
+        (client.get("/no/such/page"), 404, ""),
+    ]
+    for answer, status, fragment in cases:
+        assert answer.status_code == status and answer.is_json and "error" in answer.get_json()
+        assert fragment in answer.get_json()["error"]
+
+
+def test_missing_configuration_prints_a_sample(tmp_path, monkeypatch):
+    from timl.errors import ConfigError
+    from timl.serving import create_app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("TIML_SERVER_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as error:
+        create_app()
+    assert "CLASSIFICATION_MODEL" in str(error.value) and "REST_API_URL_PREFIX_description" in str(error.value)
+    result = subprocess.run([sys.executable, "-m", "timl.serve"], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)
+    assert result.returncode == 2 and "CLASSIFICATION_MODEL" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def saved_model(folder: Path) -> Path:
+    """A tiny model saved as .h5 with its metadata sidecar, as training writes it."""
+    from timl import pyfunc
+
+    classifier = tiny_classifier()
+    path = folder / "tiny.h5"
+    classifier.model.save(path)
+    pyfunc.write_metadata(path, classifier.metadata())
+    return path
+
+
+@pytest.mark.slow
+def test_gunicorn_server_and_client(tmp_path):
+    import requests
+
+    model = saved_model(tmp_path)
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))  # relative to the configuration file
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
+                               "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{base}/health", timeout=30).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        image = tmp_path / "x.png"
+        image.write_bytes(encoded())
+        for _ in range(3):
+            answer = requests.post(f"{base}/api/classify", files={"file": ("x.png", image.read_bytes())}, timeout=60)
+            assert answer.status_code == 200 and answer.json()["classes"] == ["A", "B", "C"]
+        bad = requests.post(f"{base}/api/classify", files={"file": ("x.png", b"junk")}, timeout=60)
+        assert bad.status_code == 400 and "error" in bad.json()
+        client = subprocess.run([sys.executable, "-m", "timl.client", str(image), f"{base}/api/explain/gradcam/conv_a"],
+                                capture_output=True, text=True, timeout=120)
+        assert client.returncode == 0 and "status: 200" in client.stdout and '"heatmap"' in client.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
