@@ -1,0 +1,137 @@
+"""The model registry and the pyfunc wrapper: register the best row, load it in a fresh process, and serve it
+with a real `mlflow models serve` process over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import small_cnn_row, write_table
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, mini_digits):
+    """A 2-row table trained with --register digits --select-by valacc, in its own tracking store."""
+    import mlflow
+
+    from timl import training
+
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        table = write_table(folder / "table.csv", [
+            small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=0),
+            small_cnn_row(str(mini_digits / "mini.csv"), epochs=3, seed=1),
+        ])
+        outcome = training.train_table(table, out_dir=folder / "out", experiment="registry", tracking_uri=uri,
+                                       skip_roc=True, register="digits", select_by="valacc")
+    finally:
+        os.chdir(previous)
+    mlflow.set_tracking_uri(uri)
+    return {"uri": uri, "outcome": outcome, "folder": folder}
+
+
+def test_train_registers_the_best_row(registered):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=registered["uri"])
+    version = client.get_model_version_by_alias("digits", "champion")
+    runs = [client.get_run(row.run_id) for row in registered["outcome"].rows]
+    best = max(runs, key=lambda run: run.data.metrics["val_accuracy"])
+    assert version.run_id == best.info.run_id
+    assert version.tags["dataset"].endswith("mini.csv") and version.tags["method"] == "SmallCNN"
+    assert float(version.tags["val_accuracy"]) == pytest.approx(best.data.metrics["val_accuracy"], abs=1e-4)
+    assert "SmallCNN" in version.description
+    assert registered["outcome"].registered == f"models:/digits/{version.version}"
+
+
+def test_register_command(registered):
+    from click.testing import CliRunner
+
+    from timl.registry import cli
+
+    run_id = registered["outcome"].rows[0].run_id
+    result = CliRunner().invoke(cli, ["--run-id", run_id, "--name", "digits-first", "--alias", "staging",
+                                      "--tracking-uri", registered["uri"]])
+    assert result.exit_code == 0, result.output
+    assert "models:/digits-first/1" in result.output
+    result = CliRunner().invoke(cli, ["--run-id", "0" * 32, "--name", "x", "--tracking-uri", registered["uri"]])
+    assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_load_registered_model_in_a_fresh_process(registered, mini_digits):
+    image = sorted((mini_digits / "images").glob("*.png"))[0]
+    code = ("import base64, sys, mlflow, pandas as pd\n"
+            f"mlflow.set_tracking_uri({registered['uri']!r})\n"
+            "model = mlflow.pyfunc.load_model('models:/digits@champion')\n"
+            f"data = base64.b64encode(open({str(image)!r}, 'rb').read()).decode()\n"
+            "out = model.predict(pd.DataFrame({'image': [data]}), params={'explain': 'gradcam'})\n"
+            "print(sorted(out.columns))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for column in ("'D0'", "'predicted_class'", "'confidence_D0'", "'grey'", "'heatmap'", "'comp'"):
+        assert column in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(registered, mini_digits):
+    import requests
+
+    port = _free_port()
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"],
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    server = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", "models:/digits@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=registered["folder"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                if requests.get(f"{base}/ping", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        image = sorted((mini_digits / "images").glob("*.png"))[0]
+        data = base64.b64encode(image.read_bytes()).decode()
+        payload = {"dataframe_split": {"columns": ["image"], "data": [[data], [data]]}}
+        answer = requests.post(f"{base}/invocations", json=payload, timeout=120)
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["predictions"]
+        assert len(rows) == 2 and rows[0]["predicted_class"] in ("D0", "D1", "D2")
+        assert -1 <= rows[0]["confidence_D0"] <= 1
+        payload["params"] = {"explain": "rise", "rise_masks": 50}
+        explained = requests.post(f"{base}/invocations", json=payload, timeout=300)
+        assert explained.status_code == 200, explained.text
+        assert base64.b64decode(explained.json()["predictions"][0]["heatmap"])[:4] == b"\x89PNG"
+        assert requests.get(f"{base}/health", timeout=10).status_code == 200
+        assert requests.get(f"{base}/version", timeout=10).status_code == 200
+        bad = requests.post(f"{base}/invocations", json={"dataframe_split": {"columns": ["image"],
+                                                                              "data": [["bm90IGFuIGltYWdl"]]}},
+                            timeout=60)
+        assert bad.status_code >= 400
+    finally:  # mlflow starts uvicorn as a child: end the whole process group
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
