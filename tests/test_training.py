@@ -187,8 +187,18 @@ def test_same_seed_same_result(tracking_uri, mini_digits, tmp_path):
     assert first.metrics["trainsize"] == second.metrics["trainsize"]
 
 
-def test_console_script_and_module_help():
-    for module in ("timl.train", "timl.classification.train", "timl.results", "timl.register"):
+def test_every_command_has_help_with_an_example():
+    import importlib
+
+    from timl.cli import COMMANDS, main
+
+    modules = list(COMMANDS.values()) + ["timl.register", "timl.classification.train",
+                                         "timl.classification.predict", "timl.classification.inspect"]
+    for module in modules:
+        result = CliRunner().invoke(importlib.import_module(module).cli, ["--help"])
+        assert result.exit_code == 0 and "Example" in result.output, module
+    assert all(name in CliRunner().invoke(main, ["--help"]).output for name in COMMANDS)
+    for module in ("timl.train", "timl.classification.train"):  # as real entry points
         result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                                 cwd=REPO, timeout=120)
         assert result.returncode == 0 and "Example" in result.stdout, module
