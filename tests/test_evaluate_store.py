@@ -1,0 +1,63 @@
+"""The evaluation API behind evaluate.html: listing, fetching (no path traversal), answers, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from test_serving_api import encoded, tiny_classifier
+
+
+@pytest.fixture
+def client(tmp_path):
+    from timl.serving import create_app
+
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "a.png").write_bytes(encoded())
+    (tmp_path / "review" / "b.JPG").write_bytes(encoded(format_name="JPEG"))
+    (tmp_path / "review" / "notes.txt").write_text("not an image")
+    (tmp_path / "secret.png").write_bytes(encoded())
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
+                      "EVALUATION_DB": str(tmp_path / "answers.db")}, classifier=tiny_classifier())
+    return app.test_client()
+
+
+def test_listing_and_fetching(client):
+    assert client.get("/api/evaluate/images").get_json() == {"images": ["a.png", "b.JPG"]}
+    assert client.get("/api/evaluate/images/a.png").data == encoded()
+    for name in ("notes.txt", "..%2Fsecret.png", "%2Fetc%2Fpasswd", "../secret.png", "..\\secret.png"):
+        answer = client.get(f"/api/evaluate/images/{name}")
+        assert answer.status_code == 404 and answer.is_json, name
+
+
+def test_answers_are_validated_and_downloadable(client):
+    good = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "A", "predicted": "A", "comment": ""}
+    assert client.post("/api/evaluate/answers", json=good).status_code == 201
+    disagree = dict(good, image="b.JPG", agree=False, label="C", comment="looks like C, 'quoted', a,b")
+    assert client.post("/api/evaluate/answers", json=disagree).status_code == 201
+    bad_cases = [
+        (dict(good, agree="yes"), "agree"),
+        ({k: v for k, v in good.items() if k != "evaluator"}, "evaluator"),
+        (dict(good, image="../secret.png"), "Unknown image"),
+        (dict(good, agree=False, label=""), "own label"),
+        (dict(good, comment="x" * 3000), "comment"),
+        ("not an object", "JSON object"),
+    ]
+    for payload, fragment in bad_cases:
+        answer = client.post("/api/evaluate/answers", json=payload)
+        assert answer.status_code == 400 and fragment in answer.get_json()["error"], payload
+    download = client.get("/api/evaluate/answers.csv")
+    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True))))
+    assert [(row["image"], row["agree"], row["label"]) for row in rows] == [("a.png", "1", "A"), ("b.JPG", "0", "C")]
+    assert rows[1]["comment"] == "looks like C, 'quoted', a,b"
+
+
+def test_not_configured(tmp_path):
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5"}, classifier=tiny_classifier()).test_client()
+    answer = client.get("/api/evaluate/images")
+    assert answer.status_code == 404 and "EVALUATION_IMAGES_DIR" in answer.get_json()["error"]

@@ -1,0 +1,130 @@
+"""The web pages in a real headless Chromium: classify, classify (tablet) and evaluate, against a real server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from test_serving_api import encoded, tiny_classifier
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are "
+                                 "not installed (.ci/run installs them: apt-get install chromium chromium-driver)")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from werkzeug.serving import make_server
+
+    from timl.serving import create_app
+
+    folder = tmp_path_factory.mktemp("web")
+    (folder / "review").mkdir()
+    (folder / "review" / "lesion-1.png").write_bytes(encoded(size=(60, 40)))
+    (folder / "review" / "lesion-2.jpg").write_bytes(encoded(size=(50, 50), format_name="JPEG"))
+    (folder / "upload.png").write_bytes(encoded(size=(64, 48)))
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder / "review"),
+                      "EVALUATION_DB": str(folder / "answers.db")}, classifier=tiny_classifier())
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{http.server_port}", "folder": folder}
+    http.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(browser, condition, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(lambda driver: condition(driver))
+
+
+def _classify_and_explain(browser, server, page: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{server['url']}/static/{page}")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#method option")) == 5)
+    browser.find_element(By.ID, "file").send_keys(str(server["folder"] / "upload.png"))
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
+    names = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#bars .bar .name")]
+    assert names == ["A", "B", "C"]
+    assert all(value.text.endswith("%") for value in browser.find_elements(By.CSS_SELECTOR, "#bars .value"))
+    assert browser.find_element(By.ID, "predicted").text in names
+    Select(browser.find_element(By.ID, "method")).select_by_value("gradcam")
+    browser.find_element(By.ID, "explainButton").click()
+    _wait(browser, lambda d: d.execute_script(
+        "const i = document.getElementById('composite'); return !i.hidden && i.complete && i.naturalWidth > 0;"))
+    for image in ("heatmap", "composite"):
+        width = browser.execute_script(f"return document.getElementById('{image}').naturalWidth;")
+        assert width == 64  # the original image's width, not the model's 16 px
+        assert browser.find_element(By.ID, image).get_attribute("src").startswith("data:image/png;base64,")
+    browser.save_screenshot(str(tmp_path / f"{page}.png"))
+
+
+def test_classify_page(browser, server, tmp_path):
+    _classify_and_explain(browser, server, "classify.html", tmp_path)
+
+
+def test_classify_touch_page(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    _classify_and_explain(browser, server, "classifytouch.html", tmp_path)
+    file_input = browser.find_element(By.ID, "file")
+    assert file_input.get_attribute("capture") == "environment"
+    button = browser.find_element(By.ID, "explainButton").size
+    assert button["height"] >= 44  # a touch target
+
+
+def test_evaluate_page_records_answers_and_downloads_csv(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{server['url']}/static/evaluate.html")
+    browser.find_element(By.ID, "evaluator").send_keys("Dr. Test")
+    for choice in ("agreeYes", "agreeNo"):
+        _wait(browser, lambda d: d.find_element(By.ID, "submit").is_enabled())
+        assert browser.find_element(By.ID, "predicted").text in ("A", "B", "C")
+        assert browser.execute_script("return document.getElementById('composite').naturalWidth;") > 0
+        browser.find_element(By.ID, choice).click()
+        if choice == "agreeNo":
+            Select(browser.find_element(By.ID, "label")).select_by_value("C")
+            browser.find_element(By.ID, "comment").send_keys("border irregular")
+        browser.save_screenshot(str(tmp_path / f"evaluate-{choice}.png"))
+        shown = browser.find_element(By.ID, "imageName").text
+        browser.find_element(By.ID, "submit").click()
+        _wait(browser, lambda d: d.find_element(By.ID, "imageName").text != shown
+              or "All images" in d.find_element(By.ID, "status").text)
+    _wait(browser, lambda d: "All images reviewed" in d.find_element(By.ID, "status").text)
+    link = browser.find_element(By.ID, "download").get_attribute("href")
+    answer = requests.get(link, timeout=30)
+    assert answer.status_code == 200 and "attachment" in answer.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert [row["image"] for row in rows] == ["lesion-1.png", "lesion-2.jpg"]
+    assert [row["agree"] for row in rows] == ["1", "0"]
+    assert rows[1]["label"] == "C" and rows[1]["comment"] == "border irregular"
+    assert {row["evaluator"] for row in rows} == {"Dr. Test"}

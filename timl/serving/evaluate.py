@@ -1,0 +1,130 @@
+"""Expert evaluation: the images to review, and the experts' answers stored server-side in SQLite.
+
+Mounted by the server at ``<rest>/evaluate``: ``GET images`` (names in EVALUATION_IMAGES_DIR), ``GET
+images/<name>`` (the file; only listed names are served), ``POST answers`` (one expert's verdict on one image),
+``GET answers.csv`` (every answer, for download). ``evaluate.html`` drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import io
+import sqlite3
+from pathlib import Path
+from typing import Mapping
+
+from flask import Blueprint, Response, jsonify, request, send_file
+
+from timl.errors import ConfigError, TimlError
+from timl.images import IMAGE_SUFFIXES
+
+ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment")
+SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, image TEXT NOT NULL, evaluator TEXT NOT NULL,
+    agree INTEGER NOT NULL, label TEXT NOT NULL, predicted TEXT NOT NULL, comment TEXT NOT NULL)"""
+
+
+class AnswerError(TimlError, ValueError):
+    """An answer that cannot be stored (a missing or malformed field)."""
+
+
+class NotConfigured(ConfigError):
+    """EVALUATION_IMAGES_DIR is not set."""
+
+
+def _listing(folder: str) -> dict[str, Path]:
+    if not folder:
+        raise NotConfigured("No evaluation images: set EVALUATION_IMAGES_DIR in timl_server_config.json to the "
+                            "folder of images the experts should review.")
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotConfigured(f"EVALUATION_IMAGES_DIR is not a folder. Received: {folder!r}")
+    return {path.name: path for path in sorted(root.iterdir())
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
+
+
+@contextlib.contextmanager
+def _database(path: str):
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(SCHEMA)
+        yield connection
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def _answer(payload) -> dict:
+    """Validates one answer: every field present, agree a boolean, text fields strings of sensible length."""
+    if not isinstance(payload, dict):
+        raise AnswerError(f"The answer must be a JSON object with the fields {', '.join(ANSWER_FIELDS)}.")
+    missing = [field for field in ("image", "evaluator", "agree") if payload.get(field) in (None, "")]
+    if missing:
+        raise AnswerError(f"The answer lacks the field(s) {', '.join(missing)}. Expected: {', '.join(ANSWER_FIELDS)}.")
+    if not isinstance(payload["agree"], bool):
+        raise AnswerError(f"'agree' must be true or false. Received: agree={payload['agree']!r}")
+    answer = {"agree": payload["agree"]}
+    for field in ("image", "evaluator", "label", "predicted", "comment"):
+        value = payload.get(field, "")
+        if not isinstance(value, str) or len(value) > 2000:
+            raise AnswerError(f"{field!r} must be a text of at most 2000 characters. Received: {field}={value!r:.60}")
+        answer[field] = value.strip()
+    if not answer["agree"] and not answer["label"]:
+        raise AnswerError("When you disagree with the model, give your own label ('label').")
+    return answer
+
+
+def evaluate_blueprint(config: Mapping) -> Blueprint:
+    """The evaluation API over ``config["EVALUATION_IMAGES_DIR"]`` and ``config["EVALUATION_DB"]``."""
+    blueprint = Blueprint("evaluate", __name__)
+    folder = str(config.get("EVALUATION_IMAGES_DIR") or "")
+    database = str(config.get("EVALUATION_DB") or "timl_evaluations.db")
+
+    @blueprint.errorhandler(NotConfigured)
+    def not_configured(error):
+        return jsonify(error=str(error)), 404
+
+    @blueprint.errorhandler(AnswerError)
+    def bad_answer(error):
+        return jsonify(error=str(error)), 400
+
+    @blueprint.get("/images")
+    def images():
+        return jsonify(images=list(_listing(folder)))
+
+    @blueprint.get("/images/<name>")
+    def image(name: str):
+        listed = _listing(folder)
+        if name not in listed:  # only names from the listing: user input never becomes a path
+            return jsonify(error=f"No such evaluation image. Received: {name!r:.80}"), 404
+        return send_file(listed[name])
+
+    @blueprint.post("/answers")
+    def answers():
+        answer = _answer(request.get_json(silent=True))
+        if answer["image"] not in _listing(folder):
+            raise AnswerError(f"Unknown image. Received: image={answer['image']!r:.80}")
+        created = datetime.datetime.now().isoformat(timespec="seconds")
+        with _database(database) as connection:
+            cursor = connection.execute(
+                "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"], int(answer["agree"]),
+                                                 answer["label"], answer["predicted"], answer["comment"]))
+        return jsonify(id=cursor.lastrowid, created=created, **answer), 201
+
+    @blueprint.get("/answers.csv")
+    def answers_csv():
+        with _database(database) as connection:
+            rows = connection.execute("SELECT id, created, image, evaluator, agree, label, predicted, comment "
+                                      "FROM answers ORDER BY id").fetchall()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["id", "created", "image", "evaluator", "agree", "label", "predicted", "comment"])
+        writer.writerows(rows)
+        return Response(buffer.getvalue(), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=timl_evaluations.csv"})
+
+    return blueprint

@@ -1,0 +1,137 @@
+// TIML web pages: calls to the TIML REST API and small rendering helpers (no libraries, works offline).
+"use strict";
+
+const TIML = (() => {
+  const params = new URLSearchParams(window.location.search);
+  const rest = (params.get("rest") || window.TIML_REST || "/api").replace(/\/$/, "");
+
+  async function json(response) {
+    let body = {};
+    try { body = await response.json(); } catch (error) { body = { error: `HTTP ${response.status}` }; }
+    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+    return body;
+  }
+
+  function form(file) {
+    const data = new FormData();
+    data.append("file", file, file.name || "image");
+    return data;
+  }
+
+  return {
+    rest,
+    info: () => fetch(`${rest}/info`).then(json),
+    classify: (file) => fetch(`${rest}/classify`, { method: "POST", body: form(file) }).then(json),
+    explain: (file, method, layer, query = {}) => {
+      const search = new URLSearchParams(query).toString();
+      const url = `${rest}/explain/${encodeURIComponent(method)}/${encodeURIComponent(layer || "-")}${search ? "?" + search : ""}`;
+      return fetch(url, { method: "POST", body: form(file) }).then(json);
+    },
+    get: (path) => fetch(`${rest}${path}`).then(json),
+    post: (path, body) => fetch(`${rest}${path}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    }).then(json),
+
+    /** Draws one labelled bar per class; the top class is highlighted. */
+    renderBars(container, classes, probabilities) {
+      container.replaceChildren();
+      const top = probabilities.indexOf(Math.max(...probabilities));
+      classes.forEach((name, index) => {
+        const percent = (100 * probabilities[index]).toFixed(1);
+        const bar = document.createElement("div");
+        bar.className = "bar" + (index === top ? " top" : "");
+        bar.setAttribute("role", "meter");
+        bar.setAttribute("aria-label", `${name}: ${percent} percent`);
+        bar.setAttribute("aria-valuenow", percent);
+        bar.setAttribute("aria-valuemin", "0");
+        bar.setAttribute("aria-valuemax", "100");
+        bar.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value"></span>`;
+        bar.querySelector(".name").textContent = name;
+        bar.querySelector(".fill").style.width = `${percent}%`;
+        bar.querySelector(".value").textContent = `${percent} %`;
+        container.appendChild(bar);
+      });
+    },
+
+    /** Fills the method and layer selects from /info. */
+    fillChoices(info, methodSelect, layerSelect) {
+      methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(m, m)));
+      layerSelect.replaceChildren(...info.layers.map((l) => new Option(l, l, l === info.default_layer, l === info.default_layer)));
+    },
+
+    showImage(img, file) {
+      if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+      img.dataset.url = URL.createObjectURL(file);
+      img.src = img.dataset.url;
+      img.hidden = false;
+    },
+
+    png: (base64) => `data:image/png;base64,${base64}`,
+
+    /** Wires a drop zone and a file input to a callback receiving the chosen File. */
+    onFile(dropZone, input, callback) {
+      input.addEventListener("change", () => input.files[0] && callback(input.files[0]));
+      if (!dropZone) return;
+      ["dragenter", "dragover"].forEach((type) => dropZone.addEventListener(type, (event) => {
+        event.preventDefault(); dropZone.classList.add("over");
+      }));
+      ["dragleave", "drop"].forEach((type) => dropZone.addEventListener(type, (event) => {
+        event.preventDefault(); dropZone.classList.remove("over");
+      }));
+      dropZone.addEventListener("drop", (event) => event.dataTransfer.files[0] && callback(event.dataTransfer.files[0]));
+    },
+  };
+})();
+
+/** The classify pages (desktop and touch share this). */
+function classifyPage() {
+  const $ = (id) => document.getElementById(id);
+  let current = null;
+  const status = (text, error = false) => { $("status").textContent = text; $("status").className = error ? "status error" : "status"; };
+
+  TIML.info().then((info) => {
+    TIML.fillChoices(info, $("method"), $("layer"));
+    $("model").textContent = `${info.model} · ${info.classes.length} classes · ${info.input_size} px`;
+  }).catch((error) => status(`Cannot reach the model: ${error.message}`, true));
+
+  $("method").addEventListener("change", () => {
+    const layered = !["rise", "smoothgrad"].includes($("method").value);
+    $("layer").disabled = !layered;
+  });
+
+  async function classify(file) {
+    current = file;
+    TIML.showImage($("preview"), file);
+    $("explainButton").disabled = true;
+    $("heatmap").hidden = $("composite").hidden = true;
+    status("Classifying…");
+    try {
+      const answer = await TIML.classify(file);
+      TIML.renderBars($("bars"), answer.classes, answer.prediction);
+      $("predicted").textContent = answer.predicted_class;
+      $("explainButton").disabled = false;
+      status(`Classified ${answer.filename}.`);
+    } catch (error) {
+      $("bars").replaceChildren(); $("predicted").textContent = "–";
+      status(error.message, true);
+    }
+  }
+
+  TIML.onFile($("drop"), $("file"), classify);
+  $("explainButton").addEventListener("click", async () => {
+    if (!current) return;
+    $("explainButton").disabled = true;
+    status(`Explaining with ${$("method").value}…`);
+    try {
+      const answer = await TIML.explain(current, $("method").value, $("layer").value, $("method").value === "rise" ? { masks: 500, seed: 0 } : {});
+      $("heatmap").src = TIML.png(answer.heatmap);
+      $("composite").src = TIML.png(answer.comp);
+      $("heatmap").hidden = $("composite").hidden = false;
+      status(`${answer.method} on ${answer.layer} for class ${answer.class_name} (score ${answer.score.toFixed(3)}).`);
+    } catch (error) {
+      status(error.message, true);
+    } finally {
+      $("explainButton").disabled = false;
+    }
+  });
+}
