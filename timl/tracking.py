@@ -70,18 +70,31 @@ def _tune_sqlite(uri: str) -> None:
     path = uri.split("sqlite:///", 1)[-1].split("?", 1)[0]
     if not path or path == ":memory:" or uri in _INITIALISED:
         return
+    from mlflow.tracking import MlflowClient
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not Path(path).is_file() or Path(path).stat().st_size == 0:
+                _create_store_atomically(path)
             with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates/migrates the schema
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # migrates an older schema
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _INITIALISED.add(uri)
+
+
+def _create_store_atomically(path: str) -> None:
+    """Creates a new SQLite store beside ``path`` and renames it into place, so a process killed while MLflow
+    creates its tables never leaves a half-made store behind."""
+    from mlflow.tracking import MlflowClient
+
+    temporary = Path(f"{path}.{os.getpid()}.creating")
+    temporary.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{temporary}").search_experiments(max_results=1)
+    os.replace(temporary, path)
 
 
 def experiment_id(name: str) -> str:
