@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -120,43 +117,13 @@ def test_cli_exit_codes_and_messages(tracking_uri, mini_digits, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_table_resumes_to_complete_results(tracking_uri, mini_digits, tmp_path):
-    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=epochs, seed=index)
-            for index, epochs in enumerate((1, 30, 1))]
-    table = write_table(tmp_path / "table.csv", rows)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "timl.train", "--input-table", str(table), "--out-dir", str(out),
-               "--experiment", "kill", "--skip-roc"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "0-automation_result.csv").exists():
-        time.sleep(0.5)
-    time.sleep(4)  # row 1 (30 epochs) is now training
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    client = _client()
-    experiment = client.get_experiment_by_name("kill").experiment_id
-    assert any(run.info.status == "RUNNING" for run in client.search_runs([experiment]))
-
-    resumed = subprocess.run(command[:-1] + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "skipped" in resumed.stdout
-    frame = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
-    assert len(frame) == 3 and not any(frame["exceptions"])
-    runs = client.search_runs([experiment], filter_string="tags.`timl.kind` = 'row'")
-    assert not [run for run in runs if run.info.status == "RUNNING"]
-    assert sorted(run.info.status for run in runs) == ["FINISHED"] * 3 + ["KILLED"]
-
-
-@pytest.mark.slow
 def test_memory_stays_flat_across_rows(tracking_uri, mini_digits, tmp_path):
     import psutil
 
     from timl import training
 
     table = write_table(tmp_path / "table.csv",
-                        [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=i) for i in range(6)])
+                        [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=i) for i in range(5)])
     process = psutil.Process()
     samples = []
     original = training._report
@@ -171,7 +138,7 @@ def test_memory_stays_flat_across_rows(tracking_uri, mini_digits, tmp_path):
     finally:
         training._report = original
     assert not outcome.failed
-    growth = (samples[-1] - samples[1]) / samples[1]
+    growth = (samples[-1] - samples[1]) / samples[1]  # after the first row has loaded TensorFlow's kernels
     assert growth < 0.10, [s // 2**20 for s in samples]
 
 
