@@ -125,7 +125,8 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     try:
         for position, number in enumerate(selection):
             item = configs[number]
-            outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done)
+            outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done,
+                               release=position < len(selection) - 1)
             outcomes.append(outcome)
             _report(outcome, position, len(selection), started)
             _write_results(parent_id, out_dir, row=number)
@@ -155,7 +156,7 @@ def _finished_keys(parent_id: str) -> dict[str, str]:
 
 
 def _run_row(item, number: int, parent_id: str, out_dir: Path, img_dir, skip_roc: bool,
-             done: dict[str, str]) -> RowOutcome:
+             done: dict[str, str], release: bool = True) -> RowOutcome:
     if isinstance(item, ConfigError):
         return _record_invalid_row(item, number, parent_id)
     key = item.key(__version__)
@@ -173,7 +174,8 @@ def _run_row(item, number: int, parent_id: str, out_dir: Path, img_dir, skip_roc
         return RowOutcome(number, item.run_name, "FAILED", row_run.run_id, f"{type(error).__name__}: {error}",
                           time.time() - began)
     finally:
-        _release_memory()
+        if release:  # the Keras session is cleared between rows; after the last one the process ends anyway
+            _release_memory()
     message = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None)
     return RowOutcome(number, item.run_name, "FINISHED", row_run.run_id, message, time.time() - began)
 
