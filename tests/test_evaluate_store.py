@@ -18,16 +18,19 @@ def client(tmp_path):
     (tmp_path / "review" / "a.png").write_bytes(encoded())
     (tmp_path / "review" / "b.JPG").write_bytes(encoded(format_name="JPEG"))
     (tmp_path / "review" / "notes.txt").write_text("not an image")
+    (tmp_path / "review" / "._a.png").write_bytes(b"macOS metadata, not an image")
+    (tmp_path / "review" / "sub.png").mkdir()
     (tmp_path / "secret.png").write_bytes(encoded())
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
-                      "EVALUATION_DB": str(tmp_path / "answers.db")}, classifier=tiny_classifier())
+                      "EVALUATION_DB": str(tmp_path / "new" / "answers.db")}, classifier=tiny_classifier())
     return app.test_client()
 
 
-def test_listing_and_fetching(client):
+def test_listing_and_fetching(client, tmp_path):
     assert client.get("/api/evaluate/images").get_json() == {"images": ["a.png", "b.JPG"]}
     assert client.get("/api/evaluate/images/a.png").data == encoded()
-    for name in ("notes.txt", "..%2Fsecret.png", "%2Fetc%2Fpasswd", "../secret.png", "..\\secret.png"):
+    for name in ("notes.txt", "._a.png", "sub.png", "..%2Fsecret.png", "%2Fetc%2Fpasswd", "../secret.png",
+                 "..\\secret.png", "%2E%2E%2Fsecret.png", str(tmp_path / "secret.png"), "review/a.png"):
         answer = client.get(f"/api/evaluate/images/{name}")
         assert answer.status_code == 404 and answer.is_json, name
 
@@ -61,3 +64,12 @@ def test_not_configured(tmp_path):
     client = create_app({"CLASSIFICATION_MODEL": "tiny.h5"}, classifier=tiny_classifier()).test_client()
     answer = client.get("/api/evaluate/images")
     assert answer.status_code == 404 and "EVALUATION_IMAGES_DIR" in answer.get_json()["error"]
+
+
+def test_csv_cells_are_not_spreadsheet_formulas(client):
+    answer = {"image": "a.png", "evaluator": "=HYPERLINK(\"http://x\")", "agree": False, "label": "B",
+              "predicted": "A", "comment": "+1 -2 @3"}
+    assert client.post("/api/evaluate/answers", json=answer).status_code == 201
+    row = next(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv").get_data(as_text=True))))
+    assert row["evaluator"] == "'=HYPERLINK(\"http://x\")" and row["comment"] == "'+1 -2 @3"
+    assert row["created"][:2] == "20" and row["label"] == "B"
