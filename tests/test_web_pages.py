@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
@@ -21,8 +22,6 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from werkzeug.serving import make_server
-
     from timl.serving import create_app
 
     folder = tmp_path_factory.mktemp("web")
@@ -30,13 +29,25 @@ def server(tmp_path_factory):
     (folder / "review" / "lesion-1.png").write_bytes(encoded(size=(60, 40)))
     (folder / "review" / "lesion-2.jpg").write_bytes(encoded(size=(50, 50), format_name="JPEG"))
     (folder / "upload.png").write_bytes(encoded(size=(64, 48)))
+    (folder / "broken.png").write_bytes(b"not an image at all")
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder / "review"),
                       "EVALUATION_DB": str(folder / "answers.db")}, classifier=tiny_classifier())
+    with _serving(app) as url:
+        yield {"url": url, "folder": folder}
+
+
+@contextlib.contextmanager
+def _serving(app):
+    """A real HTTP server for ``app`` on a free port, in a background thread."""
+    from werkzeug.serving import make_server
+
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
-    yield {"url": f"http://127.0.0.1:{http.server_port}", "folder": folder}
-    http.shutdown()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}"
+    finally:
+        http.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +111,18 @@ def test_classify_touch_page(browser, server, tmp_path):
     assert button["height"] >= 44  # a touch target
 
 
+def test_classify_page_shows_server_errors(browser, server):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server['url']}/static/classify.html")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#method option")) == 5)
+    browser.find_element(By.ID, "file").send_keys(str(server["folder"] / "broken.png"))
+    _wait(browser, lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    assert browser.find_element(By.ID, "status").text  # the server's JSON message, shown to the user
+    assert not browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    assert not browser.find_element(By.ID, "explainButton").is_enabled()
+
+
 def test_evaluate_page_records_answers_and_downloads_csv(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -110,6 +133,7 @@ def test_evaluate_page_records_answers_and_downloads_csv(browser, server, tmp_pa
         _wait(browser, lambda d: d.find_element(By.ID, "submit").is_enabled())
         assert browser.find_element(By.ID, "predicted").text in ("A", "B", "C")
         assert browser.execute_script("return document.getElementById('composite').naturalWidth;") > 0
+        assert browser.find_element(By.ID, "methodShown").text == "gradcam"
         browser.find_element(By.ID, choice).click()
         if choice == "agreeNo":
             Select(browser.find_element(By.ID, "label")).select_by_value("C")
@@ -128,3 +152,20 @@ def test_evaluate_page_records_answers_and_downloads_csv(browser, server, tmp_pa
     assert [row["agree"] for row in rows] == ["1", "0"]
     assert rows[1]["label"] == "C" and rows[1]["comment"] == "border irregular"
     assert {row["evaluator"] for row in rows} == {"Dr. Test"}
+
+
+def test_pages_follow_a_configured_rest_prefix(browser, server):
+    from selenium.webdriver.common.by import By
+
+    from timl.serving import create_app
+
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "/v2/timl",
+                      "STATIC_PAGES_URL_PREFIX": "/pages"}, classifier=tiny_classifier())
+    with _serving(app) as url:
+        browser.get(f"{url}/pages/classify.html?rest=/v2/timl")
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#method option")) == 5)
+        browser.find_element(By.ID, "file").send_keys(str(server["folder"] / "upload.png"))
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
+        browser.find_element(By.LINK_TEXT, "Evaluate").click()  # the link keeps ?rest=
+        # no evaluation folder configured: the page says which key to set
+        _wait(browser, lambda d: "EVALUATION_IMAGES_DIR" in d.find_element(By.ID, "status").text)

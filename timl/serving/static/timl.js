@@ -4,6 +4,13 @@
 const TIML = (() => {
   const params = new URLSearchParams(window.location.search);
   const rest = (params.get("rest") || window.TIML_REST || "/api").replace(/\/$/, "");
+  if (params.get("rest")) {  // keep the REST prefix when moving between the pages
+    document.querySelectorAll("nav a").forEach((link) => {
+      const url = new URL(link.href, window.location.href);
+      url.searchParams.set("rest", params.get("rest"));
+      link.href = url.toString();
+    });
+  }
 
   async function json(response) {
     let body = {};
@@ -87,6 +94,7 @@ const TIML = (() => {
 function classifyPage() {
   const $ = (id) => document.getElementById(id);
   let current = null;
+  let generation = 0; // answers for an earlier image are dropped when a newer image was chosen meanwhile
   const status = (text, error = false) => { $("status").textContent = text; $("status").className = error ? "status error" : "status"; };
 
   TIML.info().then((info) => {
@@ -101,17 +109,20 @@ function classifyPage() {
 
   async function classify(file) {
     current = file;
+    const mine = ++generation;
     TIML.showImage($("preview"), file);
     $("explainButton").disabled = true;
     $("heatmap").hidden = $("composite").hidden = true;
     status("Classifying…");
     try {
       const answer = await TIML.classify(file);
+      if (mine !== generation) return;
       TIML.renderBars($("bars"), answer.classes, answer.prediction);
       $("predicted").textContent = answer.predicted_class;
       $("explainButton").disabled = false;
       status(`Classified ${answer.filename}.`);
     } catch (error) {
+      if (mine !== generation) return;
       $("bars").replaceChildren(); $("predicted").textContent = "–";
       status(error.message, true);
     }
@@ -122,12 +133,14 @@ function classifyPage() {
     if (!current) return;
     $("explainButton").disabled = true;
     status(`Explaining with ${$("method").value}…`);
+    const mine = generation;
     try {
       const answer = await TIML.explain(current, $("method").value, $("layer").value, $("method").value === "rise" ? { masks: 500, seed: 0 } : {});
+      if (mine !== generation) return;
       $("heatmap").src = TIML.png(answer.heatmap);
       $("composite").src = TIML.png(answer.comp);
       $("heatmap").hidden = $("composite").hidden = false;
-      status(`${answer.method} on ${answer.layer} for class ${answer.class_name} (score ${answer.score.toFixed(3)}).`);
+      status(`${answer.method} on ${answer.layer} for class ${answer.class_name ?? answer.class_index} (score ${answer.score.toFixed(3)}).`);
     } catch (error) {
       status(error.message, true);
     } finally {
