@@ -24,7 +24,7 @@ def run(config_path: str | None, bind: str, workers: int, timeout: int, backlog:
     class TimlApplication(BaseApplication):
         def load_config(self):
             settings = {"bind": bind, "workers": workers, "timeout": timeout, "graceful_timeout": 30,
-                        "backlog": backlog, "max_requests": 2000, "max_requests_jitter": 200,
+                        "backlog": backlog, "max_requests": 100000, "max_requests_jitter": 1000,
                         "limit_request_line": 8190, "accesslog": "-", "worker_class": "sync"}
             for key, value in settings.items():
                 self.cfg.set(key, value)
