@@ -73,3 +73,20 @@ def test_csv_cells_are_not_spreadsheet_formulas(client):
     row = next(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv").get_data(as_text=True))))
     assert row["evaluator"] == "'=HYPERLINK(\"http://x\")" and row["comment"] == "'+1 -2 @3"
     assert row["created"][:2] == "20" and row["label"] == "B"
+
+
+def test_concurrent_answers_are_all_stored_in_wal_mode(client, tmp_path):
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(index: int) -> int:
+        answer = {"image": "a.png", "evaluator": f"expert {index}", "agree": True, "label": "", "predicted": "A",
+                  "comment": ""}
+        return client.application.test_client().post("/api/evaluate/answers", json=answer).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(post, range(40))) == {201}
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv").get_data(as_text=True))))
+    assert sorted(row["evaluator"] for row in rows) == sorted(f"expert {index}" for index in range(40))
+    with sqlite3.connect(tmp_path / "new" / "answers.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -91,6 +91,17 @@ def _answer(payload) -> dict:
     return answer
 
 
+def _store(database: str, answer: dict) -> dict:
+    """Inserts one validated answer with the current local time; returns its ``id`` and ``created``."""
+    created = datetime.datetime.now().isoformat(timespec="seconds")
+    with _database(database) as connection:
+        cursor = connection.execute(
+            "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"], int(answer["agree"]),
+                                             answer["label"], answer["predicted"], answer["comment"]))
+    return {"id": cursor.lastrowid, "created": created}
+
+
 def _csv_cell(value):
     """A text cell a spreadsheet shows as text: a leading ``'`` before ``=``, ``+``, ``-``, ``@``."""
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
@@ -145,13 +156,7 @@ def evaluate_blueprint(config: Mapping) -> Blueprint:
         if answer["image"] not in _listing(folder):
             raise AnswerError(f"Unknown image; expected one of the names that GET images lists. "
                               f"Received: image={answer['image']!r:.80}")
-        created = datetime.datetime.now().isoformat(timespec="seconds")
-        with _database(database) as connection:
-            cursor = connection.execute(
-                "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"], int(answer["agree"]),
-                                                 answer["label"], answer["predicted"], answer["comment"]))
-        return jsonify(id=cursor.lastrowid, created=created, **answer), 201
+        return jsonify(**_store(database, answer), **answer), 201
 
     @blueprint.get("/answers.csv")
     def answers_csv():
