@@ -93,3 +93,38 @@ def random_images(folder: Path, count: int, size=(20, 16), seed: int = 0) -> lis
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{name}.png")
         names.append(name)
     return names
+
+
+def wait_for_http(url: str, timeout: float = 120) -> None:
+    """Waits until ``url`` answers 200 (a server process starting up)."""
+    import time
+
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(url, timeout=30).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def train_in_own_store(folder: Path, rows: list[dict], experiment: str, **options):
+    """Trains a table in ``folder`` with its own SQLite store (module fixtures); returns (outcome, uri)."""
+    import mlflow
+
+    from timl import training
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        table = write_table(folder / "table.csv", rows)
+        outcome = training.train_table(table, out_dir=folder / "out", experiment=experiment, tracking_uri=uri,
+                                       skip_roc=True, **options)
+    finally:
+        os.chdir(previous)
+    mlflow.set_tracking_uri(uri)
+    return outcome, uri

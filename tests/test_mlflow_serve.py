@@ -14,30 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_cnn_row, write_table
+from conftest import small_cnn_row, train_in_own_store
 
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, mini_digits):
     """A 2-row table trained with --register digits --select-by valacc, in its own tracking store."""
-    import mlflow
-
-    from timl import training
-
     folder = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        table = write_table(folder / "table.csv", [
-            small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=0),
-            small_cnn_row(str(mini_digits / "mini.csv"), epochs=3, seed=1),
-        ])
-        outcome = training.train_table(table, out_dir=folder / "out", experiment="registry", tracking_uri=uri,
-                                       skip_roc=True, register="digits", select_by="valacc")
-    finally:
-        os.chdir(previous)
-    mlflow.set_tracking_uri(uri)
+    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=0),
+            small_cnn_row(str(mini_digits / "mini.csv"), epochs=3, seed=1)]
+    outcome, uri = train_in_own_store(folder, rows, "registry", register="digits", select_by="valacc")
     return {"uri": uri, "outcome": outcome, "folder": folder}
 
 

@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import small_cnn_row, write_table
+from conftest import small_cnn_row, train_in_own_store
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mini_digits):
     """One SmallCNN row trained on the mini digits set, in its own tracking store."""
-    import mlflow
-
-    from timl import training
-
     folder = tmp_path_factory.mktemp("predict")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        table = write_table(folder / "table.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=2)])
-        outcome = training.train_table(table, out_dir=folder / "out", experiment="predict", tracking_uri=uri,
-                                       skip_roc=True)
-    finally:
-        os.chdir(previous)
+    outcome, uri = train_in_own_store(folder, [small_cnn_row(str(mini_digits / "mini.csv"), epochs=2)], "predict")
     assert not outcome.failed
-    mlflow.set_tracking_uri(uri)
+    table = folder / "table.csv"
     h5 = next((folder / "out").glob("0-keras_model-*.h5"))
     return {"uri": uri, "folder": folder, "table": table, "h5": h5, "run_id": outcome.rows[0].run_id,
             "test_csv": mini_digits / "mini.csv", "images": mini_digits / "images"}

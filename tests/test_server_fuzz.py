@@ -12,12 +12,11 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
+from conftest import wait_for_http
 from test_serving_api import _free_port, encoded, saved_model, tiny_classifier
 
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -117,13 +116,7 @@ def test_short_load_on_gunicorn(tmp_path):
     base = f"http://127.0.0.1:{port}"
     image = encoded(size=(300, 200), format_name="JPEG")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=30).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_for_http(f"{base}/health")
         statuses: list = []
 
         latencies: list = []

@@ -7,14 +7,13 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import wait_for_http
 
 
 def tiny_classifier(size: int = 16, classes=("A", "B", "C")):
@@ -190,13 +189,7 @@ def test_gunicorn_server_and_client(tmp_path):
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=30).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_for_http(f"{base}/health")
         image = tmp_path / "x.png"
         image.write_bytes(encoded())
         for _ in range(3):

@@ -393,7 +393,7 @@ class _BestWeights(_callback_base()):
 
 def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, preprocessing, out_dir: Path,
                       skip_roc: bool) -> dict:
-    from timl import evaluation, models, plots, pyfunc
+    from timl import models, plots, pyfunc
 
     stamp = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
     keras_path = out_dir / f"{config.row}-keras_model-{stamp}.h5"
