@@ -58,7 +58,7 @@ def test_sigterm_marks_the_row_killed(tracking_uri, mini_digits, tmp_path):
                                stderr=subprocess.STDOUT, text=True)
     _wait_for_epoch(out, "term", process)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=300)
     assert process.returncode == 130, output
     assert "--resume" in output
     runs = _row_runs("term")

@@ -317,7 +317,9 @@ def _fit(config, spec, dataset, arrays: dict, augmentation, out_dir: Path) -> _T
     dev_data = images.make_dataset(arrays["dev"], dataset.labels("dev"), batch_size=config.batchsize)
     backup_dir = out_dir / ".backup" / str(config.row)
     best = _BestWeights(spec.quality_metric, backup_dir)
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False), best,
+    # double_checkpoint: a kill while a checkpoint is being written leaves the previous one to resume from
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, double_checkpoint=True),
+                 best,
                  _RaiseOnNaN(), tracking.epoch_logger()]
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
@@ -381,14 +383,21 @@ class _BestWeights(_callback_base()):
             self.best_value, self.best_epoch = float(value), epoch
             self.best_weights = self.model.get_weights()
             self.backup_dir.mkdir(parents=True, exist_ok=True)
-            self.model.save_weights(str(self.backup_dir / "best.weights.h5"))
-            (self.backup_dir / "best.json").write_text(json.dumps({"value": self.best_value, "epoch": epoch}))
+            partial = self.backup_dir / "best-partial.weights.h5"  # written aside, then renamed: never half a file
+            self.model.save_weights(str(partial))
+            partial.replace(self.backup_dir / "best.weights.h5")
+            state = self.backup_dir / "best-partial.json"
+            state.write_text(json.dumps({"value": self.best_value, "epoch": epoch}))
+            state.replace(self.backup_dir / "best.json")
 
     def restore(self, model) -> None:
         if self.best_weights is not None:
             model.set_weights(self.best_weights)
         elif (self.backup_dir / "best.weights.h5").is_file():
-            model.load_weights(str(self.backup_dir / "best.weights.h5"))
+            try:
+                model.load_weights(str(self.backup_dir / "best.weights.h5"))
+            except (OSError, ValueError):
+                logger.warning("The saved best weights are unreadable; keeping the last epoch's weights.")
 
 
 def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, preprocessing, out_dir: Path,
