@@ -82,12 +82,12 @@ def plot_history(history: pd.DataFrame, out_dir: str | Path, prefix: str = "") -
     return written
 
 
-def _draw_roc(axes, truth: np.ndarray, scores: np.ndarray, label: str) -> None:
-    from sklearn.metrics import roc_auc_score, roc_curve
+def _roc_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The false and true positive rates of a one-vs-rest ROC curve and its AUC."""
+    from sklearn.metrics import auc, roc_curve
 
     false_positive_rate, true_positive_rate, _ = roc_curve(truth, scores)
-    auc = roc_auc_score(truth, scores)
-    axes.plot(false_positive_rate, true_positive_rate, label=f"{label} (AUC = {auc:.4f})")
+    return false_positive_rate, true_positive_rate, float(auc(false_positive_rate, true_positive_rate))
 
 
 def _roc_axes(axes, title: str) -> None:
@@ -102,7 +102,8 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     """Draws the one-vs-rest ROC curve of each class, and all of them in one plot.
 
     A class absent from ``y_true`` (or present in every row) has no ROC curve: it gets no file of its own and a
-    note in the combined plot.
+    note in the combined plot. The per-class files are drawn on one reused figure whose curve, title and
+    legend change from class to class (building axes and ticks costs more than drawing them).
 
     Args:
         y_true: (samples, classes) array of 0/1.
@@ -117,19 +118,29 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     y_true = np.asarray(y_true).astype(bool)
     y_prob = np.asarray(y_prob, dtype=float)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
     combined, combined_axes = _new_figure(7.0, 6.0)
+    single, single_axes = _new_figure()
+    _roc_axes(single_axes, "ROC")
+    single.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+    (curve,) = single_axes.plot([], [])
     for index, name in enumerate(class_names):
         truth = y_true[:, index]
         if truth.all() or not truth.any():
             skipped.append(str(name))
             continue
-        figure, axes = _new_figure()
-        _draw_roc(axes, truth, y_prob[:, index], str(name))
-        _roc_axes(axes, f"ROC of class {name}")
-        axes.legend(loc="lower right")
-        written.append(_save(figure, out_dir / f"{prefix}ROC-{index}-{_safe(name)}.png"))
-        _draw_roc(combined_axes, truth, y_prob[:, index], str(name))
+        false_positive_rate, true_positive_rate, auc = _roc_curve(truth, y_prob[:, index])
+        label = f"{name} (AUC = {auc:.4f})"
+        curve.set_data(false_positive_rate, true_positive_rate)
+        curve.set_label(label)
+        single_axes.set_title(f"ROC of class {name}")
+        legend = single_axes.legend(handles=[curve], loc="lower right")
+        path = out_dir / f"{prefix}ROC-{index}-{_safe(name)}.png"
+        single.savefig(path, format="png")
+        legend.remove()
+        written.append(path)
+        combined_axes.plot(false_positive_rate, true_positive_rate, label=label)
     _roc_axes(combined_axes, "ROC, one class vs. the rest")
     if skipped:
         combined_axes.text(0.98, 0.02 if len(written) == 0 else 0.5, "no ROC (class absent or in every image): "

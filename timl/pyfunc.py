@@ -380,8 +380,16 @@ def _sample_png(size: int) -> str:
     return png_base64(Image.new("RGB", (size, size), (128, 96, 64)))
 
 
-def log_model(keras_path: Path, metadata_path: Path, classifier: Classifier, *, name: str = "model"):
+def log_model(keras_path: Path, metadata_path: Path, classifier: Classifier, *, name: str = "model",
+              step: int = 0):
     """Logs a TIML pyfunc model, linked to the active run, with signature, params and an input example.
+
+    Args:
+        keras_path: the saved Keras model.
+        metadata_path: its TIML sidecar (preprocessing, class names, sha256).
+        classifier: the loaded classifier (its class names give the output columns).
+        name: the model's name in the run. Defaults to "model".
+        step: the step the model belongs to, e.g. the epochs trained. Defaults to 0.
 
     Returns:
         The ModelInfo of the logged model (``runs:/RUN_ID/model`` and ``models:/m-...`` both load it).
@@ -402,6 +410,6 @@ def log_model(keras_path: Path, metadata_path: Path, classifier: Classifier, *, 
         return mlflow.pyfunc.log_model(
             name=name, python_model=wrapper,
             artifacts={"keras_model": str(keras_path), "timl_metadata": str(metadata_path)},
-            signature=signature, input_example=example, pip_requirements=pip_requirements())
+            signature=signature, input_example=example, pip_requirements=pip_requirements(), step=step)
     finally:
         quiet.setLevel(level)

@@ -253,8 +253,8 @@ def log_params(params: dict) -> None:
     mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
 
 
-def log_metrics(metrics: dict, step: int | None = None) -> None:
-    """Logs finite numeric metrics; None and NaN values are skipped."""
+def log_metrics(metrics: dict, step: int | None = None, model_id: str | None = None) -> None:
+    """Logs finite numeric metrics (linked to the logged model ``model_id`` if given); None and NaN are skipped."""
     import math
 
     import mlflow
@@ -262,7 +262,7 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
     clean = {key: float(value) for key, value in metrics.items()
              if value is not None and isinstance(value, (int, float)) and math.isfinite(float(value))}
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        mlflow.log_metrics(clean, step=step, model_id=model_id)
 
 
 def set_tags(tags: dict) -> None:

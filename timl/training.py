@@ -17,6 +17,7 @@ import math
 import shutil
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -383,9 +384,12 @@ class _BestWeights(_callback_base()):
             self.best_value, self.best_epoch = float(value), epoch
             self.best_weights = self.model.get_weights()
             self.backup_dir.mkdir(parents=True, exist_ok=True)
-            partial = self.backup_dir / "best-partial.weights.h5"  # written aside, then renamed: never half a file
-            self.model.save_weights(str(partial))
-            partial.replace(self.backup_dir / "best.weights.h5")
+            # The in-memory copy as plain arrays (a few ms; Keras' save_weights walks every layer, ~0.1 s),
+            # written aside, then renamed: never half a file
+            partial = self.backup_dir / "best-partial.npz"
+            with partial.open("wb") as file:
+                np.savez(file, *self.best_weights)
+            partial.replace(self.backup_dir / "best.npz")
             state = self.backup_dir / "best-partial.json"
             state.write_text(json.dumps({"value": self.best_value, "epoch": epoch}))
             state.replace(self.backup_dir / "best.json")
@@ -393,10 +397,11 @@ class _BestWeights(_callback_base()):
     def restore(self, model) -> None:
         if self.best_weights is not None:
             model.set_weights(self.best_weights)
-        elif (self.backup_dir / "best.weights.h5").is_file():
+        elif (self.backup_dir / "best.npz").is_file():
             try:
-                model.load_weights(str(self.backup_dir / "best.weights.h5"))
-            except (OSError, ValueError):
+                with np.load(self.backup_dir / "best.npz") as saved:
+                    model.set_weights([saved[f"arr_{index}"] for index in range(len(saved.files))])
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 logger.warning("The saved best weights are unreadable; keeping the last epoch's weights.")
 
 
@@ -436,11 +441,13 @@ def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, pr
         headline[f"{short}_accuracy"] = result.get("global_accuracy")
         headline[f"{short}_balanced_accuracy"] = result.get("balanced_accuracy")
     metrics.update(headline)
-    tracking.log_metrics(metrics, step=config.epochs)
     tracking.set_tags({"timl.trainstart": trained.started, "timl.trainmodel": keras_path.name,
                        "timl.model_sha256": json.loads(metadata_path.read_text())["sha256"]})
     tracking.log_artifacts(files)
-    pyfunc.log_model(keras_path, metadata_path, classifier)
+    # The model is logged before the final metrics, which are then linked to it: MLflow links a new model to
+    # the run's metrics of its step by reading the history of every metric, one query each.
+    model_info = pyfunc.log_model(keras_path, metadata_path, classifier, step=config.epochs)
+    tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
     return headline
 
 
