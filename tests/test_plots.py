@@ -64,3 +64,19 @@ def test_no_figures_left_open(tmp_path, predictions):
         plots.plot_roc(y_true, y_prob, names, tmp_path)
         plots.plot_precision_recall(y_true, y_prob, names, tmp_path / "pr.png")
     assert len(plt.get_fignums()) == before
+
+
+def test_each_class_roc_file_shows_only_its_own_curve(tmp_path):
+    """The per-class files are blitted on one figure: a class drawn after another leaves no trace of it."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 60)
+    y_true = np.stack([labels, 1 - labels, labels], axis=1)  # MEL and NV present; NEV is drawn last
+    y_prob = rng.random((60, 3))
+    after_others = plots.plot_roc(y_true, y_prob, ["MEL", "NV", "NEV"], tmp_path / "all")
+    alone = plots.plot_roc(np.stack([np.zeros(60), np.zeros(60), labels], axis=1), y_prob, ["MEL", "NV", "NEV"],
+                           tmp_path / "alone")
+    assert [path.name for path in alone] == ["ROC-2-NEV.png", "ROC-all.png"]
+    with Image.open(after_others[2]) as drawn_last, Image.open(alone[0]) as drawn_first:
+        assert np.array_equal(np.asarray(drawn_last), np.asarray(drawn_first))
+    with Image.open(after_others[0]) as first, Image.open(after_others[1]) as second:
+        assert not np.array_equal(np.asarray(first), np.asarray(second))

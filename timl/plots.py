@@ -97,13 +97,45 @@ def _roc_axes(axes, title: str) -> None:
     axes.grid(alpha=0.3)
 
 
+class _ClassRocPlot:
+    """The per-class ROC files, blitted: axes, ticks, labels and grid are rendered once; each class then draws
+    only its curve, legend and title over a copy of that background (matplotlib's blitting API)."""
+
+    def __init__(self):
+        self.figure, self.axes = _new_figure()
+        _roc_axes(self.axes, "")
+        self.figure.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+        (self.curve,) = self.axes.plot([], [], color="C0")
+        self.curve.set_visible(False)
+        self.figure.canvas.draw()
+        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+        self.curve.set_visible(True)
+
+    def save(self, x: np.ndarray, y: np.ndarray, label: str, title: str, path: Path) -> Path:
+        from PIL import Image
+
+        canvas = self.figure.canvas
+        canvas.restore_region(self.background)
+        self.curve.set_data(x, y)
+        self.curve.set_label(label)
+        self.axes.set_title(title)
+        legend = self.axes.legend(handles=[self.curve], loc="lower right")
+        for artist in (self.curve, legend, self.axes.title):
+            self.axes.draw_artist(artist)
+        legend.remove()
+        width, height = canvas.get_width_height()
+        Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB").save(
+            path, format="PNG")
+        return path
+
+
 def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
              prefix: str = "") -> list[Path]:
     """Draws the one-vs-rest ROC curve of each class, and all of them in one plot.
 
     A class absent from ``y_true`` (or present in every row) has no ROC curve: it gets no file of its own and a
-    note in the combined plot. The per-class files are drawn on one reused figure whose curve, title and
-    legend change from class to class (building axes and ticks costs more than drawing them).
+    note in the combined plot. The per-class files share one figure whose axes are rendered once (see
+    :class:`_ClassRocPlot`): building and drawing axes and ticks costs more than the curve.
 
     Args:
         y_true: (samples, classes) array of 0/1.
@@ -121,10 +153,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     out_dir.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
     combined, combined_axes = _new_figure(7.0, 6.0)
-    single, single_axes = _new_figure()
-    _roc_axes(single_axes, "ROC")
-    single.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
-    (curve,) = single_axes.plot([], [])
+    class_plot = _ClassRocPlot()
     for index, name in enumerate(class_names):
         truth = y_true[:, index]
         if truth.all() or not truth.any():
@@ -132,14 +161,8 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
             continue
         false_positive_rate, true_positive_rate, auc = _roc_curve(truth, y_prob[:, index])
         label = f"{name} (AUC = {auc:.4f})"
-        curve.set_data(false_positive_rate, true_positive_rate)
-        curve.set_label(label)
-        single_axes.set_title(f"ROC of class {name}")
-        legend = single_axes.legend(handles=[curve], loc="lower right")
         path = out_dir / f"{prefix}ROC-{index}-{_safe(name)}.png"
-        single.savefig(path, format="png")
-        legend.remove()
-        written.append(path)
+        written.append(class_plot.save(false_positive_rate, true_positive_rate, label, f"ROC of class {name}", path))
         combined_axes.plot(false_positive_rate, true_positive_rate, label=label)
     _roc_axes(combined_axes, "ROC, one class vs. the rest")
     if skipped:
