@@ -133,10 +133,11 @@ def per_mask_loop(model, x: np.ndarray, num_masks: int, batch_size: int, resize:
     cell_size = math.ceil(size / cells)
     up_size = cell_size * (cells + 1)
 
+    if resize == "skimage":  # imported once, outside the timed per-mask work
+        from skimage.transform import resize as skimage_resize
+
     def resize_one(grid):
         if resize == "skimage":  # the RISE authors' reference code: order-1 spline, reflected edges
-            from skimage.transform import resize as skimage_resize
-
             return skimage_resize(grid, (up_size, up_size), order=1, mode="reflect", anti_aliasing=False)
         if resize == "pil":
             return np.asarray(Image.fromarray(grid).resize((up_size, up_size), Image.Resampling.BILINEAR))

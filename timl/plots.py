@@ -23,6 +23,10 @@ HISTORY_PLOTS = {
 }
 
 
+#: The fixed margins of the curve plots (fractions of the figure), shared by every file drawn without ``tight``.
+CURVE_MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.12, "top": 0.92}
+
+
 def _new_figure(width: float = 6.0, height: float = 4.5):
     """A figure on an Agg canvas (no pyplot, no display) and its single axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -41,7 +45,7 @@ def _save(figure, path: str | Path, *, tight: bool = False) -> Path:
     if tight:
         figure.tight_layout()
     else:
-        figure.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+        figure.subplots_adjust(**CURVE_MARGINS)
     figure.savefig(path, format="png")
     figure.clear()
     return path
@@ -104,7 +108,7 @@ class _ClassRocPlot:
     def __init__(self):
         self.figure, self.axes = _new_figure()
         _roc_axes(self.axes, "")
-        self.figure.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+        self.figure.subplots_adjust(**CURVE_MARGINS)
         (self.curve,) = self.axes.plot([], [], color="C0")
         self.curve.set_visible(False)
         self.figure.canvas.draw()
