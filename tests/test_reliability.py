@@ -99,8 +99,50 @@ def test_resumed_row_continues_from_its_last_epoch(tracking_uri, mini_digits, tm
     finished = [run for run in _row_runs("backup") if run.info.status == "FINISHED"]
     assert len(finished) == 1
     steps = [metric.step for metric in _client().get_metric_history(finished[0].info.run_id, "loss")]
-    assert min(steps) > 0 and max(steps) == 39, steps
+    assert sorted(steps) == list(range(40)), "every epoch once, those before the kill included"
+    assert finished[0].data.tags["timl.resumed_at_epoch"] not in ("", "0")
     assert not (out / ".backup" / "0").exists(), "the checkpoint should be removed when the row finishes"
+    history = pd.read_csv(out / "0-history.csv")
+    assert list(history["epoch"]) == list(range(40)) and history["loss"].notna().all()
+    result_row = pd.read_csv(out / "automation_result.csv").iloc[0]
+    assert 0 <= float(result_row["trainacc"]) <= 1
+
+
+def _tiny_compiled_model(seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.5),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    return model
+
+
+def test_checkpoint_restores_model_and_optimizer_state(tmp_path):
+    from timl.training import _Checkpoint
+
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    y = np.eye(2, dtype="float32")[np.arange(32) % 2]
+    trained = _tiny_compiled_model(0)
+    trained.fit(x, y, epochs=3, verbose=0, callbacks=[_Checkpoint(tmp_path)])
+    fresh = _tiny_compiled_model(1)
+    assert _Checkpoint(tmp_path).restore(fresh) == 3
+    for restored, original in zip(fresh.variables + fresh.optimizer.variables,
+                                  trained.variables + trained.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(original))
+    assert int(np.asarray(fresh.optimizer.iterations)) == 3
+    resumed = _Checkpoint(tmp_path)
+    resumed.restore(fresh)
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2] and "loss" in resumed.history[0]
+    assert not list(tmp_path.glob("*partial*")), "the checkpoint is written aside, then renamed"
+
+
+def test_unusable_checkpoint_trains_from_the_first_epoch(tmp_path, caplog):
+    from timl.training import _Checkpoint
+
+    (tmp_path / "last.npz").write_bytes(b"half a file")
+    assert _Checkpoint(tmp_path).restore(_tiny_compiled_model(0)) == 0
+    assert "cannot be used" in caplog.text and "first epoch" in caplog.text
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from timl.errors import DatasetError
+from timl.plots import sanitize_file_name  # noqa: F401 (part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +53,11 @@ SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_
                   "hamming_loss": "hamming_loss", "samples": "samples"}
 
 _METRIC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-.]")
 
 
 def sanitize_metric_name(name: str) -> str:
     """Makes ``name`` a valid MLflow metric name part: keeps ``[A-Za-z0-9_-. /]``, replaces others by ``_``."""
     return _METRIC_NAME_UNSAFE.sub("_", str(name))
-
-
-def sanitize_file_name(name: str) -> str:
-    """Makes ``name`` safe in a file name: keeps ``[A-Za-z0-9_-.]``, replaces others by ``_``."""
-    return _FILE_NAME_UNSAFE.sub("_", str(name))
 
 
 def _check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
@@ -363,21 +359,53 @@ def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
     Returns:
         The summary dict of :func:`evaluate`.
     """
-    from timl import plots
+    report = start_report(out_dir, image_names, y_true, y_prob, class_names, multi_label=multi_label,
+                          threshold=threshold, prefix=prefix)
+    report.finish()
+    return report.summary
 
+
+@dataclasses.dataclass
+class Report:
+    """A report being written: the summary and the tables are done, the plots may still be drawn elsewhere."""
+
+    summary: dict[str, Any]
+    files: list[Path]
+    drawings: list  # timl.workers.Job, each drawing one or more of the plot files
+
+    def finish(self) -> list[Path]:
+        """Waits for the plots; returns every file of the report."""
+        for job in self.drawings:
+            written = job.result()
+            self.files += written if isinstance(written, list) else [written]
+        self.drawings = []
+        return self.files
+
+
+def start_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
+                 multi_label: bool = False, threshold: float = 0.5, prefix: str = "",
+                 worker=None) -> Report:
+    """:func:`write_report`, with the plots drawn by ``worker`` (a :class:`timl.workers.Worker`; default: here,
+    when :meth:`Report.finish` is called). The metrics, the tables and the curves are computed here."""
+    from timl import plots, workers
+
+    worker = worker or workers.Worker(enabled=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {"multi_label": multi_label, "threshold": threshold}
     summary = evaluate(y_true, y_prob, class_names, **options)
-    write_summary(summary, out_dir / f"{prefix}summary.csv", out_dir / f"{prefix}summary.json")
-    per_image_results(image_names, y_true, y_prob, class_names, **options).to_csv(
-        out_dir / f"{prefix}per_image_results.csv", index=False)
+    files = [out_dir / f"{prefix}{name}" for name in ("summary.csv", "summary.json", "per_image_results.csv",
+                                                       "confusion_matrix.csv")]
+    write_summary(summary, files[0], files[1])
+    per_image_results(image_names, y_true, y_prob, class_names, **options).to_csv(files[2], index=False)
     table = confusion_table(y_true, y_prob, class_names, **options)
-    table.to_csv(out_dir / f"{prefix}confusion_matrix.csv")
-    plots.plot_confusion_matrix(table.to_numpy(), list(table.index), out_dir / f"{prefix}confusion_matrix.png",
-                                column_names=list(table.columns))
-    plots.plot_roc(np.asarray(y_true), np.asarray(y_prob, dtype=float), class_names, out_dir, prefix=prefix)
-    plots.plot_precision_recall(np.asarray(y_true), np.asarray(y_prob, dtype=float), class_names,
-                                out_dir / f"{prefix}precision_recall.png")
-    logger.info("Wrote the evaluation report of %d images to %s", summary["samples"], out_dir)
-    return summary
+    table.to_csv(files[3])
+    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=float)
+    drawings = [
+        worker.submit(plots.plot_confusion_matrix, table.to_numpy(), [str(name) for name in table.index],
+                      out_dir / f"{prefix}confusion_matrix.png", column_names=[str(name) for name in table.columns]),
+        worker.submit(plots.draw_roc, plots.roc_curves(y_true, y_prob, class_names), out_dir, prefix=prefix),
+        worker.submit(plots.draw_precision_recall, plots.precision_recall_curves(y_true, y_prob, class_names),
+                      out_dir / f"{prefix}precision_recall.png")]
+    logger.info("Evaluated %d images; the report goes to %s", summary["samples"], out_dir)
+    return Report(summary, files, drawings)

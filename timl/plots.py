@@ -3,16 +3,24 @@
 Every function draws on its own :class:`matplotlib.figure.Figure` rendered by the Agg canvas, never through
 ``pyplot``: nothing is drawn on screen, no global figure list grows, and plotting is safe in the threads of a web
 server. Matplotlib is imported inside the functions, so importing this module is cheap.
+
+The ROC and precision-recall plots come in two steps: computing the curves (scikit-learn) and drawing them
+(matplotlib only), so that a process without scikit-learn can draw (see :mod:`timl.workers`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,18 @@ def _new_figure(width: float = 6.0, height: float = 4.5):
     return figure, figure.add_subplot(1, 1, 1)
 
 
+def warm_up() -> None:
+    """Draws a small figure with text into memory: a new process's first plot also loads the font cache and
+    builds matplotlib's text caches (a few tenths of a second), which a process that draws later can do ahead."""
+    import io
+
+    figure, axes = _new_figure(2.0, 1.5)
+    axes.plot([0, 1], [0, 1], label="warm-up")
+    axes.set(title="warm-up", xlabel="x", ylabel="y")
+    axes.legend()
+    figure.savefig(io.BytesIO(), format="png")
+
+
 def _save(figure, path: str | Path, *, tight: bool = False) -> Path:
     """Writes a figure as PNG. Fixed margins suit the curve plots; ``tight`` (about twice as slow) fits
     labels of any length, for the confusion matrix."""
@@ -51,13 +71,35 @@ def _save(figure, path: str | Path, *, tight: bool = False) -> Path:
     return path
 
 
-def _safe(name: str) -> str:
-    from timl.evaluation import sanitize_file_name
-
-    return sanitize_file_name(name)
+_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-.]")
 
 
-def plot_history(history: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> list[Path]:
+def sanitize_file_name(name: str) -> str:
+    """Makes ``name`` safe in a file name: keeps ``[A-Za-z0-9_-.]``, replaces others by ``_``."""
+    return _FILE_NAME_UNSAFE.sub("_", str(name))
+
+
+@dataclasses.dataclass
+class Curve:
+    """One class's curve: ``x`` and ``y`` (false positive and true positive rates, or recall and precision)
+    and its summary ``score`` (the AUC, or the average precision)."""
+
+    index: int
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    score: float
+
+
+@dataclasses.dataclass
+class Curves:
+    """The one-vs-rest curves of the classes that have one, and the names of those that have none."""
+
+    curves: list[Curve]
+    missing: list[str]
+
+
+def plot_history(history: "pd.DataFrame", out_dir: str | Path, prefix: str = "") -> list[Path]:
     """Draws the loss and accuracy curves of a training run.
 
     Args:
@@ -70,7 +112,7 @@ def plot_history(history: pd.DataFrame, out_dir: str | Path, prefix: str = "") -
         The written files, ``{prefix}loss.png`` and ``{prefix}accuracy.png``, each only when the history has
         one of its columns.
     """
-    epochs = history["epoch"] if "epoch" in history.columns else pd.Series(np.arange(1, len(history) + 1))
+    epochs = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(1, len(history) + 1)
     written = []
     for stem, (title, columns) in HISTORY_PLOTS.items():
         present = [column for column in columns if column in history.columns]
@@ -78,20 +120,12 @@ def plot_history(history: pd.DataFrame, out_dir: str | Path, prefix: str = "") -
             continue
         figure, axes = _new_figure()
         for column in present:
-            axes.plot(epochs.to_numpy(), history[column].to_numpy(dtype=float), marker="o", label=column)
+            axes.plot(epochs, history[column].to_numpy(dtype=float), marker="o", label=column)
         axes.set(title=title, xlabel="epoch", ylabel=stem)
         axes.grid(alpha=0.3)
         axes.legend()
         written.append(_save(figure, Path(out_dir) / f"{prefix}{stem}.png"))
     return written
-
-
-def _roc_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """The false and true positive rates of a one-vs-rest ROC curve and its AUC."""
-    from sklearn.metrics import auc, roc_curve
-
-    false_positive_rate, true_positive_rate, _ = roc_curve(truth, scores)
-    return false_positive_rate, true_positive_rate, float(auc(false_positive_rate, true_positive_rate))
 
 
 def _roc_axes(axes, title: str) -> None:
@@ -115,7 +149,9 @@ class _ClassRocPlot:
         self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
         self.curve.set_visible(True)
 
-    def save(self, x: np.ndarray, y: np.ndarray, label: str, title: str, path: Path) -> Path:
+    def save(self, x: np.ndarray, y: np.ndarray, label: str, title: str, path: Path, encoder) -> Future:
+        """Draws one class; its PNG is compressed by ``encoder`` (an executor: Pillow releases the GIL while it
+        compresses, so the next class is drawn meanwhile). The future's result is ``path``."""
         from PIL import Image
 
         canvas = self.figure.canvas
@@ -128,9 +164,8 @@ class _ClassRocPlot:
             self.axes.draw_artist(artist)
         legend.remove()
         width, height = canvas.get_width_height()
-        Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB").save(
-            path, format="PNG")
-        return path
+        image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
+        return encoder.submit(lambda: image.save(path, format="PNG") or path)
 
 
 def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
@@ -138,8 +173,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     """Draws the one-vs-rest ROC curve of each class, and all of them in one plot.
 
     A class absent from ``y_true`` (or present in every row) has no ROC curve: it gets no file of its own and a
-    note in the combined plot. The per-class files share one figure whose axes are rendered once (see
-    :class:`_ClassRocPlot`): building and drawing axes and ticks costs more than the curve.
+    note in the combined plot. Same as ``draw_roc(roc_curves(y_true, y_prob, class_names), out_dir, prefix)``.
 
     Args:
         y_true: (samples, classes) array of 0/1.
@@ -151,27 +185,49 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     Returns:
         The written files: ``{prefix}ROC-<i>-<class>.png`` per class with a curve, then ``{prefix}ROC-all.png``.
     """
+    return draw_roc(roc_curves(y_true, y_prob, class_names), out_dir, prefix)
+
+
+def roc_curves(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str]) -> Curves:
+    """The one-vs-rest ROC curve and AUC of each class that is neither absent from ``y_true`` nor in every row."""
+    from sklearn.metrics import auc, roc_curve
+
     y_true = np.asarray(y_true).astype(bool)
     y_prob = np.asarray(y_prob, dtype=float)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written, skipped = [], []
-    combined, combined_axes = _new_figure(7.0, 6.0)
-    class_plot = _ClassRocPlot()
+    result = Curves([], [])
     for index, name in enumerate(class_names):
         truth = y_true[:, index]
         if truth.all() or not truth.any():
-            skipped.append(str(name))
+            result.missing.append(str(name))
             continue
-        false_positive_rate, true_positive_rate, auc = _roc_curve(truth, y_prob[:, index])
-        label = f"{name} (AUC = {auc:.4f})"
-        path = out_dir / f"{prefix}ROC-{index}-{_safe(name)}.png"
-        written.append(class_plot.save(false_positive_rate, true_positive_rate, label, f"ROC of class {name}", path))
-        combined_axes.plot(false_positive_rate, true_positive_rate, label=label)
+        false_positive_rate, true_positive_rate, _ = roc_curve(truth, y_prob[:, index])
+        result.curves.append(Curve(index, str(name), false_positive_rate, true_positive_rate,
+                                   float(auc(false_positive_rate, true_positive_rate))))
+    return result
+
+
+def draw_roc(roc: Curves, out_dir: str | Path, prefix: str = "") -> list[Path]:
+    """Draws the curves of :func:`roc_curves` (see :func:`plot_roc`).
+
+    The per-class files share one figure whose axes are rendered once (see :class:`_ClassRocPlot`): building
+    and drawing axes and ticks costs more than the curve.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    combined, combined_axes = _new_figure(7.0, 6.0)
+    class_plot = _ClassRocPlot()
+    pending = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="timl-png") as encoder:
+        for curve in roc.curves:
+            label = f"{curve.name} (AUC = {curve.score:.4f})"
+            path = out_dir / f"{prefix}ROC-{curve.index}-{sanitize_file_name(curve.name)}.png"
+            pending.append(class_plot.save(curve.x, curve.y, label, f"ROC of class {curve.name}", path, encoder))
+            combined_axes.plot(curve.x, curve.y, label=label)
+        written = [future.result() for future in pending]
     _roc_axes(combined_axes, "ROC, one class vs. the rest")
-    if skipped:
+    if roc.missing:
         combined_axes.text(0.98, 0.02 if len(written) == 0 else 0.5, "no ROC (class absent or in every image): "
-                           + ", ".join(skipped), ha="right", va="bottom", fontsize=8, wrap=True,
+                           + ", ".join(roc.missing), ha="right", va="bottom", fontsize=8, wrap=True,
                            transform=combined_axes.transAxes)
     if written:
         combined_axes.legend(loc="lower right", fontsize=8)
@@ -216,6 +272,8 @@ def plot_precision_recall(y_true: np.ndarray, y_prob: np.ndarray, class_names: S
                           path: str | Path) -> Path:
     """Draws the one-vs-rest precision-recall curve of each class present in ``y_true``.
 
+    Same as ``draw_precision_recall(precision_recall_curves(y_true, y_prob, class_names), path)``.
+
     Args:
         y_true: (samples, classes) array of 0/1.
         y_prob: (samples, classes) predicted probabilities.
@@ -225,26 +283,39 @@ def plot_precision_recall(y_true: np.ndarray, y_prob: np.ndarray, class_names: S
     Returns:
         ``path`` as a Path.
     """
+    return draw_precision_recall(precision_recall_curves(y_true, y_prob, class_names), path)
+
+
+def precision_recall_curves(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str]) -> Curves:
+    """The one-vs-rest precision-recall curve (x recall, y precision) and average precision of each class
+    present in ``y_true``."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     y_true = np.asarray(y_true).astype(bool)
     y_prob = np.asarray(y_prob, dtype=float)
-    figure, axes = _new_figure(7.0, 6.0)
-    absent = []
+    result = Curves([], [])
     for index, name in enumerate(class_names):
         truth = y_true[:, index]
         if not truth.any():
-            absent.append(str(name))
+            result.missing.append(str(name))
             continue
         precision, recall, _ = precision_recall_curve(truth, y_prob[:, index])
-        average_precision = average_precision_score(truth, y_prob[:, index])
-        axes.step(recall, precision, where="post", label=f"{name} (AP = {average_precision:.4f})")
+        result.curves.append(Curve(index, str(name), recall, precision,
+                                   float(average_precision_score(truth, y_prob[:, index]))))
+    return result
+
+
+def draw_precision_recall(curves: Curves, path: str | Path) -> Path:
+    """Draws the curves of :func:`precision_recall_curves` into one PNG file; returns ``path`` as a Path."""
+    figure, axes = _new_figure(7.0, 6.0)
+    for curve in curves.curves:
+        axes.step(curve.x, curve.y, where="post", label=f"{curve.name} (AP = {curve.score:.4f})")
     axes.set(title="Precision-recall, one class vs. the rest", xlabel="recall (sensitivity)",
              ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     axes.grid(alpha=0.3)
-    if absent:
-        axes.text(0.02, 0.02, "absent from the ground truth: " + ", ".join(absent), fontsize=8,
+    if curves.missing:
+        axes.text(0.02, 0.02, "absent from the ground truth: " + ", ".join(curves.missing), fontsize=8,
                   transform=axes.transAxes)
-    if len(absent) < len(class_names):
-        axes.legend(loc="lower left" if not absent else "center left", fontsize=8)
+    if curves.curves:
+        axes.legend(loc="lower left" if not curves.missing else "center left", fontsize=8)
     return _save(figure, path)

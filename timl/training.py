@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from timl import __version__, config as config_module, tracking
+from timl import __version__, config as config_module, plots, tracking, workers
 from timl.errors import ConfigError, TimlError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ def _raise_terminated(signum, frame):
     raise _Terminated(f"terminated by signal {signum}")
 
 
+#: What the plot process imports as it starts (see :mod:`timl.workers`).
+REPORT_MODULES = ("timl.plots", "matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.PngImagePlugin")
+
+
 def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, out_dir: str | Path | None = None,
                 experiment: str | None = None, tracking_uri: str | None = None, rows: str | None = None,
                 resume: bool = False, skip_roc: bool = False, register: str | None = None,
@@ -109,34 +113,37 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(rows, len(configs))
-    tracking.configure(tracking_uri)
-    experiment = experiment or table_path.stem
-    out_dir = Path(out_dir) if out_dir else None
-    parent_id = None
-    if resume:
-        parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
-    out_dir = out_dir or default_out_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
-    (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
-    done = _finished_keys(parent_id) if resume else {}
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    outcomes: list[RowOutcome] = []
-    started = time.time()
-    try:
-        for position, number in enumerate(selection):
-            item = configs[number]
-            outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done,
-                               release=position < len(selection) - 1)
-            outcomes.append(outcome)
-            _report(outcome, position, len(selection), started)
-            _write_results(parent_id, out_dir, row=number)
-    except BaseException as error:  # never leave the table run RUNNING
-        _write_results(parent_id, out_dir)
-        tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # The plot process starts now: it imports matplotlib while the first row is set up
+    with workers.Worker(REPORT_MODULES, enabled=not skip_roc) as reports:
+        reports.submit(plots.warm_up)
+        tracking.configure(tracking_uri)
+        experiment = experiment or table_path.stem
+        out_dir = Path(out_dir) if out_dir else None
+        parent_id = None
+        if resume:
+            parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
+        out_dir = out_dir or default_out_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
+        (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
+        done = _finished_keys(parent_id) if resume else {}
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        outcomes: list[RowOutcome] = []
+        started = time.time()
+        try:
+            for position, number in enumerate(selection):
+                item = configs[number]
+                outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done, reports,
+                                   release=position < len(selection) - 1)
+                outcomes.append(outcome)
+                _report(outcome, position, len(selection), started)
+                _write_results(parent_id, out_dir, row=number)
+        except BaseException as error:  # never leave the table run RUNNING
+            _write_results(parent_id, out_dir)
+            tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     results_path = _write_results(parent_id, out_dir)
     failed = any(outcome.status != "FINISHED" for outcome in outcomes)
     tracking.end_run(parent_id, "FAILED" if failed else "FINISHED")
@@ -157,7 +164,7 @@ def _finished_keys(parent_id: str) -> dict[str, str]:
 
 
 def _run_row(item, number: int, parent_id: str, out_dir: Path, img_dir, skip_roc: bool,
-             done: dict[str, str], release: bool = True) -> RowOutcome:
+             done: dict[str, str], reports: workers.Worker, release: bool = True) -> RowOutcome:
     if isinstance(item, ConfigError):
         return _record_invalid_row(item, number, parent_id)
     key = item.key(__version__)
@@ -167,7 +174,7 @@ def _run_row(item, number: int, parent_id: str, out_dir: Path, img_dir, skip_roc
     row_run = tracking.RowRun(parent_id, item.run_name, number, key)
     try:
         with row_run:
-            summary = train_row(item, out_dir=out_dir, img_dir=img_dir, skip_roc=skip_roc)
+            summary = train_row(item, out_dir=out_dir, img_dir=img_dir, skip_roc=skip_roc, reports=reports)
     except KeyboardInterrupt:
         raise
     except Exception as error:  # a failed row never takes the table down
@@ -263,7 +270,8 @@ def _sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray
     return np.where(positive.any(axis=1), weighted, 1.0).astype(np.float32)
 
 
-def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False) -> dict:
+def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
+              reports: workers.Worker | None = None) -> dict:
     """Trains one row inside the active MLflow run and logs everything; returns the summary metrics.
 
     Raises:
@@ -288,7 +296,8 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False) ->
     arrays = {split: _load_split_images(dataset.paths(split), preprocessing)
               for split in ("train", "dev", "test") if dataset.sizes().get(split)}
     trained = _fit(config, spec, dataset, arrays, augmentation, out_dir)
-    return _evaluate_and_log(config, spec, dataset, arrays, trained, preprocessing, out_dir, skip_roc)
+    return _evaluate_and_log(config, spec, dataset, arrays, trained, preprocessing, out_dir, skip_roc,
+                             reports or workers.Worker(enabled=False))
 
 
 @dataclasses.dataclass
@@ -317,21 +326,23 @@ def _fit(config, spec, dataset, arrays: dict, augmentation, out_dir: Path) -> _T
                                      sample_weights=sample_weights)
     dev_data = images.make_dataset(arrays["dev"], dataset.labels("dev"), batch_size=config.batchsize)
     backup_dir = out_dir / ".backup" / str(config.row)
+    checkpoint = _Checkpoint(backup_dir)
+    first_epoch = checkpoint.restore(model)
+    if first_epoch:
+        tracking.set_tags({"timl.resumed_at_epoch": first_epoch})
+    for logs in checkpoint.history:  # a resumed row's run holds every epoch's metrics, not only the last ones
+        tracking.log_metrics({key: value for key, value in logs.items() if key != "epoch"}, step=logs["epoch"])
     best = _BestWeights(spec.quality_metric, backup_dir)
-    # double_checkpoint: a kill while a checkpoint is being written leaves the previous one to resume from
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, double_checkpoint=True),
-                 best,
-                 _RaiseOnNaN(), tracking.epoch_logger()]
+    callbacks = [checkpoint, best, _RaiseOnNaN(), tracking.epoch_logger()]
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
-        history = model.fit(train_data, validation_data=dev_data, epochs=config.epochs, callbacks=callbacks,
-                            shuffle=False, verbose=2)
+        model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=2)
     best.restore(model)
     shutil.rmtree(backup_dir, ignore_errors=True)
     import pandas as pd
 
-    frame = pd.DataFrame(history.history)
-    frame.insert(0, "epoch", range(len(frame)))
+    frame = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
     return _Trained(model, frame, best.best_epoch, timer["seconds"], started)
 
 
@@ -361,6 +372,65 @@ class _RaiseOnNaN(_callback_base()):
                                 "(column lr), check the images and labels, or use another method.")
 
 
+def _write_npz(path: Path, arrays: dict) -> None:
+    """Writes arrays aside, then renames: a kill mid-write never leaves half a file under ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}-partial.npz")
+    with partial.open("wb") as file:
+        np.savez(file, **arrays)
+    partial.replace(path)
+
+
+class _Checkpoint(_callback_base()):
+    """What resuming a row needs after each finished epoch: the model's and the optimizer's variables (random
+    seed states and the optimizer's step count included) and every epoch's logs so far, in one file. A resumed
+    row thus ends with the history of all its epochs, as if it had never stopped.
+
+    Plain arrays written aside and renamed, a few ms an epoch; Keras' BackupAndRestore saves through
+    ``save_weights``, which walks every layer (about 70 ms an epoch even for the small CNN of the demo).
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__()
+        self.path = Path(backup_dir) / "last.npz"
+        self.history: list[dict] = []  # one row per epoch done: {"epoch": N, "loss": ..., "val_loss": ...}
+
+    def restore(self, model) -> int:
+        """Loads the last checkpoint into ``model`` (built and compiled) and :attr:`history`; returns the
+        number of epochs done, 0 if there is no usable checkpoint."""
+        if not self.path.is_file():
+            return 0
+        try:
+            with np.load(self.path) as saved:
+                epochs = int(saved["epochs"])
+                history = json.loads(str(saved["history"]))
+                model_values = [saved[f"model_{index}"] for index in range(int(saved["model_count"]))]
+                optimizer_values = [saved[f"optimizer_{index}"] for index in range(int(saved["optimizer_count"]))]
+            if not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            if len(model_values) != len(model.variables) or len(optimizer_values) != len(model.optimizer.variables):
+                raise ValueError("the checkpoint holds another model's variables")
+            for variable, value in zip(model.variables + model.optimizer.variables, model_values + optimizer_values):
+                variable.assign(value)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            logger.warning("The checkpoint %s cannot be used (%s); training this row from its first epoch.",
+                           self.path, error)
+            return 0
+        self.history = history
+        logger.info("Resuming after epoch %d from %s", epochs, self.path)
+        return epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
+        model_values = [np.asarray(variable) for variable in self.model.variables]
+        optimizer_values = [np.asarray(variable) for variable in self.model.optimizer.variables]
+        _write_npz(self.path, {"epochs": np.array(epoch + 1), "history": np.array(json.dumps(self.history)),
+                               "model_count": np.array(len(model_values)),
+                               "optimizer_count": np.array(len(optimizer_values)),
+                               **{f"model_{index}": value for index, value in enumerate(model_values)},
+                               **{f"optimizer_{index}": value for index, value in enumerate(optimizer_values)}})
+
+
 class _BestWeights(_callback_base()):
     """Keeps the weights of the best epoch by the method's quality metric (on dev); saved under backup_dir."""
 
@@ -383,13 +453,9 @@ class _BestWeights(_callback_base()):
         if value is not None and float(value) > self.best_value:
             self.best_value, self.best_epoch = float(value), epoch
             self.best_weights = self.model.get_weights()
-            self.backup_dir.mkdir(parents=True, exist_ok=True)
-            # The in-memory copy as plain arrays (a few ms; Keras' save_weights walks every layer, ~0.1 s),
-            # written aside, then renamed: never half a file
-            partial = self.backup_dir / "best-partial.npz"
-            with partial.open("wb") as file:
-                np.savez(file, *self.best_weights)
-            partial.replace(self.backup_dir / "best.npz")
+            # The in-memory copy as plain arrays (a few ms; Keras' save_weights walks every layer, ~0.1 s)
+            _write_npz(self.backup_dir / "best.npz", {f"arr_{index}": value
+                                                      for index, value in enumerate(self.best_weights)})
             state = self.backup_dir / "best-partial.json"
             state.write_text(json.dumps({"value": self.best_value, "epoch": epoch}))
             state.replace(self.backup_dir / "best.json")
@@ -406,8 +472,8 @@ class _BestWeights(_callback_base()):
 
 
 def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, preprocessing, out_dir: Path,
-                      skip_roc: bool) -> dict:
-    from timl import models, plots, pyfunc
+                      skip_roc: bool, reports: workers.Worker) -> dict:
+    from timl import models, pyfunc
 
     stamp = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
     keras_path = out_dir / f"{config.row}-keras_model-{stamp}.h5"
@@ -416,45 +482,49 @@ def _evaluate_and_log(config, spec, dataset, arrays: dict, trained: _Trained, pr
     metadata_path = pyfunc.write_metadata(keras_path, {**classifier.metadata(), "method": spec.name,
                                                        "run_id": tracking.active_run_id()})
     prefix = f"{config.row}-"
+    splits = {}
+    for split, short in (("dev", "val"), ("test", "test")):
+        if split in arrays:
+            labels = dataset.labels(split)
+            probabilities = classifier.predict_arrays(arrays[split], config.batchsize)
+            splits[short] = labels, _report_split(reports, out_dir, f"{prefix}{split}-", dataset, split, labels,
+                                                  probabilities, skip_roc)
+    # Meanwhile the plot process draws the reports' plots
     files = [keras_path, metadata_path]
     summary_path = out_dir / f"{prefix}model_summary.txt"
     summary_path.write_text(models.describe_model(trained.model))
     history_path = out_dir / f"{prefix}history.csv"
     trained.history.to_csv(history_path, index=False)
     files += [summary_path, history_path] + plots.plot_history(trained.history, out_dir, prefix=prefix)
+    tracking.set_tags({"timl.trainstart": trained.started, "timl.trainmodel": keras_path.name,
+                       "timl.model_sha256": json.loads(metadata_path.read_text())["sha256"]})
+    # The model is logged before the final metrics, which are then linked to it: MLflow links a new model to
+    # the run's metrics of its step by reading the history of every metric, one query each.
+    model_info = pyfunc.log_model(keras_path, metadata_path, classifier, step=config.epochs)
     metrics = {"trainsize": dataset.sizes()["train"], "valsize": dataset.sizes()["dev"],
                "testsize": dataset.sizes().get("test", 0), "train_time": trained.seconds,
                "best_epoch": trained.best_epoch,
                "trainacc": _history_value(trained.history, "accuracy", trained.best_epoch)}
     metrics.update(_proportions("train", dataset.labels("train"), dataset.class_names))
     headline = {}
-    for split, short in (("dev", "val"), ("test", "test")):
-        if split not in arrays:
-            continue
-        labels = dataset.labels(split)
-        probabilities = classifier.predict_arrays(arrays[split], config.batchsize)
-        result, written = _report_split(out_dir, f"{prefix}{split}-", dataset, split, labels, probabilities,
-                                        skip_roc)
-        files += written
+    for short, (labels, report) in splits.items():
+        files += report.finish()
+        result = report.summary
         metrics.update(_split_metrics(short, result, dataset.class_names))
         metrics.update(_proportions(short, labels, dataset.class_names))
         headline[f"{short}_accuracy"] = result.get("global_accuracy")
         headline[f"{short}_balanced_accuracy"] = result.get("balanced_accuracy")
     metrics.update(headline)
-    tracking.set_tags({"timl.trainstart": trained.started, "timl.trainmodel": keras_path.name,
-                       "timl.model_sha256": json.loads(metadata_path.read_text())["sha256"]})
     tracking.log_artifacts(files)
-    # The model is logged before the final metrics, which are then linked to it: MLflow links a new model to
-    # the run's metrics of its step by reading the history of every metric, one query each.
-    model_info = pyfunc.log_model(keras_path, metadata_path, classifier, step=config.epochs)
     tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
     return headline
 
 
 def _history_value(history, column: str, epoch: int):
-    if column not in history or epoch < 0 or epoch >= len(history):
+    if column not in history:
         return None
-    return float(history[column].iloc[epoch])
+    values = history.loc[history["epoch"] == epoch, column]
+    return float(values.iloc[0]) if len(values) else None
 
 
 def _proportions(short: str, labels: np.ndarray, class_names) -> dict:
@@ -478,19 +548,19 @@ def _split_metrics(short: str, result: dict, class_names) -> dict:
     return metrics
 
 
-def _report_split(out_dir: Path, prefix: str, dataset, split: str, labels, probabilities,
-                  skip_roc: bool) -> tuple[dict, list[Path]]:
-    """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots."""
+def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset, split: str, labels,
+                  probabilities, skip_roc: bool) -> "evaluation.Report":
+    """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots
+    (the plots drawn by the plot process)."""
     from timl import evaluation
 
     names = list(dataset.frame(split)["image_name"])
-    before = set(out_dir.iterdir())
+    options = {"multi_label": dataset.multi_label}
     if skip_roc:
-        result = evaluation.evaluate(labels, probabilities, dataset.class_names, multi_label=dataset.multi_label)
-        evaluation.per_image_results(names, labels, probabilities, dataset.class_names,
-                                     multi_label=dataset.multi_label).to_csv(
-            out_dir / f"{prefix}per_image_results.csv", index=False)
-    else:
-        result = evaluation.write_report(out_dir, names, labels, probabilities, dataset.class_names,
-                                         multi_label=dataset.multi_label, prefix=prefix)
-    return result, sorted(set(out_dir.iterdir()) - before)
+        result = evaluation.evaluate(labels, probabilities, dataset.class_names, **options)
+        path = out_dir / f"{prefix}per_image_results.csv"
+        evaluation.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
+            path, index=False)
+        return evaluation.Report(result, [path], [])
+    return evaluation.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
+                                   prefix=prefix, worker=reports, **options)
