@@ -263,8 +263,9 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str], path: str | Path, 
     axes.set(title=title, xlabel=predicted_label, ylabel="ground truth")
     limit = matrix.max() / 2 if matrix.size else 0
     for (row, column), count in np.ndenumerate(matrix):
+        # inside the axes: left out of the tight layout, which would otherwise measure every cell's text
         axes.text(column, row, f"{count:g}", ha="center", va="center", fontsize=8,
-                  color="white" if count > limit else "black")
+                  color="white" if count > limit else "black").set_in_layout(False)
     return _save(figure, path, tight=True)
 
 
