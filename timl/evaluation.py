@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from timl.errors import DatasetError
-from timl.plots import sanitize_file_name  # noqa: F401 (part of this module's API)
 
 logger = logging.getLogger(__name__)
 

@@ -113,37 +113,38 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(rows, len(configs))
-    # The plot process starts now: it imports matplotlib while the first row is set up
-    with workers.Worker(REPORT_MODULES, enabled=not skip_roc) as reports:
-        reports.submit(plots.warm_up)
-        tracking.configure(tracking_uri)
-        experiment = experiment or table_path.stem
-        out_dir = Path(out_dir) if out_dir else None
-        parent_id = None
-        if resume:
-            parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
-        out_dir = out_dir or default_out_dir()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
-        (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
-        done = _finished_keys(parent_id) if resume else {}
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        outcomes: list[RowOutcome] = []
-        started = time.time()
-        try:
-            for position, number in enumerate(selection):
-                item = configs[number]
-                outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done, reports,
-                                   release=position < len(selection) - 1)
-                outcomes.append(outcome)
-                _report(outcome, position, len(selection), started)
-                _write_results(parent_id, out_dir, row=number)
-        except BaseException as error:  # never leave the table run RUNNING
-            _write_results(parent_id, out_dir)
-            tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    tracking.configure(tracking_uri)
+    experiment = experiment or table_path.stem
+    out_dir = Path(out_dir) if out_dir else None
+    parent_id = None
+    if resume:
+        parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
+    out_dir = out_dir or default_out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
+    (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
+    done = _finished_keys(parent_id) if resume else {}
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    outcomes: list[RowOutcome] = []
+    started = time.time()
+    # The plot process starts now: it imports matplotlib while the first row reads its images
+    reports = workers.Worker(REPORT_MODULES, enabled=not skip_roc)
+    reports.submit(plots.warm_up)
+    try:
+        for position, number in enumerate(selection):
+            item = configs[number]
+            outcome = _run_row(item, number, parent_id, out_dir, img_dir, skip_roc, done, reports,
+                               release=position < len(selection) - 1)
+            outcomes.append(outcome)
+            _report(outcome, position, len(selection), started)
+            _write_results(parent_id, out_dir, row=number)
+    except BaseException as error:  # never leave the table run RUNNING
+        _write_results(parent_id, out_dir)
+        tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        reports.close()
+        signal.signal(signal.SIGTERM, previous)
     results_path = _write_results(parent_id, out_dir)
     failed = any(outcome.status != "FINISHED" for outcome in outcomes)
     tracking.end_run(parent_id, "FAILED" if failed else "FINISHED")
