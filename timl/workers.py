@@ -29,7 +29,7 @@ from loky.backend.context import LokyContext
 logger = logging.getLogger(__name__)
 
 
-def _initialize(modules: tuple[str, ...]) -> None:
+def _initialize(parent: int, modules: tuple[str, ...]) -> None:
     """Runs first in the worker: the lowest CPU priority (training in the main process comes first: the work
     here uses what training leaves idle), Ctrl-C is the main process's to handle (it shuts the worker down),
     and the modules the work needs are imported now rather than on the first job."""
@@ -38,7 +38,9 @@ def _initialize(modules: tuple[str, ...]) -> None:
     with contextlib.suppress(OSError):
         os.nice(19)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="timl-parent-watch", daemon=True).start()
+    # the parent's pid comes from the parent: asked here, a parent killed while this process was starting
+    # would already be replaced by init, and the watch would never end
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="timl-parent-watch", daemon=True).start()
     for name in modules:
         importlib.import_module(name)
 
@@ -88,7 +90,7 @@ class Worker:
         try:
             # loky's own context: by name, multiprocessing may hand out the copy of loky inside joblib
             self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=_initialize,
-                                             initargs=(tuple(modules),))
+                                             initargs=(os.getpid(), tuple(modules)))
             self._pool.submit(_ready)  # the process starts now, not with the first job
         except (OSError, RuntimeError) as error:
             logger.warning("Cannot start a plot process (%s); plots are drawn in the main process.", error)
