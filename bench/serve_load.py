@@ -30,13 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_model(folder: Path, method: str, imgsize: int) -> Path:
-    from timl import models, pyfunc
+    from timl import models
+    from timl.classifier import Classifier, write_metadata
     from timl.images import Preprocessing
 
     model = models.create_model(method, 3, imgsize, weights="none", seed=0)
     path = folder / f"{method}.h5"
     model.save(path)
-    pyfunc.write_metadata(path, pyfunc.Classifier(model, Preprocessing(imgsize), ("A", "B", "C")).metadata())
+    write_metadata(path, Classifier(model, Preprocessing(imgsize), ("A", "B", "C")).metadata())
     return path
 
 
@@ -50,9 +51,9 @@ def image_bytes() -> bytes:
 
 
 def in_process_latency(model_path: Path, data: bytes, repeats: int = 30) -> float:
-    from timl import pyfunc
+    from timl.classifier import load_classifier
 
-    classifier = pyfunc.load_classifier(keras_model=model_path)
+    classifier = load_classifier(keras_model=model_path)
     classifier.predict_images([data])
     times = []
     for _ in range(repeats):
@@ -74,9 +75,9 @@ def compute_bound(model_path: Path, clients: int, repeats: int = 10) -> tuple[fl
     """
     import numpy as np
 
-    from timl import pyfunc
+    from timl.classifier import load_classifier
 
-    classifier = pyfunc.load_classifier(keras_model=model_path)
+    classifier = load_classifier(keras_model=model_path)
     size = classifier.preprocessing.imgsize
     best, best_batch = float("inf"), 1
     batch = 1

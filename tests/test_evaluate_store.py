@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from test_serving_api import encoded, tiny_classifier
+from helpers import encoded, tiny_classifier
 
 
 @pytest.fixture

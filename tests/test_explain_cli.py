@@ -7,12 +7,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from test_serving_api import saved_model
+from helpers import saved_model
 
 
 @pytest.fixture
 def model_and_images(tmp_path):
-    from conftest import random_images
+    from helpers import random_images
 
     names = random_images(tmp_path / "images", 3, size=(40, 24))
     frame = pd.DataFrame({"image_name": names, "A": [1, 0, 0], "B": [0, 1, 0], "C": [0, 0, 1]})

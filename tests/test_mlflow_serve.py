@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_cnn_row, train_in_own_store
+from helpers import small_cnn_row, train_in_own_store
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_train_registers_the_best_row(registered):
 def test_register_command(registered):
     from click.testing import CliRunner
 
-    from timl.registry import cli
+    from timl.register import cli
 
     run_id = registered["outcome"].rows[0].run_id
     result = CliRunner().invoke(cli, ["--run-id", run_id, "--name", "digits-first", "--alias", "staging",
@@ -69,7 +69,7 @@ def test_load_registered_model_in_a_fresh_process(registered, mini_digits):
         assert column in result.stdout
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -79,7 +79,7 @@ def _free_port() -> int:
 def test_mlflow_models_serve(registered, mini_digits):
     import requests
 
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"],
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

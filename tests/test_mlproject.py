@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, small_cnn_row, write_table
+from helpers import REPO, small_cnn_row, write_table
 
 
 @pytest.mark.slow

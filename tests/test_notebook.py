@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, small_cnn_row, write_table
+from helpers import REPO, small_cnn_row, write_table
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import small_cnn_row, train_in_own_store
+from helpers import small_cnn_row, train_in_own_store
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_predict_with_model_uri_matches_the_h5(trained, tmp_path):
 
 def test_layer_activations(trained, tmp_path):
     from timl import xai
-    from timl.pyfunc import load_keras_model
+    from timl.classifier import load_keras_model
 
     layer = xai.conv_layer_names(load_keras_model(trained["h5"]))[-1]  # a 4-D feature map
     result, _ = _run(trained, tmp_path, "--keras-model", str(trained["h5"]), "--layer", layer)
@@ -138,7 +138,7 @@ def test_bad_inputs(trained, tmp_path):
 def test_multi_label_threshold(tmp_path):
     import keras
 
-    from timl import pyfunc
+    from timl.classifier import Classifier, write_metadata
     from timl.images import Preprocessing
     from timl.predict import predict
 
@@ -147,8 +147,8 @@ def test_multi_label_threshold(tmp_path):
     model = keras.Model(inputs, outputs)
     path = tmp_path / "ml.h5"
     model.save(path)
-    pyfunc.write_metadata(path, pyfunc.Classifier(model, Preprocessing(8), ("x", "y"), True).metadata())
-    from conftest import random_images
+    write_metadata(path, Classifier(model, Preprocessing(8), ("x", "y"), True).metadata())
+    from helpers import random_images
 
     names = random_images(tmp_path / "images", 4)
     pd.DataFrame({"image_name": names}).to_csv(tmp_path / "t.csv", index=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, small_cnn_row, write_table
+from helpers import REPO, small_cnn_row, write_table
 
 
 def _client():
@@ -119,35 +119,35 @@ def _tiny_compiled_model(seed: int):
 
 
 def test_checkpoint_restores_model_and_optimizer_state(tmp_path):
-    from timl.training import _Checkpoint
+    from timl.training.callbacks import EpochCheckpoint
 
     x = np.random.default_rng(0).random((32, 4)).astype("float32")
     y = np.eye(2, dtype="float32")[np.arange(32) % 2]
     trained = _tiny_compiled_model(0)
-    trained.fit(x, y, epochs=3, verbose=0, callbacks=[_Checkpoint(tmp_path)])
+    trained.fit(x, y, epochs=3, verbose=0, callbacks=[EpochCheckpoint(tmp_path)])
     fresh = _tiny_compiled_model(1)
-    assert _Checkpoint(tmp_path).restore(fresh) == 3
+    assert EpochCheckpoint(tmp_path).restore(fresh) == 3
     for restored, original in zip(fresh.variables + fresh.optimizer.variables,
                                   trained.variables + trained.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(restored), np.asarray(original))
     assert int(np.asarray(fresh.optimizer.iterations)) == 3
-    resumed = _Checkpoint(tmp_path)
+    resumed = EpochCheckpoint(tmp_path)
     resumed.restore(fresh)
     assert [row["epoch"] for row in resumed.history] == [0, 1, 2] and "loss" in resumed.history[0]
     assert not list(tmp_path.glob("*partial*")), "the checkpoint is written aside, then renamed"
 
 
 def test_unusable_checkpoint_trains_from_the_first_epoch(tmp_path, caplog):
-    from timl.training import _Checkpoint
+    from timl.training.callbacks import EpochCheckpoint
 
     (tmp_path / "last.npz").write_bytes(b"half a file")
-    assert _Checkpoint(tmp_path).restore(_tiny_compiled_model(0)) == 0
+    assert EpochCheckpoint(tmp_path).restore(_tiny_compiled_model(0)) == 0
     assert "cannot be used" in caplog.text and "first epoch" in caplog.text
 
 
 @pytest.mark.slow
 def test_table_killed_three_times_ends_complete(tracking_uri, mini_digits, tmp_path):
-    from timl import pyfunc
+    from timl import classifier as classifiers
 
     rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=6, seed=index) for index in range(4)]
     table = write_table(tmp_path / "t.csv", rows)
@@ -168,7 +168,7 @@ def test_table_killed_three_times_ends_complete(tracking_uri, mini_digits, tmp_p
     finished = [run for run in runs if run.info.status == "FINISHED"]
     assert sorted(run.data.tags["timl.row"] for run in finished) == ["0", "1", "2", "3"]
     for run in finished:
-        classifier = pyfunc.load_classifier(model_uri=f"runs:/{run.info.run_id}/model")
+        classifier = classifiers.load_classifier(model_uri=f"runs:/{run.info.run_id}/model")
         assert classifier.class_names == ("D0", "D1", "D2")
     frame = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
     assert len(frame) == 4 and set(frame["run_id"]) == {run.info.run_id for run in finished}
@@ -200,22 +200,22 @@ def _lambda_model():
 
 
 def test_model_files_with_lambda_layers_are_refused(tmp_path):
-    from timl import pyfunc
+    from timl import classifier as classifiers
     from timl.errors import ModelError
 
     model = _lambda_model()
     model.save(tmp_path / "lambda.h5")
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(ModelError, match="Lambda"):
-        pyfunc.load_keras_model(tmp_path / "lambda.h5")
+        classifiers.load_keras_model(tmp_path / "lambda.h5")
     with pytest.raises(ModelError, match="(?i)lambda|safe"):
-        pyfunc.load_keras_model(tmp_path / "lambda.keras")
+        classifiers.load_keras_model(tmp_path / "lambda.keras")
 
 
 def test_a_changed_model_file_is_refused(tmp_path):
     import keras
 
-    from timl import pyfunc
+    from timl import classifier as classifiers
     from timl.errors import ModelError
     from timl.images import Preprocessing
 
@@ -223,13 +223,13 @@ def test_a_changed_model_file_is_refused(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     path = tmp_path / "m.h5"
     model.save(path)
-    classifier = pyfunc.Classifier(model, Preprocessing(8), ("a", "b"))
-    pyfunc.write_metadata(path, classifier.metadata())
-    assert pyfunc.classifier_from_keras_file(path).class_names == ("a", "b")
+    classifier = classifiers.Classifier(model, Preprocessing(8), ("a", "b"))
+    classifiers.write_metadata(path, classifier.metadata())
+    assert classifiers.classifier_from_keras_file(path).class_names == ("a", "b")
     other = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     other.save(path)  # replaced after training: the recorded sha256 no longer matches
     with pytest.raises(ModelError, match="sha256"):
-        pyfunc.classifier_from_keras_file(path)
+        classifiers.classifier_from_keras_file(path)
 
 
 def test_nothing_turns_safe_mode_off():

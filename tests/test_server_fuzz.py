@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_for_http
-from test_serving_api import _free_port, encoded, saved_model, tiny_classifier
+from helpers import wait_for_http
+from helpers import free_port, encoded, saved_model, tiny_classifier
 
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -112,7 +112,7 @@ def test_short_load_on_gunicorn(tmp_path):
     model = saved_model(tmp_path)
     config = tmp_path / "timl_server_config.json"
     config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model)}))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
                                "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -4,43 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import wait_for_http
-
-
-def tiny_classifier(size: int = 16, classes=("A", "B", "C")):
-    import keras
-
-    from timl.images import Preprocessing
-    from timl.pyfunc import Classifier
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((size, size, 3), name="image")
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
-    return Classifier(keras.Model(inputs, outputs), Preprocessing(size), tuple(classes), False)
-
-
-def encoded(mode="RGB", size=(40, 24), format_name="PNG", **save) -> bytes:
-    rng = np.random.default_rng(1)
-    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    if mode == "I;16":
-        image = Image.fromarray((rng.integers(0, 65535, (size[1], size[0]))).astype(np.uint16))
-    elif mode != "RGB":
-        image = image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=format_name, **save)
-    return buffer.getvalue()
+from helpers import encoded, free_port, saved_model, tiny_classifier, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -159,23 +130,6 @@ def test_missing_configuration_prints_a_sample(tmp_path, monkeypatch):
     assert result.returncode == 2 and "CLASSIFICATION_MODEL" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def saved_model(folder: Path) -> Path:
-    """A tiny model saved as .h5 with its metadata sidecar, as training writes it."""
-    from timl import pyfunc
-
-    classifier = tiny_classifier()
-    path = folder / "tiny.h5"
-    classifier.model.save(path)
-    pyfunc.write_metadata(path, classifier.metadata())
-    return path
-
-
 @pytest.mark.slow
 def test_gunicorn_server_and_client(tmp_path):
     import requests
@@ -183,7 +137,7 @@ def test_gunicorn_server_and_client(tmp_path):
     model = saved_model(tmp_path)
     config = tmp_path / "timl_server_config.json"
     config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))  # relative to the configuration file
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
                                "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)

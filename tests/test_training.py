@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, small_cnn_row, write_table
+from helpers import REPO, small_cnn_row, write_table
 
 
 def _client():
@@ -62,9 +62,9 @@ def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
     assert result.exit_code == 0, result.output
     assert rebuilt.read_text() == (out / "automation_result.csv").read_text()
 
-    from timl import pyfunc
+    from timl.classifier import load_classifier
 
-    classifier = pyfunc.load_classifier(model_uri=f"runs:/{first.info.run_id}/model")
+    classifier = load_classifier(model_uri=f"runs:/{first.info.run_id}/model")
     assert classifier.class_names == ("D0", "D1", "D2") and classifier.preprocessing.imgsize == 16
 
 
@@ -125,18 +125,9 @@ def test_memory_stays_flat_across_rows(tracking_uri, mini_digits, tmp_path):
                         [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=i) for i in range(5)])
     process = psutil.Process()
     samples = []
-    original = training._report
-
-    def report(outcome, position, total, started):
-        samples.append(process.memory_info().rss)
-        original(outcome, position, total, started)
-
-    training._report = report
-    try:
-        outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="mem", skip_roc=True)
-    finally:
-        training._report = original
-    assert not outcome.failed
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="mem", skip_roc=True,
+                                   on_row=lambda row: samples.append(process.memory_info().rss))
+    assert not outcome.failed and len(samples) == 5
     growth = (samples[-1] - samples[1]) / samples[1]  # after the first row has loaded TensorFlow's kernels
     assert growth < 0.10, [s // 2**20 for s in samples]
 

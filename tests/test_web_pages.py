@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from test_serving_api import encoded, tiny_classifier
+from helpers import encoded, tiny_classifier
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,

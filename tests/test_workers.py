@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import REPO, small_cnn_row, write_table
+from helpers import REPO, small_cnn_row, write_table
 from timl import evaluation, plots, workers
 
 

@@ -114,24 +114,24 @@ def test_explanation_has_the_original_size(quadrant, image):
 @pytest.mark.parametrize("multi_label", [False, True], ids=["softmax", "sigmoid"])
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "smoothgrad", "rise"])
 def test_every_method_runs(method, multi_label, nested, nested_ml):
-    from timl.xai import METHODS, explain_array
+    from timl.xai import EXPLAINERS, explain_array
 
     model = nested_ml if multi_label else nested
     result = explain_array(model, _random_input(16), method, class_index=2, seed=0, **SMALL_PARAMS.get(method, {}))
-    assert set(METHODS) >= {method}
+    assert set(EXPLAINERS) >= {method}
     assert result.saliency.shape == (16, 16) and result.saliency.dtype == np.float32
     assert 0.0 <= result.saliency.min() and result.saliency.max() <= 1.0
     assert result.class_index == 2
-    expected_layer = "block2_conv1" if METHODS[method].uses_layer else None
+    expected_layer = "block2_conv1" if EXPLAINERS[method].uses_layer else None
     assert result.layer == expected_layer
     probabilities = np.asarray(model(_random_input(16)[None], training=False))[0]
     assert result.score == pytest.approx(float(probabilities[2]), rel=1e-5)
 
 
 def test_registry_lists_every_method():
-    from timl.xai import list_methods
+    from timl.xai import list_explainers
 
-    assert list_methods() == ["gradcam", "gradcam++", "scorecam", "smoothgrad", "rise"]
+    assert list_explainers() == ["gradcam", "gradcam++", "scorecam", "smoothgrad", "rise"]
 
 
 def test_default_class_is_the_predicted_one(nested):

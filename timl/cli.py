@@ -21,7 +21,7 @@ COMMANDS = {
     "predict": "timl.predict",
     "inspect": "timl.inspect",
     "explain": "timl.explain",
-    "register": "timl.registry",
+    "register": "timl.register",
     "serve": "timl.serve",
     "client": "timl.client",
 }

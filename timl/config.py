@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from timl import datasets, images, models
+from timl.datasets import CLASS_WEIGHT_MODES
 from timl.errors import ConfigError, MissingFileError
+from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
 
 #: The original TIML's input columns, in order.
 INPUT_COLUMNS = ("method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",
@@ -39,8 +42,6 @@ REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": ""}
-
-CLASS_WEIGHT_MODES = ("default", "compute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +174,7 @@ def _parse_lr(text: str, problems: list) -> float | None:
 
 
 def _check_choices(values: dict) -> list[str]:
-    """Checks cells against the registries; the imports are light (no TensorFlow)."""
-    from timl import datasets, images, models
-
+    """Checks cells against the registries (method, split, augmentation, filter, colour space, weights)."""
     problems = []
     checks = (
         ("method", lambda v: models.get_method(v)),
@@ -193,8 +192,8 @@ def _check_choices(values: dict) -> list[str]:
         problems.append(f"column 'classweights' must be one of: {', '.join(CLASS_WEIGHT_MODES)}. "
                         f"Received: classweights={values['classweights']!r}")
     weights = values["weights"]
-    if weights not in ("default", "imagenet", "none") and not weights.lower().endswith((".h5", ".keras", ".weights.h5")):
-        problems.append("column 'weights' must be default, imagenet, none or a path to a .h5/.keras file. "
+    if weights not in WEIGHTS_CHOICES and not weights.lower().endswith(WEIGHTS_SUFFIXES):
+        problems.append(f"column 'weights' must be {', '.join(WEIGHTS_CHOICES)} or a path to a .h5/.keras file. "
                         f"Received: weights={weights!r}")
     return problems
 

@@ -38,8 +38,6 @@ IMAGE_COLUMN = "image_name"
 #: The forms a ``split`` cell may take, as error messages list them.
 SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
 
-#: Class weight modes: all 1.0, or inverse class frequency in the train set.
-CLASS_WEIGHT_MODES = ("default", "compute")
 
 #: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
 KFOLD_DEV_FRACTION = 0.1
@@ -263,15 +261,54 @@ def _check_rows(frame: pd.DataFrame, values: pd.DataFrame, multi_label: bool, pr
                             f"use a multi-label method otherwise): {_listed(rows)}")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_image_table(path: str | Path, *, not_found: str = "Ground-truth CSV not found", field: str = "dataset",
+                     what: str | None = None) -> pd.DataFrame:
+    """Reads a CSV whose rows name images (ground truth, test dataframe, predictions): every cell as stripped text.
+
+    The one reader of such files: datasets, predict, explain, inspect and the classifier's config-table lookup
+    all use it, so a file reads the same everywhere.
+
+    Args:
+        path: the CSV file.
+        not_found: the message's start when the file does not exist. Defaults to "Ground-truth CSV not found".
+        field: the option or cell that named the file, for the message. Defaults to "dataset".
+        what: when given, the table must have an ``image_name`` column and the message calls the file this
+            (e.g. "test dataframe").
+
+    Returns:
+        A frame of strings (empty cells are ""), column names stripped.
+
+    Raises:
+        MissingFileError: no such file.
+        DatasetError: not a readable CSV, or no ``image_name`` column when ``what`` is given.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"Ground-truth CSV not found. Received: dataset={str(path)!r}")
+        raise MissingFileError(f"{not_found}. Received: {field}={str(path)!r}")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: not a readable CSV file ({error}).") from error
     frame.columns = [str(column).strip() for column in frame.columns]
+    if what is not None and IMAGE_COLUMN not in frame.columns:
+        raise DatasetError(f"{path}: the {what} needs an '{IMAGE_COLUMN}' column. "
+                           f"Received columns: {', '.join(frame.columns)}")
     return frame.apply(lambda column: column.str.strip())
+
+
+def read_image_names(path: str | Path, *, what: str = "test dataframe", field: str = "test_dataframe") -> list[str]:
+    """The ``image_name`` column of a CSV (other columns are ignored).
+
+    Raises:
+        MissingFileError, DatasetError: no such file, or no ``image_name`` column.
+    """
+    frame = read_image_table(path, not_found=f"{what[0].upper()}{what[1:]} not found", field=field, what=what)
+    return list(frame[IMAGE_COLUMN])
+
+
+def class_columns(path: str | Path) -> tuple[str, ...]:
+    """The class columns of a ground-truth CSV with ``classcolumns=default``: every column but ``image_name``."""
+    return tuple(column for column in read_image_table(path).columns if column != IMAGE_COLUMN)
 
 
 def read_ground_truth(path: str | Path, classcolumns: str = "default",
@@ -292,7 +329,7 @@ def read_ground_truth(path: str | Path, classcolumns: str = "default",
             column, values other than 0/1, rows that are not one-hot, duplicate image names).
     """
     path = Path(path)
-    frame = _read_csv(path)
+    frame = read_image_table(path)
     problems: list[str] = []
     if IMAGE_COLUMN not in frame.columns:
         raise DatasetError(f"{path}: missing the {IMAGE_COLUMN!r} column (the first column must name the images). "
@@ -363,8 +400,18 @@ def find_images(names: Iterable[str], img_dir: str | Path) -> tuple[list[str | N
     return paths, missing
 
 
-def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str) -> dict:
-    names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
+def image_paths(names: list[str], img_dir: str | Path, source: str | Path) -> list[str]:
+    """The image file of every name, or one error listing the names without a file.
+
+    Args:
+        names: image names, as in the ``image_name`` column.
+        img_dir: the image folder.
+        source: the file the names came from, for the message.
+
+    Raises:
+        MissingFileError: no such folder, or images not found (the first 20 names and the count).
+    """
+    img_dir = Path(img_dir)
     if not img_dir.is_dir():
         raise MissingFileError(f"{source}: image folder not found. Received: img_dir={str(img_dir)!r}")
     paths, missing = find_images(names, img_dir)
@@ -373,6 +420,12 @@ def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source:
             f"{source}: {len(missing)} image(s) not found in {img_dir} (looked for image_name plus one of "
             f"{', '.join(IMAGE_SUFFIXES)}, any case): {_listed(sorted(missing))}"
         )
+    return [str(path) for path in paths]
+
+
+def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str) -> dict:
+    names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
+    paths = image_paths(names, img_dir, source)
     result, start = {}, 0
     for split, frame in frames.items():
         if frame is None:
@@ -401,13 +454,13 @@ def compute_class_weights(labels: np.ndarray, mode: str) -> dict[int, float]:
     Raises:
         DatasetError: an unknown mode.
     """
-    if mode not in _CLASS_WEIGHT_BUILDERS:
+    if mode not in CLASS_WEIGHTS:
         raise DatasetError(f"Unknown class weight mode. Expected one of: {', '.join(CLASS_WEIGHT_MODES)}. "
                            f"Received: classweights={mode!r}")
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2:
         raise DatasetError(f"labels must be a 2-D array (rows, classes). Received: labels.shape={labels.shape}")
-    return _CLASS_WEIGHT_BUILDERS[mode](labels)
+    return CLASS_WEIGHTS[mode](labels)
 
 
 def _default_weights(labels: np.ndarray) -> dict[int, float]:
@@ -423,10 +476,13 @@ def _inverse_frequency_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(most / count) if count > 0 else 1.0 for index, count in enumerate(counts)}
 
 
-_CLASS_WEIGHT_BUILDERS: dict[str, Callable[[np.ndarray], dict[int, float]]] = {
+#: Class weight modes (the ``classweights`` column): all 1.0, or inverse class frequency in the train set.
+CLASS_WEIGHTS: dict[str, Callable[[np.ndarray], dict[int, float]]] = {
     "default": _default_weights,
     "compute": _inverse_frequency_weights,
 }
+
+CLASS_WEIGHT_MODES = tuple(CLASS_WEIGHTS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,3 +28,7 @@ class ModelError(TimlError, ValueError):
 
 class MissingFileError(TimlError, FileNotFoundError):
     """A file the user named does not exist."""
+
+
+class TrainingError(TimlError, RuntimeError):
+    """Training of a row went wrong (NaN loss, no usable images)."""

@@ -59,6 +59,15 @@ def sanitize_metric_name(name: str) -> str:
     return _METRIC_NAME_UNSAFE.sub("_", str(name))
 
 
+def per_class_metric_name(prefix: str, short: str, class_name: str) -> str:
+    """The MLflow name of one class's metric: ``{prefix}{short}_{class}``, the class sanitised.
+
+    The one naming rule of per-class metrics: training logs ``valacc_MEL`` (prefix ``val``, short ``acc``),
+    inspect ``acc_MEL`` and ``test_<dataset>_acc_MEL``, and the results table reads them back with it.
+    """
+    return f"{prefix}{short}_{sanitize_metric_name(class_name)}"
+
+
 def _check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
     """Validates and converts the arrays of :func:`evaluate`; returns ``(y_true bool, y_prob float)``."""
     y_true = np.asarray(y_true)
@@ -222,7 +231,7 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, floa
     for key, short in PER_CLASS_METRICS.items():
         for class_name, value in zip(summary["classes"], summary.get(key) or ()):
             if value is not None:
-                metrics[f"{prefix}{short}_{sanitize_metric_name(class_name)}"] = float(value)
+                metrics[per_class_metric_name(prefix, short, class_name)] = float(value)
     return metrics
 
 

@@ -16,10 +16,14 @@ import click
 import numpy as np
 
 from timl.errors import ModelError
+from timl.xai import DEFAULT_EXPLAINER, list_explainers
 
 logger = logging.getLogger(__name__)
 
 ROWS_PER_PAGE = 6
+
+#: The explanation methods --method accepts (the explainer registry's names; importing it loads no TensorFlow).
+EXPLAINER_NAMES = tuple(list_explainers())
 
 
 @dataclasses.dataclass
@@ -32,31 +36,23 @@ class ExplainedImage:
     explanations: dict
 
 
-def _class_index(classifier, class_cell: str | None) -> int | None:
-    if class_cell is None or class_cell == "":
-        return None
-    if class_cell in classifier.class_names:
-        return classifier.class_names.index(class_cell)
-    if class_cell.isdigit() and int(class_cell) < len(classifier.class_names):
-        return int(class_cell)
-    raise ModelError(f"Unknown class. Expected one of: {', '.join(classifier.class_names)} or an index "
-                     f"0-{len(classifier.class_names) - 1}. Received: class={class_cell!r}")
-
-
 def explain_image(classifier, source, name: str, methods: list[str], out_dir: Path, *, layer: str | None = None,
                   class_cell: str | None = None, truth: str | None = None, **params) -> ExplainedImage:
-    """Explains one image with each method and writes ``<name>-<method>-grey|heatmap|comp.png``."""
+    """Explains one image with each method and writes ``<name>-<method>-grey|heatmap|comp.png``.
+
+    ``params`` go to the methods that take them (``num_masks`` to rise, ``seed`` to every method).
+    """
     from timl import xai
     from timl.images import decode_image
 
     image = decode_image(source, name=name)
     probabilities = classifier.predict_images([image])[0]
     predicted = classifier.class_names[int(np.argmax(probabilities))]
-    class_index = _class_index(classifier, class_cell)
+    class_index = classifier.class_index(class_cell)
     explanations = {}
     for method in methods:
         accepted = {key: value for key, value in params.items()
-                    if key == "seed" or key in xai.get_method(method).defaults}
+                    if key == "seed" or key in xai.get_explainer(method).defaults}
         explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
                                   preprocessing=classifier.preprocessing, **accepted)
         for kind, picture in (("grey", explanation.grey), ("heatmap", explanation.heatmap),
@@ -102,33 +98,53 @@ def _dataframe_images(test_dataframe: Path, img_dir: Path | None) -> tuple[dict,
     """Image paths and true classes (when the dataframe has class columns) of a test dataframe."""
     import pandas as pd
 
-    from timl.predict import _image_paths, read_test_dataframe
+    from timl import datasets
 
-    names = read_test_dataframe(test_dataframe)
+    frame = datasets.read_image_table(test_dataframe, not_found="Test dataframe not found", field="test_dataframe",
+                                      what="test dataframe")
+    names = list(frame[datasets.IMAGE_COLUMN])
     img_dir = img_dir or test_dataframe.parent / "images"
-    paths = dict(zip(names, _image_paths(names, img_dir, test_dataframe)))
-    frame = pd.read_csv(test_dataframe, dtype={"image_name": str})
-    class_columns = [column for column in frame.columns if column != "image_name"]
-    truths = {}
-    if class_columns:
-        for name, values in zip(frame["image_name"], frame[class_columns].to_numpy()):
-            positives = [column for column, value in zip(class_columns, values) if value == 1]
-            truths[str(name)] = ";".join(positives) or None
+    paths = dict(zip(names, datasets.image_paths(names, img_dir, test_dataframe)))
+    class_columns = [column for column in frame.columns if column != datasets.IMAGE_COLUMN]
+    ones = frame[class_columns].apply(pd.to_numeric, errors="coerce").eq(1).to_numpy()
+    truths = {name: ";".join(column for column, one in zip(class_columns, row) if one) or None
+              for name, row in zip(names, ones)}
     return paths, truths
 
 
-def explain(*, model_uri=None, keras_model=None, config_table=None, image=None, test_dataframe=None, img_dir=None,
-            methods=("gradcam",), layer=None, class_cell=None, out_dir="explanations", log_to_run=None,
-            **params) -> list[Path]:
-    """Explains one image or a test dataframe and writes the images (and grid pages); returns the files."""
-    from timl import pyfunc
+def write_explanations(*, model_uri=None, keras_model=None, config_table=None, image=None, test_dataframe=None,
+                       img_dir=None, methods=(DEFAULT_EXPLAINER,), layer=None, class_cell=None, out_dir="explanations",
+                       log_to_run=None, **params) -> list[Path]:
+    """The explain command: explains one image or a test dataframe and writes the images (and grid pages).
+
+    Args:
+        model_uri, keras_model, config_table: the model, as :func:`timl.classifier.load_classifier` takes it.
+        image: one image file; or
+        test_dataframe: a CSV of ``image_name`` (and optional class columns), with ``img_dir`` (default
+            ``images/`` beside it).
+        methods: explanation methods (:func:`timl.xai.list_explainers`). Defaults to the registry's default
+            (Grad-CAM).
+        layer: the layer of the Grad-CAM family (default: the last convolutional layer).
+        class_cell: the class to explain, a name or an index (default: the predicted class).
+        out_dir: the folder of the images. Defaults to "explanations".
+        log_to_run: also store the images as artifacts ``explanations/`` of this MLflow run.
+        **params: the methods' parameters (``num_masks``, ``seed``).
+
+    Returns:
+        The files written.
+
+    Raises:
+        ModelError: neither or both of image and test_dataframe, an unknown method, layer or class, or the
+            run cannot take the artifacts.
+    """
+    from timl.classifier import load_classifier
 
     if bool(image) == bool(test_dataframe):
         raise ModelError("Give exactly one of --image or --test-dataframe. "
                          f"Received: image={image!r}, test_dataframe={test_dataframe!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    classifier = pyfunc.load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
+    classifier = load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
     if image:
         sources, truths = {Path(image).stem: str(image)}, {}
     else:
@@ -144,12 +160,11 @@ def explain(*, model_uri=None, keras_model=None, config_table=None, image=None, 
 
 
 def _log_to_run(run_id: str, out_dir: Path) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from timl import tracking
 
     try:
-        MlflowClient().log_artifacts(run_id, str(out_dir), artifact_path="explanations")
-    except MlflowException as error:
+        tracking.log_folder(run_id, out_dir, artifact_path="explanations")
+    except tracking.tracking_errors() as error:
         raise ModelError(f"Cannot log the explanations to run {run_id!r}: {error}") from error
 
 
@@ -169,8 +184,8 @@ EXAMPLE = """Examples:
 @click.option("--image", type=click.Path(dir_okay=False), help="One image to explain.")
 @click.option("--test-dataframe", type=click.Path(dir_okay=False), help="CSV with image_name (and optional class columns).")
 @click.option("--img-dir", type=click.Path(file_okay=False), help="Image folder (default: images/ beside the dataframe).")
-@click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True,
-              help="gradcam, gradcam++, scorecam, smoothgrad or rise; repeat for several.")
+@click.option("--method", "methods", multiple=True, default=(DEFAULT_EXPLAINER,), show_default=True,
+              help=f"{', '.join(EXPLAINER_NAMES)}; repeat for several.")
 @click.option("--layer", help="Layer to explain (default: the last convolutional layer).")
 @click.option("--class", "class_cell", help="Class name or index to explain (default: the predicted class).")
 @click.option("--rise-masks", type=int, help="RISE: number of masks (default 2000).")
@@ -193,9 +208,9 @@ def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, me
     with user_errors():
         if model_uri or log_to_run:
             tracking.configure(tracking_uri)
-        files = explain(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
-                        test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
-                        class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run, **params)
+        files = write_explanations(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
+                                   test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
+                                   class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run, **params)
     click.echo(f"Wrote {len(files)} images to {out_dir}" + (f" and to run {log_to_run}" if log_to_run else ""))
 
 

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,13 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl import evaluation
-from timl.errors import ConfigError, DatasetError, MissingFileError, TimlError
+from timl import datasets, evaluation
+from timl.datasets import IMAGE_COLUMN
+from timl.errors import ConfigError, DatasetError, TimlError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_COLUMN = "image_name"
 DEFAULT_EXPERIMENT = "timl-inspect"
-MODEL_RUN_TAG = "timl.model_run_id"
 
 #: Columns of a predictions CSV that are not class probabilities (besides ``<class>_pred``).
 PREDICTION_EXTRA_COLUMNS = ("inferred_class", "inferred_index")
@@ -83,21 +81,14 @@ def read_sidecar(predictions_csv: str | Path) -> dict[str, Any] | None:
 
 
 def _read_table(path: Path, role: str) -> pd.DataFrame:
-    """Reads a CSV with ``image_name`` as text and checks the column is there and has no duplicates."""
-    if not path.is_file():
-        raise MissingFileError(f"The {role} CSV does not exist. Received: {role.replace(' ', '_')}_csv={str(path)!r}")
-    try:
-        frame = pd.read_csv(path, dtype={IMAGE_COLUMN: str}, keep_default_na=False, na_values=[""])
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path}: not a readable CSV table ({error}).") from error
-    if IMAGE_COLUMN not in frame.columns:
-        raise DatasetError(f"{path}: the {role} CSV needs an '{IMAGE_COLUMN}' column. "
-                           f"Received columns: {', '.join(map(str, frame.columns))}")
+    """Reads a CSV of image names (every cell as text) and checks every row names one image, once."""
+    frame = datasets.read_image_table(path, not_found=f"The {role} CSV does not exist",
+                                      field=f"{role.replace(' ', '_')}_csv", what=f"{role} CSV")
     if frame.empty:
         raise DatasetError(f"{path}: the {role} CSV has no rows. Received: 0 rows")
     names = frame[IMAGE_COLUMN]
-    if names.isna().any():
-        lines = (np.flatnonzero(names.isna()) + 2)[:MAX_LISTED].tolist()
+    if (names == "").any():
+        lines = (np.flatnonzero(names == "") + 2)[:MAX_LISTED].tolist()
         raise DatasetError(f"{path}: empty '{IMAGE_COLUMN}' on line(s) {lines}. Every row needs an image name.")
     duplicated = names[names.duplicated()].unique().tolist()
     if duplicated:
@@ -217,45 +208,22 @@ def dataset_name(test_csv: str | Path) -> str:
     return evaluation.sanitize_metric_name(Path(test_csv).stem)
 
 
-def _log_batches(client, run_id: str, metrics: dict[str, float], params: dict[str, Any] | None = None) -> None:
-    from mlflow.entities import Metric, Param
-
-    timestamp = int(time.time() * 1000)
-    entries = [Metric(key, value, timestamp, 0) for key, value in metrics.items()]
-    for start in range(0, len(entries), 1000):
-        client.log_batch(run_id, metrics=entries[start:start + 1000])
-    items = [Param(key, str(value)) for key, value in (params or {}).items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start:start + 100])
-
-
 def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
                    params: dict[str, Any], model_run_id: str | None, dataset: str) -> str:
     """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
     known, logs the same metrics on it as ``test_<dataset>_...``. Returns the inspection's run id."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from timl import tracking
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None and found.lifecycle_stage != "active":
-        raise ConfigError(f"The MLflow experiment '{experiment}' is deleted; restore it or give another "
-                          f"--experiment. Received: experiment={experiment!r}")
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    tags = {"timl.command": "inspect", **({MODEL_RUN_TAG: model_run_id} if model_run_id else {})}
-    run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
-    try:
-        _log_batches(client, run_id, evaluation.summary_metrics(summary, ""), params)
-        client.log_artifacts(run_id, str(out_dir))
+    tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {})}
+    with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
+        tracking.log_batch(run_id, evaluation.summary_metrics(summary, ""), params, tracking_uri)
+        tracking.log_folder(run_id, out_dir, tracking_uri=tracking_uri)
         if model_run_id:
             try:
-                _log_batches(client, model_run_id, evaluation.summary_metrics(summary, f"test_{dataset}_"))
-            except MlflowException as error:
+                tracking.log_batch(model_run_id, evaluation.summary_metrics(summary, f"test_{dataset}_"),
+                                   tracking_uri=tracking_uri)
+            except tracking.tracking_errors() as error:
                 logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
     return run_id
 
 

@@ -19,7 +19,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl.errors import DatasetError, MissingFileError, ModelError
+from timl.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -38,33 +38,6 @@ class PredictResult:
     numpy_dir: Path | None = None
 
 
-def read_test_dataframe(path: str | Path) -> list[str]:
-    """Reads the image names of a test dataframe (only ``image_name`` is needed; other columns are ignored).
-
-    Raises:
-        MissingFileError, DatasetError: no such file, or no ``image_name`` column.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"Test dataframe not found. Received: test_dataframe={str(path)!r}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "image_name" not in frame.columns:
-        raise DatasetError(f"{path}: the test dataframe needs an 'image_name' column. "
-                           f"Received columns: {', '.join(frame.columns)}")
-    return [name.strip() for name in frame["image_name"]]
-
-
-def _image_paths(names: list[str], img_dir: Path, source: Path) -> list[str]:
-    from timl import datasets
-
-    paths, missing = datasets.find_images(names, img_dir)
-    if missing:
-        shown = ", ".join(missing[:20])
-        raise MissingFileError(f"{source}: {len(missing)} image(s) not found in {img_dir} (as image_name plus "
-                               f".jpg/.jpeg/.png/.bmp/.tif/.tiff): {shown}{' ...' if len(missing) > 20 else ''}")
-    return [str(path) for path in paths]
-
-
 def _progress(done: int, total: int, started: float) -> None:
     rate = done / max(time.time() - started, 1e-9)
     sys.stderr.write(f"\rpredicted {done}/{total} images ({rate:.1f} img/s)")
@@ -74,7 +47,7 @@ def _progress(done: int, total: int, started: float) -> None:
 
 
 def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool) -> np.ndarray:
-    from timl.pyfunc import run_batches
+    from timl.classifier import run_batches
 
     started = time.time()
     progress = (lambda done, total: _progress(done, total, started)) if show_progress else None
@@ -137,13 +110,14 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
         MissingFileError: missing test dataframe or images (all listed, before any model work).
         ImageError: unreadable images (all listed). ModelError: bad model or layer.
     """
-    from timl import images, pyfunc
+    from timl import classifier as classifiers
+    from timl import datasets, images
 
     test_path, output_csv = Path(test_dataframe), Path(output_csv)
-    names = read_test_dataframe(test_path)
+    names = datasets.read_image_names(test_path)
     img_dir = Path(img_dir) if img_dir else test_path.parent / "images"
-    paths = _image_paths(names, img_dir, test_path)
-    classifier = pyfunc.load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
+    paths = datasets.image_paths(names, img_dir, test_path)
+    classifier = classifiers.load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
     batch_size = batch_size or _config_batch_size(config_table) or 32
     arrays = images.load_images(paths, classifier.preprocessing)
     output_csv.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,89 @@
-"""``python -m timl.register``: register a trained row's model (see :mod:`timl.registry`)."""
+"""``python -m timl.register``: register a row's model, or the best row of a table, in the MLflow model registry.
 
-from timl.registry import cli
+``python -m timl.register --run-id ID --name NAME [--alias champion]``; ``python -m timl.train --register NAME``
+registers the best row of the table it trained (:func:`register_best`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from timl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Short metric names accepted by --select-by, as the original results table calls them.
+METRIC_ALIASES = {"valacc": "val_accuracy", "testacc": "test_accuracy", "valauc": "val_auc",
+                  "testauc": "test_auc"}
+
+#: The scores a registered version is tagged with, when its run has them.
+TAGGED_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_auc", "test_accuracy", "test_balanced_accuracy",
+                  "test_auc")
+
+
+def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> str:
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics.
+
+    Returns:
+        ``models:/NAME/VERSION`` of the new version.
+
+    Raises:
+        ConfigError: no such run, or the run has no TIML model.
+    """
+    from timl import tracking
+
+    run = tracking.get_run(run_id)
+    params, metrics = run.data.params, run.data.metrics
+    description = (f"TIML {params.get('method', '?')} trained on {params.get('dataset', '?')} "
+                   f"(split {params.get('split', '?')}, {params.get('epochs', '?')} epochs, "
+                   f"imgsize {params.get('imgsize', '?')}), run {run_id}.")
+    tags = {key: f"{metrics[key]:.4f}" for key in TAGGED_METRICS if key in metrics}
+    tags.update({"dataset": params.get("dataset", ""), "method": params.get("method", ""), "run_id": run_id})
+    version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias)
+    return f"models:/{name}/{version}"
+
+
+def best_run(parent_run_id: str, select_by: str = "val_balanced_accuracy") -> str:
+    """The FINISHED row run of a table with the highest ``select_by`` metric.
+
+    Raises:
+        ConfigError: no finished row has that metric.
+    """
+    from timl import tracking
+
+    metric = METRIC_ALIASES.get(select_by, select_by)
+    candidates = [run for run in tracking.child_runs(parent_run_id)
+                  if run.info.status == "FINISHED" and metric in run.data.metrics]
+    if not candidates:
+        raise ConfigError(f"No finished row of table run {parent_run_id} has the metric {metric!r} "
+                          "to select by. Received: select_by=" + repr(select_by))
+    return max(candidates, key=lambda run: run.data.metrics[metric]).info.run_id
+
+
+def register_best(parent_run_id: str, name: str, *, select_by: str = "val_balanced_accuracy",
+                  alias: str = "champion") -> str:
+    """Registers the best row of a table run and points ``alias`` at it."""
+    return register_run(best_run(parent_run_id, select_by), name, alias=alias)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion")
+@click.option("--run-id", required=True, help="The row run whose model to register.")
+@click.option("--name", required=True, help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def cli(run_id, name, alias, tracking_uri):
+    """Register a trained row's model in the MLflow model registry."""
+    from timl import tracking
+    from timl.cli import user_errors
+
+    with user_errors():
+        tracking.configure(tracking_uri)
+        uri = register_run(run_id, name, alias=alias or None)
+    click.echo(f"Registered {uri}" + (f" (models:/{name}@{alias})" if alias else ""))
+
 
 if __name__ == "__main__":
     cli()

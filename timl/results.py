@@ -15,8 +15,10 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from timl import tracking
 from timl.config import EXTRA_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
 from timl.errors import ConfigError
+from timl.evaluation import per_class_metric_name
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +26,12 @@ logger = logging.getLogger(__name__)
 RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + tuple(c for c in EXTRA_COLUMNS if c != "notes")
                                      + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
 
-#: Original per-class columns: column -> metric prefix (one value per class, in class order).
-PER_CLASS_COLUMNS = {"malprop": "trainprop_", "valmalprop": "valprop_", "valacc": "valacc_",
-                     "valspec": "valspec_", "valsens": "valsens_", "testmalprop": "testprop_",
-                     "testacc": "testacc_", "testspec": "testspec_", "testsens": "testsens_", "testauc": "testauc_"}
+#: Original per-class columns: column -> (split prefix, metric short name) of the per-class metrics training
+#: logs (see :func:`timl.evaluation.per_class_metric_name`); one value per class, in class order.
+PER_CLASS_COLUMNS = {"malprop": ("train", "prop"), "valmalprop": ("val", "prop"), "valacc": ("val", "acc"),
+                     "valspec": ("val", "spec"), "valsens": ("val", "sens"), "testmalprop": ("test", "prop"),
+                     "testacc": ("test", "acc"), "testspec": ("test", "spec"), "testsens": ("test", "sens"),
+                     "testauc": ("test", "auc")}
 
 
 def _number(value) -> str:
@@ -38,10 +42,8 @@ def _number(value) -> str:
     return f"{value:.4f}"
 
 
-def _per_class(metrics: dict, prefix: str, class_names: list[str]) -> str:
-    from timl.training import _metric_name
-
-    values = [metrics.get(prefix + _metric_name(name)) for name in class_names]
+def _per_class(metrics: dict, prefix: str, short: str, class_names: list[str]) -> str:
+    values = [metrics.get(per_class_metric_name(prefix, short, name)) for name in class_names]
     if all(value is None for value in values):
         return ""
     return "[" + " ".join("nan" if value is None else f"{value:.4f}" for value in values) + "]"
@@ -52,20 +54,20 @@ def result_row(run) -> dict:
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     class_names = json.loads(params.get("class_names", "[]") or "[]")
     row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS}
-    for column, prefix in PER_CLASS_COLUMNS.items():
-        row[column] = _per_class(metrics, prefix, class_names)
+    for column, (prefix, short) in PER_CLASS_COLUMNS.items():
+        row[column] = _per_class(metrics, prefix, short, class_names)
     for column in ("trainsize", "valsize", "testsize", "trainacc"):
         row[column] = _number(metrics.get(column))
     row["augmult"] = params.get("augmult", "")
-    row["trainstart"] = tags.get("timl.trainstart") or datetime.datetime.fromtimestamp(
+    row["trainstart"] = tags.get(tracking.TAG_TRAINSTART) or datetime.datetime.fromtimestamp(
         run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
     row["traintime"] = _number(metrics.get("train_time"))
-    row["trainmodel"] = tags.get("timl.trainmodel", "")
-    row["exceptions"] = tags.get("timl.exception", "")
+    row["trainmodel"] = tags.get(tracking.TAG_TRAINMODEL, "")
+    row["exceptions"] = tags.get(tracking.TAG_EXCEPTION, "")
     row["run_id"] = run.info.run_id
     for column in SUMMARY_COLUMNS[1:]:
         row[column] = _number(metrics.get(column))
-    row["row"] = int(tags.get("timl.row", "-1"))
+    row["row"] = int(tags.get(tracking.TAG_ROW, "-1"))
     row["status"] = run.info.status
     return row
 
@@ -74,7 +76,7 @@ def _keep_one_per_row(runs: list) -> list:
     """For each (parent, row) keep the FINISHED run, else the newest (resumed tables have several)."""
     chosen: dict = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        key = (run.data.tags.get("mlflow.parentRunId"), run.data.tags.get("timl.row"))
+        key = (run.data.tags.get(tracking.TAG_PARENT), run.data.tags.get(tracking.TAG_ROW))
         if key not in chosen or chosen[key].info.status != "FINISHED":
             chosen[key] = run
     return list(chosen.values())
@@ -90,8 +92,6 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
     Raises:
         ConfigError: neither or both of parent_run_id and experiment, or an unknown experiment.
     """
-    from timl import tracking
-
     if bool(parent_run_id) == bool(experiment):
         raise ConfigError("Give exactly one of --experiment or --parent-run. "
                           f"Received: experiment={experiment!r}, parent_run={parent_run_id!r}")
@@ -127,7 +127,6 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 def cli(experiment, parent_run, output, tracking_uri):
     """Rebuild the TIML results table from the MLflow tracking store."""
-    from timl import tracking
     from timl.cli import user_errors
 
     with user_errors():

@@ -1,8 +1,9 @@
-"""MLflow glue: the tracking store, table (parent) and row (child) runs, epoch logging, run states.
+"""Every MLflow call of TIML: the tracking store, table (parent) and row (child) runs, run states, logging,
+the runs of inspect and explain, loading a logged model, and the model registry.
 
-Every MLflow call of training and the results table lives here or in the Keras callback below, so the rest of
-the code does not sprinkle ``mlflow.log_*``. A table is a parent run; each row is a child run named
-``N-METHOD`` carrying a stable row key (tag ``timl.row_key``) so that ``--resume`` can find it.
+Nothing else calls MLflow directly, except :mod:`timl.pyfunc`, which defines the logged model itself. A table is
+a parent run; each row is a child run named ``N-METHOD`` carrying a stable row key (tag ``timl.row_key``) so
+that ``--resume`` can find it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from timl import __version__
+from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,13 @@ TAG_HOST = "timl.host"
 TAG_STATUS = "timl.status"
 TAG_EXCEPTION = "timl.exception"
 TAG_OUT_DIR = "timl.out_dir"
+TAG_TRAINSTART = "timl.trainstart"
+TAG_TRAINMODEL = "timl.trainmodel"
+TAG_MODEL_SHA256 = "timl.model_sha256"
+TAG_RESUMED_AT = "timl.resumed_at_epoch"
+TAG_COMMAND = "timl.command"
+TAG_MODEL_RUN = "timl.model_run_id"
+TAG_PARENT = "mlflow.parentRunId"
 PARENT_MARKER = "parent_run_id.txt"
 
 #: MLflow's own default when neither --tracking-uri nor MLFLOW_TRACKING_URI is given.
@@ -170,7 +179,7 @@ def child_runs(parent_run_id: str) -> list:
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              filter_string=f"tags.{TAG_PARENT} = '{parent_run_id}'",
                               order_by=["attributes.start_time ASC"], max_results=50000)
     return list(runs)
 
@@ -285,20 +294,139 @@ def active_run_id() -> str:
     return mlflow.active_run().info.run_id
 
 
-def epoch_logger():
-    """A Keras callback that logs every epoch's metrics (loss, accuracy, val_*, learning rate) with step=epoch."""
-    import keras
+def tracking_uri() -> str:
+    """The tracking URI in use."""
+    import mlflow
 
-    class MlflowEpochLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            metrics = dict(logs or {})
-            optimizer = getattr(self.model, "optimizer", None)
-            if optimizer is not None and "learning_rate" not in metrics:
-                with contextlib.suppress(Exception):
-                    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            log_metrics(metrics, step=epoch)
+    return mlflow.get_tracking_uri()
 
-    return MlflowEpochLogger()
+
+def experiment_name(experiment_id: str) -> str | None:
+    """The name of an experiment, None if there is none with that id."""
+    import mlflow
+
+    found = mlflow.get_experiment(experiment_id)
+    return found.name if found else None
+
+
+def get_run(run_id: str):
+    """A run of the store.
+
+    Raises:
+        ConfigError: no such run.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException as error:
+        raise ConfigError(f"No such run in this tracking store. Received: run_id={run_id!r}") from error
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Runs of single commands (inspect, explain): the client API with an explicit tracking URI
+
+
+@contextlib.contextmanager
+def command_run(experiment: str, run_name: str, tags: dict, tracking_uri: str | None = None) -> Iterator[str]:
+    """Creates a run in ``experiment`` (made if missing) and yields its id; ends it FINISHED, or FAILED on error.
+
+    Raises:
+        ConfigError: the experiment is deleted.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage != "active":
+        raise ConfigError(f"The MLflow experiment '{experiment}' is deleted; restore it or give another "
+                          f"--experiment. Received: experiment={experiment!r}")
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def log_batch(run_id: str, metrics: dict[str, float], params: dict | None = None,
+              tracking_uri: str | None = None) -> None:
+    """Logs metrics (step 0) and params on any run, in MLflow's batch sizes."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    timestamp = int(time.time() * 1000)
+    entries = [Metric(key, value, timestamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(entries), 1000):
+        client.log_batch(run_id, metrics=entries[start:start + 1000])
+    items = [Param(key, str(value)) for key, value in (params or {}).items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_folder(run_id: str, folder: Path, artifact_path: str | None = None, tracking_uri: str | None = None) -> None:
+    """Logs every file of ``folder`` as artifacts of any run (not only the active one)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def tracking_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a failing tracking store raises, for callers that go on without it."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logged models and the model registry
+
+
+def load_python_model(model_uri: str) -> tuple[object, str | None]:
+    """Loads a logged pyfunc model; returns its Python model (the ``PythonModel`` object) and its run id.
+
+    Raises:
+        ModelError: no such model, or it cannot be loaded.
+    """
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as error:
+        raise ModelError(f"Cannot load MLflow model. Expected runs:/RUN_ID/model, models:/NAME@ALIAS or "
+                         f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error})") from error
+    return loaded.unwrap_python_model(), loaded.metadata.run_id
+
+
+def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name`` with a description, tags and an alias.
+
+    Returns:
+        The new version number.
+
+    Raises:
+        ConfigError: the run has no logged model ``model``.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    except MlflowException as error:
+        raise ConfigError(f"Run {run_id} has no logged model 'model' to register ({error}).") from error
+    client.update_model_version(name, version.version, description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
 
 
 @contextlib.contextmanager

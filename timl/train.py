@@ -74,16 +74,13 @@ def _experiment_name(experiment_id: str, tracking_uri: str | None) -> str | None
     from timl import tracking
 
     tracking.configure(tracking_uri)
-    import mlflow
-
-    found = mlflow.get_experiment(experiment_id)
-    return found.name if found else None
+    return tracking.experiment_name(experiment_id)
 
 
 def _store_hint(tracking_uri: str | None) -> str:
-    import mlflow
+    from timl import tracking
 
-    return tracking_uri or mlflow.get_tracking_uri()
+    return tracking_uri or tracking.tracking_uri()
 
 
 if __name__ == "__main__":

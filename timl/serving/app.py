@@ -17,6 +17,8 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
 from timl.serving.config import ServerConfig, load_config
+from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
+from timl.serving.reviews import reviews_blueprint
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +52,16 @@ class ModelHolder:
 
 
 def _load_classifier(config: ServerConfig):
-    from timl import pyfunc, tracking
+    from timl import tracking
+    from timl.classifier import METADATA_SUFFIX, load_classifier
 
     model = config.model
     if model.lower().endswith((".h5", ".keras")):
         table = Path(model).parent / "config_table.csv"
-        has_sidecar = Path(model + ".json").is_file()
-        return pyfunc.load_classifier(keras_model=model,
-                                      config_table=table if table.is_file() and not has_sidecar else None)
+        has_sidecar = Path(model + METADATA_SUFFIX).is_file()
+        return load_classifier(keras_model=model, config_table=table if table.is_file() and not has_sidecar else None)
     tracking.configure(config.tracking_uri or None)
-    return pyfunc.load_classifier(model_uri=model)
+    return load_classifier(model_uri=model)
 
 
 def _uploaded_image(config: ServerConfig):
@@ -89,32 +91,20 @@ def _query_number(name: str, kind, low, high):
     return value
 
 
-def _explain_params() -> dict:
-    """RISE options from the query string: masks, cells, keep, seed."""
+def _explain_params(explainer) -> dict:
+    """The explainer's parameters given in the query string (masks, cells, keep for RISE)."""
     params = {}
-    for query, name, kind, low, high in (("masks", "num_masks", int, 1, 20000), ("cells", "mask_cells", int, 2, 64),
-                                         ("keep", "keep_probability", float, 0.01, 0.99)):
-        value = _query_number(query, kind, low, high)
+    for query, (name, kind, low, high) in EXPLAIN_QUERY.items():
+        value = _query_number(query, kind, low, high) if name in explainer.defaults else None
         if value is not None:
             params[name] = value
     return params
 
 
-def _class_index(classifier) -> int | None:
-    text = request.args.get("class")
-    if not text:
-        return None
-    if text in classifier.class_names:
-        return classifier.class_names.index(text)
-    if text.isdigit() and int(text) < len(classifier.class_names):
-        return int(text)
-    raise BadRequest(f"Unknown class. Expected one of: {', '.join(classifier.class_names)} or an index. "
-                     f"Received: class={text!r}")
-
-
 def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     """The REST API: info, classify, explain, openapi.json."""
-    from timl import pyfunc, xai
+    from timl import xai
+    from timl.classifier import confidence
 
     api = Blueprint("api", __name__)
 
@@ -124,7 +114,9 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         layers = xai.conv_layer_names(classifier.model)
         return jsonify(model=config.model, classes=list(classifier.class_names),
                        input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
-                       multi_label=classifier.multi_label, explain_methods=xai.list_methods(), layers=layers,
+                       multi_label=classifier.multi_label, explain_methods=xai.list_explainers(),
+                       explainers={name: {"uses_layer": spec.uses_layer, "params": spec.defaults}
+                                   for name, spec in xai.EXPLAINERS.items()}, layers=layers,
                        default_layer=xai.last_conv_layer(classifier.model) if layers else None, version=__version__)
 
     @api.post("/classify")
@@ -134,24 +126,25 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         with holder.predict_lock:
             probabilities = classifier.predict_images([image])[0]
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
-                       confidence=[float(c) for c in pyfunc.confidence(probabilities)],
+                       confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names),
                        predicted_class=classifier.class_names[int(probabilities.argmax())])
 
     @api.post("/explain/<method>/<path:layer>")
     def explain(method: str, layer: str):
         classifier = holder.classifier
-        if method not in xai.list_methods():
-            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.list_methods())}. "
+        if method not in xai.EXPLAINERS:
+            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
                                 f"Received: method={method!r}")
-        uses_layer = xai.get_method(method).uses_layer
+        explainer = xai.get_explainer(method)
+        uses_layer = explainer.uses_layer
         layers = xai.conv_layer_names(classifier.model)
         if uses_layer and layer not in layers:
             raise UnknownChoice(f"Unknown layer for {method}. Expected one of: {', '.join(layers)}. "
                                 f"Received: layer={layer!r}")
-        params = _explain_params() if method == "rise" else {}
+        params = _explain_params(explainer)
         seed = _query_number("seed", int, 0, 2**31 - 1)
-        class_index = _class_index(classifier)
+        class_index = classifier.class_index(request.args.get("class"))
         filename, image = _uploaded_image(config)
         with holder.predict_lock:
             explanation = xai.explain(classifier.model, image, method, layer=layer if uses_layer else None,
@@ -160,13 +153,11 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         return jsonify(filename=filename, method=method, layer=explanation.layer or layer,
                        args={"layer_name": explanation.layer or layer, **params}, class_index=explanation.class_index,
                        class_name=classifier.class_names[explanation.class_index], score=explanation.score,
-                       grey=pyfunc.png_base64(explanation.grey), heatmap=pyfunc.png_base64(explanation.heatmap),
-                       comp=pyfunc.png_base64(explanation.composite))
+                       grey=xai.png_base64(explanation.grey), heatmap=xai.png_base64(explanation.heatmap),
+                       comp=xai.png_base64(explanation.composite))
 
     @api.get("/openapi.json")
     def openapi():
-        from timl.serving.openapi import openapi_document
-
         return jsonify(openapi_document(config.rest_prefix))
 
     return api
@@ -200,7 +191,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     Args:
         config: a ServerConfig, a mapping with the original keys, a configuration file path, or None to look
             for ``timl_server_config.json`` (see :func:`timl.serving.config.find_config`).
-        classifier: a ready :class:`timl.pyfunc.Classifier` (tests); by default the configured model is loaded
+        classifier: a ready :class:`timl.classifier.Classifier` (tests); by default the configured model is loaded
             at the first request that needs it.
 
     Raises:
@@ -216,12 +207,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     holder = ModelHolder(config, classifier)
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
-    try:
-        from timl.serving.evaluate import evaluate_blueprint
-    except ImportError:
-        evaluate_blueprint = None
-    if evaluate_blueprint is not None:
-        app.register_blueprint(evaluate_blueprint(config.as_mapping()), url_prefix=f"{config.rest_prefix}/evaluate")
+    app.register_blueprint(reviews_blueprint(config.as_mapping()), url_prefix=f"{config.rest_prefix}/evaluate")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
     @app.get(f"{config.static_prefix}/<path:name>")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from timl import __version__
+from timl.xai import list_explainers
 
-METHODS = ["gradcam", "gradcam++", "scorecam", "smoothgrad", "rise"]
+#: Query parameters of ``explain``: query name -> (the explainer parameter it sets, type, lowest, highest). Each
+#: goes to the explainers that take that parameter (``timl.xai.EXPLAINERS``); the server checks the range.
+EXPLAIN_QUERY = {"masks": ("num_masks", int, 1, 20000), "cells": ("mask_cells", int, 2, 64),
+                 "keep": ("keep_probability", float, 0.01, 0.99)}
 
 
 def _error(description: str) -> dict:
@@ -15,6 +19,11 @@ def _upload() -> dict:
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary", "description": "An image file"}}}}}}
+
+
+def _query(name: str, kind: type, low, high) -> dict:
+    return {"name": name, "in": "query",
+            "schema": {"type": "integer" if kind is int else "number", "minimum": low, "maximum": high}}
 
 
 def openapi_document(rest_prefix: str = "/api") -> dict:
@@ -37,11 +46,9 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
             f"{rest_prefix}/explain/{{method}}/{{layer}}": {"post": {
                 "summary": "Explain the classification of one image",
                 "parameters": [
-                    {"name": "method", "in": "path", "required": True, "schema": {"type": "string", "enum": METHODS}},
+                    {"name": "method", "in": "path", "required": True, "schema": {"type": "string", "enum": list_explainers()}},
                     {"name": "layer", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "masks", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 20000}},
-                    {"name": "cells", "in": "query", "schema": {"type": "integer", "minimum": 2, "maximum": 64}},
-                    {"name": "keep", "in": "query", "schema": {"type": "number", "minimum": 0.01, "maximum": 0.99}},
+                    *(_query(name, kind, low, high) for name, (_, kind, low, high) in EXPLAIN_QUERY.items()),
                     {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "class", "in": "query", "schema": {"type": "string"}}],
                 "requestBody": _upload(),

@@ -8,9 +8,9 @@ faithful a map is (deletion and insertion, as in the RISE paper).
 TensorFlow, Keras and tf-keras-vis are imported only when an explanation is computed.
 """
 
-from timl.xai.base import Explanation, MethodSpec, clear_cache, conv_layer_names, last_conv_layer
-from timl.xai.explainer import METHODS, SaliencyMap, explain, explain_array, get_method, list_methods
-from timl.xai.render import render
+from timl.xai.base import Explanation, ExplainerSpec, clear_cache, conv_layer_names, last_conv_layer
+from timl.xai.explainers import DEFAULT_EXPLAINER, EXPLAINERS, SaliencyMap, explain, explain_array, get_explainer, list_explainers
+from timl.xai.render import png_base64, render
 
-__all__ = ["Explanation", "METHODS", "MethodSpec", "SaliencyMap", "clear_cache", "conv_layer_names", "explain",
-           "explain_array", "get_method", "last_conv_layer", "list_methods", "render"]
+__all__ = ["DEFAULT_EXPLAINER", "EXPLAINERS", "Explanation", "ExplainerSpec", "SaliencyMap", "clear_cache", "conv_layer_names", "explain",
+           "explain_array", "get_explainer", "last_conv_layer", "list_explainers", "png_base64", "render"]

@@ -55,8 +55,8 @@ class Explanation:
 
 
 @dataclasses.dataclass(frozen=True)
-class MethodSpec:
-    """An explanation method in the registry.
+class ExplainerSpec:
+    """An explanation method in the explainer registry (:data:`timl.xai.EXPLAINERS`).
 
     Attributes:
         function: ``function(model, x, class_index, layer, seed, **params) -> saliency`` where ``x`` is the

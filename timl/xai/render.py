@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -60,3 +63,10 @@ def render(image: Image.Image, saliency: np.ndarray, colormap: str = "jet",
     heatmap = Image.fromarray(np.round(colours * 255.0).astype(np.uint8))
     composite = Image.blend(image, heatmap, float(alpha))
     return grey, heatmap, composite
+
+
+def png_base64(image) -> str:
+    """A PIL image as a base64-encoded PNG file (the JSON form of the grey, heatmap and composite images)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -60,6 +60,12 @@ const TIML = (() => {
       });
     },
 
+    /** Whether an explanation method of /info explains an inner layer (the Grad-CAM family) or the input. */
+    usesLayer: (info, method) => Boolean(info.explainers?.[method]?.uses_layer),
+
+    /** The query a page sends with an explanation: masking methods run 500 seeded masks, fast enough to wait for. */
+    explainQuery: (info, method) => ("num_masks" in (info.explainers?.[method]?.params || {}) ? { masks: 500, seed: 0 } : {}),
+
     /** Fills the method and layer selects from /info. */
     fillChoices(info, methodSelect, layerSelect) {
       methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(m, m)));
@@ -97,14 +103,15 @@ function classifyPage() {
   let generation = 0; // answers for an earlier image are dropped when a newer image was chosen meanwhile
   const status = (text, error = false) => { $("status").textContent = text; $("status").className = error ? "status error" : "status"; };
 
-  TIML.info().then((info) => {
+  TIML.info().then((answer) => {
+    info = answer;
     TIML.fillChoices(info, $("method"), $("layer"));
     $("model").textContent = `${info.model} · ${info.classes.length} classes · ${info.input_size} px`;
   }).catch((error) => status(`Cannot reach the model: ${error.message}`, true));
 
+  let info = null;
   $("method").addEventListener("change", () => {
-    const layered = !["rise", "smoothgrad"].includes($("method").value);
-    $("layer").disabled = !layered;
+    $("layer").disabled = !(info && TIML.usesLayer(info, $("method").value));
   });
 
   async function classify(file) {
@@ -135,7 +142,7 @@ function classifyPage() {
     status(`Explaining with ${$("method").value}…`);
     const mine = generation;
     try {
-      const answer = await TIML.explain(current, $("method").value, $("layer").value, $("method").value === "rise" ? { masks: 500, seed: 0 } : {});
+      const answer = await TIML.explain(current, $("method").value, $("layer").value, TIML.explainQuery(info, $("method").value));
       if (mine !== generation) return;
       $("heatmap").src = TIML.png(answer.heatmap);
       $("composite").src = TIML.png(answer.comp);

@@ -1,4 +1,8 @@
-"""The explanation method registry and the two entry points, :func:`explain` and :func:`explain_array`."""
+"""The explainer registry (:data:`EXPLAINERS`) and the two entry points, :func:`explain` and :func:`explain_array`.
+
+Every list of explanation methods (the explain command's help, the pyfunc's ``explain`` param, the server's
+``/info``, its OpenAPI document and 404 message, the web pages, the tests) comes from :data:`EXPLAINERS`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 
 from timl.errors import ModelError
 from timl.xai import base
-from timl.xai.base import Explanation, MethodSpec
+from timl.xai.base import Explanation, ExplainerSpec
 from timl.xai.gradcam import gradcam, gradcam_plus_plus
 from timl.xai.render import render, resize_saliency
 from timl.xai.rise import rise
@@ -20,36 +24,41 @@ from timl.xai.smoothgrad import smoothgrad
 
 logger = logging.getLogger(__name__)
 
-METHODS: dict[str, MethodSpec] = {
-    "gradcam": MethodSpec(gradcam, uses_layer=True, defaults={},
+#: Explanation methods by name, in the order listings show them.
+EXPLAINERS: dict[str, ExplainerSpec] = {
+    "gradcam": ExplainerSpec(gradcam, uses_layer=True, defaults={},
                           reference="Selvaraju et al. 2017"),
-    "gradcam++": MethodSpec(gradcam_plus_plus, uses_layer=True, defaults={},
+    "gradcam++": ExplainerSpec(gradcam_plus_plus, uses_layer=True, defaults={},
                             reference="Chattopadhyay et al. 2018"),
-    "scorecam": MethodSpec(scorecam, uses_layer=True, defaults={"max_channels": 64, "batch_size": 32},
+    "scorecam": ExplainerSpec(scorecam, uses_layer=True, defaults={"max_channels": 64, "batch_size": 32},
                            reference="Wang et al. 2020"),
-    "smoothgrad": MethodSpec(smoothgrad, uses_layer=False, defaults={"smooth_samples": 20, "smooth_noise": 0.2},
+    "smoothgrad": ExplainerSpec(smoothgrad, uses_layer=False, defaults={"smooth_samples": 20, "smooth_noise": 0.2},
                              reference="Smilkov et al. 2017"),
-    "rise": MethodSpec(rise, uses_layer=False,
+    "rise": ExplainerSpec(rise, uses_layer=False,
                        defaults={"num_masks": 2000, "mask_cells": 8, "keep_probability": 0.5, "batch_size": 100},
                        reference="Petsiuk et al. 2018"),
 }
 
 
-def list_methods() -> list[str]:
+#: The method used when none is named (the explain command's ``--method``).
+DEFAULT_EXPLAINER = "gradcam"
+
+
+def list_explainers() -> list[str]:
     """The names of the explanation methods, in registry order."""
-    return list(METHODS)
+    return list(EXPLAINERS)
 
 
-def get_method(method: str) -> MethodSpec:
-    """The registry entry of a method.
+def get_explainer(method: str) -> ExplainerSpec:
+    """The registry entry of an explanation method.
 
     Raises:
         ModelError: unknown method; the message lists the valid ones.
     """
-    if method not in METHODS:
-        raise ModelError(f"Unknown explanation method. Expected one of: {', '.join(METHODS)}. "
+    if method not in EXPLAINERS:
+        raise ModelError(f"Unknown explanation method. Expected one of: {', '.join(EXPLAINERS)}. "
                          f"Received: method={method!r}")
-    return METHODS[method]
+    return EXPLAINERS[method]
 
 
 @dataclasses.dataclass
@@ -73,7 +82,7 @@ class SaliencyMap:
     seconds: float
 
 
-def _check_params(method: str, spec: MethodSpec, params: dict) -> dict:
+def _check_params(method: str, spec: ExplainerSpec, params: dict) -> dict:
     unknown = sorted(set(params) - set(spec.defaults))
     if unknown:
         accepted = ", ".join(spec.defaults) or "none"
@@ -100,12 +109,12 @@ def explain_array(model, x: np.ndarray, method: str, layer: str | None = None, c
     Args:
         model: a Keras model with one (None, S, S, 3) input and one (None, classes) output.
         x: the model input, float32 (S, S, 3) (or (1, S, S, 3)) in [0, 1].
-        method: a name from :data:`METHODS` (``list_methods()``).
+        method: a name from :data:`EXPLAINERS` (``list_explainers()``).
         layer: the layer to explain for the Grad-CAM family (``conv_layer_names(model)``); ``None`` picks the
             last convolutional layer. Ignored by methods without a layer (rise, smoothgrad).
         class_index: the class to explain; ``None`` explains the predicted (highest scoring) class.
         seed: seed of the random methods (rise, smoothgrad), for reproducible maps.
-        **params: the method's parameters (``METHODS[method].defaults`` lists them with their defaults).
+        **params: the method's parameters (``EXPLAINERS[method].defaults`` lists them with their defaults).
 
     Returns:
         A :class:`SaliencyMap`.
@@ -113,7 +122,7 @@ def explain_array(model, x: np.ndarray, method: str, layer: str | None = None, c
     Raises:
         ModelError: unknown method, layer, parameter or class, or an input the model does not take.
     """
-    spec = get_method(method)
+    spec = get_explainer(method)
     params = _check_params(method, spec, params)
     x = _model_input(model, x)
     scores = np.asarray(model(x, training=False))[0]
@@ -137,7 +146,7 @@ def explain(model, image, method: str, layer: str | None = None, class_index: in
     Args:
         model: a Keras model with one (None, S, S, 3) input in [0, 1] and one (None, classes) output.
         image: the original image: a path, bytes or a PIL image (decoded with ``timl.images.decode_image``).
-        method: a name from :data:`METHODS`: gradcam, gradcam++, scorecam, smoothgrad, rise.
+        method: a name from :data:`EXPLAINERS` (``list_explainers()``).
         layer: the layer to explain for the Grad-CAM family; ``None`` picks the last convolutional layer
             (inside a nested backbone too). Ignored by rise and smoothgrad.
         class_index: the class to explain; ``None`` explains the predicted class.

@@ -1,6 +1,7 @@
-"""Expert evaluation: the images to review, and the experts' answers stored server-side in SQLite.
+"""Expert reviews: the images experts evaluate, and their answers stored server-side in SQLite.
 
-Mounted by the server at ``<rest>/evaluate``: ``GET images`` (names in EVALUATION_IMAGES_DIR), ``GET
+The store behind the ``evaluate.html`` page (the original TIML's "evaluation"; not :mod:`timl.evaluation`, which
+scores predictions). Mounted by the server at ``<rest>/evaluate``: ``GET images`` (names in EVALUATION_IMAGES_DIR), ``GET
 images/<name>`` (the file; only listed names are served), ``POST answers`` (one expert's verdict on one image),
 ``GET answers.csv`` (every answer, for download). ``evaluate.html`` drives it.
 """
@@ -115,7 +116,7 @@ def _answers_csv(rows) -> str:
     return buffer.getvalue()
 
 
-def evaluate_blueprint(config: Mapping) -> Blueprint:
+def reviews_blueprint(config: Mapping) -> Blueprint:
     """The evaluation API over ``config["EVALUATION_IMAGES_DIR"]`` and ``config["EVALUATION_DB"]``.
 
     Args:
@@ -126,7 +127,7 @@ def evaluate_blueprint(config: Mapping) -> Blueprint:
     Returns:
         A blueprint to mount at ``<rest>/evaluate``.
     """
-    blueprint = Blueprint("evaluate", __name__)
+    blueprint = Blueprint("reviews", __name__)
     folder = str(config.get("EVALUATION_IMAGES_DIR") or "")
     database = str(config.get("EVALUATION_DB") or "timl_evaluations.db")
 

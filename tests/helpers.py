@@ -1,0 +1,130 @@
+"""Helpers shared by the tests (fixtures are in conftest.py): tables, generated images, tiny models, servers."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_ISIC = REPO.parent / "shared" / "data" / "isic2019-sample"
+
+
+def write_table(path: Path, rows: list[dict]) -> Path:
+    """Writes a training table with the original TIML input columns."""
+    columns = ["method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",
+               "colorspace", "classcolumns", "classweights"]
+    extra = [key for row in rows for key in row if key not in columns]
+    pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra))).to_csv(path, index=False)
+    return path
+
+
+def small_cnn_row(dataset: str, **overrides) -> dict:
+    """A training-table row of the small CNN: 2 epochs, 16 px, split n=15."""
+    row = {"method": "SmallCNN", "dataset": dataset, "split": "n=15", "epochs": 2, "imgaug": "none",
+           "batchsize": 16, "imgsize": 16, "resizefilter": "bilinear", "colorspace": "RGB",
+           "classcolumns": "default", "classweights": "default"}
+    row.update(overrides)
+    return row
+
+
+def random_images(folder: Path, count: int, size=(20, 16), seed: int = 0) -> list[str]:
+    """Writes ``count`` random RGB PNGs named img000..; returns the names."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index in range(count):
+        name = f"img{index:03d}"
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{name}.png")
+        names.append(name)
+    return names
+
+
+def tiny_classifier(size: int = 16, classes=("A", "B", "C")):
+    """A two-convolution softmax classifier (untrained, seeded) with its preprocessing and classes."""
+    import keras
+
+    from timl.classifier import Classifier
+    from timl.images import Preprocessing
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
+    return Classifier(keras.Model(inputs, outputs), Preprocessing(size), tuple(classes), False)
+
+
+def encoded(mode="RGB", size=(40, 24), format_name="PNG", **save) -> bytes:
+    """A random image of ``mode`` and ``size`` encoded as ``format_name``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray((rng.integers(0, 65535, (size[1], size[0]))).astype(np.uint16))
+    elif mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_name, **save)
+    return buffer.getvalue()
+
+
+def saved_model(folder: Path) -> Path:
+    """A tiny model saved as .h5 with its metadata sidecar, as training writes it."""
+    from timl.classifier import write_metadata
+
+    classifier = tiny_classifier()
+    path = folder / "tiny.h5"
+    classifier.model.save(path)
+    write_metadata(path, classifier.metadata())
+    return path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 120) -> None:
+    """Waits until ``url`` answers 200 (a server process starting up)."""
+    import time
+
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(url, timeout=30).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def train_in_own_store(folder: Path, rows: list[dict], experiment: str, **options):
+    """Trains a table in ``folder`` with its own SQLite store (module fixtures); returns (outcome, uri)."""
+    import mlflow
+
+    from timl import training
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        table = write_table(folder / "table.csv", rows)
+        outcome = training.train_table(table, out_dir=folder / "out", experiment=experiment, tracking_uri=uri,
+                                       skip_roc=True, **options)
+    finally:
+        os.chdir(previous)
+    mlflow.set_tracking_uri(uri)
+    return outcome, uri

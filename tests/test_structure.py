@@ -1,0 +1,132 @@
+"""The package's structure: no import cycle anywhere in ``timl/`` (lazy imports inside functions included), no
+MLflow call outside tracking and the pyfunc, no explanation method named outside the explainer registry, and
+light imports for the commands."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import REPO
+
+PACKAGE = REPO / "timl"
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imported(node: ast.AST, module: str, is_package: bool, modules: dict) -> set[str]:
+    """The timl modules one import statement loads (``from pkg import submodule`` is the submodule)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = module if is_package else module.rsplit(".", 1)[0]
+        if node.level:
+            base = ".".join(base.split(".")[:len(base.split(".")) - node.level + 1])
+            source = f"{base}.{node.module}" if node.module else base
+        else:
+            source = node.module or ""
+        names = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names]
+    found = set()
+    for name in names:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if name:
+            found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the timl modules it imports, at module level or inside functions."""
+    modules = _modules()
+    graph = {}
+    for module, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                edges |= _imported(node, module, path.name == "__init__.py", modules)
+        # a module's own packages run before it anyway: importing them is no cycle
+        graph[module] = {edge for edge in edges if edge != module and not module.startswith(edge + ".")}
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle as a path a -> b -> ... -> a (one per strongly connected group, by depth-first search)."""
+    cycles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return cycles
+
+
+def test_no_import_cycle():
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    graph = {"timl.a": {"timl.b"}, "timl.b": {"timl.c"}, "timl.c": {"timl.a"}, "timl.d": {"timl.a"}}
+    assert find_cycles(graph) == [["timl.a", "timl.b", "timl.c", "timl.a"]]
+    assert find_cycles({"timl.a": {"timl.b"}, "timl.b": set()}) == []
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "timl.tracking" in graph["timl.register"]  # imported inside register_run only
+    assert "timl.training.record" in graph["timl.training.row"]
+
+
+def test_mlflow_is_called_from_tracking_and_the_pyfunc_only():
+    allowed = {"timl.tracking", "timl.pyfunc"}
+    callers = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names) and module not in allowed:
+                callers.append(module)
+    assert not callers, f"MLflow imported outside timl.tracking and timl.pyfunc: {sorted(set(callers))}"
+
+
+def test_explanation_methods_are_named_in_the_registry_only():
+    from timl.xai import list_explainers
+
+    registry = PACKAGE / "xai" / "explainers.py"
+    offenders = []
+    for path in list(PACKAGE.rglob("*.py")) + list((PACKAGE / "serving" / "static").glob("*.*")):
+        if path == registry:
+            continue
+        text = path.read_text()
+        for name in list_explainers():
+            for quoted in (f'"{name}"', f"'{name}'"):
+                if quoted in text:
+                    offenders.append(f"{path.relative_to(REPO)}: {quoted}")
+    assert not offenders, offenders
+
+
+def test_commands_and_libraries_import_no_tensorflow():
+    code = ("import sys\nimport timl.cli, timl.config, timl.training, timl.classifier, timl.pyfunc, timl.xai, "
+            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app\n"
+            "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,133 @@
+"""Executors: how the table's rows get trained. The table loop hands each validated row to an executor.
+
+The seam is :class:`Executor`: ``run(task) -> RowOutcome`` trains one row in its own child run and says how it
+ended, never raising for a row that failed (only an interrupt goes through). ``run_all(tasks)`` yields the
+outcomes of many rows; the default calls ``run`` on each in turn, an executor that trains rows in parallel
+overrides it and yields outcomes as rows end. :class:`LocalExecutor`, the default, trains in this process.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import gc
+import logging
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from timl import plots, tracking, workers
+from timl.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+#: What the plot process imports as it starts (see :mod:`timl.workers`).
+REPORT_MODULES = ("timl.plots", "matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.PngImagePlugin")
+
+
+@dataclasses.dataclass(frozen=True)
+class RowTask:
+    """One validated row, with what training it needs and where its run goes.
+
+    Attributes:
+        config: the row (:class:`timl.config.RunConfig`).
+        parent_run_id: the table's run; the row's run is its child.
+        row_key: the row's stable key (tag ``timl.row_key``), by which ``--resume`` finds its run.
+        out_dir: the table's output folder.
+        img_dir: the image folder for every row, or None for ``images/`` beside each dataset CSV.
+        skip_roc: do not draw ROC plots.
+    """
+
+    config: RunConfig
+    parent_run_id: str
+    row_key: str
+    out_dir: Path
+    img_dir: str | Path | None = None
+    skip_roc: bool = False
+
+
+@dataclasses.dataclass
+class RowOutcome:
+    """How one row ended: FINISHED, FAILED or KILLED, its run, a message (the error or the scores), its time."""
+
+    row: int
+    name: str
+    status: str
+    run_id: str | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+class Executor(abc.ABC):
+    """Trains the rows the table loop hands over, each in its own child run of the table's run.
+
+    An executor keeps the table's guarantees for the rows it runs: a failed row ends FAILED with its error (and
+    ``run`` returns its outcome instead of raising), an interrupt ends the rows it was running KILLED and goes
+    through as ``KeyboardInterrupt``, and no row is left RUNNING.
+    """
+
+    @abc.abstractmethod
+    def run(self, task: RowTask) -> RowOutcome:
+        """Trains one row; returns how it ended."""
+
+    def run_all(self, tasks: Iterable[RowTask]) -> Iterator[RowOutcome]:
+        """Trains many rows; yields each outcome as its row ends. The default runs them one after the other,
+        taking the next task only when the previous row ended."""
+        for task in tasks:
+            yield self.run(task)
+
+    def close(self) -> None:
+        """Releases what the executor started (processes, connections)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """Trains each row in this process, one after the other; a second process draws the report plots.
+
+    Args:
+        skip_roc: the table draws no ROC plots, so no plot process is started. Defaults to False.
+    """
+
+    def __init__(self, *, skip_roc: bool = False):
+        # The plot process starts now: it imports matplotlib while the first row reads its images
+        self.reports = workers.Worker(REPORT_MODULES, enabled=not skip_roc)
+        self.reports.submit(plots.warm_up)
+        self._rows_run = 0
+
+    def run(self, task: RowTask) -> RowOutcome:
+        from timl.training.row import train_row
+
+        if self._rows_run:  # the Keras session is cleared between rows; after the last one the process ends
+            _release_memory()
+        self._rows_run += 1
+        config = task.config
+        began = time.time()
+        row_run = tracking.RowRun(task.parent_run_id, config.run_name, config.row, task.row_key)
+        try:
+            with row_run:
+                headline = train_row(config, out_dir=task.out_dir, img_dir=task.img_dir, skip_roc=task.skip_roc,
+                                     reports=self.reports)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # a failed row never takes the table down
+            logger.debug("row %d failed", config.row, exc_info=True)
+            return RowOutcome(config.row, config.run_name, "FAILED", row_run.run_id,
+                              f"{type(error).__name__}: {error}", time.time() - began)
+        message = ", ".join(f"{key} {value:.3f}" for key, value in headline.items() if value is not None)
+        return RowOutcome(config.row, config.run_name, "FINISHED", row_run.run_id, message, time.time() - began)
+
+    def close(self) -> None:
+        self.reports.close()
+
+
+def _release_memory() -> None:
+    """Clears the Keras session between rows so memory does not grow with the number of rows."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()

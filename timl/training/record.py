@@ -1,0 +1,149 @@
+"""What a trained row leaves behind: its files in the output folder and its record in the row's MLflow run.
+
+In order: the Keras file and its metadata sidecar, the dev and test reports (their plots drawn by the plot
+process meanwhile), the model summary and history, the run's tags, the pyfunc model (:func:`timl.pyfunc.log_model`),
+then the final metrics, linked to the logged model. The per-class metrics keep the original TIML names
+(``valacc_MEL``, ``testsens_MEL``, ...): :func:`timl.evaluation.per_class_metric_name` with prefixes ``train``,
+``val`` and ``test``, which the results table reads back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+
+from timl import plots, tracking, workers
+from timl.datasets import IMAGE_COLUMN
+from timl.evaluation import per_class_metric_name
+
+#: The splits a row reports on, and the prefix of their metrics.
+REPORTED_SPLITS = (("dev", "val"), ("test", "test"))
+
+#: Per-class metrics of a split logged by training: metric short name -> the summary's list.
+PER_CLASS_LOGGED = {"acc": "accuracy", "spec": "specificity", "sens": "sensitivity", "auc": "auc", "f1": "f1"}
+
+
+def log_params(config, spec, data) -> None:
+    """Logs the row's cells and what they resolved to (classes, learning rate, weights, ...) as run params."""
+    tracking.log_params({**config.input_cells(), "class_names": json.dumps(list(data.dataset.class_names)),
+                         "num_classes": len(data.dataset.class_names), "multi_label": spec.multi_label,
+                         "augmult": data.augmentation.multiplier, "dataset_source": data.dataset.source,
+                         "img_dir": str(data.dataset.img_dir), "lr_used": config.lr or spec.lr,
+                         "weights_used": spec.default_weights if config.weights == "default" else config.weights,
+                         "quality_metric": spec.quality_metric})
+
+
+def record_row(config, spec, data, trained, out_dir: Path, *, skip_roc: bool, reports: workers.Worker) -> dict:
+    """Writes the row's files, logs them, the model and the final metrics; returns the headline metrics."""
+    keras_path, metadata_path, classifier = _save_model(config, spec, data, trained, out_dir)
+    reports_by_split = _start_reports(config, data, classifier, out_dir, skip_roc, reports)
+    # Meanwhile the plot process draws the reports' plots
+    files = [keras_path, metadata_path] + _write_history(config, trained, out_dir)
+    tracking.set_tags({tracking.TAG_TRAINSTART: trained.started, tracking.TAG_TRAINMODEL: keras_path.name,
+                       tracking.TAG_MODEL_SHA256: json.loads(metadata_path.read_text())["sha256"]})
+    # The model is logged before the final metrics, which are then linked to it: MLflow links a new model to
+    # the run's metrics of its step by reading the history of every metric, one query each.
+    from timl import pyfunc
+
+    model_info = pyfunc.log_model(keras_path, metadata_path, classifier, step=config.epochs)
+    metrics = _train_metrics(data, trained)
+    headline = {}
+    for short, (labels, report) in reports_by_split.items():
+        files += report.finish()
+        metrics.update(split_metrics(short, report.summary, data.dataset.class_names))
+        metrics.update(_proportions(short, labels, data.dataset.class_names))
+        headline[f"{short}_accuracy"] = report.summary.get("global_accuracy")
+        headline[f"{short}_balanced_accuracy"] = report.summary.get("balanced_accuracy")
+    metrics.update(headline)
+    tracking.log_artifacts(files)
+    tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
+    return headline
+
+
+def _save_model(config, spec, data, trained, out_dir: Path):
+    """Saves ``N-keras_model-YYMMDD-hhmmss.h5`` and its metadata sidecar; returns both paths and the classifier."""
+    from timl.classifier import Classifier, write_metadata
+
+    stamp = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
+    keras_path = out_dir / f"{config.row}-keras_model-{stamp}.h5"
+    trained.model.save(keras_path)
+    classifier = Classifier(trained.model, data.preprocessing, data.dataset.class_names, spec.multi_label)
+    metadata_path = write_metadata(keras_path, {**classifier.metadata(), "method": spec.name,
+                                                "run_id": tracking.active_run_id()})
+    return keras_path, metadata_path, classifier
+
+
+def _start_reports(config, data, classifier, out_dir: Path, skip_roc: bool, reports: workers.Worker) -> dict:
+    """Predicts dev and test and starts their reports; returns short split name -> (labels, report)."""
+    started = {}
+    for split, short in REPORTED_SPLITS:
+        if split in data.arrays:
+            labels = data.dataset.labels(split)
+            probabilities = classifier.predict_arrays(data.arrays[split], config.batchsize)
+            started[short] = labels, _report_split(reports, out_dir, f"{config.row}-{split}-", data.dataset, split,
+                                                   labels, probabilities, skip_roc)
+    return started
+
+
+def _write_history(config, trained, out_dir: Path) -> list[Path]:
+    """``N-model_summary.txt``, ``N-history.csv`` and the loss/accuracy plots."""
+    from timl import models
+
+    prefix = f"{config.row}-"
+    summary_path = out_dir / f"{prefix}model_summary.txt"
+    summary_path.write_text(models.describe_model(trained.model))
+    history_path = out_dir / f"{prefix}history.csv"
+    trained.history.to_csv(history_path, index=False)
+    return [summary_path, history_path] + plots.plot_history(trained.history, out_dir, prefix=prefix)
+
+
+def _train_metrics(data, trained) -> dict:
+    """Sizes, training time, best epoch, train accuracy at the best epoch and the train class proportions."""
+    sizes = data.dataset.sizes()
+    metrics = {"trainsize": sizes["train"], "valsize": sizes["dev"], "testsize": sizes.get("test", 0),
+               "train_time": trained.seconds, "best_epoch": trained.best_epoch,
+               "trainacc": _history_value(trained.history, "accuracy", trained.best_epoch)}
+    metrics.update(_proportions("train", data.dataset.labels("train"), data.dataset.class_names))
+    return metrics
+
+
+def _history_value(history, column: str, epoch: int):
+    if column not in history:
+        return None
+    values = history.loc[history["epoch"] == epoch, column]
+    return float(values.iloc[0]) if len(values) else None
+
+
+def _proportions(short: str, labels: np.ndarray, class_names) -> dict:
+    share = labels.mean(axis=0) if len(labels) else np.zeros(len(class_names))
+    return {per_class_metric_name(short, "prop", name): float(value) for name, value in zip(class_names, share)}
+
+
+def split_metrics(short: str, result: dict, class_names) -> dict:
+    """A split's summaries (``val_auc``, ``val_mean_f1``) and per-class metrics (``valacc_MEL``, ...)."""
+    metrics = {f"{short}_auc": result.get("mean_auc"), f"{short}_mean_f1": result.get("mean_f1")}
+    for key, column in PER_CLASS_LOGGED.items():
+        for name, value in zip(class_names, result.get(column) or []):
+            metrics[per_class_metric_name(short, key, name)] = value
+    return metrics
+
+
+def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset, split: str, labels,
+                  probabilities, skip_roc: bool):
+    """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots
+    (the plots drawn by the plot process); returns an :class:`timl.evaluation.Report`."""
+    from timl import evaluation
+
+    names = list(dataset.frame(split)[IMAGE_COLUMN])
+    options = {"multi_label": dataset.multi_label}
+    if skip_roc:
+        result = evaluation.evaluate(labels, probabilities, dataset.class_names, **options)
+        path = out_dir / f"{prefix}per_image_results.csv"
+        evaluation.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
+            path, index=False)
+        return evaluation.Report(result, [path], [])
+    return evaluation.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
+                                   prefix=prefix, worker=reports, **options)

@@ -1,0 +1,211 @@
+"""One row of a table: its data, its fit, then what it records (:mod:`timl.training.record`).
+
+:func:`train_row` runs inside the row's active MLflow run; the executor that calls it opens and closes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from timl import tracking, workers
+from timl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Decoded splits kept for the next rows of the table: (image paths, preprocessing) -> uint8 array.
+_IMAGE_CACHE: dict = {}
+
+#: How many decoded splits the cache keeps.
+IMAGE_CACHE_SPLITS = 3
+
+
+@dataclasses.dataclass
+class RowData:
+    """A row's data: the dataset, how its images become model input, and the decoded splits.
+
+    Attributes:
+        dataset: the split ground truth (:class:`timl.datasets.Dataset`).
+        preprocessing: image size, resize filter and colour space (:class:`timl.images.Preprocessing`).
+        augmentation: the augmentation preset (:class:`timl.images.Augmentation`).
+        arrays: split name -> decoded images (N, S, S, 3) uint8, for the splits that have rows (empty until
+            :func:`decode_splits`).
+    """
+
+    dataset: object
+    preprocessing: object
+    augmentation: object
+    arrays: dict
+
+
+@dataclasses.dataclass
+class Trained:
+    """A fitted model with the best epoch's weights, every epoch's logs, and when and how long it trained."""
+
+    model: object
+    history: "object"  # pandas DataFrame, one row per epoch
+    best_epoch: int
+    seconds: float
+    started: str
+
+
+def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
+              reports: workers.Worker | None = None) -> dict:
+    """Trains one row inside the active MLflow run and logs everything; returns the headline metrics.
+
+    Args:
+        config: the row (:class:`timl.config.RunConfig`).
+        out_dir: the table's output folder (model files, reports, checkpoints under ``.backup/N``).
+        img_dir: the image folder for every row (default: ``images/`` beside the dataset CSV).
+        skip_roc: do not draw ROC plots.
+        reports: the process that draws the report plots (default: drawn in this process).
+
+    Returns:
+        ``{"val_accuracy": ..., "val_balanced_accuracy": ..., "test_accuracy": ..., ...}``.
+
+    Raises:
+        DatasetError, ImageError, ModelError, TrainingError: the row cannot be trained (the caller marks the
+        run FAILED and goes on with the next row).
+    """
+    from timl import models
+    from timl.training import record
+
+    _quiet_libraries()
+    spec = models.get_method(config.method)
+    data = load_data(config, spec, img_dir)
+    record.log_params(config, spec, data)  # before decoding: a row whose images fail still shows its cells
+    data.arrays = decode_splits(data)
+    trained = fit(config, spec, data, out_dir)
+    return record.record_row(config, spec, data, trained, out_dir, skip_roc=skip_roc,
+                             reports=reports or workers.Worker(enabled=False))
+
+
+def _quiet_libraries() -> None:
+    """Silences library notices that are not the user's business (legacy-HDF5 and retracing warnings)."""
+    import tensorflow as tf
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+def _dataset_base_dir(config) -> Path:
+    """Where the row's relative dataset paths start: the working directory, else the table's folder."""
+    first = config.dataset.split(";")[0]
+    candidate = f"{first}-train.csv" if config.split == "pre" else first
+    return Path.cwd() if Path(candidate).exists() else (Path(config.table_path).parent if config.table_path
+                                                         else Path.cwd())
+
+
+def _load_split_images(paths: list[str], preprocessing) -> np.ndarray:
+    """Decodes and resizes a split once; the last few splits are kept for the next rows of the table."""
+    from timl import images
+
+    key = (tuple(paths), preprocessing)
+    if key not in _IMAGE_CACHE:
+        if len(_IMAGE_CACHE) >= IMAGE_CACHE_SPLITS:
+            _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
+        _IMAGE_CACHE[key] = images.cache_images(paths, preprocessing)  # on disk beyond 2 GiB
+    return _IMAGE_CACHE[key]
+
+
+def load_data(config, spec, img_dir=None) -> RowData:
+    """Reads and splits the row's dataset; its images are decoded by :func:`decode_splits`.
+
+    Raises:
+        DatasetError, MissingFileError: the dataset or its image files cannot be used.
+    """
+    from timl import datasets, images
+
+    dataset = datasets.load_dataset(config.dataset, config.split, classcolumns=config.classcolumns,
+                                    multi_label=spec.multi_label, img_dir=img_dir, seed=config.seed,
+                                    base_dir=_dataset_base_dir(config))
+    preprocessing = images.Preprocessing(config.imgsize, config.resizefilter, config.colorspace)
+    return RowData(dataset, preprocessing, images.get_augmentation(config.imgaug), {})
+
+
+def decode_splits(data: RowData) -> dict:
+    """The decoded images of every split that has rows (once per table for a split that rows share).
+
+    Raises:
+        ImageError: an image cannot be decoded.
+    """
+    return {split: _load_split_images(data.dataset.paths(split), data.preprocessing)
+            for split in ("train", "dev", "test") if data.dataset.sizes().get(split)}
+
+
+def resolve_weights(config) -> str:
+    """The row's ``weights`` cell: default, imagenet, none, or the path of a weights file (beside the table).
+
+    Raises:
+        ConfigError: a weights file that does not exist.
+    """
+    from timl.models import WEIGHTS_CHOICES
+
+    if config.weights in WEIGHTS_CHOICES:
+        return config.weights
+    path = config.resolve_path(config.weights)
+    if not path.is_file():
+        raise ConfigError(f"{config.table_path}, row {config.row}: weights file not found. "
+                          f"Received: weights={config.weights!r}")
+    return str(path)
+
+
+def sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray:
+    """Per-image weights from class weights: the largest weight of the image's classes, 1.0 for no class."""
+    table = np.array([weights[index] for index in range(labels.shape[1])], dtype=np.float32)
+    positive = labels > 0.5
+    weighted = np.where(positive, table[None, :], 0.0).max(axis=1)
+    return np.where(positive.any(axis=1), weighted, 1.0).astype(np.float32)
+
+
+def _fit_inputs(config, data: RowData):
+    """The train and dev tf.data pipelines of a row (class weights as per-image sample weights)."""
+    from timl import images
+
+    dataset = data.dataset
+    weights = dataset.class_weights(config.classweights) if config.classweights == "compute" else None
+    train_labels = dataset.labels("train")
+    train_data = images.make_dataset(data.arrays["train"], train_labels, batch_size=config.batchsize,
+                                     augmentation=config.imgaug, shuffle=True, seed=config.seed,
+                                     sample_weights=sample_weights(train_labels, weights) if weights else None)
+    dev_data = images.make_dataset(data.arrays["dev"], dataset.labels("dev"), batch_size=config.batchsize)
+    return train_data, dev_data
+
+
+def fit(config, spec, data: RowData, out_dir: Path) -> Trained:
+    """Builds the row's model and fits it, resuming from the row's last checkpoint when there is one.
+
+    Returns:
+        The fitted model with the best epoch's weights and every epoch's logs.
+    """
+    import keras
+    import pandas as pd
+
+    from timl import models
+    from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN
+
+    keras.utils.set_random_seed(config.seed)
+    model = models.create_model(spec, len(data.dataset.class_names), config.imgsize,
+                                weights=resolve_weights(config), lr=config.lr, seed=config.seed)
+    train_data, dev_data = _fit_inputs(config, data)
+    backup_dir = out_dir / ".backup" / str(config.row)
+    checkpoint = EpochCheckpoint(backup_dir)
+    first_epoch = checkpoint.restore(model)
+    if first_epoch:
+        tracking.set_tags({tracking.TAG_RESUMED_AT: first_epoch})
+    for logs in checkpoint.history:  # a resumed row's run holds every epoch's metrics, not only the last ones
+        tracking.log_metrics({key: value for key, value in logs.items() if key != "epoch"}, step=logs["epoch"])
+    best = BestWeights(spec.quality_metric, backup_dir)
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    with tracking.timed() as timer:
+        model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
+                  callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger()], shuffle=False, verbose=2)
+    best.restore(model)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    history = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
+    return Trained(model, history, best.best_epoch, timer["seconds"], started)
