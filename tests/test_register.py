@@ -1,0 +1,74 @@
+"""Registering a row's model, or the best row of a table, in the MLflow model registry (on hand-made runs)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from timl import register, tracking
+from timl.errors import ConfigError
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def _row_with_model(parent: str, row: int, metrics: dict, status: str = "FINISHED") -> str:
+    """A row run with a logged pyfunc model ``model`` (a tiny one: registration does not look inside)."""
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    experiment = _client().get_run(parent).info.experiment_id
+    with mlflow.start_run(experiment_id=experiment, tags={tracking.TAG_PARENT: parent, tracking.TAG_ROW: str(row)}) as run:
+        mlflow.log_params({"method": "SmallCNN", "dataset": "gt.csv", "split": "n=5", "epochs": 2, "imgsize": 16})
+        mlflow.log_metrics(metrics)
+        mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    _client().set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture
+def table(tracking_uri):
+    parent = _client().create_run(tracking.experiment_id("reg"), tags={tracking.TAG_KIND: "table"}).info.run_id
+    rows = [_row_with_model(parent, 0, {"val_accuracy": 0.6, "val_balanced_accuracy": 0.7}),
+            _row_with_model(parent, 1, {"val_accuracy": 0.9, "val_balanced_accuracy": 0.5, "test_auc": 0.81234}),
+            _row_with_model(parent, 2, {"val_accuracy": 0.99}, status="FAILED")]
+    return parent, rows
+
+
+def test_register_run_describes_and_tags_the_version(table):
+    _, rows = table
+    assert register.register_run(rows[1], "lesions") == "models:/lesions/1"
+    version = _client().get_model_version_by_alias("lesions", "champion")
+    assert str(version.version) == "1" and version.run_id == rows[1]
+    assert version.description == f"TIML SmallCNN trained on gt.csv (split n=5, 2 epochs, imgsize 16), run {rows[1]}."
+    assert version.tags["val_accuracy"] == "0.9000" and version.tags["test_auc"] == "0.8123"
+    assert version.tags["method"] == "SmallCNN" and version.tags["run_id"] == rows[1]
+    assert register.register_run(rows[0], "lesions", alias=None) == "models:/lesions/2"
+    assert str(_client().get_model_version_by_alias("lesions", "champion").version) == "1", "no alias: left alone"
+
+
+def test_the_best_finished_row_by_any_metric(table):
+    parent, rows = table
+    assert register.best_run(parent) == rows[0]  # val_balanced_accuracy, the default
+    assert register.best_run(parent, "valacc") == rows[1], "the original short name; the FAILED row never wins"
+    with pytest.raises(ConfigError, match="has the metric 'val_f2' to select by"):
+        register.best_run(parent, "val_f2")
+    assert register.register_best(parent, "best", select_by="val_accuracy") == "models:/best/1"
+    assert _client().get_model_version_by_alias("best", "champion").run_id == rows[1]
+
+
+def test_the_command(table, tracking_uri):
+    _, rows = table
+    result = CliRunner().invoke(register.cli, ["--run-id", rows[0], "--name", "cmd", "--tracking-uri", tracking_uri])
+    assert result.exit_code == 0 and "Registered models:/cmd/1 (models:/cmd@champion)" in result.output
+    result = CliRunner().invoke(register.cli, ["--run-id", "0" * 32, "--name", "cmd", "--tracking-uri", tracking_uri])
+    assert result.exit_code == 2 and "No such run in this tracking store" in result.output
+    bare = _client().create_run(tracking.experiment_id("reg")).info.run_id
+    result = CliRunner().invoke(register.cli, ["--run-id", bare, "--name", "cmd", "--tracking-uri", tracking_uri])
+    assert result.exit_code == 2 and "has no logged model 'model'" in result.output

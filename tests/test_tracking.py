@@ -1,0 +1,138 @@
+"""Every MLflow call of TIML: stores, table and row runs and their end states, logging, command runs, models."""
+
+from __future__ import annotations
+
+import math
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from timl import tracking
+from timl.errors import ConfigError, ModelError
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def test_configure_takes_the_argument_then_the_environment_then_sqlite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.configure() == "sqlite:///mlflow.db" == tracking.tracking_uri()
+    assert (tmp_path / "mlflow.db").is_file()
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    assert tracking.configure().endswith("env.db")
+    assert tracking.configure(f"sqlite:///{tmp_path / 'arg.db'}").endswith("arg.db")
+    assert (tmp_path / "arg.db").is_file() and not list(tmp_path.glob("*.creating"))
+
+
+def test_experiment_id_creates_once(tracking_uri):
+    first = tracking.experiment_id("e")
+    assert tracking.experiment_id("e") == first
+    assert tracking.experiment_name(first) == "e"
+
+
+def test_table_run_tags_artifact_and_end_state(tracking_uri, tmp_path):
+    table = tmp_path / "runs.csv"
+    table.write_text("method\n")
+    run_id = tracking.start_table_run("tables", str(table), tmp_path / "out")
+    run = tracking.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.info.run_name == "runs"
+    assert run.data.tags[tracking.TAG_KIND] == "table" and run.data.tags[tracking.TAG_TABLE] == str(table.resolve())
+    assert run.data.tags[tracking.TAG_PID] == str(__import__("os").getpid())
+    assert [item.path for item in _client().list_artifacts(run_id)] == ["runs.csv"]
+    assert [found.info.run_id for found in tracking.table_runs("tables")] == [run_id]
+    assert tracking.table_runs("no such experiment") == []
+    tracking.end_run(run_id, "KILLED")
+    ended = tracking.get_run(run_id)
+    assert ended.info.status == "KILLED" and ended.data.tags[tracking.TAG_STATUS] == "KILLED"
+    assert tracking.start_table_run("tables", str(table), tmp_path / "out", resume_run_id=run_id) == run_id
+    assert tracking.get_run(run_id).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize("raised,status", [(None, "FINISHED"), (ValueError("bad cell"), "FAILED"),
+                                           (KeyboardInterrupt(), "KILLED")])
+def test_a_row_run_never_ends_running(tracking_uri, raised, status):
+    parent = _client().create_run(tracking.experiment_id("rows")).info.run_id
+    row_run = tracking.RowRun(parent, "3-SmallCNN", 3, "key3")
+    try:
+        with row_run:
+            tracking.log_params({"method": "SmallCNN", "notes": "x" * 7000})
+            if raised is not None:
+                raise raised
+    except (ValueError, KeyboardInterrupt):
+        pass
+    run = tracking.get_run(row_run.run_id)
+    assert run.info.status == status == row_run.status
+    assert run.data.tags[tracking.TAG_PARENT] == parent and run.data.tags[tracking.TAG_ROW] == "3"
+    assert run.data.tags[tracking.TAG_ROW_KEY] == "key3" and len(run.data.params["notes"]) == 6000
+    assert (run.data.tags.get(tracking.TAG_EXCEPTION) == "ValueError: bad cell") == (status == "FAILED")
+    assert [child.info.run_id for child in tracking.child_runs(parent)] == [row_run.run_id]
+
+
+def test_runs_of_a_dead_process_are_closed_killed(tracking_uri):
+    client = _client()
+    experiment = tracking.experiment_id("dead")
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    here = socket.gethostname()
+    dead = client.create_run(experiment, tags={tracking.TAG_PID: dead_pid, tracking.TAG_HOST: here}).info.run_id
+    elsewhere = client.create_run(experiment, tags={tracking.TAG_PID: dead_pid,
+                                                    tracking.TAG_HOST: "another-machine"}).info.run_id
+    runs = [client.get_run(dead), client.get_run(elsewhere)]
+    assert tracking.close_dead_runs(runs) == 1
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(elsewhere).info.status == "RUNNING", "another machine's run is left to its owner"
+
+
+def test_log_metrics_skips_missing_and_non_finite_values(tracking_uri):
+    import mlflow
+
+    with mlflow.start_run() as run:
+        tracking.log_metrics({"a": 1, "b": None, "c": math.nan, "d": math.inf, "e": "text", "f": 0.5}, step=2)
+        tracking.set_tags({"n": 3})
+        assert tracking.active_run_id() == run.info.run_id
+    data = tracking.get_run(run.info.run_id).data
+    assert data.metrics == {"a": 1.0, "f": 0.5} and data.tags["n"] == "3"
+    assert [metric.step for metric in _client().get_metric_history(run.info.run_id, "a")] == [2]
+
+
+def test_command_run_ends_finished_or_failed(tracking_uri, tmp_path):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.csv").write_text("x\n")
+    with tracking.command_run("inspections", "one", {tracking.TAG_COMMAND: "inspect"}, tracking_uri) as run_id:
+        tracking.log_batch(run_id, {f"m{index}": float(index) for index in range(1500)}, {"threshold": 0.5},
+                           tracking_uri)
+        tracking.log_folder(run_id, tmp_path / "report", tracking_uri=tracking_uri)
+    run = tracking.get_run(run_id)
+    assert run.info.status == "FINISHED" and len(run.data.metrics) == 1500 and run.data.params["threshold"] == "0.5"
+    assert [item.path for item in _client().list_artifacts(run_id)] == ["summary.csv"]
+    with pytest.raises(RuntimeError):
+        with tracking.command_run("inspections", "two", {}, tracking_uri) as failed_id:
+            raise RuntimeError("disk full")
+    assert tracking.get_run(failed_id).info.status == "FAILED"
+
+
+def test_a_deleted_experiment_is_named(tracking_uri):
+    client = _client()
+    client.delete_experiment(tracking.experiment_id("gone"))
+    with pytest.raises(ConfigError, match="The MLflow experiment 'gone' is deleted"):
+        with tracking.command_run("gone", "x", {}, tracking_uri):
+            pass
+
+
+def test_missing_runs_and_models_are_user_errors(tracking_uri):
+    with pytest.raises(ConfigError, match="No such run in this tracking store"):
+        tracking.get_run("0" * 32)
+    with pytest.raises(ModelError, match="Cannot load MLflow model"):
+        tracking.load_python_model("models:/nothing@champion")
+    run_id = _client().create_run(tracking.experiment_id("empty")).info.run_id
+    with pytest.raises(ConfigError, match="has no logged model 'model' to register"):
+        tracking.register_model(run_id, "m", description="", tags={}, alias=None)
