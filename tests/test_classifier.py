@@ -93,7 +93,7 @@ def test_sidecar_round_trip(classifier, tmp_path):
     np.testing.assert_allclose(loaded.predict_arrays(x), classifier.predict_arrays(x), rtol=1e-5)
 
 
-def test_a_changed_model_file_is_refused(classifier, tmp_path):
+def test_a_replaced_model_file_or_unreadable_metadata_is_refused(classifier, tmp_path):
     path = tmp_path / "m.h5"
     classifier.model.save(path)
     write_metadata(path, classifier.metadata())

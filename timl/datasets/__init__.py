@@ -1,0 +1,53 @@
+"""Datasets: ground-truth CSVs, class columns, split strategies, class weights and image lookup.
+
+A dataset is a CSV whose first column is ``image_name`` followed by one 0/1 column per class (one-hot for
+single-label data, any number of ones for multi-label data), as in the ISIC challenge files. The ``split`` cell
+of a training table says how the rows become train, dev and test sets:
+
+- ``pre``: ``dataset`` is a root name R; the files ``R-train.csv``, ``R-dev.csv`` and, if present, ``R-test.csv``.
+- ``frac=F`` (0 < F < 0.5): F of the rows for dev, another F for test, the rest for train.
+- ``n=N``: N rows for dev, N rows for test, the rest for train.
+- ``list``: ``dataset`` is ``train.csv;dev.csv`` or ``train.csv;dev.csv;test.csv``.
+- ``kfold=K:i`` (K >= 2, 0 <= i < K): K-fold cross-validation; fold i is the test set, a 10% slice of the other
+  folds the dev set.
+
+Random splits are stratified by class (the row's label combination) where possible, and reproducible from a seed.
+This package imports no TensorFlow.
+
+Modules: ``tables`` (reading and checking CSVs that name images), ``lookup`` (finding image files),
+``weights`` (class weights), ``dataset`` (the Dataset) and ``splits`` (split cells, split strategies and
+:func:`load_dataset`); ``_common`` holds the helper their error messages share. Every public name is
+re-exported here.
+"""
+
+from timl.datasets._common import MAX_LISTED
+from timl.datasets.dataset import SPLITS, Dataset
+from timl.datasets.lookup import find_images, image_paths
+from timl.datasets.splits import (KFOLD_DEV_FRACTION, SPLIT_FORMS, SPLIT_STRATEGIES, SplitSpec, load_dataset,
+                                  parse_split, stratified_folds, stratified_order)
+from timl.datasets.tables import IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table
+from timl.datasets.weights import CLASS_WEIGHT_MODES, CLASS_WEIGHTS, compute_class_weights
+
+__all__ = [
+    "CLASS_WEIGHTS",
+    "CLASS_WEIGHT_MODES",
+    "Dataset",
+    "IMAGE_COLUMN",
+    "KFOLD_DEV_FRACTION",
+    "MAX_LISTED",
+    "SPLITS",
+    "SPLIT_FORMS",
+    "SPLIT_STRATEGIES",
+    "SplitSpec",
+    "class_columns",
+    "compute_class_weights",
+    "find_images",
+    "image_paths",
+    "load_dataset",
+    "parse_split",
+    "read_ground_truth",
+    "read_image_names",
+    "read_image_table",
+    "stratified_folds",
+    "stratified_order",
+]

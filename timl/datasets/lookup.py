@@ -1,0 +1,92 @@
+"""Finding image files: the file of each image name in an image folder, in any suffix case.
+
+The folder is listed once, so looking up many thousands of names stays fast; names with a ``/`` are looked up
+in the sub-folder they name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+from timl.datasets._common import _listed
+from timl.errors import MissingFileError
+from timl.images import IMAGE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+
+def _index_folder(img_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Maps exact and lower-cased stems of the folder's image files to file names (suffix order breaks ties)."""
+    exact: dict[str, str] = {}
+    lowered: dict[str, str] = {}
+    rank = {suffix: position for position, suffix in enumerate(IMAGE_SUFFIXES)}
+    with os.scandir(img_dir) as entries:
+        names = sorted((entry.name for entry in entries if not entry.is_dir()),
+                       key=lambda name: (rank.get(os.path.splitext(name)[1].lower(), 99), name))
+    for name in names:
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in rank:
+            exact.setdefault(stem, name)
+            lowered.setdefault(stem.lower(), name)
+    return exact, lowered
+
+
+def _find_nested(name: str, img_dir: Path) -> str | None:
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (img_dir / (name + suffix), img_dir / (name + suffix.upper())):
+            if candidate.is_file():
+                return str(candidate)
+    return None
+
+
+def find_images(names: Iterable[str], img_dir: str | Path) -> tuple[list[str | None], list[str]]:
+    """Finds the file of each image name: the name plus one of ``IMAGE_SUFFIXES`` in any case.
+
+    The folder is listed once, so this is fast for many thousands of images. Names with a ``/`` are looked up
+    in the sub-folder they name.
+
+    Args:
+        names: image names (without suffix), as in the ``image_name`` column.
+        img_dir: the folder holding the images.
+
+    Returns:
+        The path of each name (None where no file exists), and the names without a file, in order.
+    """
+    img_dir = Path(img_dir)
+    names = list(names)
+    exact, lowered = _index_folder(img_dir) if img_dir.is_dir() else ({}, {})
+    paths: list[str | None] = []
+    for name in names:
+        if "/" in name or os.sep in name:
+            paths.append(_find_nested(name, img_dir) if img_dir.is_dir() else None)
+            continue
+        file_name = exact.get(name) or lowered.get(name.lower())
+        paths.append(str(img_dir / file_name) if file_name else None)
+    missing = [name for name, path in zip(names, paths) if path is None]
+    return paths, missing
+
+
+def image_paths(names: list[str], img_dir: str | Path, source: str | Path) -> list[str]:
+    """The image file of every name, or one error listing the names without a file.
+
+    Args:
+        names: image names, as in the ``image_name`` column.
+        img_dir: the image folder.
+        source: the file the names came from, for the message.
+
+    Raises:
+        MissingFileError: no such folder, or images not found (the first 20 names and the count).
+    """
+    img_dir = Path(img_dir)
+    if not img_dir.is_dir():
+        raise MissingFileError(f"{source}: image folder not found. Received: img_dir={str(img_dir)!r}")
+    paths, missing = find_images(names, img_dir)
+    if missing:
+        raise MissingFileError(
+            f"{source}: {len(missing)} image(s) not found in {img_dir} (looked for image_name plus one of "
+            f"{', '.join(IMAGE_SUFFIXES)}, any case): {_listed(sorted(missing))}"
+        )
+    return [str(path) for path in paths]

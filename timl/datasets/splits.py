@@ -1,0 +1,390 @@
+"""Splitting a ground truth into train, dev and test sets, and loading a Dataset.
+
+Parses the ``split`` cell (:func:`parse_split`), applies the split strategy it names (``SPLIT_STRATEGIES``:
+pre, frac, n, list, kfold; random splits stratified by class and reproducible from a seed) and
+:func:`load_dataset`, which reads, checks and splits the ground truth and finds its images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from timl.datasets._common import _listed
+from timl.datasets.dataset import SPLITS, Dataset
+from timl.datasets.lookup import image_paths
+from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
+from timl.errors import DatasetError, MissingFileError
+
+logger = logging.getLogger(__name__)
+
+#: The forms a ``split`` cell may take, as error messages list them.
+SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
+
+#: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
+KFOLD_DEV_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """A parsed ``split`` cell.
+
+    Attributes:
+        strategy: one of ``SPLIT_STRATEGIES`` ("pre", "frac", "n", "list", "kfold").
+        text: the cell as written.
+        fraction: F of ``frac=F``.
+        count: N of ``n=N``.
+        folds: K of ``kfold=K:i``.
+        fold: i of ``kfold=K:i`` (0-based).
+    """
+
+    strategy: str
+    text: str
+    fraction: float | None = None
+    count: int | None = None
+    folds: int | None = None
+    fold: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Split cells
+
+
+def _split_error(text: str, reason: str = "") -> DatasetError:
+    detail = f" {reason}." if reason else ""
+    return DatasetError(f"Unknown or malformed split.{detail} Expected one of: {SPLIT_FORMS}. Received: split={text!r}")
+
+
+def _parse_frac(text: str, value: str) -> SplitSpec:
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise _split_error(text, "F must be a number") from None
+    if not 0 < fraction < 0.5:
+        raise _split_error(text, "F must be between 0 and 0.5 (exclusive)")
+    return SplitSpec("frac", text, fraction=fraction)
+
+
+def _parse_n(text: str, value: str) -> SplitSpec:
+    if not re.fullmatch(r"\d+", value) or int(value) < 1:
+        raise _split_error(text, "N must be a positive integer")
+    return SplitSpec("n", text, count=int(value))
+
+
+def _parse_kfold(text: str, value: str) -> SplitSpec:
+    match = re.fullmatch(r"(\d+):(\d+)", value)
+    if not match:
+        raise _split_error(text, "kfold needs K:i with integers K >= 2 and 0 <= i < K")
+    folds, fold = int(match.group(1)), int(match.group(2))
+    if folds < 2 or fold >= folds:
+        raise _split_error(text, f"kfold needs K >= 2 and 0 <= i < K (got K={folds}, i={fold})")
+    return SplitSpec("kfold", text, folds=folds, fold=fold)
+
+
+def _parse_plain(name: str) -> Callable[[str, str | None], SplitSpec]:
+    def parse(text: str, value: str | None) -> SplitSpec:
+        if value is not None:
+            raise _split_error(text, f"'{name}' takes no value")
+        return SplitSpec(name, text)
+
+    return parse
+
+
+_SPLIT_PARSERS: dict[str, Callable] = {
+    "pre": _parse_plain("pre"),
+    "frac": _parse_frac,
+    "n": _parse_n,
+    "list": _parse_plain("list"),
+    "kfold": _parse_kfold,
+}
+
+
+def parse_split(text: str) -> SplitSpec:
+    """Validates a ``split`` cell without touching any file.
+
+    Args:
+        text: ``pre``, ``frac=F`` (0<F<0.5), ``n=N``, ``list`` or ``kfold=K:i`` (0 <= i < K).
+
+    Returns:
+        The parsed SplitSpec.
+
+    Raises:
+        DatasetError: the cell is not one of the accepted forms.
+    """
+    if not isinstance(text, str):
+        raise _split_error(repr(text))
+    name, separator, value = text.strip().partition("=")
+    name = name.strip().lower()
+    parser = _SPLIT_PARSERS.get(name)
+    if parser is None or (name in ("frac", "n", "kfold") and not separator):
+        raise _split_error(text)
+    return parser(text, value.strip() if separator else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Split strategies
+
+
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation of the rows that interleaves the classes in proportion.
+
+    Rows of each stratum (the row's label combination) are shuffled; each gets the key (rank + u) / size with
+    u uniform in [0, 1), and the rows are sorted by that key. Any prefix, or every K-th row, of the result then
+    holds each class in about its share of the whole: a stratified sample "where possible" (a class with too
+    few rows simply lands wherever its keys fall).
+
+    Args:
+        labels: (rows, classes) 0/1 array.
+        seed: the seed of the shuffle.
+
+    Returns:
+        An int array, a permutation of ``range(rows)``.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
+    keys = np.empty(len(labels))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        rng.shuffle(members)
+        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+    return np.argsort(keys, kind="stable")
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Assigns each row to one of ``folds`` folds, stratified by class and reproducible from ``seed``.
+
+    The rows of each stratum (label combination) are shuffled and dealt round-robin over the folds, continuing
+    where the previous stratum stopped: each fold gets its share of every class (within one row), and the fold
+    sizes differ by at most one row.
+
+    Returns:
+        An int array (rows,) of fold numbers in 0 .. folds-1.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
+    assignment = np.empty(len(labels), dtype=int)
+    dealt = int(rng.integers(folds))
+    for stratum in rng.permutation(np.unique(strata)):
+        members = np.flatnonzero(strata == stratum)
+        rng.shuffle(members)
+        assignment[members] = (dealt + np.arange(len(members))) % folds
+        dealt += len(members)
+    return assignment
+
+
+def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int) -> None:
+    empty = [name for name, frame in parts.items() if frame is not None and len(frame) == 0]
+    if empty:
+        raise DatasetError(f"{source}: split {spec.text!r} on {total} rows leaves the {' and '.join(empty)} "
+                           f"set(s) empty; use fewer dev/test rows, fewer folds or more data. Received: "
+                           f"split={spec.text!r}")
+
+
+def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    return frame.iloc[np.sort(order)].reset_index(drop=True)
+
+
+def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec, seed: int, source: str) -> dict:
+    order = stratified_order(frame[list(class_names)].to_numpy(), seed)
+    parts = {"train": _take(frame, order[2 * count:]), "dev": _take(frame, order[:count]),
+             "test": _take(frame, order[count:2 * count])}
+    _check_not_empty(parts, spec, source, len(frame))
+    return parts
+
+
+def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, source: str) -> dict:
+    in_test = stratified_folds(frame[list(class_names)].to_numpy(), spec.folds, seed) == spec.fold
+    rest = frame[~in_test].reset_index(drop=True)
+    rest_order = stratified_order(rest[list(class_names)].to_numpy(), seed + 1)
+    dev_count = int(np.ceil(KFOLD_DEV_FRACTION * len(rest))) if len(rest) > 1 else 0
+    parts = {"train": _take(rest, rest_order[dev_count:]), "dev": _take(rest, rest_order[:dev_count]),
+             "test": frame[in_test].reset_index(drop=True)}
+    _check_not_empty(parts, spec, source, len(frame))
+    return parts
+
+
+@dataclasses.dataclass
+class _Request:
+    """What a split strategy needs besides the split itself."""
+
+    dataset: str
+    classcolumns: str
+    multi_label: bool
+    seed: int
+    base_dir: Path
+
+
+def _resolve(name: str, base_dir: Path) -> Path:
+    path = Path(name.strip()).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _single_file(spec: SplitSpec, request: _Request):
+    path = _resolve(request.dataset, request.base_dir)
+    if ";" in request.dataset:
+        raise DatasetError(f"split {spec.text!r} needs one CSV file; a ';'-separated list needs split=list. "
+                           f"Received: dataset={request.dataset!r}")
+    frame, class_names = read_ground_truth(path, request.classcolumns, request.multi_label)
+    return frame, class_names, path
+
+
+def _split_frac(spec: SplitSpec, request: _Request):
+    frame, class_names, path = _single_file(spec, request)
+    count = int(round(spec.fraction * len(frame)))
+    return _random_split(frame, class_names, count, spec, request.seed, str(path)), class_names, [path]
+
+
+def _split_n(spec: SplitSpec, request: _Request):
+    frame, class_names, path = _single_file(spec, request)
+    if 2 * spec.count >= len(frame):
+        raise DatasetError(f"{path}: split {spec.text!r} takes {spec.count} rows for dev and {spec.count} for test, "
+                           f"leaving no train rows out of {len(frame)}. Use N < {(len(frame) + 1) // 2}. "
+                           f"Received: split={spec.text!r}")
+    return _random_split(frame, class_names, spec.count, spec, request.seed, str(path)), class_names, [path]
+
+
+def _split_kfold(spec: SplitSpec, request: _Request):
+    frame, class_names, path = _single_file(spec, request)
+    return _kfold_split(frame, class_names, spec, request.seed, str(path)), class_names, [path]
+
+
+def _pre_root(dataset: str) -> str:
+    root = dataset.strip()
+    for ending in ("-train.csv", ".csv"):
+        if root.lower().endswith(ending):
+            return root[: -len(ending)]
+    return root
+
+
+def _split_pre(spec: SplitSpec, request: _Request):
+    root = _resolve(_pre_root(request.dataset), request.base_dir)
+    files = {split: Path(f"{root}-{split}.csv") for split in SPLITS}
+    missing = [str(files[split]) for split in ("train", "dev") if not files[split].is_file()]
+    if missing:
+        raise MissingFileError(f"split 'pre' reads <root>-train.csv, <root>-dev.csv and optionally <root>-test.csv; "
+                               f"not found: {', '.join(missing)}. Received: dataset={request.dataset!r}")
+    if not files["test"].is_file():
+        files["test"] = None
+    return _read_files(files, request)
+
+
+def _split_list(spec: SplitSpec, request: _Request):
+    names = [name for name in request.dataset.split(";") if name.strip()]
+    if len(names) not in (2, 3):
+        raise DatasetError(f"split 'list' needs 'train.csv;dev.csv' or 'train.csv;dev.csv;test.csv' in the dataset "
+                           f"cell ({len(names)} file(s) given). Received: dataset={request.dataset!r}")
+    files = {split: _resolve(name, request.base_dir) for split, name in zip(SPLITS, names)}
+    files.setdefault("test", None)
+    return _read_files(files, request)
+
+
+def _read_files(files: dict[str, Path | None], request: _Request):
+    """Reads the files of a pre/list split and gathers every problem of every file into one error."""
+    frames: dict[str, pd.DataFrame | None] = {}
+    class_sets: dict[str, tuple[str, ...]] = {}
+    problems: list[str] = []
+    for split, path in files.items():
+        if path is None:
+            frames[split] = None
+            continue
+        try:
+            frames[split], class_sets[split] = read_ground_truth(path, request.classcolumns, request.multi_label)
+        except (DatasetError, MissingFileError) as error:
+            problems.append(str(error))
+    if not problems:
+        problems += _cross_checks(frames, class_sets, files)
+    if problems:
+        raise DatasetError("\n".join(problems))
+    return frames, class_sets["train"], [path for path in files.values() if path is not None]
+
+
+def _cross_checks(frames: dict, class_sets: dict, files: dict) -> list[str]:
+    problems = []
+    reference = class_sets["train"]
+    for split, names in class_sets.items():
+        if names != reference:
+            problems.append(f"{files[split]}: class columns {', '.join(names)} differ from those of "
+                            f"{files['train']}: {', '.join(reference)}")
+    seen: dict[str, str] = {}
+    shared: list[str] = []
+    for split, frame in frames.items():
+        if frame is None:
+            continue
+        for name in frame[IMAGE_COLUMN]:
+            if name in seen and seen[name] != split:
+                shared.append(f"{name!r} ({seen[name]} and {split})")
+            seen.setdefault(name, split)
+    if shared:
+        problems.append(f"{', '.join(str(p) for p in files.values() if p)}: images in two splits: {_listed(shared)}")
+    return problems
+
+
+#: Split strategies: name -> function(spec, request) -> (frames by split, class names, CSV paths).
+SPLIT_STRATEGIES: dict[str, Callable] = {
+    "pre": _split_pre,
+    "frac": _split_frac,
+    "n": _split_n,
+    "list": _split_list,
+    "kfold": _split_kfold,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str) -> dict:
+    names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
+    paths = image_paths(names, img_dir, source)
+    result, start = {}, 0
+    for split, frame in frames.items():
+        if frame is None:
+            result[split] = None
+            continue
+        result[split] = frame.assign(path=paths[start:start + len(frame)]).reset_index(drop=True)
+        start += len(frame)
+    return result
+
+
+def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", multi_label: bool = False,
+                 img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None) -> Dataset:
+    """Reads, checks and splits a ground truth, and finds its images.
+
+    Args:
+        dataset: a CSV file (``frac``, ``n``, ``kfold``), a root name (``pre``) or ``train.csv;dev.csv[;test.csv]``
+            (``list``). Relative paths are resolved against ``base_dir`` (default: the working directory).
+        split: the split cell; see :func:`parse_split`.
+        classcolumns: ``default`` or a ``;``-separated list of class columns.
+        multi_label: allow any number of ones per row (default False: one-hot rows).
+        img_dir: the image folder; defaults to ``images/`` beside the (first) CSV file. Relative paths are
+            resolved against ``base_dir``.
+        seed: seed of random splits.
+        base_dir: the folder relative paths start from.
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        DatasetError: a malformed split, bad CSV content, an image in two splits or an empty split; every problem
+            of the file(s) in one message.
+        MissingFileError: a CSV file or image files that do not exist (the first 20 missing names and the count).
+    """
+    spec = parse_split(split)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    request = _Request(str(dataset), classcolumns, multi_label, int(seed), base)
+    frames, class_names, files = SPLIT_STRATEGIES[spec.strategy](spec, request)
+    source = ";".join(str(path) for path in files)
+    folder = _resolve(str(img_dir), base) if img_dir is not None else files[0].parent / "images"
+    frames = _attach_paths(frames, folder, source)
+    logger.info("Dataset %s (split %s): %s", source, spec.text,
+                {name: 0 if frame is None else len(frame) for name, frame in frames.items()})
+    return Dataset(class_names=tuple(class_names), multi_label=multi_label, train=frames["train"], dev=frames["dev"],
+                   test=frames["test"], img_dir=folder, source=source)

@@ -1,0 +1,159 @@
+"""Reading CSVs that name images: the one CSV reader, image-name lists, class columns and checked ground truth.
+
+A ground-truth file is checked as a whole: every problem (missing ``image_name`` column, unknown class column,
+values other than 0/1, rows that are not one-hot, duplicate or empty image names) is gathered into one message.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from timl.datasets._common import _listed
+from timl.errors import DatasetError, MissingFileError
+
+logger = logging.getLogger(__name__)
+
+#: The column that names each image (without its file suffix).
+IMAGE_COLUMN = "image_name"
+
+
+def _select_class_columns(columns: list[str], classcolumns: str, problems: list[str]) -> tuple[str, ...]:
+    available = [column for column in columns if column != IMAGE_COLUMN]
+    if classcolumns.strip() == "default":
+        selected = available
+    else:
+        selected = [name.strip() for name in classcolumns.split(";") if name.strip()]
+        unknown = [name for name in selected if name not in available]
+        if unknown:
+            problems.append(f"unknown class column(s) {', '.join(map(repr, unknown))} in classcolumns. "
+                            f"Available columns: {', '.join(available)}. Received: classcolumns={classcolumns!r}")
+            selected = [name for name in selected if name in available]
+        duplicated = sorted({name for name in selected if selected.count(name) > 1})
+        if duplicated:
+            problems.append(f"class column(s) {', '.join(duplicated)} listed twice. Received: classcolumns={classcolumns!r}")
+    if not selected and not problems:
+        problems.append("no class columns: the CSV needs one 0/1 column per class after image_name.")
+    return tuple(dict.fromkeys(selected))
+
+
+def _row_label(frame: pd.DataFrame, index: int) -> str:
+    return f"line {index + 2} ({frame[IMAGE_COLUMN].iat[index]!r})"
+
+
+def _check_values(frame: pd.DataFrame, class_names: tuple[str, ...], problems: list[str]) -> pd.DataFrame:
+    values = frame[list(class_names)].apply(pd.to_numeric, errors="coerce")
+    bad = ~values.isin([0, 1])
+    if bad.to_numpy().any():
+        where = []
+        for index in np.flatnonzero(bad.to_numpy().any(axis=1)):
+            columns = [name for name in class_names if bad[name].iat[index]]
+            where.append(f"{_row_label(frame, index)} column(s) {', '.join(columns)}: "
+                         f"{', '.join(repr(frame[c].iat[index]) for c in columns)}")
+        problems.append(f"class values must be 0 or 1; bad values at {_listed(where)}")
+    return values.where(~bad, 0).astype(np.int64)
+
+
+def _check_rows(frame: pd.DataFrame, values: pd.DataFrame, multi_label: bool, problems: list[str]) -> None:
+    names = frame[IMAGE_COLUMN]
+    empty = np.flatnonzero((names == "").to_numpy())
+    if len(empty):
+        problems.append(f"empty image_name at {_listed([f'line {i + 2}' for i in empty])}")
+    duplicated = names[names.duplicated(keep=False) & (names != "")]
+    if len(duplicated):
+        unique = list(dict.fromkeys(duplicated))
+        problems.append(f"duplicate image names: {_listed(unique)}")
+    if not multi_label and len(values.columns):
+        sums = values.sum(axis=1).to_numpy()
+        not_one_hot = np.flatnonzero(sums != 1)
+        if len(not_one_hot):
+            rows = [f"{_row_label(frame, i)} has {sums[i]} ones" for i in not_one_hot]
+            problems.append(f"single-label rows must be one-hot (exactly one 1 among the class columns; "
+                            f"use a multi-label method otherwise): {_listed(rows)}")
+
+
+def read_image_table(path: str | Path, *, not_found: str = "Ground-truth CSV not found", field: str = "dataset",
+                     what: str | None = None) -> pd.DataFrame:
+    """Reads a CSV whose rows name images (ground truth, test dataframe, predictions): every cell as stripped text.
+
+    The one reader of such files: datasets, predict, explain, inspect and the classifier's config-table lookup
+    all use it, so a file reads the same everywhere.
+
+    Args:
+        path: the CSV file.
+        not_found: the message's start when the file does not exist. Defaults to "Ground-truth CSV not found".
+        field: the option or cell that named the file, for the message. Defaults to "dataset".
+        what: when given, the table must have an ``image_name`` column and the message calls the file this
+            (e.g. "test dataframe").
+
+    Returns:
+        A frame of strings (empty cells are ""), column names stripped.
+
+    Raises:
+        MissingFileError: no such file.
+        DatasetError: not a readable CSV, or no ``image_name`` column when ``what`` is given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{not_found}. Received: {field}={str(path)!r}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: not a readable CSV file ({error}).") from error
+    frame.columns = [str(column).strip() for column in frame.columns]
+    if what is not None and IMAGE_COLUMN not in frame.columns:
+        raise DatasetError(f"{path}: the {what} needs an '{IMAGE_COLUMN}' column. "
+                           f"Received columns: {', '.join(frame.columns)}")
+    return frame.apply(lambda column: column.str.strip())
+
+
+def read_image_names(path: str | Path, *, what: str = "test dataframe", field: str = "test_dataframe") -> list[str]:
+    """The ``image_name`` column of a CSV (other columns are ignored).
+
+    Raises:
+        MissingFileError, DatasetError: no such file, or no ``image_name`` column.
+    """
+    frame = read_image_table(path, not_found=f"{what[0].upper()}{what[1:]} not found", field=field, what=what)
+    return list(frame[IMAGE_COLUMN])
+
+
+def class_columns(path: str | Path) -> tuple[str, ...]:
+    """The class columns of a ground-truth CSV with ``classcolumns=default``: every column but ``image_name``."""
+    return tuple(column for column in read_image_table(path).columns if column != IMAGE_COLUMN)
+
+
+def read_ground_truth(path: str | Path, classcolumns: str = "default",
+                      multi_label: bool = False) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Reads and checks one ground-truth CSV.
+
+    Args:
+        path: the CSV file (``image_name`` then one 0/1 column per class).
+        classcolumns: ``default`` (every column but ``image_name``) or a ``;``-separated list of columns.
+        multi_label: if False (default), every row must be one-hot over the class columns.
+
+    Returns:
+        A frame with ``image_name`` (str) and the class columns (0/1 ints), and the class names.
+
+    Raises:
+        MissingFileError: the file does not exist.
+        DatasetError: every problem of the file in one message (missing ``image_name`` column, unknown class
+            column, values other than 0/1, rows that are not one-hot, duplicate image names).
+    """
+    path = Path(path)
+    frame = read_image_table(path)
+    problems: list[str] = []
+    if IMAGE_COLUMN not in frame.columns:
+        raise DatasetError(f"{path}: missing the {IMAGE_COLUMN!r} column (the first column must name the images). "
+                           f"Received columns: {', '.join(frame.columns)}")
+    class_names = _select_class_columns(list(frame.columns), classcolumns, problems)
+    values = _check_values(frame, class_names, problems)
+    _check_rows(frame, values, multi_label, problems)
+    if len(frame) == 0:
+        problems.append("the file has no data rows")
+    if problems:
+        raise DatasetError(f"{path}: " + "; ".join(problems))
+    result = pd.concat([frame[[IMAGE_COLUMN]].reset_index(drop=True), values.reset_index(drop=True)], axis=1)
+    return result, class_names

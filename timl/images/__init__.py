@@ -1,0 +1,36 @@
+"""Images: one defensive decode function, resizing, colour spaces, and the model's preprocessing.
+
+Every entry point (training, prediction, explanation, serving) turns files or uploaded bytes into model input
+through :func:`decode_image` and :class:`Preprocessing`, so a model sees the same pixels everywhere.
+Pixel values enter the model as float32 in [0, 1], three channels.
+
+Modules: ``decode`` (:func:`decode_image`: formats, EXIF orientation, modes, the pixel cap), ``preprocessing``
+(:class:`Preprocessing`, resize filters and colour spaces), ``cache`` (decoding a split once into uint8 pixels:
+:func:`load_images`, :func:`cache_images`), ``augment`` (the augmentation presets and their views) and
+``pipeline`` (the tf.data pipeline, :func:`make_dataset`). Every public name is re-exported here; importing this
+package imports no TensorFlow.
+"""
+
+from timl.images.augment import AUGMENTATIONS, Augmentation, get_augmentation
+from timl.images.cache import DEFAULT_CACHE_BUDGET, cache_images, load_images
+from timl.images.decode import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, SUPPORTED_FORMATS, decode_image
+from timl.images.pipeline import make_dataset
+from timl.images.preprocessing import COLOR_CONVERSIONS, COLOR_SPACES, RESIZE_FILTERS, Preprocessing
+
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "COLOR_CONVERSIONS",
+    "COLOR_SPACES",
+    "DEFAULT_CACHE_BUDGET",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "Preprocessing",
+    "RESIZE_FILTERS",
+    "SUPPORTED_FORMATS",
+    "cache_images",
+    "decode_image",
+    "get_augmentation",
+    "load_images",
+    "make_dataset",
+]

@@ -1,0 +1,86 @@
+"""The tf.data pipeline: :func:`make_dataset` over cached images, with augmentation views in the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from timl.errors import ImageError
+from timl.images.augment import get_augmentation
+
+
+def _check_array(images: np.ndarray, labels, sample_weights) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ImageError("images must be a uint8 array (N, S, S, C), as load_images returns. Received: "
+                         f"images={type(images).__name__} {getattr(images, 'dtype', '')} {getattr(images, 'shape', '')}")
+    for name, values in (("labels", labels), ("sample_weights", sample_weights)):
+        if values is not None and len(values) != len(images):
+            raise ImageError(f"{name} must have one row per image ({len(images)}). Received: len({name})={len(values)}")
+
+
+def _image_fetcher(images: np.ndarray):
+    """A graph function index -> uint8 image: a gather from a tensor, or a read of the memory-mapped file."""
+    import tensorflow as tf
+
+    if isinstance(images, np.memmap):
+        def fetch(index):
+            image = tf.numpy_function(lambda i: np.asarray(images[int(i)]), [index], tf.uint8, stateful=False)
+            return tf.ensure_shape(image, images.shape[1:])
+
+        return fetch
+    cached = tf.convert_to_tensor(images)
+    return lambda index: tf.gather(cached, index)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int, augmentation: str = "none",
+                 shuffle: bool = False, seed: int = 0, sample_weights: np.ndarray | None = None):
+    """A tf.data pipeline over cached images, with the views of an augmentation preset computed in the graph.
+
+    For an enumerated preset with multiplier M, each epoch holds every view of every image: N * M elements,
+    image i giving elements i*M .. i*M+M-1 (in the preset's view order). Random presets give one fresh view per
+    image and epoch. Dev and test sets take ``augmentation="none"`` and ``shuffle=False``.
+
+    Args:
+        images: uint8 array (N, S, S, C), e.g. from :func:`load_images` or :func:`cache_images`.
+        labels: (N, classes) array, or None to yield images only.
+        batch_size: elements per batch.
+        augmentation: a name of ``AUGMENTATIONS`` (default "none").
+        shuffle: shuffle all N * M elements, anew each epoch (default False: order preserved).
+        seed: seed of the shuffle and of random presets.
+        sample_weights: optional (N,) weight per image, yielded as the third element.
+
+    Returns:
+        A ``tf.data.Dataset`` of batches ``(float32 images in [0, 1], labels[, weights])``, or of images only.
+
+    Raises:
+        ImageError: an unknown preset, arrays of the wrong type or length, or a batch size below 1.
+    """
+    import tensorflow as tf
+
+    preset = get_augmentation(augmentation)
+    _check_array(images, labels, sample_weights)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ImageError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    multiplier = preset.multiplier
+    fetch = _image_fetcher(images)
+    extras = [tf.convert_to_tensor(np.asarray(values, dtype=np.float32))
+              for values in (labels, sample_weights) if values is not None]
+
+    def element(index, seed_pair):
+        image_index = index // multiplier
+        image = fetch(image_index)
+        if preset.name != "none":
+            image = preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair)
+        return image if not extras else (image, *(tf.gather(values, image_index) for values in extras))
+
+    def to_float(batch, *rest):
+        batch = tf.cast(batch, tf.float32) / 255.0
+        return batch if not rest else (batch, *rest)
+
+    indices = tf.data.Dataset.range(len(images) * multiplier)
+    if shuffle:
+        indices = indices.shuffle(max(1, len(images) * multiplier), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip((indices, seeds)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                        deterministic=True)
+    dataset = dataset.batch(int(batch_size)).map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,139 @@
+"""TIML's custom Keras objects: the :class:`ImagenetPreprocessing` layer, the :class:`MeanF1` metric and the
+soft-F1 loss :func:`f1_loss`.
+
+They need Keras, so they are defined on first use (:func:`ensure_registered`) and registered with
+``keras.saving.register_keras_serializable(package="timl")`` (names like ``timl>ImagenetPreprocessing``), so
+that saved TIML models load with ``safe_mode=True``. Importing this module is cheap unless Keras is already
+loaded, in which case it registers them at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from timl.errors import ModelError
+
+#: ``ImagenetPreprocessing`` modes: (scale, per-channel mean, per-channel std, RGB->BGR), applied as
+#: ``(flip(x) * scale - mean) / std`` to an RGB input in [0, 1]. "caffe" means are in BGR order.
+PREPROCESSING_MODES: dict[str, tuple[float, tuple[float, ...], tuple[float, ...], bool]] = {
+    "caffe": (255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
+    "torch": (1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False),
+    "tf": (2.0, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), False),
+    "scale255": (255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
+}
+
+
+# --- Custom objects (layer, metric, loss), defined once, on first use, because they need Keras. ---
+
+_CUSTOM_OBJECTS: dict[str, Any] = {}
+
+
+def ensure_registered() -> dict[str, Any]:
+    """Defines and registers TIML's custom Keras objects (once), so saved TIML models load.
+
+    Call it before ``keras.models.load_model(path, safe_mode=True)`` on a TIML model. It imports Keras.
+
+    Returns:
+        The custom objects by name: ``ImagenetPreprocessing``, ``MeanF1``, ``f1_loss`` (also usable as
+        ``custom_objects=`` of ``keras.models.load_model``).
+    """
+    return _register_custom_objects()
+
+
+def custom_objects() -> dict[str, Any]:
+    """Returns TIML's custom Keras objects by name (see :func:`ensure_registered`)."""
+    return dict(_register_custom_objects())
+
+
+def _register_custom_objects() -> dict[str, Any]:
+    if not _CUSTOM_OBJECTS:
+        import keras
+
+        _CUSTOM_OBJECTS["ImagenetPreprocessing"] = _define_preprocessing_layer(keras)
+        _CUSTOM_OBJECTS["MeanF1"] = _define_mean_f1(keras)
+        _CUSTOM_OBJECTS["f1_loss"] = _define_f1_loss(keras)
+    return _CUSTOM_OBJECTS
+
+
+def _define_preprocessing_layer(keras) -> type:
+    @keras.saving.register_keras_serializable(package="timl")
+    class ImagenetPreprocessing(keras.layers.Layer):
+        """Maps RGB in [0, 1] to what an ImageNet backbone expects.
+
+        Args:
+            mode: ``"caffe"`` (VGG16, ResNet50: BGR, *255, mean subtraction), ``"torch"`` (DenseNet: mean/std
+                normalisation), ``"tf"`` (MobileNetV2: [-1, 1]) or ``"scale255"`` (EfficientNet, ConvNeXt:
+                [0, 255], they rescale internally).
+        """
+
+        def __init__(self, mode: str = "caffe", **kwargs):
+            super().__init__(**kwargs)
+            if mode not in PREPROCESSING_MODES:
+                raise ModelError(f"Unknown ImageNet preprocessing mode. Expected one of: "
+                                 f"{', '.join(PREPROCESSING_MODES)}. Received: mode={mode!r}")
+            self.mode = mode
+
+        def call(self, inputs):
+            scale, mean, std, to_bgr = PREPROCESSING_MODES[self.mode]
+            x = keras.ops.cast(inputs, self.compute_dtype)
+            if to_bgr:
+                x = keras.ops.flip(x, axis=-1)
+            return (x * scale - keras.ops.convert_to_tensor(mean, x.dtype)) / keras.ops.convert_to_tensor(std, x.dtype)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return ImagenetPreprocessing
+
+
+def _define_mean_f1(keras) -> type:
+    @keras.saving.register_keras_serializable(package="timl")
+    class MeanF1(keras.metrics.F1Score):
+        """Mean over classes of the per-class F1 score, outputs thresholded at ``threshold``.
+
+        Args:
+            threshold: a class is predicted when its output is above this. Defaults to 0.5.
+            name: the metric's name (history key ``mean_f1`` / ``val_mean_f1``). Defaults to ``"mean_f1"``.
+            dtype: the metric's dtype. Defaults to Keras' float type.
+        """
+
+        def __init__(self, threshold: float = 0.5, name: str = "mean_f1", dtype=None):
+            super().__init__(average="macro", threshold=threshold, name=name, dtype=dtype)
+
+        def get_config(self):
+            config = super().get_config()
+            config.pop("average", None)
+            return config
+
+    return MeanF1
+
+
+def _define_f1_loss(keras) -> Callable:
+    @keras.saving.register_keras_serializable(package="timl")
+    def f1_loss(y_true, y_pred):
+        """Soft-F1 loss: 1 - mean over classes of the F1 computed with probabilities instead of 0/1.
+
+        The F1 is a batch statistic; it is returned once per sample so that sample weights still apply.
+
+        References:
+            The "soft F1" (differentiable macro F1) used by the original TIML ``-lossf1`` methods.
+        """
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        true_pos = keras.ops.sum(y_true * y_pred, axis=0)
+        false_pos = keras.ops.sum((1.0 - y_true) * y_pred, axis=0)
+        false_neg = keras.ops.sum(y_true * (1.0 - y_pred), axis=0)
+        soft_f1 = 2.0 * true_pos / (2.0 * true_pos + false_pos + false_neg + keras.config.epsilon())
+        return keras.ops.ones_like(y_pred[:, 0]) * (1.0 - keras.ops.mean(soft_f1))
+
+    return f1_loss
+
+
+# Register at import when Keras is already loaded (costs nothing then); otherwise create_model and
+# ensure_registered do it.
+if "keras" in sys.modules:
+    _register_custom_objects()
