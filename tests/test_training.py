@@ -169,4 +169,5 @@ def test_conda_yaml_matches_pyproject():
     dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     conda = yaml.safe_load((REPO / "conda.yaml").read_text())
     pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
-    assert [item for item in pip_section if item != "."] == dependencies
+    assert pip_section[-1] == ".[ray]", "the MLproject's environment can run --executor ray"
+    assert pip_section[:-1] == dependencies

@@ -27,6 +27,11 @@ INPUT_COLUMNS = ("method", "dataset", "split", "epochs", "imgaug", "batchsize", 
 #: Optional extra input columns.
 EXTRA_COLUMNS = ("weights", "lr", "seed", "notes")
 
+#: Optional resource columns: the CPUs and GPUs a row's task asks a cluster for (``--executor ray``); a row with
+#: two or more GPUs trains on all of them (``tf.distribute.MirroredStrategy``). They say where a row trains, not
+#: what it trains: they are not part of the row's key nor of the results table.
+RESOURCE_COLUMNS = ("cpus", "gpus")
+
 #: The original TIML's output columns, in its order (``notes`` doubles as an input column).
 OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "traintime", "trainacc", "trainmodel",
                   "valsize", "valmalprop", "valacc", "valspec", "valsens", "testsize", "testmalprop", "testacc",
@@ -36,7 +41,8 @@ OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "traintime", 
 SUMMARY_COLUMNS = ("run_id", "val_accuracy", "val_balanced_accuracy", "val_auc", "test_accuracy",
                    "test_balanced_accuracy", "test_auc")
 
-KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
+KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + OUTPUT_COLUMNS
+                                    + SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
@@ -65,6 +71,9 @@ class RunConfig:
         lr: learning rate, or ``None`` for the method's.
         seed: seed of the split, the initial weights and the shuffling.
         notes: free text, carried to the results table.
+        cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
+        gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
+            under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
             directory, then against the table's folder).
     """
@@ -86,6 +95,8 @@ class RunConfig:
     seed: int = 0
     notes: str = ""
     table_path: str = ""
+    cpus: float | None = None
+    gpus: float | None = None
 
     @property
     def run_name(self) -> str:
@@ -118,7 +129,7 @@ class RunConfig:
         Raises:
             ConfigError: naming the table, the row and every bad cell.
         """
-        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS}
+        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -132,6 +143,8 @@ class RunConfig:
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
             values[name] = _parse_int(cells[name], name, minimum, problems)
         values["lr"] = _parse_lr(cells["lr"], problems)
+        values["cpus"] = _parse_resource(cells["cpus"], "cpus", problems, positive=True)
+        values["gpus"] = _parse_resource(cells["gpus"], "gpus", problems, positive=False)
         if not problems:
             problems.extend(_check_choices(values))
         if problems:
@@ -158,6 +171,22 @@ def _parse_int(text: str, name: str, minimum: int, problems: list) -> int | None
     if value < minimum:
         problems.append(f"column '{name}' must be an integer >= {minimum}. Received: {name}={value}")
     return value
+
+
+def _parse_resource(text: str, name: str, problems: list, *, positive: bool) -> float | int | None:
+    """A resource cell: empty (the executor's default) or a number (> 0 for cpus, >= 0 for gpus)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 if positive else value >= 0) or not math.isfinite(value):
+        bound = "> 0" if positive else ">= 0"
+        problems.append(f"column '{name}' must be a number {bound} (fractions share a device). "
+                        f"Received: {name}={text!r}")
+        return None
+    return int(value) if value.is_integer() else value
 
 
 def _parse_lr(text: str, problems: list) -> float | None:
@@ -218,7 +247,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
             f"{', '.join(SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]

@@ -38,10 +38,17 @@ TAG_RESUMED_AT = "timl.resumed_at_epoch"
 TAG_COMMAND = "timl.command"
 TAG_MODEL_RUN = "timl.model_run_id"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_WORKER = "timl.worker"
+TAG_NODE = "timl.ray_node"
 PARENT_MARKER = "parent_run_id.txt"
 
 #: MLflow's own default when neither --tracking-uri nor MLFLOW_TRACKING_URI is given.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+#: How MLflow's HTTP client retries a tracking server that does not answer (connection refused, 5xx), unless the
+#: user set these: 6 retries with exponential backoff (0, 4, 8, 16, 32, 64 s, plus up to 1 s jitter each) wait
+#: about 2 minutes before a call fails, so a table rides out a short server restart.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -52,12 +59,15 @@ def configure(tracking_uri: str | None = None) -> str:
     """
     import mlflow
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
         _tune_sqlite(uri)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if uri.startswith(("http:", "https:")):
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
     return uri
 
 
@@ -218,22 +228,46 @@ def close_dead_runs(runs: list) -> int:
     return closed
 
 
+def row_tags(row: int, row_key: str) -> dict:
+    """The tags of a row's run: its row number and key, and which process owns it."""
+    return {TAG_ROW: str(row), TAG_ROW_KEY: row_key, TAG_KIND: "row", **process_tags()}
+
+
+def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str) -> str:
+    """Creates a row's child run without starting it here (for a row trained by another process); returns its id.
+
+    The run has the tags a run started in this process would have (MLflow's source and user tags included).
+    """
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.context import registry
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    tags = registry.resolve_tags({**row_tags(row, row_key), TAG_PARENT: parent_run_id, "mlflow.runName": run_name})
+    return client.create_run(parent.info.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
 class RowRun:
     """A row's child run; ``with`` ends it FINISHED, FAILED (error) or KILLED (interrupt), never RUNNING.
 
-    MLflow's exit hook would mark an active run FINISHED even after an error, so the state is set here.
+    Without ``run_id`` it creates the run as it starts; with ``run_id`` it continues a run created by
+    :func:`create_row_run` (a row trained by a cluster worker, or retried there). MLflow's exit hook would mark an
+    active run FINISHED even after an error, so the state is set here.
     """
 
-    def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str):
+    def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str, run_id: str | None = None):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
-        self.tags = {TAG_ROW: str(row), TAG_ROW_KEY: row_key, TAG_KIND: "row", **process_tags()}
-        self.run_id: str | None = None
+        self.tags = row_tags(row, row_key)
+        self.run_id: str | None = run_id
         self.status: str | None = None
 
     def __enter__(self) -> "RowRun":
         import mlflow
 
+        if self.run_id is not None:
+            mlflow.start_run(run_id=self.run_id)
+            return self
         parent = mlflow.get_run(self.parent_run_id)
         run = mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=self.run_name,
                                parent_run_id=self.parent_run_id, tags=self.tags, nested=True)
@@ -253,6 +287,23 @@ class RowRun:
         mlflow.set_tag(TAG_STATUS, self.status)
         mlflow.end_run(status=self.status)
         return False
+
+
+def fail_run(run_id: str, message: str) -> None:
+    """Ends a run FAILED with ``message`` as its error (a row whose worker died), unless it has ended already."""
+    from mlflow.tracking import MlflowClient
+
+    if MlflowClient().get_run(run_id).info.status == "RUNNING":
+        MlflowClient().set_tag(run_id, TAG_EXCEPTION, message[:4000])
+        end_run(run_id, "FAILED")
+
+
+def kill_run(run_id: str) -> None:
+    """Ends a run KILLED (an interrupted table), unless it has ended already."""
+    from mlflow.tracking import MlflowClient
+
+    if MlflowClient().get_run(run_id).info.status == "RUNNING":
+        end_run(run_id, "KILLED")
 
 
 def log_params(params: dict) -> None:
@@ -299,6 +350,37 @@ def tracking_uri() -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+def portable_uri(uri: str) -> str:
+    """The tracking URI as another process with another working directory must see it: a relative SQLite
+    path or local folder made absolute; server URIs unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, _, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:":
+            return f"sqlite:///{Path(path).resolve()}" + (f"?{query}" if query else "")
+    if "://" not in uri and uri not in ("", "databricks"):
+        return str(Path(uri).resolve())
+    return uri
+
+
+def logged_steps(run_id: str, key: str) -> set[int]:
+    """The steps at which a run has a metric (to log only what an earlier attempt of a row did not)."""
+    from mlflow.tracking import MlflowClient
+
+    return {metric.step for metric in MlflowClient().get_metric_history(run_id, key)}
+
+
+def download_artifacts(run_id: str, destination: Path) -> list[Path]:
+    """Copies a run's artifacts (its root files and folders) into ``destination``; returns what arrived."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    destination.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for item in client.list_artifacts(run_id):
+        fetched.append(Path(client.download_artifacts(run_id, item.path, str(destination))))
+    return fetched
 
 
 def experiment_name(experiment_id: str) -> str | None:

@@ -9,10 +9,11 @@ import click
 
 from timl.cli import select_gpu, setup_logging, user_errors
 
-EXAMPLE = """Example:
-
+EXAMPLE = """\b
+Examples:
   python -m timl.train --input-table experiments/quickstart.csv --experiment quickstart
-
+  python -m timl.train --input-table runs.csv --executor ray --ray-address auto --row-gpus 1 \\
+      --tracking-uri http://mlflow-host:5000 --checkpoint-dir /shared/checkpoints
   mlflow ui --backend-store-uri sqlite:///mlflow.db   # then open http://127.0.0.1:5000
 """
 
@@ -30,10 +31,23 @@ EXAMPLE = """Example:
 @click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
 @click.option("--select-by", default="val_balanced_accuracy", show_default=True,
               help="Metric that picks the best row for --register (higher is better; valacc = val_accuracy).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Train the rows one after the other in this process, or as tasks on a Ray cluster.")
+@click.option("--ray-address", help="With --executor ray: the cluster to join (auto, HOST:PORT); default: start "
+              "a Ray instance on this machine.")
+@click.option("--row-cpus", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
+              help="With --executor ray: CPUs per row (a 'cpus' column overrides it per row).")
+@click.option("--row-gpus", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="GPUs per row (a 'gpus' column overrides it); 2 or more train a row on all of them.")
+@click.option("--row-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="With --executor ray: reruns of a row whose worker process or node died.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False),
+              help="Where rows checkpoint every epoch (default: OUT/.backup). On a cluster, a folder every node "
+              "reaches lets a retried row continue where it stopped.")
 @click.option("--list-methods", is_flag=True, help="List every training method and exit.")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, skip_roc, cuda_gpu, register,
-        select_by, list_methods, verbose):
+        select_by, executor, ray_address, row_cpus, row_gpus, row_retries, checkpoint_dir, list_methods, verbose):
     """Train every row of a TIML table; each row becomes an MLflow run."""
     if list_methods:
         from timl import models
@@ -45,6 +59,9 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
     if not input_table:
         raise click.UsageError("Missing option '--input-table'.")
     img_dir, out_dir, experiment = img_dir or None, out_dir or None, experiment or None  # MLproject passes ''
+    ray_address, checkpoint_dir = ray_address or None, checkpoint_dir or None
+    if ray_address and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray.")
     if experiment is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`
         experiment = _experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"], tracking_uri)
     setup_logging(verbose)
@@ -53,9 +70,11 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
 
     try:
         with user_errors():
-            outcome = training.train_table(input_table, img_dir=img_dir, out_dir=out_dir, experiment=experiment,
-                                           tracking_uri=tracking_uri, rows=rows, resume=resume,
-                                           skip_roc=skip_roc, register=register, select_by=select_by)
+            with _executor(executor, skip_roc, ray_address, row_cpus, row_gpus, row_retries) as rows_executor:
+                outcome = training.train_table(input_table, img_dir=img_dir, out_dir=out_dir, experiment=experiment,
+                                               tracking_uri=tracking_uri, rows=rows, resume=resume,
+                                               skip_roc=skip_roc, register=register, select_by=select_by,
+                                               executor=rows_executor, checkpoint_dir=checkpoint_dir)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
                    + (f" --out-dir {out_dir}" if out_dir else "") + ".", err=True)
@@ -68,6 +87,18 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
         for row in outcome.failed:
             click.echo(f"row {row.name} {row.status}: {row.message}", err=True)
         sys.exit(1)
+
+
+def _executor(kind: str, skip_roc: bool, ray_address: str | None, row_cpus: float, row_gpus: float,
+              row_retries: int):
+    """The executor the options ask for (closed by the ``with`` around the table)."""
+    if kind == "ray":
+        from timl.training.ray_executor import RayExecutor
+
+        return RayExecutor(address=ray_address, row_cpus=row_cpus, row_gpus=row_gpus, max_retries=row_retries)
+    from timl.training import LocalExecutor
+
+    return LocalExecutor(skip_roc=skip_roc, gpus=row_gpus or None)
 
 
 def _experiment_name(experiment_id: str, tracking_uri: str | None) -> str | None:

@@ -36,6 +36,8 @@ class RowTask:
         out_dir: the table's output folder.
         img_dir: the image folder for every row, or None for ``images/`` beside each dataset CSV.
         skip_roc: do not draw ROC plots.
+        checkpoint_dir: the row's checkpoint folder (an absolute path; every node of a cluster must reach it
+            for a retried task to continue where its worker died).
     """
 
     config: RunConfig
@@ -44,6 +46,7 @@ class RowTask:
     out_dir: Path
     img_dir: str | Path | None = None
     skip_roc: bool = False
+    checkpoint_dir: Path | None = None
 
 
 @dataclasses.dataclass
@@ -91,9 +94,12 @@ class LocalExecutor(Executor):
 
     Args:
         skip_roc: the table draws no ROC plots, so no plot process is started. Defaults to False.
+        gpus: GPUs of a row whose ``gpus`` cell is empty; 2 or more train under MirroredStrategy. Defaults to
+            None (the default device).
     """
 
-    def __init__(self, *, skip_roc: bool = False):
+    def __init__(self, *, skip_roc: bool = False, gpus: float | None = None):
+        self.gpus = gpus
         # The plot process starts now: it imports matplotlib while the first row reads its images
         self.reports = workers.Worker(REPORT_MODULES, enabled=not skip_roc)
         self.reports.submit(plots.warm_up)
@@ -103,7 +109,7 @@ class LocalExecutor(Executor):
         from timl.training.row import train_row
 
         if self._rows_run:  # the Keras session is cleared between rows; after the last one the process ends
-            _release_memory()
+            release_memory()
         self._rows_run += 1
         config = task.config
         began = time.time()
@@ -111,21 +117,26 @@ class LocalExecutor(Executor):
         try:
             with row_run:
                 headline = train_row(config, out_dir=task.out_dir, img_dir=task.img_dir, skip_roc=task.skip_roc,
-                                     reports=self.reports)
+                                     reports=self.reports, checkpoint_dir=task.checkpoint_dir, gpus=self.gpus)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # a failed row never takes the table down
             logger.debug("row %d failed", config.row, exc_info=True)
             return RowOutcome(config.row, config.run_name, "FAILED", row_run.run_id,
                               f"{type(error).__name__}: {error}", time.time() - began)
-        message = ", ".join(f"{key} {value:.3f}" for key, value in headline.items() if value is not None)
-        return RowOutcome(config.row, config.run_name, "FINISHED", row_run.run_id, message, time.time() - began)
+        return RowOutcome(config.row, config.run_name, "FINISHED", row_run.run_id, headline_message(headline),
+                          time.time() - began)
 
     def close(self) -> None:
         self.reports.close()
 
 
-def _release_memory() -> None:
+def headline_message(headline: dict) -> str:
+    """A finished row's scores as its progress line shows them: ``val_accuracy 0.912, ...``."""
+    return ", ".join(f"{key} {value:.3f}" for key, value in headline.items() if value is not None)
+
+
+def release_memory() -> None:
     """Clears the Keras session between rows so memory does not grow with the number of rows."""
     import keras
 

@@ -55,7 +55,8 @@ class Trained:
 
 
 def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
-              reports: workers.Worker | None = None) -> dict:
+              reports: workers.Worker | None = None, checkpoint_dir: Path | None = None,
+              gpus: float | None = None) -> dict:
     """Trains one row inside the active MLflow run and logs everything; returns the headline metrics.
 
     Args:
@@ -64,6 +65,9 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
         img_dir: the image folder for every row (default: ``images/`` beside the dataset CSV).
         skip_roc: do not draw ROC plots.
         reports: the process that draws the report plots (default: drawn in this process).
+        checkpoint_dir: the row's checkpoint folder (default ``out_dir/.backup/N``); a row that finds a
+            checkpoint there continues after its last finished epoch.
+        gpus: the row's GPUs when its cell is empty (``--row-gpus``); 2 or more train under MirroredStrategy.
 
     Returns:
         ``{"val_accuracy": ..., "val_balanced_accuracy": ..., "test_accuracy": ..., ...}``.
@@ -80,17 +84,22 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
     data = load_data(config, spec, img_dir)
     record.log_params(config, spec, data)  # before decoding: a row whose images fail still shows its cells
     data.arrays = decode_splits(data)
-    trained = fit(config, spec, data, out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / ".backup" / str(config.row)
+    trained = fit(config, spec, data, checkpoint_dir, gpus=config.gpus if config.gpus is not None else gpus)
     return record.record_row(config, spec, data, trained, out_dir, skip_roc=skip_roc,
                              reports=reports or workers.Worker(enabled=False))
 
 
 def _quiet_libraries() -> None:
-    """Silences library notices that are not the user's business (legacy-HDF5 and retracing warnings)."""
+    """Silences library notices that are not the user's business (legacy-HDF5 and retracing warnings), and
+    splits the CPU into logical devices when ``TIML_LOGICAL_CPUS`` asks for it (before TensorFlow sets up)."""
     import tensorflow as tf
+
+    from timl.training import devices
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     tf.get_logger().setLevel(logging.ERROR)
+    devices.split_cpu()
 
 
 def _dataset_base_dir(config) -> Path:
@@ -177,8 +186,15 @@ def _fit_inputs(config, data: RowData):
     return train_data, dev_data
 
 
-def fit(config, spec, data: RowData, out_dir: Path) -> Trained:
-    """Builds the row's model and fits it, resuming from the row's last checkpoint when there is one.
+def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None = None) -> Trained:
+    """Builds the row's model and fits it, continuing after the last epoch of a checkpoint in ``checkpoint_dir``.
+
+    Args:
+        config: the row.
+        spec: its method.
+        data: its data, decoded.
+        checkpoint_dir: the row's checkpoint folder (removed when the fit ends).
+        gpus: 2 or more: train on every device of the process (:func:`timl.training.devices.strategy_for`).
 
     Returns:
         The fitted model with the best epoch's weights and every epoch's logs.
@@ -187,25 +203,37 @@ def fit(config, spec, data: RowData, out_dir: Path) -> Trained:
     import pandas as pd
 
     from timl import models
+    from timl.training import devices
     from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN
 
     keras.utils.set_random_seed(config.seed)
-    model = models.create_model(spec, len(data.dataset.class_names), config.imgsize,
-                                weights=resolve_weights(config), lr=config.lr, seed=config.seed)
+    strategy = devices.strategy_for(gpus)
+    tracking.log_params({"replicas": strategy.num_replicas_in_sync if strategy is not None else 1})
+    checkpoint = EpochCheckpoint(checkpoint_dir)
+    with devices.scope(strategy):
+        model = models.create_model(spec, len(data.dataset.class_names), config.imgsize,
+                                    weights=resolve_weights(config), lr=config.lr, seed=config.seed)
+        first_epoch = checkpoint.restore(model)
     train_data, dev_data = _fit_inputs(config, data)
-    backup_dir = out_dir / ".backup" / str(config.row)
-    checkpoint = EpochCheckpoint(backup_dir)
-    first_epoch = checkpoint.restore(model)
     if first_epoch:
         tracking.set_tags({tracking.TAG_RESUMED_AT: first_epoch})
-    for logs in checkpoint.history:  # a resumed row's run holds every epoch's metrics, not only the last ones
-        tracking.log_metrics({key: value for key, value in logs.items() if key != "epoch"}, step=logs["epoch"])
-    best = BestWeights(spec.quality_metric, backup_dir)
+        _log_earlier_epochs(checkpoint.history)
+    best = BestWeights(spec.quality_metric, checkpoint_dir)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
                   callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger()], shuffle=False, verbose=2)
     best.restore(model)
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    model = devices.undistributed(model, strategy)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     history = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
     return Trained(model, history, best.best_epoch, timer["seconds"], started)
+
+
+def _log_earlier_epochs(history: list[dict]) -> None:
+    """Logs the epochs a checkpoint holds that the active run lacks: all of them in a new run (``--resume``),
+    those an earlier attempt did not log in the same run (a cluster task retried after its worker died)."""
+    logged = tracking.logged_steps(tracking.active_run_id(), "loss")
+    for logs in history:
+        if logs["epoch"] not in logged:
+            tracking.log_metrics({key: value for key, value in logs.items() if key != "epoch"}, step=logs["epoch"])

@@ -9,6 +9,7 @@ after every row, so nothing finished is lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -57,6 +58,7 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
                 experiment: str | None = None, tracking_uri: str | None = None, rows: str | None = None,
                 resume: bool = False, skip_roc: bool = False, register: str | None = None,
                 select_by: str = "val_balanced_accuracy", executor: Executor | None = None,
+                checkpoint_dir: str | Path | None = None,
                 on_row: Callable[[RowOutcome], None] | None = None) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
@@ -74,6 +76,8 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
         select_by: the metric that picks the best row for ``register`` (higher is better).
         executor: what trains the rows (default: a :class:`LocalExecutor`, closed when the table ends; an
             executor given here stays open for its owner).
+        checkpoint_dir: where rows checkpoint every epoch, as ``DIR/<table run id>/N`` (default
+            ``out_dir/.backup/N``). On a cluster, a folder every node reaches lets a retried row continue.
         on_row: called with each row's outcome when the row has ended and the results table holds it.
 
     Returns:
@@ -92,10 +96,13 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     progress = _Progress(parent_id, out_dir, len(selection), on_row)
     owned = executor is None
     executor = executor or LocalExecutor(skip_roc=skip_roc)
+    checkpoints = Path(checkpoint_dir).resolve() / parent_id if checkpoint_dir else out_dir.resolve() / ".backup"
+    tasks = _row_tasks(configs, selection, RowTask(None, parent_id, "", out_dir, img_dir, skip_roc, checkpoints),
+                       done, progress.row_ended)
     try:
-        tasks = _row_tasks(configs, selection, parent_id, out_dir, img_dir, skip_roc, done, progress.row_ended)
-        for outcome in executor.run_all(tasks):
-            progress.row_ended(outcome)
+        with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
+            for outcome in outcomes:
+                progress.row_ended(outcome)
     except BaseException as error:  # never leave the table run RUNNING
         _write_results(parent_id, out_dir)
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -145,20 +152,21 @@ def _finished_keys(parent_id: str) -> dict[str, str]:
             if run.info.status == "FINISHED" and run.data.tags.get(tracking.TAG_ROW_KEY)}
 
 
-def _row_tasks(configs: list, selection: list[int], parent_id: str, out_dir: Path, img_dir, skip_roc: bool,
-               done: dict[str, str], row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
-    """The selected rows as tasks, in table order. A row that failed validation gets its FAILED run and a row
-    that already FINISHED is skipped, each reported as the executor reaches it."""
+def _row_tasks(configs: list, selection: list[int], table: RowTask, done: dict[str, str],
+               row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
+    """The selected rows as tasks, in table order (``table`` holds what every row shares; its checkpoint folder
+    is the root of the rows' folders). A row that failed validation gets its FAILED run and a row that already
+    FINISHED is skipped, each reported as the executor reaches it."""
     for number in selection:
         item = configs[number]
         if isinstance(item, ConfigError):
-            row_ended(_record_invalid_row(item, number, parent_id))
+            row_ended(_record_invalid_row(item, number, table.parent_run_id))
             continue
         key = item.key(__version__)
         if key in done:
             row_ended(RowOutcome(number, item.run_name, "FINISHED", done[key], "skipped: already FINISHED"))
             continue
-        yield RowTask(item, parent_id, key, out_dir, img_dir, skip_roc)
+        yield dataclasses.replace(table, config=item, row_key=key, checkpoint_dir=table.checkpoint_dir / str(number))
 
 
 def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowOutcome:

@@ -1,0 +1,137 @@
+"""Real components for the scale-out tests: PostgreSQL, an mlflow server on it, and a two-node Ray cluster.
+
+Each runs as the real program (Debian's PostgreSQL binaries, ``mlflow server``, ``ray start``) on loopback.
+They are meant to run inside a network namespace with loopback only (see tests/test_cluster.py): Ray binds to
+the machine's network address when it has one, and no test may send traffic anywhere but loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (initdb, pg_ctl), None when PostgreSQL is not installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def wait_for_url(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.5)
+
+
+class Postgres:
+    """A PostgreSQL server in a temporary folder under /tmp, run by the ``postgres`` user, on 127.0.0.1:port."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.bin = postgres_bin()
+        self.folder = Path(tempfile.mkdtemp(prefix="timl-pg-", dir="/tmp"))
+        self.folder.chmod(0o755)  # the postgres user must enter it
+        shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "data"
+
+    def _as_postgres(self, *command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> str:
+        """Creates the cluster and a database ``mlflow``; returns the SQLAlchemy URI of that database."""
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E",
+                          "UTF8")
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
+                          "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start")
+        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                          "mlflow")
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/mlflow"
+
+    def stop(self) -> None:
+        if self.data.is_dir():
+            subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data),
+                            "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class TrackingServer:
+    """``mlflow server`` on a backend store with proxied artifacts in a folder; its own process group."""
+
+    def __init__(self, backend: str, artifacts: Path, port: int, log: Path):
+        self.command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--artifacts-destination",
+                        str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        self.uri = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> str:
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_for_url(f"{self.uri}/health", timeout)
+        return self.uri
+
+    def stop(self) -> None:
+        """Stops the server and its workers (its process group), by the pid it was started with."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+class RayCluster:
+    """A head node (``cpus`` CPUs, ``gpus`` GPU resource) and a worker node (``worker_cpus`` CPUs) on 127.0.0.1."""
+
+    def __init__(self, port: int, temp: Path, *, cpus: int = 1, gpus: int = 1, worker_cpus: int = 1):
+        self.address = f"127.0.0.1:{port}"
+        self.port, self.temp = port, temp
+        self.cpus, self.gpus, self.worker_cpus = cpus, gpus, worker_cpus
+        (temp / "ray").mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0")
+
+    def start(self) -> None:
+        common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={self.port}", f"--num-cpus={self.cpus}",
+                        f"--num-gpus={self.gpus}", "--include-dashboard=false", *common], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([str(BIN / "ray"), "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
+                        *common], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def nodes(self) -> list[dict]:
+        """The cluster's live nodes: ``{"id", "resources"}`` each (a driver connects for a moment)."""
+        code = ("import json, ray\nray.init(address=%r, log_to_driver=False)\n"
+                "print(json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} for n in ray.nodes() "
+                "if n['Alive']]))\nray.shutdown()\n" % self.address)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,233 @@
+"""The scale-out scenario, run inside a network namespace with loopback only by tests/test_cluster.py.
+
+``unshare --net --pid --fork --mount-proc --kill-child python tests/cluster/scenario.py WORK DATA`` starts a real
+PostgreSQL, an mlflow server on it and a two-node Ray cluster (the head advertises one GPU), then trains tables
+with ``python -m timl.train --executor ray``: one while a Ray worker process is killed mid-row and the tracking
+server is down for 20 s, then again with ``--resume``; one whose images a worker cannot find; one stopped with
+SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself. It writes what it saw to WORK/report.json. Every process it starts lives in the namespace and ends
+with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from components import Postgres, RayCluster, TrackingServer  # noqa: E402
+from helpers import REPO, small_cnn_row, write_table  # noqa: E402
+
+PG_PORT, MLFLOW_PORT, RAY_PORT = 55432, 55000, 56379
+OUTAGE_SECONDS = 20
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _train(cluster: RayCluster, uri: str, table: Path, out: Path, *extra: str, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "timl.train", "--input-table", str(table), "--executor", "ray",
+               "--ray-address", cluster.address, "--tracking-uri", uri, "--out-dir", str(out), "--experiment",
+               "cluster", "--skip-roc", *extra]
+    with log.open("a") as handle:
+        return subprocess.Popen(command, cwd=table.parent, env=cluster.env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def _row_runs(client, out: Path) -> list:
+    parent = (out / "parent_run_id.txt").read_text().strip() if (out / "parent_run_id.txt").is_file() else None
+    if parent is None:
+        return []
+    experiment = client.get_run(parent).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+def _running_row_with_epochs(client, out: Path, epochs: int, exclude: tuple = ()):
+    """A RUNNING row run with a worker tag and at least ``epochs`` logged epochs."""
+    for run in _row_runs(client, out):
+        if run.info.status == "RUNNING" and "timl.worker" in run.data.tags and run.info.run_id not in exclude:
+            if len(client.get_metric_history(run.info.run_id, "loss")) >= epochs:
+                return run
+    return None
+
+
+def _describe_rows(client, out: Path) -> list[dict]:
+    rows = []
+    for run in _row_runs(client, out):
+        steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "loss")]
+        rows.append({"run_id": run.info.run_id, "row": run.data.tags.get("timl.row"), "status": run.info.status,
+                     "node": run.data.tags.get("timl.ray_node"), "worker": run.data.tags.get("timl.worker"),
+                     "resumed_at": run.data.tags.get("timl.resumed_at_epoch"),
+                     "exception": run.data.tags.get("timl.exception", ""), "loss_steps": steps,
+                     "epochs": int(run.data.params.get("epochs", "0") or 0),
+                     "test_accuracy": run.data.metrics.get("test_accuracy")})
+    return rows
+
+
+def _loadable(uri: str, run_ids: list[str]) -> dict:
+    from timl import tracking
+    from timl.classifier import load_classifier
+
+    tracking.configure(uri)
+    loaded = {}
+    for run_id in run_ids:
+        try:
+            loaded[run_id] = list(load_classifier(model_uri=f"runs:/{run_id}/model").class_names)
+        except Exception as error:  # reported, the test says which
+            loaded[run_id] = f"{type(error).__name__}: {error}"
+    return loaded
+
+
+def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """4 rows (one asks for the GPU); a worker killed mid-row; the tracking server down for 20 s."""
+    rows = [small_cnn_row(str(data / "mini.csv"), epochs=30, seed=seed) for seed in range(4)]
+    rows[1]["gpus"] = 1
+    table = write_table(work / "main.csv", rows)
+    out = work / "main-out"
+    client = _client(server.uri)
+    driver = _train(cluster, server.uri, table, out, log=work / "main.log")
+    victim = _wait_for(lambda: _running_row_with_epochs(client, out, 3), 240, "a row training its 4th epoch")
+    pid = int(victim.data.tags["timl.worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    report["killed"] = {"run_id": victim.info.run_id, "pid": pid,
+                        "epochs_logged": len(client.get_metric_history(victim.info.run_id, "loss"))}
+    _wait_for(lambda: _running_row_with_epochs(client, out, 1, exclude=(victim.info.run_id,)), 240,
+              "another row training")
+    server.stop()
+    report["outage"] = {"started": time.time()}
+    time.sleep(OUTAGE_SECONDS)
+    server.start()
+    report["outage"]["ended"] = time.time()
+    report["main_rc"] = driver.wait(timeout=420)
+    rows = _describe_rows(client, out)
+    report["main_rows"] = rows
+    parent = client.get_run((out / "parent_run_id.txt").read_text().strip())
+    report["main_parent"] = {"status": parent.info.status, "run_id": parent.info.run_id}
+    report["main_files"] = sorted(path.name for path in out.iterdir())
+    report["loadable"] = _loadable(server.uri, [row["run_id"] for row in rows if row["status"] == "FINISHED"])
+    report["resume"] = _resume(work, cluster, server, table, out)
+
+
+def _resume(work: Path, cluster: RayCluster, server: TrackingServer, table: Path, out: Path) -> dict:
+    """The same table again with --resume: every row FINISHED is skipped."""
+    started = time.time()
+    driver = _train(cluster, server.uri, table, out, "--resume", log=work / "resume.log")
+    rc = driver.wait(timeout=180)
+    log = (work / "resume.log").read_text()
+    return {"rc": rc, "skipped": log.count("skipped: already FINISHED"), "seconds": time.time() - started}
+
+
+def missing_images(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """A row whose images the worker cannot find fails with the worker's host and the path in its message."""
+    (work / "elsewhere" / "images").mkdir(parents=True)
+    (work / "elsewhere" / "gt.csv").write_text((data / "mini.csv").read_text())
+    table = write_table(work / "missing.csv", [small_cnn_row(str(work / "elsewhere" / "gt.csv"), epochs=1)])
+    driver = _train(cluster, server.uri, table, work / "missing-out", log=work / "missing.log")
+    report["missing_rc"] = driver.wait(timeout=180)
+    report["missing_rows"] = _describe_rows(_client(server.uri), work / "missing-out")
+
+
+def terminated(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """SIGTERM to the driver while two rows train: both KILLED, their tasks cancelled, the table KILLED."""
+    table = write_table(work / "long.csv", [small_cnn_row(str(data / "mini.csv"), epochs=400, seed=seed)
+                                            for seed in (5, 6)])
+    out = work / "long-out"
+    client = _client(server.uri)
+    driver = _train(cluster, server.uri, table, out, log=work / "long.log")
+    _wait_for(lambda: [run for run in _row_runs(client, out) if run.info.status == "RUNNING"
+                       and len(client.get_metric_history(run.info.run_id, "loss")) >= 1], 240, "rows training")
+    driver.send_signal(signal.SIGTERM)
+    report["terminated_rc"] = driver.wait(timeout=120)
+    time.sleep(5)  # a task that was not cancelled would go on logging and end its run
+    rows = _describe_rows(client, out)
+    report["terminated_rows"] = rows
+    report["terminated_parent"] = client.get_run((out / "parent_run_id.txt").read_text().strip()).info.status
+    alive = []
+    for row in rows:
+        if row["worker"]:
+            try:
+                os.kill(int(row["worker"].rsplit(":", 1)[1]), 0)
+                alive.append(row["worker"])
+            except ProcessLookupError:
+                pass
+    report["terminated_workers_alive"] = alive
+
+
+def retries_spent(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """With --row-retries 0, a row whose worker is killed ends FAILED with the worker's death; the other row goes
+    on."""
+    table = write_table(work / "fragile.csv", [small_cnn_row(str(data / "mini.csv"), epochs=60, seed=seed)
+                                               for seed in (7, 8)])
+    out = work / "fragile-out"
+    client = _client(server.uri)
+    driver = _train(cluster, server.uri, table, out, "--row-retries", "0", log=work / "fragile.log")
+    victim = _wait_for(lambda: _running_row_with_epochs(client, out, 2), 240, "a row training its 3rd epoch")
+    os.kill(int(victim.data.tags["timl.worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    report["fragile_rc"] = driver.wait(timeout=300)
+    report["fragile_victim"] = victim.info.run_id
+    report["fragile_rows"] = _describe_rows(client, out)
+
+
+def local_instance(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """Without --ray-address, TIML starts a Ray instance on this machine for the table and stops it after."""
+    table = write_table(work / "alone.csv", [small_cnn_row(str(data / "mini.csv"), epochs=2)])
+    command = [sys.executable, "-m", "timl.train", "--input-table", str(table), "--executor", "ray",
+               "--tracking-uri", server.uri, "--out-dir", str(work / "alone-out"), "--skip-roc"]
+    env = {key: value for key, value in cluster.env.items() if key != "RAY_ADDRESS"}
+    with (work / "alone.log").open("w") as log:
+        report["alone_rc"] = subprocess.run(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            timeout=300).returncode
+    report["alone_rows"] = _describe_rows(_client(server.uri), work / "alone-out")
+
+
+def main() -> None:
+    work, data = Path(sys.argv[1]), Path(sys.argv[2])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    report: dict = {"started": time.time()}
+    postgres = Postgres(PG_PORT)
+    server = None
+    try:
+        backend = postgres.start()
+        server = TrackingServer(backend, work / "artifacts", MLFLOW_PORT, work / "mlflow-server.log")
+        server.start()
+        cluster = RayCluster(RAY_PORT, work / "ray")
+        cluster.start()
+        report["nodes"] = cluster.nodes()
+        report["ready"] = time.time() - report["started"]
+        for step in (main_table, missing_images, terminated, retries_spent, local_instance):
+            began = time.time()
+            try:
+                step(work, data, cluster, server, report)
+            except Exception as error:  # the report says which step broke; the test fails on it
+                report.setdefault("errors", []).append(f"{step.__name__}: {type(error).__name__}: {error}")
+            report[f"{step.__name__}_seconds"] = time.time() - began
+    finally:
+        report["seconds"] = time.time() - report["started"]
+        (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        if server is not None:
+            server.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    main()

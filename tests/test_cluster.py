@@ -1,0 +1,158 @@
+"""Scale-out on real components: a two-node Ray cluster, PostgreSQL and an mlflow server, in a network namespace.
+
+The scenario (tests/cluster/scenario.py) runs inside ``unshare --net --pid``: only loopback exists there, so Ray,
+PostgreSQL and the tracking server bind to 127.0.0.1 and nothing leaves the machine; every process it starts
+ends with the namespace. It reports what it saw; the tests here assert on the report. Select them with
+``pytest -m cluster``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, small_cnn_row, write_table
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def _namespaces_work() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, mini_digits):
+    sys.path.insert(0, str(REPO / "tests" / "cluster"))
+    from components import postgres_bin
+
+    if not _namespaces_work():
+        pytest.skip("network namespaces are not available (root and util-linux's unshare are needed)")
+    if postgres_bin() is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
+    work = tmp_path_factory.mktemp("cluster")
+    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable,
+               str(REPO / "tests" / "cluster" / "scenario.py"), str(work), str(mini_digits)]
+    with (work / "scenario.log").open("w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=900, cwd=REPO)
+    assert (work / "report.json").is_file(), (work / "scenario.log").read_text()[-3000:]
+    found = json.loads((work / "report.json").read_text())
+    found["work"] = str(work)
+    return found
+
+
+def _by_row(rows: list[dict]) -> dict:
+    return {int(row["row"]): row for row in rows}
+
+
+def test_no_step_broke(report):
+    assert not report.get("errors"), report.get("errors")
+
+
+def test_a_table_on_the_cluster_is_complete_in_postgres_and_on_the_driver(report):
+    assert report["main_rc"] == 0 and report["main_parent"]["status"] == "FINISHED"
+    rows = _by_row(report["main_rows"])
+    assert sorted(rows) == [0, 1, 2, 3] and {row["status"] for row in rows.values()} == {"FINISHED"}
+    for row in rows.values():
+        assert row["loss_steps"] == list(range(row["epochs"])), "every epoch logged once, in the store"
+        assert report["loadable"][row["run_id"]] == ["D0", "D1", "D2"], "runs:/ID/model loads through the server"
+    files = set(report["main_files"])
+    assert "automation_result.csv" in files
+    for number in range(4):
+        assert f"{number}-automation_result.csv" in files and f"{number}-history.csv" in files
+        assert any(name.startswith(f"{number}-keras_model-") and name.endswith(".h5") for name in files)
+        assert f"{number}-loss.png" in files and f"{number}-test-per_image_results.csv" in files
+
+
+def test_the_gpu_row_ran_on_the_node_that_has_the_gpu(report):
+    gpu_nodes = [node["id"] for node in report["nodes"] if node["resources"].get("GPU")]
+    assert len(report["nodes"]) == 2 and len(gpu_nodes) == 1
+    assert _by_row(report["main_rows"])[1]["node"] == gpu_nodes[0]
+
+
+def test_a_killed_worker_is_retried_from_the_rows_checkpoint(report):
+    killed = report["killed"]
+    row = next(row for row in report["main_rows"] if row["run_id"] == killed["run_id"])
+    assert row["status"] == "FINISHED" and row["worker"].rsplit(":", 1)[1] != str(killed["pid"])
+    assert int(row["resumed_at"]) >= 1, "the retry continued after the last checkpointed epoch"
+
+
+def test_a_tracking_server_outage_loses_nothing(report):
+    outage = report["outage"]
+    assert outage["ended"] - outage["started"] >= 20
+    assert report["main_rc"] == 0  # every row FINISHED with all its epochs (checked above) across the outage
+
+
+def test_resume_skips_finished_rows(report):
+    assert report["resume"]["rc"] == 0 and report["resume"]["skipped"] == 4
+
+
+def test_a_worker_without_the_images_names_its_host_and_the_path(report):
+    [row] = report["missing_rows"]
+    assert report["missing_rc"] == 1 and row["status"] == "FAILED"
+    assert "on Ray worker " in row["exception"] and "elsewhere/images" in row["exception"]
+
+
+def test_sigterm_cancels_the_rows_and_ends_them_killed(report):
+    assert report["terminated_rc"] == 130 and report["terminated_parent"] == "KILLED"
+    assert [row["status"] for row in report["terminated_rows"]] == ["KILLED", "KILLED"]
+    assert report["terminated_workers_alive"] == [], "the cancelled tasks' worker processes are gone"
+
+
+def test_a_row_whose_retries_are_spent_fails_with_the_workers_death(report):
+    rows = {row["run_id"]: row for row in report["fragile_rows"]}
+    victim = rows.pop(report["fragile_victim"])
+    assert victim["status"] == "FAILED" and "Ray worker died" in victim["exception"]
+    assert [row["status"] for row in rows.values()] == ["FINISHED"] and report["fragile_rc"] == 1
+
+
+def test_without_an_address_timl_starts_its_own_ray_instance(report):
+    assert report["alone_rc"] == 0 and [row["status"] for row in report["alone_rows"]] == ["FINISHED"]
+
+
+def test_the_scenario_stays_short(report):
+    assert report["seconds"] < 400, report["seconds"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Without a cluster
+
+
+def test_without_ray_the_executor_says_how_to_install_it(tmp_path, mini_digits):
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)])
+    code = ("import sys\nsys.modules['ray'] = None\nfrom timl.train import cli\n"
+            f"cli(['--input-table', {str(table)!r}, '--executor', 'ray'])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --executor ray needs Ray")
+    assert "pip install 'timl[ray]'" in result.stderr
+
+
+def test_two_logical_devices_train_a_row_as_one_device_does(tmp_path, digits_dir):
+    """MirroredStrategy over two logical CPU devices (TIML_LOGICAL_CPUS=2, a row with gpus=2) reaches the
+    accuracy of the same row on one device."""
+    row = small_cnn_row(str(digits_dir / "digits.csv"), epochs=4, split="n=300", batchsize=32, seed=1)
+    scores = {}
+    for name, extra, env in (("one", {}, {}), ("two", {"gpus": 2}, {"TIML_LOGICAL_CPUS": "2"})):
+        table = write_table(tmp_path / f"{name}.csv", [dict(row, **extra)])
+        code = ("import json, sys\nfrom timl.training import train_table\n"
+                f"outcome = train_table({str(table)!r}, out_dir={str(tmp_path / name)!r}, experiment={name!r}, "
+                f"tracking_uri='sqlite:///{tmp_path / 'mlflow.db'}', skip_roc=True)\n"
+                "from mlflow.tracking import MlflowClient\n"
+                "run = MlflowClient().get_run(outcome.rows[0].run_id)\n"
+                "print(json.dumps({'status': outcome.rows[0].status, 'message': outcome.rows[0].message, "
+                "'accuracy': run.data.metrics.get('test_accuracy'), 'replicas': run.data.params.get('replicas')}))\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=600, env={**os.environ, **env})
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["one"]["status"] == scores["two"]["status"] == "FINISHED", scores
+    assert (scores["one"]["replicas"], scores["two"]["replicas"]) == ("1", "2")
+    assert scores["one"]["accuracy"] > 0.8 and abs(scores["one"]["accuracy"] - scores["two"]["accuracy"]) < 0.08, scores
