@@ -130,3 +130,20 @@ def test_the_checks_use_the_registries():
         RunConfig.from_row({**small_cnn_row("d.csv"), "method": method}, 0)
     for mode in datasets.CLASS_WEIGHT_MODES:
         RunConfig.from_row({**small_cnn_row("d.csv"), "classweights": mode}, 0)
+
+
+def test_resource_columns_say_where_a_row_trains_not_what(tmp_path):
+    plain = RunConfig.from_row(small_cnn_row("d.csv"), 0, str(tmp_path / "t.csv"))
+    placed = RunConfig.from_row({**small_cnn_row("d.csv"), "cpus": "2", "gpus": "0.5"}, 0, str(tmp_path / "t.csv"))
+    assert (plain.cpus, plain.gpus, placed.cpus, placed.gpus) == (None, None, 2, 0.5)
+    assert placed.key("1") == plain.key("1"), "--resume finds a row whose resources changed"
+    assert "cpus" not in placed.input_cells() and "gpus" not in placed.input_cells()
+    for cells, fragment in (({"cpus": "0"}, "column 'cpus' must be a number > 0"),
+                            ({"gpus": "-1"}, "column 'gpus' must be a number >= 0"),
+                            ({"cpus": "many"}, "Received: cpus='many'")):
+        with pytest.raises(ConfigError, match=fragment):
+            RunConfig.from_row({**small_cnn_row("d.csv"), **cells}, 0)
+    header = ",".join(config.INPUT_COLUMNS + config.RESOURCE_COLUMNS)
+    (tmp_path / "r.csv").write_text(header + "\nSmallCNN,d.csv,n=5,2,none,16,16,bilinear,RGB,default,default,1,2\n")
+    [row] = read_table(tmp_path / "r.csv")
+    assert (row.cpus, row.gpus) == (1, 2)

@@ -171,3 +171,35 @@ def test_conda_yaml_matches_pyproject():
     pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
     assert pip_section[-1] == ".[ray]", "the MLproject's environment can run --executor ray"
     assert pip_section[:-1] == dependencies
+
+
+def test_the_table_hands_valid_rows_to_any_executor(tracking_uri, mini_digits, tmp_path):
+    from timl.training import Executor, LocalExecutor, train_table
+
+    class Recording(Executor):
+        """An executor that trains through the local one and remembers what it was handed."""
+
+        def __init__(self):
+            self.inner, self.tasks = LocalExecutor(skip_roc=True), []
+
+        def run(self, task):
+            self.tasks.append(task)
+            return self.inner.run(task)
+
+        def close(self):
+            self.inner.close()
+
+    dataset = str(mini_digits / "mini.csv")
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(dataset, epochs=1), small_cnn_row(dataset, method="Nope"),
+                                             small_cnn_row(dataset, epochs=1, seed=1)])
+    seen = []
+    with Recording() as executor:
+        outcome = train_table(table, out_dir=tmp_path / "out", experiment="seam", executor=executor, on_row=seen.append)
+        assert [task.config.row for task in executor.tasks] == [0, 2], "an invalid row never reaches the executor"
+        assert executor.tasks[1].checkpoint_dir == (tmp_path / "out" / ".backup" / "2").resolve()
+        assert [(row.row, row.status) for row in outcome.rows] == [(0, "FINISHED"), (1, "FAILED"), (2, "FINISHED")]
+        assert seen == outcome.rows
+        executor.tasks.clear()
+        again = train_table(table, out_dir=tmp_path / "out", experiment="seam", executor=executor, resume=True)
+        assert executor.tasks == [], "finished rows are skipped before the executor"
+        assert [row.message for row in again.rows if row.status == "FINISHED"] == ["skipped: already FINISHED"] * 2

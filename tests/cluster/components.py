@@ -58,7 +58,8 @@ class Postgres:
         self.data = self.folder / "data"
 
     def _as_postgres(self, *command: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, stdout=subprocess.DEVNULL,
+                       cwd=self.folder)
 
     def start(self) -> str:
         """Creates the cluster and a database ``mlflow``; returns the SQLAlchemy URI of that database."""
@@ -73,7 +74,8 @@ class Postgres:
     def stop(self) -> None:
         if self.data.is_dir():
             subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data),
-                            "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           cwd=self.folder)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
