@@ -26,9 +26,11 @@ MODERN_METHODS = ("MobileNetV2", "EfficientNetB0", "EfficientNetV2S", "ConvNeXtT
 
 
 def _tiny_pretrained_spec() -> models.MethodSpec:
-    """A small multi-label method with a preprocessing layer, MeanF1 and the F1 loss (MobileNetV2, ~2 M params)."""
+    """A small multi-label method with a preprocessing layer, the original's mean F1 and (1 - F1) x BCE loss
+    (MobileNetV2, ~2 M params)."""
     return dataclasses.replace(models.get_method("MobileNetV2"), name="tiny-ml-lossf1", multi_label=True,
-                               loss="f1", optimizer="nadam", quality_metric="val_mean_f1", head=(16,))
+                               loss="f1_bce", optimizer="nadam", quality_metric="val_mean_f1", head=(16,),
+                               metrics=("argmax_accuracy", "binary_accuracy", "mean_f1"))
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:
@@ -45,6 +47,7 @@ def test_registry_has_every_method_and_valid_entries():
     for spec in models.list_methods():
         assert spec.backbone in models.BACKBONES
         assert spec.loss in models.LOSSES and spec.optimizer in models.OPTIMIZERS
+        assert set(spec.metrics) <= set(models.METRICS) and set(spec.callbacks) <= set(models.CALLBACKS)
         assert spec.pooling in models.POOLINGS and spec.quality_mode == "max"
         assert spec.quality_metric == ("val_mean_f1" if spec.multi_label else "val_accuracy")
         assert spec.multi_label == ("-ml" in spec.name)
@@ -53,14 +56,15 @@ def test_registry_has_every_method_and_valid_entries():
 
 
 @pytest.mark.parametrize("name, head, dropout, loss, optimizer, lr", [
-    ("VGG16", (2048, 2048), 0.0, "categorical_crossentropy", "sgd_nesterov", 1e-5),
-    ("VGG16-fc4k-ml", (4096, 4096), 0.0, "binary_crossentropy", "nadam", 1e-5),
-    ("VGG16-fc8k-ml", (8192, 8192), 0.0, "binary_crossentropy", "nadam", 1e-5),
-    ("VGG16-1Xfc2k-do75-ml", (2048,), 0.75, "binary_crossentropy", "nadam", 1e-5),
-    ("VGG16-3Xfc4k-ml", (4096, 4096, 4096), 0.0, "binary_crossentropy", "nadam", 1e-5),
-    ("VGG16-fc4k-ml-lossf1", (4096, 4096), 0.0, "f1", "nadam", 1e-5),
-    ("RESNET50", (), 0.0, "categorical_crossentropy", "sgd_nesterov", 1e-5),
-    ("DenseNet169-fc2k-ml", (2048, 2048), 0.0, "binary_crossentropy", "nadam", 1e-5),
+    ("VGG16", (2048, 2048), 0.5, "categorical_crossentropy", "sgd_nesterov_decay", 1e-5),
+    ("VGG16-fc4k-ml", (4096, 4096), 0.5, "f1_bce", "nadam", 1e-5),
+    ("VGG16-fc8k-ml", (8192, 8192), 0.5, "f1_bce", "nadam", 1e-5),
+    ("VGG16-1Xfc2k-do75-ml", (2048,), 0.75, "f1_bce", "nadam", 1e-5),
+    ("VGG16-3Xfc4k-ml", (4096, 4096, 4096), 0.5, "f1_bce", "nadam", 1e-5),
+    ("VGG16-fc4k-ml-lossf1", (4096, 4096), 0.5, "f1_bce", "nadam", 1e-5),
+    ("RESNET50", (2048, 2048), 0.5, "categorical_crossentropy", "sgd_nesterov_decay", 1e-5),
+    ("RESNET50-fc4k-ml", (4096, 4096), 0.5, "binary_crossentropy", "nadam", 1e-5),
+    ("DenseNet169-fc2k-ml", (2048, 2048), 0.5, "binary_crossentropy", "nadam", 1e-5),
     ("EfficientNetB0", (), 0.0, "categorical_crossentropy", "adam", 1e-4),
     ("SmallCNN", (128,), 0.0, "categorical_crossentropy", "adam", 1e-3),
 ])
@@ -112,6 +116,7 @@ def test_every_method_builds_predicts_and_trains_one_step(name):
     num_classes, imgsize = 3, 32
     model = models.create_model(name, num_classes, imgsize, weights="none", seed=1)
     assert isinstance(model, keras.Model) and not isinstance(model, keras.Sequential)
+    _check_against_readme(model, spec)
     assert model.inputs[0].name == "image" and tuple(model.inputs[0].shape) == (None, imgsize, imgsize, 3)
     assert model.inputs[0].dtype == "float32"
     assert (models.BACKBONES[spec.backbone].preprocessing is None) == (
@@ -146,12 +151,88 @@ def test_vgg16_is_built_flat_for_gradcam():
 
 def test_multi_label_compiles_f1_loss_and_metrics():
     model = models.create_model("VGG16-fc4k-ml-lossf1", 4, 32, weights="none")
-    assert model.loss is models.f1_loss
+    assert model.loss is models.f1_bce_loss
     assert model.get_layer("predictions").activation.__name__ == "sigmoid"
     model.run_eagerly = True
     logs = model.evaluate(np.zeros((2, 32, 32, 3), "float32"), np.zeros((2, 4), "float32"), verbose=0,
                           return_dict=True)
-    assert {"loss", "accuracy", "mean_f1"} <= set(logs)
+    assert {"loss", "accuracy", "binary_accuracy", "mean_f1"} <= set(logs)
+
+
+def test_sample_mean_f1_is_the_originals_per_image_f1():
+    y_true = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)
+    y_prob = np.array([[0.9, 0.2, 0.4], [0.1, 0.7, 0.8], [0.6, 0.3, 0.1], [0.7, 0.1, 0.9], [0.2, 0.1, 0.3]],
+                      dtype=np.float32)
+    # per image, outputs rounded: F1 = 2/3, 1, 2/3, 2/3, and 0 for an image without labels or predictions
+    metric = models.SampleMeanF1()
+    metric.update_state(y_true[:2], y_prob[:2])
+    metric.update_state(y_true[2:], y_prob[2:])
+    assert metric.name == "mean_f1"
+    assert float(metric.result()) == pytest.approx((2 / 3 + 1 + 2 / 3 + 2 / 3 + 0) / 5, rel=1e-5)
+
+
+def test_f1_bce_loss_is_one_minus_soft_f1_times_bce():
+    y_true = np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32)
+    y_prob = np.array([[0.8, 0.3, 0.6], [0.4, 0.7, 0.2]], dtype=np.float32)
+    tp = (y_true * y_prob).sum(axis=1)
+    precision, recall = tp / y_prob.sum(axis=1), tp / y_true.sum(axis=1)
+    soft_f1 = 2 * precision * recall / (precision + recall)
+    bce = -(y_true * np.log(y_prob) + (1 - y_true) * np.log(1 - y_prob)).mean(axis=1)
+    np.testing.assert_allclose(np.asarray(models.f1_bce_loss(y_true, y_prob)), (1 - soft_f1.mean()) * bce,
+                               rtol=1e-4)
+
+
+def test_the_originals_sgd_decays_its_learning_rate_as_keras_2_did():
+    model = models.create_model("VGG16", 2, 32, weights="none")
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov and optimizer.momentum == 0.9
+    rate = optimizer._learning_rate
+    for step in (0, 1, 10000):
+        assert float(rate(step)) == pytest.approx(1e-5 / (1 + 1e-4 * step), rel=1e-6)
+
+
+def _readme_methods() -> dict[str, dict]:
+    """The README's methods table: method -> its cells by column."""
+    from helpers import REPO
+
+    lines = (REPO / "README.md").read_text().split("\n## Methods")[1].split("\n## ")[0].splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| ---")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    table = {}
+    for row in rows[1:]:
+        cells = dict(zip(header, (cell.strip() for cell in row.strip("|").split("|"))))
+        table[cells["method"].split(" (alias")[0]] = cells
+    return table
+
+
+def test_the_readme_lists_every_method():
+    assert set(_readme_methods()) == {spec.name for spec in models.list_methods()}
+
+
+def _check_against_readme(model, spec: models.MethodSpec) -> None:
+    """The built model's head, output, optimizer, loss and callbacks are what the README's table says."""
+    row = _readme_methods()[spec.name]
+    pooling, *sizes = [part.strip() for part in row["head"].split(",")]
+    pooled = [index for index, layer in enumerate(model.layers)
+              if isinstance(layer, (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D))][-1]
+    head = model.layers[pooled + 1:]  # what follows the backbone's pooled feature map
+    assert type(model.layers[pooled]).__name__ == {"flatten": "Flatten",
+                                                   "average pooling": "GlobalAveragePooling2D"}[pooling]
+    dense = [layer for layer in head if isinstance(layer, keras.layers.Dense)][:-1]
+    assert [str(layer.units) for layer in dense] == sizes, spec.name
+    rates = [layer.rate for layer in head if isinstance(layer, keras.layers.Dropout)]
+    assert rates == [float(row["dropout"])] * len(sizes) if float(row["dropout"]) else rates == []
+    assert model.get_layer("predictions").activation.__name__ == row["output"]
+    optimizer = row["optimizer"].split(" lr ")[0]
+    assert type(model.optimizer).__name__ == optimizer
+    rate = model.optimizer._learning_rate
+    initial = float(rate(0)) if callable(rate) else float(np.asarray(rate))
+    assert initial == pytest.approx(float(row["optimizer"].split(" lr ")[1].split(",")[0]), rel=1e-6)
+    loss = {"categorical cross-entropy": "categorical_crossentropy", "binary cross-entropy": "binary_crossentropy",
+            "(1 - F1) x binary cross-entropy": getattr(models, "f1_bce_loss")}[row["loss"]]
+    assert model.loss == loss
+    callbacks = [type(callback).__name__ for callback in models.method_callbacks(spec)]
+    assert (", ".join(callbacks) or "-") == row["callbacks"]
 
 
 # --- Custom objects ---

@@ -36,12 +36,15 @@ from __future__ import annotations
 from typing import Any
 
 from timl.models.builder import (
+    CALLBACKS,
     LOSSES,
+    METRICS,
     OPTIMIZERS,
     POOLINGS,
     create_model,
     describe_model,
     last_conv_layer_name,
+    method_callbacks,
 )
 from timl.models.layers import PREPROCESSING_MODES, custom_objects, ensure_registered
 from timl.models.registry import (
@@ -58,7 +61,9 @@ from timl.models.weights import load_weights_file
 
 __all__ = [
     "BACKBONES",
+    "CALLBACKS",
     "LOSSES",
+    "METRICS",
     "METHODS",
     "OPTIMIZERS",
     "POOLINGS",
@@ -69,23 +74,26 @@ __all__ = [
     "ImagenetPreprocessing",
     "MeanF1",
     "MethodSpec",
+    "SampleMeanF1",
     "create_model",
     "custom_objects",
     "describe_model",
     "ensure_registered",
+    "f1_bce_loss",
     "f1_loss",
     "get_method",
     "last_conv_layer_name",
     "list_methods",
     "load_weights_file",
+    "method_callbacks",
 ]
 
 #: The custom Keras objects given lazily by :func:`__getattr__` (defined on first use, they need Keras).
-_LAZY_CUSTOM_OBJECTS = ("ImagenetPreprocessing", "MeanF1", "f1_loss")
+_LAZY_CUSTOM_OBJECTS = ("ImagenetPreprocessing", "SampleMeanF1", "f1_bce_loss", "MeanF1", "f1_loss")
 
 
 def __getattr__(name: str) -> Any:
-    """Gives ``timl.models.ImagenetPreprocessing`` (and ``MeanF1``, ``f1_loss``) lazily."""
+    """Gives ``timl.models.ImagenetPreprocessing`` (and the other custom objects) lazily."""
     if name in _LAZY_CUSTOM_OBJECTS:
         return ensure_registered()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -114,10 +114,12 @@ def _head(spec: MethodSpec, features, num_classes: int):
     return keras.layers.Dense(num_classes, activation=activation, name="predictions", dtype="float32")(x)
 
 
-def _sgd_nesterov(learning_rate: float):
+def _sgd_nesterov_decay(learning_rate: float):
+    """The original TIML's SGD: momentum 0.9, Nesterov, and Keras 2's ``decay=1e-4`` (lr / (1 + 1e-4 x step))."""
     import keras
 
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=True)
+    schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=1e-4)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
 
 
 def _nadam(learning_rate: float):
@@ -133,22 +135,73 @@ def _adam(learning_rate: float):
 
 
 #: Optimizers by ``MethodSpec.optimizer``, each a builder taking the learning rate.
-OPTIMIZERS: dict[str, Callable[[float], Any]] = {"sgd_nesterov": _sgd_nesterov, "nadam": _nadam, "adam": _adam}
+OPTIMIZERS: dict[str, Callable[[float], Any]] = {"sgd_nesterov_decay": _sgd_nesterov_decay, "nadam": _nadam,
+                                                 "adam": _adam}
 
 #: Losses by ``MethodSpec.loss``.
 LOSSES: dict[str, Callable[[], Any]] = {
     "categorical_crossentropy": lambda: "categorical_crossentropy",
     "binary_crossentropy": lambda: "binary_crossentropy",
-    "f1": lambda: ensure_registered()["f1_loss"],
+    "f1_bce": lambda: ensure_registered()["f1_bce_loss"],
 }
 
 
-def _metrics(spec: MethodSpec) -> list:
+def _accuracy(multi_label: bool):
+    """Keras 2's "accuracy": binary accuracy for sigmoid outputs with binary cross-entropy, else the argmax."""
     import keras
 
-    if not spec.multi_label:
-        return ["accuracy"]
-    return [keras.metrics.BinaryAccuracy(name="accuracy"), ensure_registered()["MeanF1"]()]
+    return keras.metrics.BinaryAccuracy(name="accuracy") if multi_label else "accuracy"
+
+
+def _argmax_accuracy(multi_label: bool):
+    """``accuracy`` as the argmax's hit rate, what Keras 2 made of "accuracy" with a custom multi-label loss."""
+    import keras
+
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def _binary_accuracy(multi_label: bool):
+    import keras
+
+    return keras.metrics.BinaryAccuracy(name="binary_accuracy")
+
+
+def _mean_f1(multi_label: bool):
+    return ensure_registered()["SampleMeanF1"]()
+
+
+#: Per-epoch metrics by ``MethodSpec.metrics``, each a builder taking whether the method is multi-label.
+METRICS: dict[str, Callable[[bool], Any]] = {"accuracy": _accuracy, "argmax_accuracy": _argmax_accuracy,
+                                             "binary_accuracy": _binary_accuracy, "mean_f1": _mean_f1}
+
+
+def _reduce_lr_on_plateau(spec: MethodSpec):
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(monitor=spec.quality_metric, mode=spec.quality_mode, factor=0.2,
+                                             patience=5, verbose=1)
+
+
+def _early_stopping(spec: MethodSpec):
+    import keras
+
+    return keras.callbacks.EarlyStopping(monitor=spec.quality_metric, mode=spec.quality_mode, patience=10)
+
+
+#: Extra callbacks of a method's fit by ``MethodSpec.callbacks`` (the original's settings), each a builder taking
+#: the method.
+CALLBACKS: dict[str, Callable[[MethodSpec], Any]] = {"reduce_lr_on_plateau": _reduce_lr_on_plateau,
+                                                     "early_stopping": _early_stopping}
+
+
+def method_callbacks(method: str | MethodSpec) -> list:
+    """The extra Keras callbacks a method trains with (e.g. the original's ReduceLROnPlateau and EarlyStopping)."""
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    return [CALLBACKS[name](spec) for name in spec.callbacks]
+
+
+def _metrics(spec: MethodSpec) -> list:
+    return [METRICS[name](spec.multi_label) for name in spec.metrics]
 
 
 def _compile(model, spec: MethodSpec, lr: float | None) -> None:
@@ -179,7 +232,8 @@ def create_model(method: str | MethodSpec, num_classes: int, imgsize: int, *, we
 
     Returns:
         A compiled Functional ``keras.Model``; input ``image`` (imgsize, imgsize, 3) float32 RGB in [0, 1];
-        output (num_classes,) softmax or sigmoid. Metrics: ``accuracy``, and ``mean_f1`` for multi-label.
+        output (num_classes,) softmax or sigmoid. Metrics: the method's (``accuracy``, and ``mean_f1`` for
+        multi-label methods).
 
     Raises:
         ModelError: unknown method, bad sizes, weights or learning rate, or ImageNet weights that are not cached

@@ -1,5 +1,6 @@
-"""TIML's custom Keras objects: the :class:`ImagenetPreprocessing` layer, the :class:`MeanF1` metric and the
-soft-F1 loss :func:`f1_loss`.
+"""TIML's custom Keras objects: the :class:`ImagenetPreprocessing` layer, the original TIML's per-sample mean F1
+(:class:`SampleMeanF1`) and its multi-label loss (1 - F1) x binary cross-entropy (:func:`f1_bce_loss`); and, so
+that models saved by earlier TIML versions still load, the macro :class:`MeanF1` and the soft-F1 :func:`f1_loss`.
 
 They need Keras, so they are defined on first use (:func:`ensure_registered`) and registered with
 ``keras.saving.register_keras_serializable(package="timl")`` (names like ``timl>ImagenetPreprocessing``), so
@@ -36,8 +37,8 @@ def ensure_registered() -> dict[str, Any]:
     Call it before ``keras.models.load_model(path, safe_mode=True)`` on a TIML model. It imports Keras.
 
     Returns:
-        The custom objects by name: ``ImagenetPreprocessing``, ``MeanF1``, ``f1_loss`` (also usable as
-        ``custom_objects=`` of ``keras.models.load_model``).
+        The custom objects by name: ``ImagenetPreprocessing``, ``SampleMeanF1``, ``f1_bce_loss``, ``MeanF1``,
+        ``f1_loss`` (also usable as ``custom_objects=`` of ``keras.models.load_model``).
     """
     return _register_custom_objects()
 
@@ -54,6 +55,8 @@ def _register_custom_objects() -> dict[str, Any]:
         _CUSTOM_OBJECTS["ImagenetPreprocessing"] = _define_preprocessing_layer(keras)
         _CUSTOM_OBJECTS["MeanF1"] = _define_mean_f1(keras)
         _CUSTOM_OBJECTS["f1_loss"] = _define_f1_loss(keras)
+        _CUSTOM_OBJECTS["SampleMeanF1"] = _define_sample_mean_f1(keras)
+        _CUSTOM_OBJECTS["f1_bce_loss"] = _define_f1_bce_loss(keras)
     return _CUSTOM_OBJECTS
 
 
@@ -131,6 +134,52 @@ def _define_f1_loss(keras) -> Callable:
         return keras.ops.ones_like(y_pred[:, 0]) * (1.0 - keras.ops.mean(soft_f1))
 
     return f1_loss
+
+
+def _sample_f1(keras, y_true, y_pred):
+    """Each sample's F1 over its labels (0 where it is undefined), from 0/1 truths and outputs as given."""
+    ops, epsilon = keras.ops, keras.config.epsilon()
+    y_true = ops.cast(y_true, y_pred.dtype)
+    true_pos = ops.sum(y_true * y_pred, axis=-1)
+    precision = true_pos / (ops.sum(y_pred, axis=-1) + epsilon)
+    recall = true_pos / (ops.sum(y_true, axis=-1) + epsilon)
+    f1 = 2.0 * precision * recall / (precision + recall + epsilon)
+    return ops.where(ops.isnan(f1), ops.zeros_like(f1), f1)
+
+
+def _define_sample_mean_f1(keras) -> type:
+    @keras.saving.register_keras_serializable(package="timl")
+    class SampleMeanF1(keras.metrics.MeanMetricWrapper):
+        """The original TIML's ``mean_f1_score``: each sample's F1 over its labels (outputs rounded at 0.5),
+        averaged over the samples.
+
+        Args:
+            name: the metric's name (history keys ``mean_f1`` / ``val_mean_f1``). Defaults to ``"mean_f1"``.
+            dtype: the metric's dtype. Defaults to Keras' float type.
+        """
+
+        def __init__(self, name: str = "mean_f1", dtype=None):
+            super().__init__(fn=lambda y_true, y_pred: _sample_f1(keras, y_true, keras.ops.round(y_pred)),
+                             name=name, dtype=dtype)
+
+        def get_config(self):
+            return {"name": self.name, "dtype": self.dtype}
+
+    return SampleMeanF1
+
+
+def _define_f1_bce_loss(keras) -> Callable:
+    @keras.saving.register_keras_serializable(package="timl")
+    def f1_bce_loss(y_true, y_pred):
+        """The original TIML's multi-label loss: (1 - the batch's mean soft F1) x each sample's binary
+        cross-entropy (soft F1: each sample's F1 over its labels computed with probabilities, not 0/1).
+
+        The F1 factor is a batch statistic; it multiplies each sample's cross-entropy, so sample weights apply.
+        """
+        soft_f1 = _sample_f1(keras, y_true, y_pred)
+        return (1.0 - keras.ops.mean(soft_f1)) * keras.losses.binary_crossentropy(y_true, y_pred)
+
+    return f1_bce_loss
 
 
 # Register at import when Keras is already loaded (costs nothing then); otherwise create_model and

@@ -29,16 +29,23 @@ class MethodSpec:
         head: sizes of the dense layers between the pooled features and the output layer.
         dropout: dropout rate after each dense layer of the head (0 for none).
         multi_label: sigmoid outputs (several classes per image) instead of softmax.
-        loss: ``"categorical_crossentropy"``, ``"binary_crossentropy"`` or ``"f1"`` (soft-F1 loss).
-        optimizer: ``"sgd_nesterov"``, ``"nadam"`` or ``"adam"``.
+        loss: a key of ``LOSSES``: ``"categorical_crossentropy"``, ``"binary_crossentropy"`` or ``"f1_bce"``
+            (the original's (1 - F1) x binary cross-entropy).
+        optimizer: a key of ``OPTIMIZERS``: ``"sgd_nesterov_decay"`` (the original's SGD), ``"nadam"`` or
+            ``"adam"``.
         lr: learning rate of the optimizer, unless a table row overrides it.
         quality_metric: the Keras history key whose best value picks the best epoch.
         quality_mode: ``"max"`` (or ``"min"``) for ``quality_metric``.
         default_weights: ``"imagenet"`` for pretrained backbones, ``"none"`` for training from scratch.
         default_imgsize: the image side the backbone was designed for.
         aliases: other names that resolve to this method.
-        pooling: how the backbone's feature map becomes a vector: ``"flatten"`` (VGG's original head) or
+        pooling: how the backbone's feature map becomes a vector: ``"flatten"`` (the original TIML's heads) or
             ``"avg"`` (global average pooling).
+        metrics: keys of ``METRICS``, the per-epoch metrics besides the loss.
+        callbacks: keys of ``CALLBACKS``, extra Keras callbacks of the fit (the original's learning-rate
+            reduction and early stopping).
+        differs: what differs from the original TIML's recipe and why (empty: nothing, or not an original
+            method).
     """
 
     name: str
@@ -56,6 +63,9 @@ class MethodSpec:
     default_imgsize: int = 224
     aliases: tuple[str, ...] = ()
     pooling: str = "avg"
+    metrics: tuple[str, ...] = ("accuracy",)
+    callbacks: tuple[str, ...] = ()
+    differs: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,19 +99,35 @@ BACKBONES: dict[str, Backbone] = {
 
 
 
-def _vgg16_ml(name: str, head: tuple[int, ...], dropout: float = 0.0, loss: str = "binary_crossentropy") -> MethodSpec:
-    layers = " + ".join(f"{units}" for units in head)
-    extra = f", dropout {dropout:g}" if dropout else ""
-    loss_text = "soft-F1 loss" if loss == "f1" else "binary cross-entropy"
-    return _multi_label(name, f"ImageNet VGG16, flatten, dense {layers}{extra}, sigmoid, {loss_text}",
-                        "vgg16", head, dropout, loss, pooling="flatten")
+#: What the original methods' Keras 3 recipes cannot reproduce exactly (the README's methods table explains why).
+_SGD_DIFFERS = "SGD decay as a schedule (same learning rates)"
+_NADAM_DIFFERS = "Nadam momentum schedule decay 1.0, not 0.9"
 
 
-def _multi_label(name: str, description: str, backbone: str, head: tuple[int, ...], dropout: float = 0.0,
-                 loss: str = "binary_crossentropy", pooling: str = "avg") -> MethodSpec:
-    return MethodSpec(name=name, description=description, backbone=backbone, head=head, dropout=dropout,
-                      multi_label=True, loss=loss, optimizer="nadam", lr=1e-5, quality_metric="val_mean_f1",
-                      pooling=pooling)
+def _original(name: str, backbone: str, head: tuple[int, ...], *, dropout: float = 0.5, multi_label: bool,
+              loss: str, metrics: tuple[str, ...], callbacks: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
+              ) -> MethodSpec:
+    """An original TIML method: a flattened ImageNet backbone, dense ReLU layers each followed by dropout, softmax
+    with the original's SGD, or sigmoid with its Nadam."""
+    sizes = " + ".join(str(units) for units in head)
+    output = "sigmoid" if multi_label else "softmax"
+    loss_text = {"f1_bce": "(1 - F1) x BCE", "binary_crossentropy": "BCE",
+                 "categorical_crossentropy": "cross-entropy"}[loss]
+    optimizer, text = ("nadam", "Nadam 1e-5") if multi_label else ("sgd_nesterov_decay", "SGD Nesterov 1e-5 decay 1e-4")
+    return MethodSpec(name=name, backbone=backbone, head=head, dropout=dropout, multi_label=multi_label, loss=loss,
+                      optimizer=optimizer, lr=1e-5, pooling="flatten", metrics=metrics, callbacks=callbacks,
+                      quality_metric="val_mean_f1" if multi_label else "val_accuracy", aliases=aliases,
+                      description=f"ImageNet {BACKBONES[backbone].application}, flatten, dense {sizes}, dropout "
+                                  f"{dropout:g}, {output}, {loss_text}, {text}",
+                      differs=_NADAM_DIFFERS if multi_label else _SGD_DIFFERS)
+
+
+def _vgg16_ml(name: str, head: tuple[int, ...], dropout: float = 0.5) -> MethodSpec:
+    """The original's VGG16 multi-label methods: (1 - F1) x BCE, and learning-rate reduction and early stopping
+    on the dev mean F1. Its ``accuracy`` was Keras 2's resolution of "accuracy" for a custom loss: the argmax."""
+    return _original(name, "vgg16", head, dropout=dropout, multi_label=True, loss="f1_bce",
+                     metrics=("argmax_accuracy", "binary_accuracy", "mean_f1"),
+                     callbacks=("reduce_lr_on_plateau", "early_stopping"))
 
 
 def _modern(name: str, backbone: str, imgsize: int = 224) -> MethodSpec:
@@ -110,9 +136,8 @@ def _modern(name: str, backbone: str, imgsize: int = 224) -> MethodSpec:
 
 
 _METHOD_LIST = (
-    MethodSpec(name="VGG16", aliases=("VGG16flat",), backbone="vgg16", head=(2048, 2048), pooling="flatten",
-               optimizer="sgd_nesterov", lr=1e-5,
-               description="ImageNet VGG16, flatten, dense 2048 + 2048, softmax, SGD Nesterov 1e-5"),
+    _original("VGG16", "vgg16", (2048, 2048), multi_label=False, loss="categorical_crossentropy",
+              metrics=("accuracy",), aliases=("VGG16flat",)),
     _vgg16_ml("VGG16-fc2k-ml", (2048, 2048)),
     _vgg16_ml("VGG16-fc4k-ml", (4096, 4096)),
     _vgg16_ml("VGG16-fc8k-ml", (8192, 8192)),
@@ -120,15 +145,15 @@ _METHOD_LIST = (
     _vgg16_ml("VGG16-fc4k-do75-ml", (4096, 4096), dropout=0.75),
     _vgg16_ml("VGG16-1Xfc2k-do75-ml", (2048,), dropout=0.75),
     _vgg16_ml("VGG16-3Xfc4k-ml", (4096, 4096, 4096)),
-    _vgg16_ml("VGG16-fc4k-ml-lossf1", (4096, 4096), loss="f1"),
-    MethodSpec(name="RESNET50", backbone="resnet50", optimizer="sgd_nesterov", lr=1e-5,
-               description="ImageNet ResNet50, global average pooling, softmax, SGD Nesterov 1e-5"),
-    _multi_label("RESNET50-fc4k-ml", "ImageNet ResNet50, global average pooling, dense 4096 + 4096, sigmoid",
-                 "resnet50", (4096, 4096)),
-    _multi_label("DenseNet169-fc2k-ml", "ImageNet DenseNet169, global average pooling, dense 2048 + 2048, sigmoid",
-                 "densenet169", (2048, 2048)),
-    _multi_label("DenseNet169-fc4k-ml", "ImageNet DenseNet169, global average pooling, dense 4096 + 4096, sigmoid",
-                 "densenet169", (4096, 4096)),
+    _vgg16_ml("VGG16-fc4k-ml-lossf1", (4096, 4096)),
+    _original("RESNET50", "resnet50", (2048, 2048), multi_label=False, loss="categorical_crossentropy",
+              metrics=("accuracy",)),
+    _original("RESNET50-fc4k-ml", "resnet50", (4096, 4096), multi_label=True, loss="binary_crossentropy",
+              metrics=("accuracy", "mean_f1")),
+    _original("DenseNet169-fc2k-ml", "densenet169", (2048, 2048), multi_label=True, loss="binary_crossentropy",
+              metrics=("accuracy", "mean_f1")),
+    _original("DenseNet169-fc4k-ml", "densenet169", (4096, 4096), multi_label=True, loss="binary_crossentropy",
+              metrics=("accuracy", "mean_f1")),
     _modern("MobileNetV2", "mobilenetv2"),
     _modern("EfficientNetB0", "efficientnetb0"),
     _modern("EfficientNetV2S", "efficientnetv2s", imgsize=384),

@@ -222,7 +222,8 @@ def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
-                  callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger()], shuffle=False, verbose=2)
+                  callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
+                  shuffle=False, verbose=2)
     best.restore(model)
     model = devices.undistributed(model, strategy)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
