@@ -65,3 +65,26 @@ def test_errors(model_and_images, options, message):
     result = CliRunner().invoke(cli, ["--keras-model", str(model), "--image", str(folder / "images" / "img000.png"),
                                       "--out-dir", str(folder / "e"), *options])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_rise_options_reach_the_explainer_and_match_the_server(model_and_images):
+    """--masks/--cells/--keep (the server's ?masks=&cells=&keep=) reach RISE; --rise-masks still works."""
+    from timl.explain import cli
+    from timl.serving.openapi import EXPLAIN_QUERY
+
+    model, folder = model_and_images
+    image = str(folder / "images" / "img000.png")
+    greys = {}
+    for name, options in {"cells3": ["--cells", "3"], "cells3-again": ["--rise-cells", "3"],
+                          "cells6": ["--cells", "6", "--keep", "0.3"]}.items():
+        result = CliRunner().invoke(cli, ["--keras-model", str(model), "--image", image, "--method", "rise",
+                                          "--rise-masks", "24", "--seed", "2", "--out-dir", str(folder / name),
+                                          *options])
+        assert result.exit_code == 0, result.output
+        greys[name] = (folder / name / "img000-rise-grey.png").read_bytes()
+    assert greys["cells3"] == greys["cells3-again"] != greys["cells6"]
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    for query, (_, kind, low, high) in EXPLAIN_QUERY.items():  # same names and ranges as the server
+        assert f"--{query}," in help_text and f"{low}<=x<={high}" in help_text
+    bad = CliRunner().invoke(cli, ["--keras-model", str(model), "--image", image, "--cells", "1"])
+    assert bad.exit_code == 2 and "--cells" in bad.output and "2<=x<=64" in bad.output

@@ -157,3 +157,43 @@ def test_gunicorn_server_and_client(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_original_routes_under_the_manuals_prefixes(tmp_path, caplog):
+    """ping, echo and info as the original answered them, under REST prefix "rest" and pages under "web"."""
+    from timl.serving import create_app
+
+    config = {"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "rest", "STATIC_PAGES_URL_PREFIX": "web",
+              "STATIC_PAGES_DIR": str(tmp_path / "html")}
+    with caplog.at_level("WARNING", logger="timl.serving.app"):
+        client = create_app(config, classifier=tiny_classifier()).test_client()
+    assert f"STATIC_PAGES_DIR {tmp_path / 'html'}" in caplog.text and "shipped" in caplog.text
+    assert client.get("/rest/ping").get_data(as_text=True) == "pong"
+    echo = client.get("/rest/echo/<script>hi")
+    assert echo.get_data(as_text=True) == "You told me <script>hi" and echo.mimetype == "text/plain"
+    info = client.get("/rest/info").get_json()
+    assert info["classification"] == {"model_file": "tiny.h5"} and info["classes"] == ["A", "B", "C"]
+    assert post(client, "/rest/explain/gradcam/conv_a", encoded()).status_code == 200
+    assert client.get("/api/info").status_code == 404
+    page = client.get("/web/classify.html")  # the shipped page, STATIC_PAGES_DIR being no folder
+    assert page.status_code == 200 and b'src="timl-config.js"' in page.data
+    script = client.get("/web/timl-config.js")
+    assert script.mimetype == "text/javascript" and script.get_data(as_text=True) == 'window.TIML_REST = "/rest";\n'
+    spec = client.get("/rest/openapi.json").get_json()
+    assert {"/rest/ping", "/rest/echo/{text}", "/rest/info"} <= set(spec["paths"])
+    assert client.get("/").get_json()["api"]["ping"] == "/rest/ping"
+
+
+def test_own_pages_folder_and_a_root_rest_prefix(tmp_path, caplog):
+    from timl.serving import create_app
+
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "mine.html").write_text("<p>mine</p>")
+    config = {"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "", "STATIC_PAGES_DIR": str(tmp_path / "pages")}
+    with caplog.at_level("WARNING", logger="timl.serving.app"):
+        client = create_app(config, classifier=tiny_classifier()).test_client()
+    assert "STATIC_PAGES_DIR" not in caplog.text
+    assert client.get("/static/mine.html").data == b"<p>mine</p>"
+    assert client.get("/static/classify.html").status_code == 404  # only the configured folder
+    assert client.get("/static/timl-config.js").get_data(as_text=True) == 'window.TIML_REST = "";\n'
+    assert client.get("/ping").get_data(as_text=True) == "pong" and client.get("/info").status_code == 200

@@ -74,11 +74,11 @@ def _wait(browser, condition, timeout=60):
     return WebDriverWait(browser, timeout).until(lambda driver: condition(driver))
 
 
-def _classify_and_explain(browser, server, page: str, tmp_path: Path) -> None:
+def _classify_and_explain(browser, server, page: str, tmp_path: Path, pages: str = "/static") -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    browser.get(f"{server['url']}/static/{page}")
+    browser.get(f"{server['url']}{pages}/{page}")
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#method option")) == 5)
     browser.find_element(By.ID, "file").send_keys(str(server["folder"] / "upload.png"))
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
@@ -168,4 +168,22 @@ def test_pages_follow_a_configured_rest_prefix(browser, server):
         _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
         browser.find_element(By.LINK_TEXT, "Evaluate").click()  # the link keeps ?rest=
         # no evaluation folder configured: the page says which key to set
+        _wait(browser, lambda d: "EVALUATION_IMAGES_DIR" in d.find_element(By.ID, "status").text)
+
+
+def test_pages_know_the_manuals_rest_prefix_without_a_query(browser, server, tmp_path):
+    """The original manual's prefixes: pages at /web/, REST API at /rest/; no ?rest= in the URL."""
+    from selenium.webdriver.common.by import By
+
+    from timl.serving import create_app
+
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "rest",
+                      "STATIC_PAGES_URL_PREFIX": "web", "STATIC_PAGES_DIR": str(tmp_path / "html")},
+                     classifier=tiny_classifier())
+    with _serving(app) as url:
+        _classify_and_explain(browser, {"url": url, "folder": server["folder"]}, "classify.html", tmp_path, "/web")
+        assert browser.execute_script("return TIML.rest;") == "/rest"
+        browser.find_element(By.LINK_TEXT, "Evaluate").click()
+        assert "?rest=" not in browser.current_url
+        # no evaluation folder configured: /rest/evaluate answers which key to set
         _wait(browser, lambda d: "EVALUATION_IMAGES_DIR" in d.find_element(By.ID, "status").text)

@@ -16,6 +16,7 @@ import click
 #: subcommand -> module whose ``cli`` implements it.
 COMMANDS = {
     "data": "timl.data",
+    "split": "timl.split",
     "train": "timl.train",
     "results": "timl.results",
     "predict": "timl.predict",

@@ -40,7 +40,8 @@ def explain_image(classifier, source, name: str, methods: list[str], out_dir: Pa
                   class_cell: str | None = None, truth: str | None = None, **params) -> ExplainedImage:
     """Explains one image with each method and writes ``<name>-<method>-grey|heatmap|comp.png``.
 
-    ``params`` go to the methods that take them (``num_masks`` to rise, ``seed`` to every method).
+    ``params`` go to the methods that take them (``num_masks``, ``mask_cells`` and ``keep_probability`` to
+    rise, ``seed`` to every method).
     """
     from timl import xai
     from timl.images import decode_image
@@ -128,7 +129,8 @@ def write_explanations(*, model_uri=None, keras_model=None, config_table=None, i
         class_cell: the class to explain, a name or an index (default: the predicted class).
         out_dir: the folder of the images. Defaults to "explanations".
         log_to_run: also store the images as artifacts ``explanations/`` of this MLflow run.
-        **params: the methods' parameters (``num_masks``, ``seed``).
+        **params: the methods' parameters (``num_masks``, ``mask_cells``, ``keep_probability``, ``seed``),
+            each given to the methods that take it.
 
     Returns:
         The files written.
@@ -172,6 +174,8 @@ EXAMPLE = """Examples:
 
   python -m timl.explain --model-uri models:/skin@champion --image lesion.jpg --method gradcam --method rise
 
+  python -m timl.explain --keras-model model.h5 --image lesion.jpg --method rise --masks 4000 --cells 12 --seed 0
+
   python -m timl.explain --keras-model 0-keras_model-250101-120000.h5 --test-dataframe test.csv --img-dir images
       --method gradcam --layer block5_conv3 --out-dir explanations --log-to-run 3f2a...
 """
@@ -188,23 +192,25 @@ EXAMPLE = """Examples:
               help=f"{', '.join(EXPLAINER_NAMES)}; repeat for several.")
 @click.option("--layer", help="Layer to explain (default: the last convolutional layer).")
 @click.option("--class", "class_cell", help="Class name or index to explain (default: the predicted class).")
-@click.option("--rise-masks", type=int, help="RISE: number of masks (default 2000).")
+@click.option("--masks", "--rise-masks", "num_masks", type=click.IntRange(1, 20000),
+              help="RISE: number of random masks (default 2000; the server's ?masks=).")
+@click.option("--cells", "--rise-cells", "mask_cells", type=click.IntRange(2, 64),
+              help="RISE: mask size, the cells of each random mask's grid per side (default 8; the server's ?cells=).")
+@click.option("--keep", "--rise-keep", "keep_probability", type=click.FloatRange(0.01, 0.99),
+              help="RISE: probability that a mask cell keeps the image (default 0.5; the server's ?keep=).")
 @click.option("--seed", type=int, help="Seed of the random methods (RISE, SmoothGrad).")
 @click.option("--out-dir", default="explanations", show_default=True, type=click.Path(file_okay=False))
 @click.option("--log-to-run", help="Also store the images as artifacts of this MLflow run.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
-def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, methods, layer, class_cell, rise_masks,
-        seed, out_dir, log_to_run, tracking_uri):
+def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, methods, layer, class_cell, num_masks,
+        mask_cells, keep_probability, seed, out_dir, log_to_run, tracking_uri):
     """Explain classifications with Grad-CAM, RISE and more."""
     from timl import tracking
     from timl.cli import setup_logging, user_errors
 
     setup_logging()
-    params = {}
-    if rise_masks:
-        params["num_masks"] = rise_masks
-    if seed is not None:
-        params["seed"] = seed
+    given = {"num_masks": num_masks, "mask_cells": mask_cells, "keep_probability": keep_probability, "seed": seed}
+    params = {name: value for name, value in given.items() if value is not None}
     with user_errors():
         if model_uri or log_to_run:
             tracking.configure(tracking_uri)

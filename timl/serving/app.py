@@ -1,5 +1,8 @@
 """The TIML REST server: a Flask app factory with the original TIML REST API and the web pages.
 
+The original routes under the REST prefix: ``ping``, ``echo/<text>``, ``info``, ``classify`` and
+``explain/<method>/<layer>``; the pages under the static prefix learn the REST prefix from ``timl-config.js``.
+
 ``create_app(config)`` builds one app; its model is loaded once, at the first request that needs it (so each
 gunicorn worker loads it once, after the fork). Every error is JSON: exception classes map to status codes in
 :func:`_register_error_handlers` and nowhere else.
@@ -7,11 +10,12 @@ gunicorn worker loads it once, after the fork). Every error is JSON: exception c
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
 
-from flask import Blueprint, Flask, jsonify, request, send_from_directory
+from flask import Blueprint, Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from timl import __version__
@@ -23,6 +27,9 @@ from timl.serving.reviews import reviews_blueprint
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+#: The script the pages load before timl.js: it tells them the configured REST prefix (``window.TIML_REST``).
+PAGES_CONFIG_SCRIPT = "timl-config.js"
 
 
 class BadRequest(TimlError, ValueError):
@@ -108,11 +115,20 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
 
     api = Blueprint("api", __name__)
 
+    @api.get("/ping")
+    def ping():
+        return Response("pong", mimetype="text/plain")
+
+    @api.get("/echo/<text>")
+    def echo(text: str):
+        return Response(f"You told me {text}", mimetype="text/plain")  # plain text: nothing echoed runs as HTML
+
     @api.get("/info")
     def info():
         classifier = holder.classifier
         layers = xai.conv_layer_names(classifier.model)
-        return jsonify(model=config.model, classes=list(classifier.class_names),
+        return jsonify(classification={"model_file": config.model}, model=config.model,
+                       classes=list(classifier.class_names),
                        input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
                        multi_label=classifier.multi_label, explain_methods=xai.list_explainers(),
                        explainers={name: {"uses_layer": spec.uses_layer, "params": spec.defaults}
@@ -208,7 +224,13 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
     app.register_blueprint(reviews_blueprint(config.as_mapping()), url_prefix=f"{config.rest_prefix}/evaluate")
-    static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
+    static_dir = pages_dir(config)
+    logger.info("REST API at %s/, web pages at %s/ (from %s)", config.rest_prefix, config.static_prefix, static_dir)
+
+    @app.get(f"{config.static_prefix}/{PAGES_CONFIG_SCRIPT}")
+    def pages_config():
+        script = f"window.TIML_REST = {json.dumps(config.rest_prefix)};\n"
+        return Response(script, mimetype="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get(f"{config.static_prefix}/<path:name>")
     def static_page(name: str):
@@ -218,7 +240,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     def index():
         pages = sorted(path.name for path in static_dir.glob("*.html")) if static_dir.is_dir() else []
         return jsonify(service="TIML REST server", version=__version__, model=config.model,
-                       api={name: f"{config.rest_prefix}/{name}" for name in ("info", "classify", "openapi.json")}
+                       api={name: f"{config.rest_prefix}/{name}" for name in ("ping", "info", "classify", "openapi.json")}
                        | {"explain": f"{config.rest_prefix}/explain/<method>/<layer>"},
                        pages=[f"{config.static_prefix}/{page}" for page in pages])
 
@@ -228,6 +250,23 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
 
     _register_error_handlers(app)
     return app
+
+
+def pages_dir(config: ServerConfig) -> Path:
+    """The folder the web pages are served from: STATIC_PAGES_DIR, or the pages shipped with TIML.
+
+    A STATIC_PAGES_DIR that is not a folder (the original sample's ``html``, say) falls back to the shipped
+    pages with a warning instead of stopping the server.
+    """
+    if not config.static_dir:
+        return STATIC_DIR
+    folder = Path(config.static_dir)
+    if folder.is_dir():
+        return folder
+    logger.warning("STATIC_PAGES_DIR %s (in %s) is not a folder; serving the pages shipped with TIML from %s. "
+                   "Set STATIC_PAGES_DIR to a folder of pages, or to \"\" for the shipped ones.",
+                   folder, config.source or "the server configuration", STATIC_DIR)
+    return STATIC_DIR
 
 
 def app_from_environment() -> Flask:

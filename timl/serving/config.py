@@ -1,8 +1,9 @@
 """The TIML server configuration: ``timl_server_config.json``, with the original TIML keys.
 
 Looked up as ``--config PATH``, else ``$TIML_SERVER_CONFIG``, else ``./timl_server_config.json``, else
-``~/timl_server_config.json``. Each key has a ``KEY_description`` companion, as in the original. Relative paths
-resolve against the configuration file's folder.
+``~/.timl/timl_server_config.json`` (where the original TIML looked first), else ``~/timl_server_config.json``.
+Each key has a ``KEY_description`` companion, as in the original. Relative paths resolve against the
+configuration file's folder.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def sample_text() -> str:
 def find_config(path: str | Path | None = None) -> Path:
     """Finds the configuration file.
 
+    Args:
+        path: the file to use; when None, ``$TIML_SERVER_CONFIG``, else the first that exists of
+            ``./timl_server_config.json``, ``~/.timl/timl_server_config.json`` and ``~/timl_server_config.json``.
+
+    Returns:
+        The configuration file.
+
     Raises:
         ConfigError: none found; the message prints a sample configuration, as the original TIML did.
     """
@@ -114,7 +122,8 @@ def find_config(path: str | Path | None = None) -> Path:
     if not path and os.environ.get("TIML_SERVER_CONFIG"):
         candidates.append(Path(os.environ["TIML_SERVER_CONFIG"]))
     if not candidates:
-        candidates = [Path.cwd() / FILE_NAME, Path.home() / FILE_NAME]
+        candidates = [Path.cwd() / FILE_NAME, Path.home() / ".timl" / FILE_NAME, Path.home() / FILE_NAME]
+    candidates = list(dict.fromkeys(candidates))  # the home folder may be the working directory
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -35,7 +35,15 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
         "info": {"title": "TIML REST API", "version": __version__,
                  "description": "Classify and explain images with a TIML model."},
         "paths": {
-            f"{rest_prefix}/info": {"get": {"summary": "The model, its classes and what can be explained",
+            f"{rest_prefix}/ping": {"get": {"summary": "Is the server alive? Answers pong", "responses": {
+                "200": {"description": "pong", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            f"{rest_prefix}/echo/{{text}}": {"get": {
+                "summary": "Answers 'You told me <text>'",
+                "parameters": [{"name": "text", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The text echoed",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            f"{rest_prefix}/info": {"get": {"summary": "The model (classification.model_file, as the original TIML "
+                                                       "answered), its classes and what can be explained",
                                             "responses": {"200": {"description": "Model information",
                                                                   "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             f"{rest_prefix}/classify": {"post": {

@@ -2,8 +2,10 @@
 "use strict";
 
 const TIML = (() => {
+  // The REST prefix: ?rest= in the page's URL, else the server's timl-config.js (window.TIML_REST, which may be
+  // "" for a root prefix), else /api.
   const params = new URLSearchParams(window.location.search);
-  const rest = (params.get("rest") || window.TIML_REST || "/api").replace(/\/$/, "");
+  const rest = (params.get("rest") ?? window.TIML_REST ?? "/api").replace(/\/$/, "");
   if (params.get("rest")) {  // keep the REST prefix when moving between the pages
     document.querySelectorAll("nav a").forEach((link) => {
       const url = new URL(link.href, window.location.href);
