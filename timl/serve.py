@@ -37,7 +37,7 @@ def run(config_path: str | None, bind: str, workers: int, timeout: int, backlog:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="timl_server_config.json (default: ./ then ~/, or $TIML_SERVER_CONFIG).")
+              help="timl_server_config.json (default: $TIML_SERVER_CONFIG, else ./, ~/.timl/, ~/).")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="Address to listen on.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes.")
 @click.option("--timeout", default=120, show_default=True, type=int, help="Seconds before a stuck worker is restarted.")
