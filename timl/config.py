@@ -37,17 +37,26 @@ OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "traintime", 
                   "valsize", "valmalprop", "valacc", "valspec", "valsens", "testsize", "testmalprop", "testacc",
                   "testspec", "testsens", "testauc", "exceptions", "notes")
 
+#: Optional columns of rows that train only their method's head: ``freeze`` (``none`` or ``backbone``: the
+#: backbone keeps its loaded weights), ``activations`` (``auto``: on activations of the frozen backbone cached
+#: across rows and tables; or a folder of them written by ``predict --layer``), ``metadata`` (a CSV of per-image
+#: numbers joined to the head's input; needs ``activations``).
+HEAD_COLUMNS = ("freeze", "activations", "metadata")
+
+#: The values of ``freeze``.
+FREEZE_CHOICES = ("none", "backbone")
+
 #: Columns TIML on MLflow adds after the original ones.
 SUMMARY_COLUMNS = ("run_id", "val_accuracy", "val_balanced_accuracy", "val_auc", "test_accuracy",
                    "test_balanced_accuracy", "test_auc")
 
-KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + OUTPUT_COLUMNS
-                                    + SUMMARY_COLUMNS))
+KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
-            "lr": "", "seed": "0", "notes": ""}
+            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +80,10 @@ class RunConfig:
         lr: learning rate, or ``None`` for the method's.
         seed: seed of the split, the initial weights and the shuffling.
         notes: free text, carried to the results table.
+        freeze: ``none`` (every layer trains) or ``backbone`` (only the head trains).
+        activations: ``""``, ``auto`` (the head trains on cached activations of the frozen backbone) or a
+            folder of activations (``<image_name>-0000000000.npy``, as ``predict --layer`` writes them).
+        metadata: ``""`` or a CSV of ``image_name`` and per-image numbers joined to the head's input.
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
@@ -97,19 +110,30 @@ class RunConfig:
     table_path: str = ""
     cpus: float | None = None
     gpus: float | None = None
+    freeze: str = "none"
+    activations: str = ""
+    metadata: str = ""
 
     @property
     def run_name(self) -> str:
         return f"{self.row}-{self.method}"
 
+    @property
+    def head_only(self) -> bool:
+        """Whether only the method's head trains (a frozen backbone, or cached activations)."""
+        return self.freeze == "backbone" or bool(self.activations)
+
     def input_cells(self) -> dict:
         """The row's input cells as strings, as they go to MLflow params and the results table."""
         return {name: "" if getattr(self, name) is None else str(getattr(self, name))
-                for name in INPUT_COLUMNS + EXTRA_COLUMNS}
+                for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
 
     def key(self, version: str) -> str:
-        """A stable key of this row: a hash of its cells, the table path and the project version."""
-        payload = json.dumps({"cells": self.input_cells(), "row": self.row,
+        """A stable key of this row: a hash of its cells (head cells only when set, so rows of earlier tables
+        keep their keys), the table path and the project version."""
+        cells = {name: value for name, value in self.input_cells().items()
+                 if name not in HEAD_COLUMNS or value != DEFAULTS[name]}
+        payload = json.dumps({"cells": cells, "row": self.row,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
                               "version": version}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -129,7 +153,7 @@ class RunConfig:
         Raises:
             ConfigError: naming the table, the row and every bad cell.
         """
-        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS}
+        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -138,7 +162,7 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "dataset", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata"):
             values[name] = cells[name]
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
             values[name] = _parse_int(cells[name], name, minimum, problems)
@@ -220,10 +244,33 @@ def _check_choices(values: dict) -> list[str]:
     if values["classweights"] not in CLASS_WEIGHT_MODES:
         problems.append(f"column 'classweights' must be one of: {', '.join(CLASS_WEIGHT_MODES)}. "
                         f"Received: classweights={values['classweights']!r}")
+    problems.extend(_check_head_cells(values))
     weights = values["weights"]
     if weights not in WEIGHTS_CHOICES and not weights.lower().endswith(WEIGHTS_SUFFIXES):
         problems.append(f"column 'weights' must be {', '.join(WEIGHTS_CHOICES)} or a path to a .h5/.keras file. "
                         f"Received: weights={weights!r}")
+    return problems
+
+
+def _check_head_cells(values: dict) -> list[str]:
+    """The head-only cells: a known freeze, cached activations with enumerated views, metadata with them."""
+    problems = []
+    if values["freeze"] not in FREEZE_CHOICES:
+        problems.append(f"column 'freeze' must be one of: {', '.join(FREEZE_CHOICES)}. "
+                        f"Received: freeze={values['freeze']!r}")
+    known = values["imgaug"] in images.AUGMENTATIONS  # an unknown one is reported with its column
+    if values["activations"] and known and images.get_augmentation(values["imgaug"]).random:
+        cacheable = ", ".join(name for name, preset in images.AUGMENTATIONS.items() if not preset.random)
+        problems.append(f"column 'activations' needs an augmentation whose views can be cached ({cacheable}): "
+                        f"random views change every epoch. Received: imgaug={values['imgaug']!r}")
+    if values["activations"] not in ("", "auto") and values["imgaug"] != "none":
+        problems.append("column 'activations' names a folder of one view per image (as predict --layer writes "
+                        "it): use imgaug none, or activations=auto to cache every view. Received: "
+                        f"imgaug={values['imgaug']!r}")
+    if values["metadata"] and not values["activations"]:
+        problems.append("column 'metadata' joins per-image numbers to a head trained on cached activations: "
+                        f"set activations (auto or a folder) too. Received: metadata={values['metadata']!r}, "
+                        "activations=''")
     return problems
 
 
@@ -247,7 +294,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
             f"{', '.join(SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]

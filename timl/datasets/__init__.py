@@ -25,7 +25,8 @@ from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import find_images, image_paths
 from timl.datasets.splits import (KFOLD_DEV_FRACTION, SPLIT_FORMS, SPLIT_STRATEGIES, SplitSpec, load_dataset,
                                   parse_split, stratified_folds, stratified_order)
-from timl.datasets.tables import IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table
+from timl.datasets.tables import (IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table,
+                                  read_metadata)
 from timl.datasets.weights import CLASS_WEIGHT_MODES, CLASS_WEIGHTS, compute_class_weights
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "read_ground_truth",
     "read_image_names",
     "read_image_table",
+    "read_metadata",
     "stratified_folds",
     "stratified_order",
 ]

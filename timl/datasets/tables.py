@@ -157,3 +157,31 @@ def read_ground_truth(path: str | Path, classcolumns: str = "default",
         raise DatasetError(f"{path}: " + "; ".join(problems))
     result = pd.concat([frame[[IMAGE_COLUMN]].reset_index(drop=True), values.reset_index(drop=True)], axis=1)
     return result, class_names
+
+
+def read_metadata(path: str | Path, names: list[str]) -> np.ndarray:
+    """Per-image numbers of a metadata CSV (``image_name`` and numeric columns, like the ISIC metadata one-hot
+    file), as float32 rows in the order of ``names``.
+
+    Raises:
+        MissingFileError: no such file.
+        DatasetError: no numeric column, a cell that is not a number (its line and column named), or images
+            without a row (listed).
+    """
+    path = Path(path)
+    frame = read_image_table(path, not_found="Metadata CSV not found", field="metadata", what="metadata CSV")
+    columns = [column for column in frame.columns if column != IMAGE_COLUMN]
+    if not columns:
+        raise DatasetError(f"{path}: the metadata CSV needs numeric columns after image_name. "
+                           f"Received columns: {', '.join(frame.columns)}")
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    bad = np.argwhere(values.isna().to_numpy())
+    if len(bad):
+        line, column = int(bad[0][0]), columns[int(bad[0][1])]
+        raise DatasetError(f"{path}, line {line + 2}, column '{column}': expected a number. "
+                           f"Received: {frame[column].iloc[line]!r}")
+    table = pd.DataFrame(values.to_numpy(np.float32), index=frame[IMAGE_COLUMN])
+    absent = [name for name in names if name not in table.index]
+    if absent:
+        raise DatasetError(f"{path}: no metadata for {len(absent)} image(s): {_listed(absent)}")
+    return table.loc[list(names)].to_numpy(np.float32)

@@ -37,12 +37,17 @@ from typing import Any
 
 from timl.models.builder import (
     CALLBACKS,
+    HEAD_POOLINGS,
     LOSSES,
     METRICS,
     OPTIMIZERS,
     POOLINGS,
+    backbone_of,
+    copy_head,
+    create_head,
     create_model,
     describe_model,
+    head_layer_names,
     last_conv_layer_name,
     method_callbacks,
 )
@@ -62,6 +67,7 @@ from timl.models.weights import load_weights_file
 __all__ = [
     "BACKBONES",
     "CALLBACKS",
+    "HEAD_POOLINGS",
     "LOSSES",
     "METRICS",
     "METHODS",
@@ -75,6 +81,9 @@ __all__ = [
     "MeanF1",
     "MethodSpec",
     "SampleMeanF1",
+    "backbone_of",
+    "copy_head",
+    "create_head",
     "create_model",
     "custom_objects",
     "describe_model",
@@ -82,6 +91,7 @@ __all__ = [
     "f1_bce_loss",
     "f1_loss",
     "get_method",
+    "head_layer_names",
     "last_conv_layer_name",
     "list_methods",
     "load_weights_file",

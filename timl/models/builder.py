@@ -102,16 +102,29 @@ def _global_average():
 POOLINGS: dict[str, Callable[[], Any]] = {"flatten": _flatten, "avg": _global_average}
 
 
-def _head(spec: MethodSpec, features, num_classes: int):
+#: Names of the layers that begin a head (one of them is the head's first layer).
+HEAD_POOLINGS = ("head_flatten", "head_pool")
+
+
+def _head(spec: MethodSpec, features, num_classes: int, metadata=None):
+    """The method's head on a feature map: pooling, [the per-image metadata joined,] dense layers, output."""
     import keras
 
     x = POOLINGS[spec.pooling]()(features)
+    if metadata is not None:
+        x = keras.layers.Concatenate(name="head_metadata")([x, metadata])
     for index, units in enumerate(spec.head, start=1):
         x = keras.layers.Dense(units, activation="relu", name=f"head_fc{index}")(x)
         if spec.dropout:
             x = keras.layers.Dropout(spec.dropout, name=f"head_dropout{index}")(x)
     activation = "sigmoid" if spec.multi_label else "softmax"
     return keras.layers.Dense(num_classes, activation=activation, name="predictions", dtype="float32")(x)
+
+
+def _metadata_input(metadata_size: int):
+    import keras
+
+    return keras.Input(shape=(metadata_size,), dtype="float32", name="metadata") if metadata_size else None
 
 
 def _sgd_nesterov_decay(learning_rate: float):
@@ -215,7 +228,8 @@ def _compile(model, spec: MethodSpec, lr: float | None) -> None:
 
 
 def create_model(method: str | MethodSpec, num_classes: int, imgsize: int, *, weights: str = "default",
-                 lr: float | None = None, seed: int | None = None):
+                 lr: float | None = None, seed: int | None = None, metadata_size: int = 0,
+                 freeze_backbone: bool = False):
     """Builds and compiles the Keras model of a method.
 
     Args:
@@ -229,11 +243,15 @@ def create_model(method: str | MethodSpec, num_classes: int, imgsize: int, *, we
             Defaults to ``"default"``.
         lr: learning rate; ``None`` uses the method's. Defaults to ``None``.
         seed: if given, ``keras.utils.set_random_seed(seed)`` before building (reproducible initial weights).
+        metadata_size: length of a per-image metadata vector joined to the pooled features (a second input,
+            ``metadata``); 0 for none. Defaults to 0.
+        freeze_backbone: only the head trains; the backbone keeps its loaded weights (and its batch
+            normalisation its statistics). Defaults to False.
 
     Returns:
-        A compiled Functional ``keras.Model``; input ``image`` (imgsize, imgsize, 3) float32 RGB in [0, 1];
-        output (num_classes,) softmax or sigmoid. Metrics: the method's (``accuracy``, and ``mean_f1`` for
-        multi-label methods).
+        A compiled Functional ``keras.Model``; input ``image`` (imgsize, imgsize, 3) float32 RGB in [0, 1]
+        (and ``metadata`` when ``metadata_size``); output (num_classes,) softmax or sigmoid. Metrics: the
+        method's (``accuracy``, and ``mean_f1`` for multi-label methods).
 
     Raises:
         ModelError: unknown method, bad sizes, weights or learning rate, or ImageNet weights that are not cached
@@ -249,15 +267,65 @@ def create_model(method: str | MethodSpec, num_classes: int, imgsize: int, *, we
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     inputs = keras.Input(shape=(imgsize, imgsize, 3), dtype="float32", name="image")
+    metadata = _metadata_input(metadata_size)
     features = _backbone_features(spec, inputs, imagenet=source == "imagenet")
-    outputs = _head(spec, features, num_classes)
-    model = keras.Model(inputs, outputs, name=re.sub(r"[^0-9a-zA-Z_]", "_", spec.name).lower())
+    outputs = _head(spec, features, num_classes, metadata)
+    model = keras.Model([inputs, metadata] if metadata is not None else inputs, outputs,
+                        name=re.sub(r"[^0-9a-zA-Z_]", "_", spec.name).lower())
     if isinstance(source, Path):
         load_weights_file(model, source)
+    if freeze_backbone:
+        head = set(head_layer_names(model))
+        for layer in model.layers:
+            layer.trainable = layer.name in head
     _compile(model, spec, lr)
     logger.info("Built %s: %d classes, %d px, weights=%s, %d parameters", spec.name, num_classes, imgsize,
                 weights, model.count_params())
     return model
+
+
+def head_layer_names(model) -> list[str]:
+    """The names of a TIML model's head layers: from its pooling on (the metadata input included)."""
+    names = [layer.name for layer in model.layers]
+    start = min(names.index(name) for name in HEAD_POOLINGS if name in names)
+    return list(dict.fromkeys(names[start:] + (["metadata"] if "metadata" in names else [])))
+
+
+def backbone_of(model):
+    """The image -> feature map part of a TIML model (the layers before its head), sharing its weights."""
+    import keras
+
+    pooling = next(model.get_layer(name) for name in HEAD_POOLINGS if name in [layer.name for layer in model.layers])
+    return keras.Model(model.get_layer("image").output, pooling.input, name=f"{model.name}_backbone")
+
+
+def create_head(method: str | MethodSpec, feature_shape: tuple[int, ...], num_classes: int, *,
+                metadata_size: int = 0, lr: float | None = None, seed: int | None = None):
+    """The method's head alone, compiled: a feature map (``features``) [and metadata] -> predictions.
+
+    Its layers are named as in :func:`create_model`, so :func:`copy_head` can move its weights into the full
+    model once it has trained on cached activations.
+    """
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    ensure_registered()
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    features = keras.Input(shape=tuple(feature_shape), dtype="float32", name="features")
+    metadata = _metadata_input(metadata_size)
+    outputs = _head(spec, features, num_classes, metadata)
+    model = keras.Model([features, metadata] if metadata is not None else features, outputs,
+                        name=f"{re.sub(r'[^0-9a-zA-Z_]', '_', spec.name).lower()}_head")
+    _compile(model, spec, lr)
+    return model
+
+
+def copy_head(head, model) -> None:
+    """Copies a trained head's weights (:func:`create_head`) into the same-named layers of a full model."""
+    for layer in head.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 # --- Inspecting a model. ---

@@ -39,7 +39,7 @@ def log_params(config, spec, data) -> None:
 def record_row(config, spec, data, trained, out_dir: Path, *, skip_roc: bool, reports: workers.Worker) -> dict:
     """Writes the row's files, logs them, the model and the final metrics; returns the headline metrics."""
     keras_path, metadata_path, classifier = _save_model(config, spec, data, trained, out_dir)
-    reports_by_split = _start_reports(config, data, classifier, out_dir, skip_roc, reports)
+    reports_by_split = _start_reports(config, data, classifier, out_dir, skip_roc, reports, trained.predictions)
     # Meanwhile the plot process draws the reports' plots
     files = [keras_path, metadata_path] + _write_history(config, trained, out_dir)
     tracking.set_tags({tracking.TAG_TRAINSTART: trained.started, tracking.TAG_TRAINMODEL: keras_path.name,
@@ -76,13 +76,17 @@ def _save_model(config, spec, data, trained, out_dir: Path):
     return keras_path, metadata_path, classifier
 
 
-def _start_reports(config, data, classifier, out_dir: Path, skip_roc: bool, reports: workers.Worker) -> dict:
-    """Predicts dev and test and starts their reports; returns short split name -> (labels, report)."""
+def _start_reports(config, data, classifier, out_dir: Path, skip_roc: bool, reports: workers.Worker,
+                   predictions: dict) -> dict:
+    """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their
+    reports; returns short split name -> (labels, report)."""
     started = {}
     for split, short in REPORTED_SPLITS:
-        if split in data.arrays:
+        if data.dataset.sizes().get(split):
             labels = data.dataset.labels(split)
-            probabilities = classifier.predict_arrays(data.arrays[split], config.batchsize)
+            probabilities = predictions.get(split)
+            if probabilities is None:
+                probabilities = classifier.predict_arrays(data.arrays[split], config.batchsize)
             started[short] = labels, _report_split(reports, out_dir, f"{config.row}-{split}-", data.dataset, split,
                                                    labels, probabilities, skip_roc)
     return started

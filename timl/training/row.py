@@ -6,15 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from timl import tracking, workers
-from timl.errors import ConfigError
+from timl.training.loop import Trained, fit_loop, resolve_weights, sample_weights
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +39,6 @@ class RowData:
     preprocessing: object
     augmentation: object
     arrays: dict
-
-
-@dataclasses.dataclass
-class Trained:
-    """A fitted model with the best epoch's weights, every epoch's logs, and when and how long it trained."""
-
-    model: object
-    history: "object"  # pandas DataFrame, one row per epoch
-    best_epoch: int
-    seconds: float
-    started: str
 
 
 def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
@@ -83,9 +70,14 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
     spec = models.get_method(config.method)
     data = load_data(config, spec, img_dir)
     record.log_params(config, spec, data)  # before decoding: a row whose images fail still shows its cells
-    data.arrays = decode_splits(data)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / ".backup" / str(config.row)
-    trained = fit(config, spec, data, checkpoint_dir, gpus=config.gpus if config.gpus is not None else gpus)
+    if config.activations:  # the head alone, on cached activations: images are decoded only to fill the cache
+        from timl.training.activations import fit_head
+
+        trained = fit_head(config, spec, data, checkpoint_dir)
+    else:
+        data.arrays = decode_splits(data)
+        trained = fit(config, spec, data, checkpoint_dir, gpus=config.gpus if config.gpus is not None else gpus)
     return record.record_row(config, spec, data, trained, out_dir, skip_roc=skip_roc,
                              reports=reports or workers.Worker(enabled=False))
 
@@ -147,31 +139,6 @@ def decode_splits(data: RowData) -> dict:
             for split in ("train", "dev", "test") if data.dataset.sizes().get(split)}
 
 
-def resolve_weights(config) -> str:
-    """The row's ``weights`` cell: default, imagenet, none, or the path of a weights file (beside the table).
-
-    Raises:
-        ConfigError: a weights file that does not exist.
-    """
-    from timl.models import WEIGHTS_CHOICES
-
-    if config.weights in WEIGHTS_CHOICES:
-        return config.weights
-    path = config.resolve_path(config.weights)
-    if not path.is_file():
-        raise ConfigError(f"{config.table_path}, row {config.row}: weights file not found. "
-                          f"Received: weights={config.weights!r}")
-    return str(path)
-
-
-def sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray:
-    """Per-image weights from class weights: the largest weight of the image's classes, 1.0 for no class."""
-    table = np.array([weights[index] for index in range(labels.shape[1])], dtype=np.float32)
-    positive = labels > 0.5
-    weighted = np.where(positive, table[None, :], 0.0).max(axis=1)
-    return np.where(positive.any(axis=1), weighted, 1.0).astype(np.float32)
-
-
 def _fit_inputs(config, data: RowData):
     """The train and dev tf.data pipelines of a row (class weights as per-image sample weights)."""
     from timl import images
@@ -187,10 +154,10 @@ def _fit_inputs(config, data: RowData):
 
 
 def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None = None) -> Trained:
-    """Builds the row's model and fits it, continuing after the last epoch of a checkpoint in ``checkpoint_dir``.
+    """Builds the row's model and fits it on its images, continuing after the last epoch of a checkpoint.
 
     Args:
-        config: the row.
+        config: the row (``freeze=backbone``: only the head trains).
         spec: its method.
         data: its data, decoded.
         checkpoint_dir: the row's checkpoint folder (removed when the fit ends).
@@ -200,41 +167,16 @@ def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None
         The fitted model with the best epoch's weights and every epoch's logs.
     """
     import keras
-    import pandas as pd
 
     from timl import models
     from timl.training import devices
-    from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN
 
     keras.utils.set_random_seed(config.seed)
     strategy = devices.strategy_for(gpus)
     tracking.log_params({"replicas": strategy.num_replicas_in_sync if strategy is not None else 1})
-    checkpoint = EpochCheckpoint(checkpoint_dir)
     with devices.scope(strategy):
         model = models.create_model(spec, len(data.dataset.class_names), config.imgsize,
-                                    weights=resolve_weights(config), lr=config.lr, seed=config.seed)
-        first_epoch = checkpoint.restore(model)
+                                    weights=resolve_weights(config), lr=config.lr, seed=config.seed,
+                                    freeze_backbone=config.freeze == "backbone")
     train_data, dev_data = _fit_inputs(config, data)
-    if first_epoch:
-        tracking.set_tags({tracking.TAG_RESUMED_AT: first_epoch})
-        _log_earlier_epochs(checkpoint.history)
-    best = BestWeights(spec.quality_metric, checkpoint_dir)
-    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    with tracking.timed() as timer:
-        model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
-                  callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
-                  shuffle=False, verbose=2)
-    best.restore(model)
-    model = devices.undistributed(model, strategy)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    history = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
-    return Trained(model, history, best.best_epoch, timer["seconds"], started)
-
-
-def _log_earlier_epochs(history: list[dict]) -> None:
-    """Logs the epochs a checkpoint holds that the active run lacks: all of them in a new run (``--resume``),
-    those an earlier attempt did not log in the same run (a cluster task retried after its worker died)."""
-    logged = tracking.logged_steps(tracking.active_run_id(), "loss")
-    for logs in history:
-        if logs["epoch"] not in logged:
-            tracking.log_metrics({key: value for key, value in logs.items() if key != "epoch"}, step=logs["epoch"])
+    return fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir, strategy=strategy)

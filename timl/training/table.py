@@ -4,7 +4,8 @@
 executor (:mod:`timl.training.executors`). A row that failed validation gets a FAILED run of its own; a failed
 row never stops the others; Ctrl-C or SIGTERM ends the current row KILLED; ``resume`` skips rows whose run
 FINISHED and closes runs left RUNNING by a killed process. The results table is rebuilt from the tracking store
-after every row, so nothing finished is lost.
+after every row, so nothing finished is lost. As the original TIML did, the output folder gets a copy of the input
+table (``automation_input.csv``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ from timl.errors import ConfigError
 from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask
 
 logger = logging.getLogger(__name__)
+
+#: The copy of the input table in the output folder (the original TIML's name).
+INPUT_COPY_NAME = "automation_input.csv"
 
 
 @dataclasses.dataclass
@@ -129,9 +134,18 @@ def _open_table_run(table_path: Path, experiment: str, out_dir: str | Path | Non
         parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
     out_dir = out_dir or default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_input_table(table_path, out_dir)
     parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
     (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
     return parent_id, out_dir
+
+
+def _copy_input_table(table_path: Path, out_dir: Path) -> Path:
+    """Copies the input table, byte for byte, to ``OUT/automation_input.csv`` (as the original TIML did)."""
+    copy = out_dir / INPUT_COPY_NAME
+    if not (copy.exists() and copy.samefile(table_path)):
+        shutil.copyfile(table_path, copy)
+    return copy
 
 
 def _find_resume_run(out_dir: Path | None, experiment: str, table_path: Path) -> tuple[str | None, Path | None]:
