@@ -147,3 +147,28 @@ def test_resource_columns_say_where_a_row_trains_not_what(tmp_path):
     (tmp_path / "r.csv").write_text(header + "\nSmallCNN,d.csv,n=5,2,none,16,16,bilinear,RGB,default,default,1,2\n")
     [row] = read_table(tmp_path / "r.csv")
     assert (row.cpus, row.gpus) == (1, 2)
+
+
+@pytest.mark.parametrize("cells,fragment", [
+    ({"freeze": "all"}, "column 'freeze' must be one of: none, backbone"),
+    ({"activations": "auto", "imgaug": "random"}, "needs an augmentation whose views can be cached (none, hflip"),
+    ({"activations": "acts/", "imgaug": "hflip"}, "use imgaug none, or activations=auto"),
+    ({"metadata": "meta.csv"}, "column 'metadata' joins per-image numbers to a head trained on cached activations"),
+])
+def test_head_only_cells_are_checked(cells, fragment):
+    with pytest.raises(ConfigError, match=re_escape(fragment)):
+        RunConfig.from_row({**small_cnn_row("d.csv"), **cells}, 0)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_head_only_cells_keep_earlier_row_keys():
+    row = RunConfig.from_row(small_cnn_row("d.csv"), 0)
+    assert row.head_only is False and row.input_cells()["freeze"] == "none"
+    frozen = RunConfig.from_row({**small_cnn_row("d.csv"), "freeze": "backbone"}, 0)
+    assert frozen.head_only and frozen.key("1") != row.key("1")
+    assert RunConfig.from_row({**small_cnn_row("d.csv"), "freeze": "none"}, 0).key("1") == row.key("1")
