@@ -14,6 +14,8 @@ $(VENV)/bin/python:
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# Keras 2 for the tests that write real Keras 2 files; --no-deps keeps tensorflow-cpu the only TensorFlow
+	$(PY) -m pip install --quiet --no-deps "tf-keras==$$($(PY) -c 'import tensorflow as t; print(t.__version__.rsplit(".", 1)[0])').*"
 	touch $(STAMP)
 
 install: $(STAMP)

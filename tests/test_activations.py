@@ -106,6 +106,14 @@ def test_metadata_joins_the_heads_input(tracking_uri, mini_digits, tmp_path, mon
     outcome = _train(write_table(tmp_path / "t.csv", rows), tmp_path / "out")
     model = load_classifier(model_uri=f"runs:/{outcome.rows[0].run_id}/model").model
     assert [tensor.name for tensor in model.inputs] == ["image", "metadata"] and model.inputs[1].shape[-1] == 2
+    from timl.errors import ModelError
+    from timl.predict import predict
+
+    result = predict(dataset, tmp_path / "p.csv", model_uri=f"runs:/{outcome.rows[0].run_id}/model",
+                     metadata=tmp_path / "meta.csv")
+    assert len(pd.read_csv(result.output_csv)) == len(names)
+    with pytest.raises(ModelError, match="give the CSV with --metadata"):
+        predict(dataset, tmp_path / "q.csv", model_uri=f"runs:/{outcome.rows[0].run_id}/model")
     frame.iloc[1:].to_csv(tmp_path / "meta.csv", index=False)
     from timl.training import train_table
 

@@ -68,7 +68,7 @@ def test_a_table_on_the_cluster_is_complete_in_postgres_and_on_the_driver(report
     for number in range(4):
         assert f"{number}-automation_result.csv" in files and f"{number}-history.csv" in files
         assert any(name.startswith(f"{number}-keras_model-") and name.endswith(".h5") for name in files)
-        assert f"{number}-loss.png" in files and f"{number}-test-per_image_results.csv" in files
+        assert f"{number}-plot-loss.png" in files and f"{number}-test-per_image_results.csv" in files
 
 
 def test_the_gpu_row_ran_on_the_node_that_has_the_gpu(report):

@@ -238,9 +238,31 @@ def test_missing_images_lists_first_20_and_count(tmp_path):
     assert "m19" in message and "m20" not in message and "(25 in all)" in message
 
 
+@pytest.mark.parametrize("split", ["frac=0.2", "n=3", "kfold=3:0"])
+def test_one_file_splits_accept_a_root_name_as_the_original(tmp_path, split):
+    """The original TIML read ``<dataset>.csv`` for frac=F and n=N: a root name works, and so does the file name."""
+    sub = tmp_path / "data"
+    sub.mkdir()
+    _balanced(sub, 30, name="isic.csv")
+    by_root = load_dataset("data/isic", split, base_dir=tmp_path, seed=3)
+    by_file = load_dataset("data/isic.csv", split, base_dir=tmp_path, seed=3)
+    assert by_root.source == by_file.source == str(sub / "isic.csv")
+    assert by_root.dev["image_name"].tolist() == by_file.dev["image_name"].tolist()
+    assert by_root.img_dir == sub / "images"
+
+
+def test_a_file_named_as_given_wins_over_the_root_name(tmp_path):
+    _balanced(tmp_path, 30, name="gt")  # a CSV without a suffix
+    _write_csv(tmp_path / "gt.csv", [["x", 1, 0, 0]])
+    assert load_dataset("gt", "n=3", base_dir=tmp_path).source == str(tmp_path / "gt")
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(MissingFileError, match="Ground-truth CSV not found"):
         load_dataset("nope.csv", "frac=0.1", base_dir=tmp_path)
+    with pytest.raises(MissingFileError, match=r"named as a file or as its root name \(<root>.csv\); found neither "
+                                               r".*nope' nor .*nope.csv'. Received: dataset='nope'"):
+        load_dataset("nope", "n=2", base_dir=tmp_path)
     with pytest.raises(MissingFileError, match=r"not found: .*nope-train.csv"):
         load_dataset("nope", "pre", base_dir=tmp_path)
     path = _balanced(tmp_path)

@@ -108,7 +108,7 @@ def test_ties_take_the_first_class_and_count_half_in_auc():
     assert summary["sensitivity"] == [1.0, 0.0]
     assert summary["auc"] == [0.5, 0.5]
     results = evaluation.per_image_results(["x", "y"], y_true, y_prob, ["a", "b"])
-    assert list(results["inference"]) == ["0", "0"]
+    assert list(results["inference"]) == ["[1,0]", "[1,0]"] and list(results["class_inference"]) == [0, 0]
 
 
 def test_one_sample():
@@ -178,18 +178,29 @@ def test_summary_metrics_names_and_sanitising():
     assert all(isinstance(value, float) for value in metrics.values())
 
 
-def test_per_image_results_single_and_multi_label():
+def test_per_image_results_keep_the_original_columns_and_contents():
+    """The original TIML's per_image_results.csv: one-hot ground truth and inference, class indices, the
+    probabilities as a 3-decimal array; TIML's class names follow in new columns."""
     results = evaluation.per_image_results([f"img{i}" for i in range(6)], HAND_TRUE, HAND_PROB, CLASSES)
-    assert list(results.columns) == list(evaluation.PER_IMAGE_COLUMNS)
-    first = results.iloc[1]
-    assert (first["image"], first["groundtruth"], first["class_groundtruth"]) == ("img1", "0", "MEL")
-    assert (first["pdist"], first["inference"], first["class_inference"]) == ("0.4000 0.5000 0.1000", "1", "NV")
+    assert list(results.columns) == list(evaluation.PER_IMAGE_COLUMNS + evaluation.PER_IMAGE_EXTRA_COLUMNS)
+    assert evaluation.PER_IMAGE_COLUMNS == ("image", "groundtruth", "class_groundtruth", "pdist", "inference",
+                                            "class_inference", "correct")
+    second = results.iloc[1]
+    assert (second["image"], second["groundtruth"], second["class_groundtruth"]) == ("img1", "[1,0,0]", 0)
+    assert (second["pdist"], second["inference"], second["class_inference"]) == ("[0.400,0.500,0.100]", "[0,1,0]", 1)
+    assert (second["name_groundtruth"], second["name_inference"]) == ("MEL", "NV")
     assert list(results["correct"]) == [True, False, True, True, True, False]
     multi = evaluation.per_image_results(["a", "b"], [[1, 0, 1], [0, 0, 0]], [[0.9, 0.1, 0.6], [0.1, 0.2, 0.3]],
                                          CLASSES, multi_label=True)
-    assert list(multi["groundtruth"]) == ["0;2", ""]
-    assert list(multi["class_inference"]) == ["MEL;BCC", ""]
+    assert list(multi["groundtruth"]) == ["[1,0,1]", "[0,0,0]"] and list(multi["inference"]) == ["[1,0,1]", "[0,0,0]"]
+    assert list(multi["class_groundtruth"]) == ["0;2", ""] and list(multi["name_inference"]) == ["MEL;BCC", ""]
     assert list(multi["correct"]) == [True, True]
+
+
+def test_format_class_values_is_the_original_array_format():
+    assert evaluation.format_class_values([0.5, None, 1 / 3]) == "[0.500,nan,0.333]"
+    assert evaluation.format_class_values(np.array([1, 0, 0]), 0) == "[1,0,0]"
+    assert evaluation.format_class_values([]) == "[]"
 
 
 def test_write_report_files_with_prefix_and_absent_class(tmp_path):
@@ -197,17 +208,42 @@ def test_write_report_files_with_prefix_and_absent_class(tmp_path):
     summary = evaluation.write_report(tmp_path / "report", [f"i{k}" for k in range(30)], y_true, y_prob, names,
                                       prefix="dev-")
     out = tmp_path / "report"
-    expected = {"dev-summary.csv", "dev-summary.json", "dev-per_image_results.csv", "dev-ROC-0-c0.png",
-                "dev-ROC-2-c2.png", "dev-ROC-all.png", "dev-confusion_matrix.csv", "dev-confusion_matrix.png",
+    expected = {"dev-summary.csv", "dev-summary.json", "dev-per_image_results.csv", "dev-ROC-0000-c0.png",
+                "dev-ROC-0002-c2.png", "dev-ROC-all.png", "dev-confusion_matrix.csv", "dev-confusion_matrix.png",
                 "dev-precision_recall.png"}
     assert {path.name for path in out.iterdir()} == expected
-    table = pd.read_csv(out / "dev-summary.csv", keep_default_na=False).set_index("key")["value"]
-    assert table["auc"].split(";")[1] == ""
-    assert table["classes"] == "c0;c1;c2"
-    assert float(table["balanced_accuracy"]) == pytest.approx(summary["balanced_accuracy"], abs=1e-4)
+    table = pd.read_csv(out / "dev-summary.csv", dtype=str, keep_default_na=False)
+    assert len(table) == 1, "one row, one column per key (the original's layout)"
+    row = table.iloc[0]
+    assert row["auc"].split(",")[1] == "nan" and row["classes"] == "c0;c1;c2"
+    assert float(row["balanced_accuracy"]) == pytest.approx(summary["balanced_accuracy"])
     loaded = json.loads((out / "dev-summary.json").read_text())
-    assert loaded["auc"][1] is None and loaded["samples"] == 30
+    assert loaded["auc"].split(",")[1] == "nan" and loaded["samples"] == 30
     per_image = pd.read_csv(out / "dev-per_image_results.csv", dtype=str)
     assert len(per_image) == 30 and per_image["image"].iloc[0] == "i0"
     matrix = pd.read_csv(out / "dev-confusion_matrix.csv", index_col=0)
     assert matrix.to_numpy().sum() == 30
+
+
+def test_summary_files_keep_the_original_keys_order_and_types(tmp_path):
+    """summary.csv / summary.json as the original TIML's inspect wrote them: its keys first, in its order, per-class
+    values as '[0.500,...]' strings, scalars as numbers; TIML's own keys after them."""
+    summary = evaluation.evaluate(HAND_TRUE, HAND_PROB, CLASSES)
+    evaluation.write_summary(summary, tmp_path / "summary.csv", tmp_path / "summary.json")
+    loaded = json.loads((tmp_path / "summary.json").read_text())
+    keys = list(loaded)
+    assert keys[:len(evaluation.ORIGINAL_SUMMARY_KEYS)] == list(evaluation.ORIGINAL_SUMMARY_KEYS)
+    assert {"precision", "average_precision", "balanced_accuracy", "mean_auc", "multi_label"} <= set(keys)
+    assert loaded["samples"] == 6 and loaded["classes"] == "MEL;NV;BCC"
+    assert loaded["accuracy"] == "[0.667,0.833,0.833]" and loaded["auc"] == "[0.875,1.000,1.000]"
+    assert loaded["precision"] == "[0.500,0.667,1.000]"
+    assert loaded["global_accuracy"] == pytest.approx(4 / 6) and isinstance(loaded["mean_f1"], float)
+    assert loaded["multi_label"] is False
+    frame = pd.read_csv(tmp_path / "summary.csv", dtype=str, keep_default_na=False)
+    assert list(frame.columns) == keys and len(frame) == 1
+    assert frame.iloc[0]["class_prop"] == "[0.333,0.333,0.333]" and frame.iloc[0]["samples"] == "6"
+    assert float(frame.iloc[0]["weighted_mean_f1"]) == pytest.approx(summary["weighted_mean_f1"])
+    undefined = evaluation.evaluate([[0, 1, 0]], [[0.2, 0.7, 0.1]], CLASSES)
+    evaluation.write_summary(undefined, tmp_path / "u.csv", tmp_path / "u.json")
+    assert json.loads((tmp_path / "u.json").read_text())["mean_auc"] is None
+    assert pd.read_csv(tmp_path / "u.csv", dtype=str, keep_default_na=False).iloc[0]["mean_auc"] == ""

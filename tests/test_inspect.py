@@ -21,8 +21,8 @@ SUMMARY_KEYS = {"samples", "classes", "class_prop", "accuracy", "specificity", "
                 "auc", "average_precision", "global_accuracy", "balanced_accuracy", "mean_accuracy",
                 "weighted_mean_accuracy", "mean_specificity", "weighted_mean_specificity", "mean_sensitivity",
                 "weighted_mean_sensitivity", "mean_f1", "weighted_mean_f1", "mean_auc"}
-REPORT_FILES = {"summary.csv", "summary.json", "per_image_results.csv", "ROC-0-MEL.png", "ROC-1-NV.png",
-                "ROC-2-BCC.png", "ROC-all.png", "confusion_matrix.csv", "confusion_matrix.png",
+REPORT_FILES = {"summary.csv", "summary.json", "per_image_results.csv", "ROC-0000-MEL.png", "ROC-0001-NV.png",
+                "ROC-0002-BCC.png", "ROC-all.png", "confusion_matrix.csv", "confusion_matrix.png",
                 "precision_recall.png"}
 
 
@@ -86,10 +86,15 @@ def test_end_to_end_with_model_run(workdir, store):
     assert result.out_dir == Path("inspect_gt-pred")
     assert {path.name for path in (workdir / result.out_dir).iterdir()} == REPORT_FILES
     saved = json.loads((workdir / result.out_dir / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(saved) and saved["samples"] == 12 and saved["classes"] == CLASSES
+    assert SUMMARY_KEYS <= set(saved) and saved["samples"] == 12 and saved["classes"] == ";".join(CLASSES)
+    assert saved["auc"].startswith("[") and isinstance(saved["mean_auc"], float)
+    summary_row = pd.read_csv(workdir / result.out_dir / "summary.csv", dtype=str, keep_default_na=False)
+    assert len(summary_row) == 1 and list(summary_row.columns) == list(saved)
     per_image = pd.read_csv(workdir / result.out_dir / "per_image_results.csv", dtype=str)
     assert list(per_image["image"]) == [f"{index:04d}" for index in range(12)]
-    assert list(per_image["class_groundtruth"][:3]) == CLASSES
+    assert list(per_image["groundtruth"][:3]) == ["[1,0,0]", "[0,1,0]", "[0,0,1]"]
+    assert list(per_image["class_groundtruth"][:3]) == ["0", "1", "2"]
+    assert list(per_image["name_groundtruth"][:3]) == CLASSES
 
     run = store.client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -134,7 +139,7 @@ def test_overwrite_replaces_only_the_report(workdir, store):
     test_csv, predictions_csv = write_case(workdir)
     out = workdir / "report"
     out.mkdir()
-    (out / "ROC-7-OLD.png").write_bytes(b"stale")
+    (out / "ROC-0007-OLD.png").write_bytes(b"stale")
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="--overwrite"):
         timl_inspect.inspect(test_csv, predictions_csv, out_dir=out, tracking_uri=store.uri)

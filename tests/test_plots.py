@@ -22,21 +22,26 @@ def predictions():
     return np.eye(3, dtype=int)[labels], rng.dirichlet(np.ones(3), 20), ["MEL", "NV", "B/CC"]
 
 
+def test_file_names_are_the_original_timl_names():
+    assert plots.roc_file_name(3, "MEL") == "ROC-0003-MEL.png"
+    assert plots.roc_file_name(12, "a/b", "0-dev-") == "0-dev-ROC-0012-a_b.png"
+
+
 def test_plot_history_with_and_without_epoch_column(tmp_path):
     history = pd.DataFrame({"epoch": [1, 2, 3], "loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.9, 0.8],
                             "accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.4, 0.5, 0.55]})
     written = plots.plot_history(history, tmp_path, prefix="run-")
-    assert [path.name for path in written] == ["run-loss.png", "run-accuracy.png"]
+    assert [path.name for path in written] == ["run-plot-loss.png", "run-plot-accuracy.png"]
     for path in written:
         assert_png(path)
     only_loss = plots.plot_history(pd.DataFrame({"loss": [1.0, 0.5]}), tmp_path / "sub")
-    assert [path.name for path in only_loss] == ["loss.png"]
+    assert [path.name for path in only_loss] == ["plot-loss.png"]
 
 
 def test_plot_roc_skips_absent_class(tmp_path, predictions):
     y_true, y_prob, names = predictions
     written = plots.plot_roc(y_true, y_prob, names, tmp_path, prefix="test-")
-    assert [path.name for path in written] == ["test-ROC-0-MEL.png", "test-ROC-1-NV.png", "test-ROC-all.png"]
+    assert [path.name for path in written] == ["test-ROC-0000-MEL.png", "test-ROC-0001-NV.png", "test-ROC-all.png"]
     for path in written:
         assert_png(path)
 
@@ -75,7 +80,7 @@ def test_each_class_roc_file_shows_only_its_own_curve(tmp_path):
     after_others = plots.plot_roc(y_true, y_prob, ["MEL", "NV", "NEV"], tmp_path / "all")
     alone = plots.plot_roc(np.stack([np.zeros(60), np.zeros(60), labels], axis=1), y_prob, ["MEL", "NV", "NEV"],
                            tmp_path / "alone")
-    assert [path.name for path in alone] == ["ROC-2-NEV.png", "ROC-all.png"]
+    assert [path.name for path in alone] == ["ROC-0002-NEV.png", "ROC-all.png"]
     with Image.open(after_others[2]) as drawn_last, Image.open(alone[0]) as drawn_first:
         assert np.array_equal(np.asarray(drawn_last), np.asarray(drawn_first))
     with Image.open(after_others[0]) as first, Image.open(after_others[1]) as second:

@@ -52,12 +52,28 @@ def test_one_row_reads_back_every_column(tracking_uri):
     assert list(frame.columns) == list(results.RESULT_COLUMNS) + ["status"] and list(frame.index) == [0]
     row = frame.loc[0]
     assert (row["method"], row["dataset"], row["augmult"], row["run_id"]) == ("SmallCNN", "gt.csv", "8", run_id)
-    assert (row["trainsize"], row["trainacc"], row["traintime"]) == ("40", "0.8765", "12.5000")
-    assert row["valacc"] == "[0.5000 1.0000 0.2500]", "per class, in class order, names sanitised as logged"
-    assert row["malprop"] == "[0.5000 nan nan]" and row["testauc"] == "[nan 0.7500 nan]"
+    assert (row["trainsize"], row["trainacc"], row["traintime"]) == ("40", "0.877", "0:00:12")
+    assert row["valacc"] == "[0.500,1.000,0.250]", "per class, in class order, names sanitised as logged"
+    assert row["malprop"] == "[0.500,nan,nan]" and row["testauc"] == "[nan,0.750,nan]"
     assert row["valspec"] == "", "no value for any class: empty, not a list of nan"
-    assert (row["trainstart"], row["trainmodel"], row["status"]) == ("2026-01-02 03:04:05", "0-m.h5", "FINISHED")
+    assert (row["trainstart"], row["trainmodel"], row["status"]) == ("20260102-030405", "0-m.h5", "FINISHED")
     assert (row["val_accuracy"], row["test_balanced_accuracy"], row["val_auc"]) == ("0.8000", "0.7123", "")
+
+
+def test_the_original_columns_come_first_in_the_original_order():
+    """automation_result.csv keeps the original TIML's layout; TIML's columns come after it."""
+    original = ["method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",
+                "colorspace", "classcolumns", "classweights", "trainsize", "augmult", "malprop", "trainstart",
+                "traintime", "trainacc", "trainmodel", "valsize", "valmalprop", "valacc", "valspec", "valsens",
+                "testsize", "testmalprop", "testacc", "testspec", "testsens", "testauc", "exceptions", "notes"]
+    assert list(results.RESULT_COLUMNS[:len(original)]) == original
+    assert set(results.RESULT_COLUMNS[len(original):]) >= {"weights", "lr", "seed", "run_id", "val_accuracy"}
+
+
+@pytest.mark.parametrize("seconds,text", [(0, "0:00:00"), (65.4, "0:01:05"), (3600 * 26 + 1, "1 day, 2:00:01"),
+                                          (None, "")])
+def test_traintime_is_the_original_h_mm_ss(seconds, text):
+    assert results.format_traintime(seconds) == text
 
 
 def test_failed_rows_show_their_error_and_resumed_rows_appear_once(tracking_uri):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,8 @@ def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
     artifacts = {item.path for item in client.list_artifacts(first.info.run_id)}
     assert any(path.endswith(".h5") and path.startswith("0-keras_model-") for path in artifacts)
     assert {"0-history.csv", "0-model_summary.txt", "0-test-confusion_matrix.png"} <= artifacts
+    # the original TIML's file names
+    assert {"0-plot-loss.png", "0-plot-accuracy.png", "0-dev-ROC-0000-D0.png", "0-test-ROC-0002-D2.png"} <= artifacts
 
     out = tmp_path / "out"
     table_csv = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
@@ -53,7 +56,14 @@ def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
                                             "imgsize", "resizefilter", "colorspace", "classcolumns",
                                             "classweights"]
     assert list(table_csv["run_id"]) == [runs["0"].info.run_id, runs["1"].info.run_id]
-    assert table_csv.loc[0, "testacc"].startswith("[") and len(table_csv.loc[0, "testacc"].split()) == 3
+    assert list(table_csv.columns[11:31]) == ["trainsize", "augmult", "malprop", "trainstart", "traintime",
+                                              "trainacc", "trainmodel", "valsize", "valmalprop", "valacc", "valspec",
+                                              "valsens", "testsize", "testmalprop", "testacc", "testspec",
+                                              "testsens", "testauc", "exceptions", "notes"]
+    assert re.fullmatch(r"\[\d\.\d{3},\d\.\d{3},\d\.\d{3}\]", table_csv.loc[0, "testacc"])
+    assert re.fullmatch(r"\d+:\d\d:\d\d", table_csv.loc[0, "traintime"])
+    assert re.fullmatch(r"\d{8}-\d{6}", table_csv.loc[0, "trainstart"])
+    assert (out / "automation_input.csv").read_bytes() == table.read_bytes(), "the input table, copied as it was"
     assert table_csv.loc[0, "notes"] == "first"
     assert (out / "0-automation_result.csv").is_file() and (out / "1-automation_result.csv").is_file()
 

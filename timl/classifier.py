@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 #: The metadata sidecar of a model file: ``<model>.h5`` + this suffix.
 METADATA_SUFFIX = ".json"
 
+#: The resize filter of a model the original TIML saved (a Keras 2 ``.h5`` file) when its table names none: the
+#: original resized single images (its server, its explanations) with nearest neighbour.
+ORIGINAL_RESIZE_FILTER = "nearest"
+
 
 def sha256_of(path: str | Path) -> str:
     """The sha256 hex digest of a file."""
@@ -92,7 +96,8 @@ def confidence(probabilities: np.ndarray) -> np.ndarray:
     return np.where(probabilities > base, (probabilities - base) / (1.0 - base), (probabilities - base) / base)
 
 
-def run_batches(model, images: np.ndarray, batch_size: int = 32, progress=None) -> np.ndarray:
+def run_batches(model, images: np.ndarray, batch_size: int = 32, progress=None,
+                metadata: np.ndarray | None = None) -> np.ndarray:
     """Runs a model over images batch by batch; uint8 input is scaled to [0, 1] one batch at a time.
 
     Args:
@@ -100,13 +105,15 @@ def run_batches(model, images: np.ndarray, batch_size: int = 32, progress=None) 
         images: (N, S, S, 3) float32 in [0, 1] or uint8.
         batch_size: images per model call. Defaults to 32.
         progress: optional callable ``progress(done, total)`` called after each batch.
+        metadata: (N, K) per-image numbers, the second input of a model trained with a ``metadata`` column.
     """
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size])
         if batch.dtype == np.uint8:
             batch = batch.astype(np.float32) / 255.0
-        outputs.append(np.asarray(model.predict_on_batch(batch)))
+        inputs = batch if metadata is None else [batch, np.asarray(metadata[start:start + batch_size], np.float32)]
+        outputs.append(np.asarray(model.predict_on_batch(inputs)))
         if progress is not None:
             progress(min(start + batch_size, len(images)), len(images))
     if outputs:
@@ -137,9 +144,25 @@ class Classifier:
         return {"preprocessing": self.preprocessing.to_dict(), "class_names": list(self.class_names),
                 "multi_label": self.multi_label, "timl_version": __version__}
 
-    def predict_arrays(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Predicts preprocessed images (N, S, S, 3), float32 in [0, 1] or uint8 (converted batch by batch)."""
-        return run_batches(self.model, images, batch_size)
+    @property
+    def takes_metadata(self) -> bool:
+        """Whether the model takes per-image metadata as a second input (a row with a ``metadata`` column)."""
+        return len(getattr(self.model, "inputs", ()) or ()) > 1
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 32, metadata: np.ndarray | None = None
+                       ) -> np.ndarray:
+        """Predicts preprocessed images (N, S, S, 3), float32 in [0, 1] or uint8 (converted batch by batch).
+
+        Raises:
+            ModelError: the model takes metadata and none was given (or the reverse).
+        """
+        if self.takes_metadata != (metadata is not None):
+            raise ModelError(
+                "This model takes per-image metadata besides the image (it was trained with a metadata column): "
+                "give it with python -m timl.predict --metadata CSV; explanations and the server need a model of "
+                "images alone." if self.takes_metadata else
+                "This model takes images alone; metadata was given. Received: metadata")
+        return run_batches(self.model, images, batch_size, metadata=metadata)
 
     def predict_images(self, sources: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         """Decodes, preprocesses and predicts images given as paths, bytes or PIL images."""
@@ -197,27 +220,83 @@ def from_metadata(model, metadata: dict) -> Classifier:
                       bool(metadata.get("multi_label", False)))
 
 
-def _from_config_table(model, config_table: str | Path) -> tuple[Preprocessing, tuple[str, ...], bool]:
-    """Reads preprocessing and classes from the first row of an original TIML config table."""
+def keras_version_of(path: str | Path) -> str | None:
+    """The Keras version that wrote a legacy ``.h5`` model file (its ``keras_version`` attribute); None for other
+    files or when the file does not say."""
+    import h5py
+
+    if Path(path).suffix.lower() != ".h5":
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            version = handle.attrs.get("keras_version")
+    except OSError:
+        return None
+    if version is None:
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def is_keras2_file(path: str | Path) -> bool:
+    """Whether a model file was written by Keras 2 (the original TIML's models; also the ``tf-keras`` package)."""
+    major = (keras_version_of(path) or "").split(".")[0]
+    return major.isdigit() and int(major) < 3
+
+
+def _table_row(cells, model_name: str) -> int:
+    """The row of a config table a model came from: the one whose ``trainmodel`` is the model's file name (a
+    results table), else the first (the original TIML read the first)."""
+    if "trainmodel" in cells.columns:
+        matches = [number for number, name in enumerate(cells["trainmodel"]) if name.strip() == model_name]
+        if matches:
+            return matches[0]
+    return 0
+
+
+def _class_names_from_dataset(row) -> tuple[str, ...]:
+    """The class columns of a row's dataset (``classcolumns`` default): every column but ``image_name``."""
+    from timl import datasets
+
+    dataset = row.dataset.split(";")[0].strip()
+    names = [f"{dataset}-train.csv"] if row.split == "pre" else [dataset, f"{dataset}.csv"]
+    paths = [row.resolve_path(name) for name in names]
+    path = next((candidate for candidate in paths if candidate.is_file()), None)
+    if path is None:
+        raise MissingFileError(f"{row.table_path}, row {row.row}: cannot read the class names, dataset file not "
+                               f"found (looked for {', '.join(repr(str(p)) for p in paths)}). Give classcolumns "
+                               f"explicitly. Received: dataset={row.dataset!r}")
+    return datasets.class_columns(path)
+
+
+def _from_config_table(model, config_table: str | Path,
+                       model_path: Path) -> tuple[Preprocessing, tuple[str, ...], bool]:
+    """Reads preprocessing and classes from an original TIML config table: the model's row (see
+    :func:`_table_row`). A Keras 2 model (the original's) whose row leaves ``resizefilter`` empty resizes with
+    :data:`ORIGINAL_RESIZE_FILTER`."""
+    import pandas as pd
+
     from timl import config as config_module
-    from timl import datasets, models
+    from timl import models
 
     rows = config_module.read_table(config_table)
     if not rows:
-        raise ModelError(f"{config_table}: the config table has no rows.")
-    first = rows[0]
-    if isinstance(first, Exception):
-        raise first
-    preprocessing = Preprocessing(int(model.input_shape[1]), first.resizefilter, first.colorspace)
-    multi_label = models.get_method(first.method).multi_label
-    if first.classcolumns != "default":
-        return preprocessing, tuple(name.strip() for name in first.classcolumns.split(";") if name.strip()), multi_label
-    dataset = first.dataset.split(";")[0]
-    path = first.resolve_path(f"{dataset}-train.csv" if first.split == "pre" else dataset)
-    if not path.is_file():
-        raise MissingFileError(f"{first.table_path}, row {first.row}: cannot read the class names, dataset file "
-                               f"not found. Give classcolumns explicitly. Received: dataset={str(path)!r}")
-    return preprocessing, datasets.class_columns(path), multi_label
+        raise ModelError(f"{config_table}: the config table has no rows. Give the table the model was trained "
+                         f"from (the original's automation_input.csv or automation_result.csv).")
+    cells = pd.read_csv(config_table, dtype=str, keep_default_na=False, skipinitialspace=True)
+    cells.columns = [str(column).strip() for column in cells.columns]
+    number = _table_row(cells, model_path.name)
+    row = rows[number]
+    if isinstance(row, Exception):
+        raise row
+    resizefilter = row.resizefilter
+    filter_cell = cells["resizefilter"].iloc[number].strip() if "resizefilter" in cells.columns else ""
+    if not filter_cell and is_keras2_file(model_path):
+        resizefilter = ORIGINAL_RESIZE_FILTER
+    preprocessing = Preprocessing(int(model.input_shape[1]), resizefilter, row.colorspace)
+    multi_label = models.get_method(row.method).multi_label
+    if row.classcolumns != "default":
+        return preprocessing, tuple(name.strip() for name in row.classcolumns.split(";") if name.strip()), multi_label
+    return preprocessing, _class_names_from_dataset(row), multi_label
 
 
 def _is_sigmoid(model) -> bool:
@@ -228,8 +307,10 @@ def _is_sigmoid(model) -> bool:
 def classifier_from_keras_file(keras_model: str | Path, config_table: str | Path | None = None) -> Classifier:
     """Loads a .h5/.keras file with its sidecar metadata, or with an original TIML config table.
 
-    Without either, the image size comes from the model's input, the filter and colour space default to
-    bilinear and RGB, and the classes are called C0..Cn-1.
+    Without either, the image size comes from the model's input, the colour space is RGB, the classes are
+    called C0..Cn-1 and the resize filter is the original TIML's nearest neighbour for a Keras 2 file (a model
+    the original saved), else bilinear. Every model gets RGB values scaled to [0, 1], as the original fed its
+    models (its data generator divided the pixel values by 255).
 
     Raises:
         MissingFileError, ModelError: no such file, an unloadable model, or class names that do not fit it.
@@ -239,14 +320,15 @@ def classifier_from_keras_file(keras_model: str | Path, config_table: str | Path
     metadata = read_metadata(sidecar) if sidecar.is_file() else {}
     model = load_keras_model(path, expected_sha256=metadata.get("sha256"))
     if config_table is not None:
-        preprocessing, names, multi_label = _from_config_table(model, config_table)
+        preprocessing, names, multi_label = _from_config_table(model, config_table, path)
     elif metadata:
         loaded = from_metadata(model, metadata)
         preprocessing, names, multi_label = loaded.preprocessing, loaded.class_names, loaded.multi_label
     else:
         count = int(model.output_shape[-1])
         logger.warning("No class names known for this model; using C0..C%d.", count - 1)
-        preprocessing = Preprocessing(int(model.input_shape[1]))
+        resizefilter = ORIGINAL_RESIZE_FILTER if is_keras2_file(path) else "bilinear"
+        preprocessing = Preprocessing(int(model.input_shape[1]), resizefilter)
         names, multi_label = tuple(f"C{index}" for index in range(count)), _is_sigmoid(model)
     if len(names) != int(model.output_shape[-1]):
         raise ModelError(f"The model {path} has {int(model.output_shape[-1])} outputs but {len(names)} class "

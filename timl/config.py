@@ -66,7 +66,8 @@ class RunConfig:
     Attributes:
         row: the row's number in the table, counting data rows from 0 (the ``N`` of ``N-METHOD``).
         method: a name from the method registry (``python -m timl.train --list-methods``).
-        dataset: a ground-truth CSV, a root name (split ``pre``) or ``train.csv;dev.csv[;test.csv]`` (``list``).
+        dataset: a ground-truth CSV or its root name (``data/isic`` for ``data/isic.csv``; split ``pre``: the root
+            of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
         split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
         epochs: number of epochs, at least 1.
         imgaug: an augmentation preset.

@@ -4,7 +4,8 @@ One code path scores every set of predictions TIML makes: the dev and test sets 
 ``inspect`` command. The summary keeps the original TIML keys (``samples``, ``classes``, ``class_prop``, the
 per-class ``accuracy``, ``specificity``, ``sensitivity`` and ``f1``, ``global_accuracy`` and their plain and
 prevalence-weighted means) and adds the balanced multiclass accuracy (the ISIC 2019 challenge's ranking
-metric), per-class precision, AUC and average precision, and the mean AUC.
+metric), per-class precision, AUC and average precision, and the mean AUC. The report files keep the original's
+layouts (:func:`write_summary`, :func:`per_image_results`); in memory, per-class values are lists.
 
 Conventions:
 
@@ -35,9 +36,22 @@ from timl.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-#: Columns of ``per_image_results.csv``, in order (the original TIML's).
+#: The original TIML's columns of ``per_image_results.csv``, in its order: ``groundtruth`` and ``inference`` are
+#: 0/1 vectors (``[1,0,0]``), ``class_groundtruth`` and ``class_inference`` class indices, ``pdist`` the
+#: probabilities (``[0.900,0.050,0.050]``), ``correct`` True or False.
 PER_IMAGE_COLUMNS = ("image", "groundtruth", "class_groundtruth", "pdist", "inference", "class_inference",
                      "correct")
+
+#: Columns TIML adds after the original ones: the class names of the ground truth and of the inference.
+PER_IMAGE_EXTRA_COLUMNS = ("name_groundtruth", "name_inference")
+
+#: The original TIML's keys of ``summary.csv`` and ``summary.json``, in its order: ``samples`` (int),
+#: ``classes`` (``A;B;C``), the per-class arrays (``[0.500,0.250,0.250]``), the global accuracy and the plain and
+#: weighted means (floats), then ``auc`` (per class). TIML's other keys follow them.
+ORIGINAL_SUMMARY_KEYS = ("samples", "classes", "class_prop", "accuracy", "specificity", "sensitivity", "f1",
+                         "global_accuracy", "mean_accuracy", "weighted_mean_accuracy", "mean_specificity",
+                         "weighted_mean_specificity", "mean_sensitivity", "weighted_mean_sensitivity", "mean_f1",
+                         "weighted_mean_f1", "auc")
 
 #: Per-class lists of the summary and the short names of their MLflow metrics (``{prefix}<short>_<class>``).
 PER_CLASS_METRICS = {"accuracy": "acc", "specificity": "spec", "sensitivity": "sens", "precision": "prec",
@@ -235,13 +249,18 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, floa
     return metrics
 
 
-def _format_vector(values, decimals: int = 4) -> str:
-    return " ".join(f"{value:.{decimals}f}" for value in values)
+def format_class_values(values: Sequence[float | None], decimals: int = 3) -> str:
+    """One value per class as the original TIML wrote it: ``[0.500,nan,0.250]`` (None as ``nan``).
+
+    Args:
+        values: one number (or None) per class.
+        decimals: digits after the point. Defaults to 3 (the original's); 0 writes 0/1 vectors as ``[1,0,0]``.
+    """
+    return "[" + ",".join("nan" if value is None else f"{value:.{decimals}f}" for value in values) + "]"
 
 
-def _format_labels(row: np.ndarray, names: Sequence[str]) -> tuple[str, str]:
-    indices = np.flatnonzero(row)
-    return ";".join(str(index) for index in indices), ";".join(names[index] for index in indices)
+def _class_indices(row: np.ndarray) -> str:
+    return ";".join(str(index) for index in np.flatnonzero(row))
 
 
 def per_image_results(image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
@@ -257,10 +276,12 @@ def per_image_results(image_names: Sequence[str], y_true, y_prob, class_names: S
         threshold: the multi-label decision threshold. Defaults to 0.5.
 
     Returns:
-        A DataFrame with the columns of :data:`PER_IMAGE_COLUMNS`: ``groundtruth`` and ``inference`` are class
-        indices (``;``-joined for multi-label), ``class_groundtruth`` and ``class_inference`` the class names,
-        ``pdist`` the probabilities as space-separated numbers with 4 decimals, ``correct`` a bool (the argmax
-        matches, or for multi-label the predicted set equals the true set).
+        A DataFrame with the original TIML's columns (:data:`PER_IMAGE_COLUMNS`), then
+        :data:`PER_IMAGE_EXTRA_COLUMNS`. ``groundtruth`` and ``inference`` are 0/1 vectors such as ``[1,0,0]``
+        (the predicted class, or for multi-label every class at or above ``threshold``); ``class_groundtruth``
+        and ``class_inference`` the class indices (``;``-joined for multi-label); ``pdist`` the probabilities
+        with 3 decimals (``[0.900,0.050,0.050]``); ``correct`` a bool (the argmax matches, or for multi-label the
+        predicted set equals the true set); ``name_groundtruth`` and ``name_inference`` the class names.
     """
     y_true, y_prob = _check_inputs(y_true, y_prob, class_names, multi_label, threshold)
     image_names = [str(name) for name in image_names]
@@ -269,21 +290,25 @@ def per_image_results(image_names: Sequence[str], y_true, y_prob, class_names: S
                            f"Received: {len(image_names)} image names")
     names = [str(name) for name in class_names]
     y_pred = predict_labels(y_prob, multi_label=multi_label, threshold=threshold)
-    truths = [_format_labels(row, names) for row in y_true]
-    inferences = [_format_labels(row, names) for row in y_pred]
     if multi_label:
         correct = (y_pred == y_true).all(axis=1)
+        truth_classes = [_class_indices(row) for row in y_true]
+        inferred_classes = [_class_indices(row) for row in y_pred]
     else:
         correct = np.argmax(y_prob, axis=1) == np.argmax(y_true, axis=1)
+        truth_classes = np.argmax(y_true, axis=1).tolist()
+        inferred_classes = np.argmax(y_prob, axis=1).tolist()
     return pd.DataFrame({
         "image": image_names,
-        "groundtruth": [index for index, _ in truths],
-        "class_groundtruth": [name for _, name in truths],
-        "pdist": [_format_vector(row) for row in y_prob],
-        "inference": [index for index, _ in inferences],
-        "class_inference": [name for _, name in inferences],
+        "groundtruth": [format_class_values(row, 0) for row in y_true.astype(int)],
+        "class_groundtruth": truth_classes,
+        "pdist": [format_class_values(row) for row in y_prob],
+        "inference": [format_class_values(row, 0) for row in y_pred.astype(int)],
+        "class_inference": inferred_classes,
         "correct": correct.astype(bool),
-    }, columns=list(PER_IMAGE_COLUMNS))
+        "name_groundtruth": [";".join(names[index] for index in np.flatnonzero(row)) for row in y_true],
+        "name_inference": [";".join(names[index] for index in np.flatnonzero(row)) for row in y_pred],
+    }, columns=list(PER_IMAGE_COLUMNS + PER_IMAGE_EXTRA_COLUMNS))
 
 
 def confusion_table(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = False,
@@ -328,31 +353,50 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _csv_value(value: Any) -> str:
-    """A summary value as a ``summary.csv`` cell: lists ``;``-joined, None as an empty string."""
-    if isinstance(value, (list, tuple)):
-        return ";".join(_csv_value(item) for item in value)
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+def summary_file_values(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary as the original TIML's ``summary.csv`` and ``summary.json`` hold it.
+
+    The original's keys come first, in its order (:data:`ORIGINAL_SUMMARY_KEYS`), then TIML's other keys in the
+    order of :func:`evaluate`. ``classes`` is ``;``-joined, every per-class list is an array string of
+    :func:`format_class_values` (``[0.500,nan,0.250]``), the other values keep their types (an undefined
+    scalar is None).
+
+    Args:
+        summary: a dict returned by :func:`evaluate`.
+
+    Returns:
+        An ordered dict of key to value.
+    """
+    keys = [key for key in ORIGINAL_SUMMARY_KEYS if key in summary]
+    keys += [key for key in summary if key not in keys]
+    values: dict[str, Any] = {}
+    for key in keys:
+        value = _json_ready(summary[key])
+        if key == "classes":
+            value = ";".join(str(name) for name in value)
+        elif isinstance(value, list):
+            value = format_class_values(value)
+        values[key] = value
+    return values
 
 
 def write_summary(summary: dict[str, Any], csv_path: str | Path, json_path: str | Path) -> None:
-    """Writes a summary as ``key,value`` lines (the original TIML look) and as JSON (None as null)."""
-    frame = pd.DataFrame({"key": list(summary), "value": [_csv_value(value) for value in summary.values()]})
-    frame.to_csv(csv_path, index=False)
-    Path(json_path).write_text(json.dumps(_json_ready(summary), indent=2) + "\n", encoding="utf-8")
+    """Writes a summary as the original TIML did: ``summary.csv`` one row with a column per key (an undefined
+    value empty) and ``summary.json`` one object (an undefined value null); see :func:`summary_file_values`."""
+    values = summary_file_values(summary)
+    pd.DataFrame([values], columns=list(values)).to_csv(csv_path, index=False)
+    Path(json_path).write_text(json.dumps(values, indent=4) + "\n", encoding="utf-8")
 
 
 def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
                  multi_label: bool = False, threshold: float = 0.5, prefix: str = "") -> dict[str, Any]:
     """Evaluates predictions and writes the report files into ``out_dir`` (created if missing).
 
-    Files, each name starting with ``prefix``: ``summary.csv``, ``summary.json``, ``per_image_results.csv``,
-    ``ROC-<i>-<class>.png`` per class present in the ground truth and ``ROC-all.png``,
-    ``confusion_matrix.csv`` and ``confusion_matrix.png``, ``precision_recall.png``.
+    Files, each name starting with ``prefix``: ``summary.csv``, ``summary.json``, ``per_image_results.csv``
+    (the original TIML's layouts, see :func:`write_summary` and :func:`per_image_results`),
+    ``ROC-<iiii>-<class>.png`` per class present in the ground truth (the original's names, index zero-padded
+    to four digits) and ``ROC-all.png``, ``confusion_matrix.csv`` and ``confusion_matrix.png``,
+    ``precision_recall.png``.
 
     Args:
         out_dir: the folder to write into.

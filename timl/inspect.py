@@ -7,6 +7,10 @@ MLflow run. When the predictions' sidecar (``P.csv.json``, written by ``timl.pre
 inspection run is tagged ``timl.model_run_id`` and the same metrics are logged on the model's run as
 ``test_<dataset>_...``.
 
+The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
+``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.evaluation.write_report`); TIML's other files
+sit beside them.
+
 File formats:
 
 * ground truth: ``image_name`` and one 0/1 column per class;

@@ -79,6 +79,11 @@ def sanitize_file_name(name: str) -> str:
     return _FILE_NAME_UNSAFE.sub("_", str(name))
 
 
+def roc_file_name(index: int, class_name: str, prefix: str = "") -> str:
+    """The original TIML's name of a class's ROC plot: ``{prefix}ROC-{index:04d}-{class}.png``."""
+    return f"{prefix}ROC-{index:04d}-{sanitize_file_name(class_name)}.png"
+
+
 @dataclasses.dataclass
 class Curve:
     """One class's curve: ``x`` and ``y`` (false positive and true positive rates, or recall and precision)
@@ -109,8 +114,8 @@ def plot_history(history: "pd.DataFrame", out_dir: str | Path, prefix: str = "")
         prefix: prepended to the file names. Defaults to "".
 
     Returns:
-        The written files, ``{prefix}loss.png`` and ``{prefix}accuracy.png``, each only when the history has
-        one of its columns.
+        The written files, ``{prefix}plot-loss.png`` and ``{prefix}plot-accuracy.png`` (the original TIML's
+        names), each only when the history has one of its columns.
     """
     epochs = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(1, len(history) + 1)
     written = []
@@ -124,7 +129,7 @@ def plot_history(history: "pd.DataFrame", out_dir: str | Path, prefix: str = "")
         axes.set(title=title, xlabel="epoch", ylabel=stem)
         axes.grid(alpha=0.3)
         axes.legend()
-        written.append(_save(figure, Path(out_dir) / f"{prefix}{stem}.png"))
+        written.append(_save(figure, Path(out_dir) / f"{prefix}plot-{stem}.png"))
     return written
 
 
@@ -183,7 +188,9 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
         prefix: prepended to the file names. Defaults to "".
 
     Returns:
-        The written files: ``{prefix}ROC-<i>-<class>.png`` per class with a curve, then ``{prefix}ROC-all.png``.
+        The written files: ``{prefix}ROC-<iiii>-<class>.png`` per class with a curve (the original TIML's
+        name: the class index zero-padded to four digits, e.g. ``ROC-0002-BCC.png``), then
+        ``{prefix}ROC-all.png``.
     """
     return draw_roc(roc_curves(y_true, y_prob, class_names), out_dir, prefix)
 
@@ -220,7 +227,7 @@ def draw_roc(roc: Curves, out_dir: str | Path, prefix: str = "") -> list[Path]:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="timl-png") as encoder:
         for curve in roc.curves:
             label = f"{curve.name} (AUC = {curve.score:.4f})"
-            path = out_dir / f"{prefix}ROC-{curve.index}-{sanitize_file_name(curve.name)}.png"
+            path = out_dir / roc_file_name(curve.index, curve.name, prefix)
             pending.append(class_plot.save(curve.x, curve.y, label, f"ROC of class {curve.name}", path, encoder))
             combined_axes.plot(curve.x, curve.y, label=label)
         written = [future.result() for future in pending]

@@ -46,12 +46,12 @@ def _progress(done: int, total: int, started: float) -> None:
     sys.stderr.flush()
 
 
-def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool) -> np.ndarray:
+def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool, metadata=None) -> np.ndarray:
     from timl.classifier import run_batches
 
     started = time.time()
     progress = (lambda done, total: _progress(done, total, started)) if show_progress else None
-    return run_batches(model, arrays, batch_size, progress)
+    return run_batches(model, arrays, batch_size, progress, metadata=metadata)
 
 
 def layer_model(model, layer: str):
@@ -91,7 +91,8 @@ def predictions_frame(names: list[str], probabilities: np.ndarray, class_names, 
 def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str | Path | None = None,
             model_uri: str | None = None, keras_model: str | Path | None = None,
             config_table: str | Path | None = None, generate_numpy: bool = False, layer: str | None = None,
-            threshold: float = 0.5, batch_size: int | None = None, show_progress: bool = False) -> PredictResult:
+            threshold: float = 0.5, batch_size: int | None = None, show_progress: bool = False,
+            metadata: str | Path | None = None) -> PredictResult:
     """Predicts every image of a test dataframe and writes the predictions CSV and its sidecar.
 
     Args:
@@ -105,6 +106,8 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
         layer: write this layer's activations (per image .npy) instead of the predictions.
         threshold: decision threshold of multi-label models. Defaults to 0.5.
         batch_size: images per batch (default: the config table's, else 32).
+        metadata: a CSV of ``image_name`` and per-image numbers, for a model trained with a ``metadata`` column
+            (its second input); every image needs a row.
 
     Raises:
         MissingFileError: missing test dataframe or images (all listed, before any model work).
@@ -118,16 +121,17 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
     img_dir = Path(img_dir) if img_dir else test_path.parent / "images"
     paths = datasets.image_paths(names, img_dir, test_path)
     classifier = classifiers.load_classifier(model_uri=model_uri, keras_model=keras_model, config_table=config_table)
+    extra = _metadata(classifier, metadata, names)
     batch_size = batch_size or _config_batch_size(config_table) or 32
     arrays = images.load_images(paths, classifier.preprocessing)
     output_csv.parent.mkdir(parents=True, exist_ok=True)
     numpy_dir = output_csv.with_suffix("") if generate_numpy or layer else None
     if layer:
-        activations = _run_model(layer_model(classifier.model, layer), arrays, batch_size, show_progress)
+        activations = _run_model(layer_model(classifier.model, layer), arrays, batch_size, show_progress, extra)
         _write_per_image(numpy_dir, names, activations)
         probabilities = activations
     else:
-        probabilities = _run_model(classifier.model, arrays, batch_size, show_progress)
+        probabilities = _run_model(classifier.model, arrays, batch_size, show_progress, extra)
         predictions_frame(names, probabilities, classifier.class_names, classifier.multi_label,
                           threshold).to_csv(output_csv, index=False)
     numpy_file = None
@@ -137,6 +141,22 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
         _write_per_image(numpy_dir, names, probabilities)
     sidecar = _write_sidecar(output_csv, classifier, test_path, img_dir, threshold, layer)
     return PredictResult(output_csv, sidecar, probabilities, numpy_file, numpy_dir)
+
+
+def _metadata(classifier, metadata, names: list[str]):
+    """The per-image metadata rows a model with a metadata input needs, in the order of ``names``.
+
+    Raises:
+        ModelError: metadata missing for such a model, or given for a model of images alone.
+    """
+    from timl import datasets
+
+    if classifier.takes_metadata and not metadata:
+        raise ModelError("This model takes per-image metadata besides the image (it was trained with a metadata "
+                         "column): give the CSV with --metadata. Received: metadata=None")
+    if metadata and not classifier.takes_metadata:
+        raise ModelError(f"This model takes images alone; drop --metadata. Received: metadata={str(metadata)!r}")
+    return datasets.read_metadata(metadata, names) if metadata else None
 
 
 def _config_batch_size(config_table) -> int | None:
@@ -183,10 +203,12 @@ EXAMPLE = """Examples:
 @click.option("--layer", help="Write this layer's activations (per image .npy) instead of the predictions.")
 @click.option("--threshold", default=0.5, show_default=True, type=float, help="Multi-label decision threshold.")
 @click.option("--batch-size", type=int, help="Images per batch (default: the config table's, else 32).")
+@click.option("--metadata", type=click.Path(dir_okay=False),
+              help="CSV of image_name and per-image numbers, for a model trained with a metadata column.")
 @click.option("--cuda-gpu", type=int, help="Use only this GPU.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_csv, generate_numpy, layer,
-        threshold, batch_size, cuda_gpu, tracking_uri):
+        threshold, batch_size, metadata, cuda_gpu, tracking_uri):
     """Predict the class of every image of a test dataframe."""
     from timl.cli import select_gpu, setup_logging, user_errors
 
@@ -199,7 +221,7 @@ def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_cs
             tracking.configure(tracking_uri)
         result = predict(test_dataframe, output_csv, img_dir=img_dir, model_uri=model_uri, keras_model=keras_model,
                          config_table=config_table, generate_numpy=generate_numpy, layer=layer,
-                         threshold=threshold, batch_size=batch_size, show_progress=True)
+                         threshold=threshold, batch_size=batch_size, show_progress=True, metadata=metadata)
     written = result.numpy_dir if layer else result.output_csv
     click.echo(f"Wrote {len(result.probabilities)} predictions to {written} (provenance: {result.sidecar})")
 

@@ -3,6 +3,10 @@
 Everything the table shows is in the store (params, metrics, tags), so anyone with access to the store can
 rebuild it at any time: ``python -m timl.results --experiment NAME`` or ``--parent-run ID``. Training writes its
 ``automation_result.csv`` with this same code.
+
+The table keeps the original TIML's layout: its input columns, then its output columns, in its order and
+formats (per-class arrays ``[0.500,1.000,0.250]``, ``trainacc`` with 3 decimals, ``trainstart``
+``YYYYMMDD-hhmmss``, ``traintime`` ``H:MM:SS``); TIML's extra input columns and its summary columns follow.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import click
 import pandas as pd
 
 from timl import tracking
-from timl.config import EXTRA_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
+from timl.config import EXTRA_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
 from timl.errors import ConfigError
-from timl.evaluation import per_class_metric_name
+from timl.evaluation import format_class_values, per_class_metric_name
 
 logger = logging.getLogger(__name__)
 
-#: The columns of automation_result.csv, in order.
-RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + tuple(c for c in EXTRA_COLUMNS if c != "notes")
-                                     + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
+#: The columns of automation_result.csv, in order: the original TIML's (input, then output columns), then TIML's.
+RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + OUTPUT_COLUMNS + EXTRA_COLUMNS + SUMMARY_COLUMNS
+                                     + HEAD_COLUMNS))
+
+#: The original TIML's format of ``trainstart``.
+TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 
 #: Original per-class columns: column -> (split prefix, metric short name) of the per-class metrics training
 #: logs (see :func:`timl.evaluation.per_class_metric_name`); one value per class, in class order.
@@ -46,22 +53,41 @@ def _per_class(metrics: dict, prefix: str, short: str, class_names: list[str]) -
     values = [metrics.get(per_class_metric_name(prefix, short, name)) for name in class_names]
     if all(value is None for value in values):
         return ""
-    return "[" + " ".join("nan" if value is None else f"{value:.4f}" for value in values) + "]"
+    return format_class_values(values)
+
+
+def format_traintime(seconds: float | None) -> str:
+    """A training time as the original TIML wrote it: ``H:MM:SS`` (``0:01:05``); empty when unknown."""
+    if seconds is None:
+        return ""
+    return str(datetime.timedelta(seconds=round(float(seconds))))
+
+
+def _trainstart(run) -> str:
+    """When the row started training, as ``YYYYMMDD-hhmmss`` (the original's format); the run's start time
+    when the row never got that far."""
+    tag = run.data.tags.get(tracking.TAG_TRAINSTART)
+    if tag:
+        try:
+            return datetime.datetime.strptime(tag, "%Y-%m-%d %H:%M:%S").strftime(TRAINSTART_FORMAT)
+        except ValueError:
+            return tag
+    return datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime(TRAINSTART_FORMAT)
 
 
 def result_row(run) -> dict:
     """One results-table row from one row run."""
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     class_names = json.loads(params.get("class_names", "[]") or "[]")
-    row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS}
+    row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
     for column, (prefix, short) in PER_CLASS_COLUMNS.items():
         row[column] = _per_class(metrics, prefix, short, class_names)
-    for column in ("trainsize", "valsize", "testsize", "trainacc"):
+    for column in ("trainsize", "valsize", "testsize"):
         row[column] = _number(metrics.get(column))
+    row["trainacc"] = "" if metrics.get("trainacc") is None else f"{metrics['trainacc']:.3f}"
     row["augmult"] = params.get("augmult", "")
-    row["trainstart"] = tags.get(tracking.TAG_TRAINSTART) or datetime.datetime.fromtimestamp(
-        run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
-    row["traintime"] = _number(metrics.get("train_time"))
+    row["trainstart"] = _trainstart(run)
+    row["traintime"] = format_traintime(metrics.get("train_time"))
     row["trainmodel"] = tags.get(tracking.TAG_TRAINMODEL, "")
     row["exceptions"] = tags.get(tracking.TAG_EXCEPTION, "")
     row["run_id"] = run.info.run_id

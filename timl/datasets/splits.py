@@ -227,11 +227,25 @@ def _resolve(name: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def _single_file_path(dataset: str, base_dir: Path) -> Path:
+    """The CSV of a one-file split (``frac``, ``n``, ``kfold``): the file named, else, for a root name as the
+    original TIML took (``data/isic`` for ``data/isic.csv``), that name plus ``.csv``."""
+    path = _resolve(dataset, base_dir)
+    with_suffix = path.with_name(path.name + ".csv")
+    if not path.is_file() and path.suffix.lower() != ".csv" and with_suffix.is_file():
+        return with_suffix
+    return path
+
+
 def _single_file(spec: SplitSpec, request: _Request):
-    path = _resolve(request.dataset, request.base_dir)
     if ";" in request.dataset:
         raise DatasetError(f"split {spec.text!r} needs one CSV file; a ';'-separated list needs split=list. "
                            f"Received: dataset={request.dataset!r}")
+    path = _single_file_path(request.dataset, request.base_dir)
+    if not path.is_file() and path.suffix.lower() != ".csv":
+        raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root name "
+                               f"(<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
+                               f"Received: dataset={request.dataset!r}")
     frame, class_names = read_ground_truth(path, request.classcolumns, request.multi_label)
     return frame, class_names, path
 
@@ -359,8 +373,9 @@ def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", mul
     """Reads, checks and splits a ground truth, and finds its images.
 
     Args:
-        dataset: a CSV file (``frac``, ``n``, ``kfold``), a root name (``pre``) or ``train.csv;dev.csv[;test.csv]``
-            (``list``). Relative paths are resolved against ``base_dir`` (default: the working directory).
+        dataset: a CSV file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
+            a root name (``pre``: ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
+            Relative paths are resolved against ``base_dir`` (default: the working directory).
         split: the split cell; see :func:`parse_split`.
         classcolumns: ``default`` or a ``;``-separated list of class columns.
         multi_label: allow any number of ones per row (default False: one-hot rows).

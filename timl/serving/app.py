@@ -58,15 +58,21 @@ class ModelHolder:
         return self._classifier
 
 
+#: The tables beside a .h5 model without a sidecar that say how it was trained, in the order they are looked for:
+#: TIML's, then the original TIML's output folder (its results table names the row's model file).
+CONFIG_TABLES = ("config_table.csv", "automation_result.csv", "automation_input.csv")
+
+
 def _load_classifier(config: ServerConfig):
     from timl import tracking
     from timl.classifier import METADATA_SUFFIX, load_classifier
 
     model = config.model
     if model.lower().endswith((".h5", ".keras")):
-        table = Path(model).parent / "config_table.csv"
         has_sidecar = Path(model + METADATA_SUFFIX).is_file()
-        return load_classifier(keras_model=model, config_table=table if table.is_file() and not has_sidecar else None)
+        tables = [Path(model).parent / name for name in CONFIG_TABLES]
+        table = next((path for path in tables if path.is_file()), None)
+        return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
     tracking.configure(config.tracking_uri or None)
     return load_classifier(model_uri=model)
 

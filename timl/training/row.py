@@ -97,9 +97,9 @@ def _quiet_libraries() -> None:
 def _dataset_base_dir(config) -> Path:
     """Where the row's relative dataset paths start: the working directory, else the table's folder."""
     first = config.dataset.split(";")[0]
-    candidate = f"{first}-train.csv" if config.split == "pre" else first
-    return Path.cwd() if Path(candidate).exists() else (Path(config.table_path).parent if config.table_path
-                                                         else Path.cwd())
+    candidates = [f"{first}-train.csv"] if config.split == "pre" else [first, f"{first}.csv"]  # a root name too
+    here = any(Path(candidate).exists() for candidate in candidates)
+    return Path.cwd() if here else (Path(config.table_path).parent if config.table_path else Path.cwd())
 
 
 def _load_split_images(paths: list[str], preprocessing) -> np.ndarray:
