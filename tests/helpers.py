@@ -128,3 +128,32 @@ def train_in_own_store(folder: Path, rows: list[dict], experiment: str, **option
         os.chdir(previous)
     mlflow.set_tracking_uri(uri)
     return outcome, uri
+
+
+
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--window-size=1280,1000")
+
+
+def chromium(profile_dir: Path, flags: tuple[str, ...] = CHROMIUM_FLAGS):
+    """A headless Debian Chromium driven by selenium (chromium and chromium-driver must be installed)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in (*flags, f"--user-data-dir={profile_dir}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)
+    return driver
+
+
+def wait_until(driver, condition, timeout: float = 60):
+    """Waits until ``condition(driver)`` is truthy; returns it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda current: condition(current))

@@ -148,7 +148,7 @@ def test_two_logical_devices_train_a_row_as_one_device_does(tmp_path, digits_dir
                 "from mlflow.tracking import MlflowClient\n"
                 "run = MlflowClient().get_run(outcome.rows[0].run_id)\n"
                 "print(json.dumps({'status': outcome.rows[0].status, 'message': outcome.rows[0].message, "
-                "'accuracy': run.data.metrics.get('test_accuracy'), 'replicas': run.data.params.get('replicas')}))\n")
+                "'accuracy': run.data.metrics.get('test/accuracy'), 'replicas': run.data.params.get('replicas')}))\n")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                                 timeout=600, env={**os.environ, **env})
         assert result.returncode == 0, result.stderr[-3000:]

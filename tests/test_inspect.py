@@ -100,16 +100,16 @@ def test_end_to_end_with_model_run(workdir, store):
     assert run.info.status == "FINISHED"
     assert store.client.get_experiment(run.info.experiment_id).name == "timl-inspect"
     assert run.data.tags["timl.model_run_id"] == model_run
-    assert run.data.metrics["balanced_accuracy"] == pytest.approx(result.summary["balanced_accuracy"])
-    assert run.data.metrics["auc"] == pytest.approx(result.summary["mean_auc"])
-    assert "auc_MEL" in run.data.metrics and "sens_BCC" in run.data.metrics
+    assert run.data.metrics["test/balanced_accuracy"] == pytest.approx(result.summary["balanced_accuracy"])
+    assert run.data.metrics["test/auc"] == pytest.approx(result.summary["mean_auc"])
+    assert "test_class/auc_MEL" in run.data.metrics and "test_class/sens_BCC" in run.data.metrics
     assert run.data.params["multi_label"] == "False" and run.info.run_name == "inspect gt-pred"
     assert {item.path for item in store.client.list_artifacts(result.run_id)} == REPORT_FILES
 
     model_metrics = store.client.get_run(model_run).data.metrics
-    assert model_metrics["test_gt_balanced_accuracy"] == pytest.approx(result.summary["balanced_accuracy"])
-    assert model_metrics["test_gt_accuracy"] == pytest.approx(result.summary["global_accuracy"])
-    assert "test_gt_auc_NV" in model_metrics
+    assert model_metrics["inspect_gt/balanced_accuracy"] == pytest.approx(result.summary["balanced_accuracy"])
+    assert model_metrics["inspect_gt/accuracy"] == pytest.approx(result.summary["global_accuracy"])
+    assert "inspect_gt_class/auc_NV" in model_metrics
 
 
 def test_multi_label_from_sidecar_and_from_ground_truth(workdir, store):
@@ -120,7 +120,7 @@ def test_multi_label_from_sidecar_and_from_ground_truth(workdir, store):
     assert summary["multi_label"] is True and summary["threshold"] == 0.4
     assert 0 <= summary["exact_match"] <= 1 and 0 <= summary["hamming_loss"] <= 1
     run = store.client.get_run(result.run_id)
-    assert "hamming_loss" in run.data.metrics and "timl.model_run_id" not in run.data.tags
+    assert "test/hamming_loss" in run.data.metrics and "timl.model_run_id" not in run.data.tags
 
     os.remove(f"{predictions_csv}.json")  # without a sidecar, the ground truth tells
     again = timl_inspect.inspect(test_csv, predictions_csv, out_dir="ml2", threshold=0.4, tracking_uri=store.uri)

@@ -33,10 +33,10 @@ def test_train_registers_the_best_row(registered):
     client = MlflowClient(tracking_uri=registered["uri"])
     version = client.get_model_version_by_alias("digits", "champion")
     runs = [client.get_run(row.run_id) for row in registered["outcome"].rows]
-    best = max(runs, key=lambda run: run.data.metrics["val_accuracy"])
+    best = max(runs, key=lambda run: run.data.metrics["dev/accuracy"])
     assert version.run_id == best.info.run_id
     assert version.tags["dataset"].endswith("mini.csv") and version.tags["method"] == "SmallCNN"
-    assert float(version.tags["val_accuracy"]) == pytest.approx(best.data.metrics["val_accuracy"], abs=1e-4)
+    assert float(version.tags["dev/accuracy"]) == pytest.approx(best.data.metrics["dev/accuracy"], abs=1e-4)
     assert "SmallCNN" in version.description
     assert registered["outcome"].registered == f"models:/digits/{version.version}"
 

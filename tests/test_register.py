@@ -35,9 +35,10 @@ def _row_with_model(parent: str, row: int, metrics: dict, status: str = "FINISHE
 @pytest.fixture
 def table(tracking_uri):
     parent = _client().create_run(tracking.experiment_id("reg"), tags={tracking.TAG_KIND: "table"}).info.run_id
-    rows = [_row_with_model(parent, 0, {"val_accuracy": 0.6, "val_balanced_accuracy": 0.7}),
-            _row_with_model(parent, 1, {"val_accuracy": 0.9, "val_balanced_accuracy": 0.5, "test_auc": 0.81234}),
-            _row_with_model(parent, 2, {"val_accuracy": 0.99}, status="FAILED")]
+    rows = [_row_with_model(parent, 0, {"dev/accuracy": 0.6, "dev/balanced_accuracy": 0.7}),
+            _row_with_model(parent, 1, {"dev/accuracy": 0.9, "dev/balanced_accuracy": 0.5, "test/auc": 0.81234,
+                                        "test/accuracy": 0.875}),
+            _row_with_model(parent, 2, {"dev/accuracy": 0.99}, status="FAILED")]
     return parent, rows
 
 
@@ -46,8 +47,9 @@ def test_register_run_describes_and_tags_the_version(table):
     assert register.register_run(rows[1], "lesions") == "models:/lesions/1"
     version = _client().get_model_version_by_alias("lesions", "champion")
     assert str(version.version) == "1" and version.run_id == rows[1]
-    assert version.description == f"TIML SmallCNN trained on gt.csv (split n=5, 2 epochs, imgsize 16), run {rows[1]}."
-    assert version.tags["val_accuracy"] == "0.9000" and version.tags["test_auc"] == "0.8123"
+    assert version.description == (f"TIML SmallCNN trained on gt.csv (split n=5, 2 epochs, imgsize 16), run {rows[1]}."
+                                   " Test: accuracy 0.875, auc 0.812.")
+    assert version.tags["dev/accuracy"] == "0.9000" and version.tags["test/auc"] == "0.8123"
     assert version.tags["method"] == "SmallCNN" and version.tags["run_id"] == rows[1]
     assert register.register_run(rows[0], "lesions", alias=None) == "models:/lesions/2"
     assert str(_client().get_model_version_by_alias("lesions", "champion").version) == "1", "no alias: left alone"
@@ -55,11 +57,11 @@ def test_register_run_describes_and_tags_the_version(table):
 
 def test_the_best_finished_row_by_any_metric(table):
     parent, rows = table
-    assert register.best_run(parent) == rows[0]  # val_balanced_accuracy, the default
+    assert register.best_run(parent) == rows[0]  # dev/balanced_accuracy, the default
     assert register.best_run(parent, "valacc") == rows[1], "the original short name; the FAILED row never wins"
     with pytest.raises(ConfigError, match="has the metric 'val_f2' to select by"):
         register.best_run(parent, "val_f2")
-    assert register.register_best(parent, "best", select_by="val_accuracy") == "models:/best/1"
+    assert register.register_best(parent, "best", select_by="val_accuracy") == "models:/best/1", "an earlier name"
     assert _client().get_model_version_by_alias("best", "champion").run_id == rows[1]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import socket
 import sqlite3
 import subprocess
@@ -44,7 +45,8 @@ def test_table_run_tags_artifact_and_end_state(tracking_uri, tmp_path):
     table.write_text("method\n")
     run_id = tracking.start_table_run("tables", str(table), tmp_path / "out")
     run = tracking.get_run(run_id)
-    assert run.info.status == "RUNNING" and run.info.run_name == "runs"
+    assert run.info.status == "RUNNING" and re.fullmatch(r"runs \d{4}-\d\d-\d\d \d\d:\d\d", run.info.run_name)
+    assert [item.dataset.name for item in run.inputs.dataset_inputs] == ["runs"], "the table as a dataset"
     assert run.data.tags[tracking.TAG_KIND] == "table" and run.data.tags[tracking.TAG_TABLE] == str(table.resolve())
     assert run.data.tags[tracking.TAG_PID] == str(__import__("os").getpid())
     assert [item.path for item in _client().list_artifacts(run_id)] == ["runs.csv"]

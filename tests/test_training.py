@@ -38,12 +38,24 @@ def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
     assert first.info.run_name == "0-SmallCNN" and first.info.status == "FINISHED"
     assert first.data.params["class_names"] == '["D0", "D1", "D2"]'
     assert first.data.params["augmult"] == "1" and runs["1"].data.params["augmult"] == "2"
-    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "test_accuracy", "test_balanced_accuracy",
-                "test_auc", "val_auc", "testacc_D0", "testspec_D1", "testsens_D2", "valauc_D0", "trainsize",
-                "train_time", "best_epoch"):
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "test/accuracy", "test/balanced_accuracy",
+                "test/auc", "dev/auc", "dev/accuracy", "test_class/acc_D0", "test_class/spec_D1",
+                "test_class/sens_D2", "dev_class/auc_D0", "train/samples", "train/seconds", "train/best_epoch",
+                "train_class/prop_D0"):
         assert key in first.data.metrics, key
-    history = client.get_metric_history(first.info.run_id, "loss")
-    assert [m.step for m in history] == [0, 1, 2]
+    for series in ("loss", "val_accuracy"):  # the per-epoch series hold epochs only: the kept model's scores
+        assert [m.step for m in client.get_metric_history(first.info.run_id, series)] == [0, 1, 2]
+    groups = {name.split("/")[0] for name in first.data.metrics if "/" in name}
+    assert groups <= {"train", "dev", "test", "train_class", "dev_class", "test_class", "system"}, groups
+    inputs = {(item.dataset.name, tag.value) for item in first.inputs.dataset_inputs for tag in item.tags
+              if tag.key == "mlflow.data.context"}
+    assert inputs == {("mini-train", "training"), ("mini-dev", "validation"), ("mini-test", "testing")}
+    parent = client.get_run(outcome.parent_run_id)
+    assert re.fullmatch(r"table \d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name)
+    assert parent.data.metrics["rows/finished"] == 2 and parent.data.metrics["rows/failed"] == 0
+    assert parent.data.tags["timl.best_run_id"] in {runs["0"].info.run_id, runs["1"].info.run_id}
+    assert "best/test_accuracy" in parent.data.metrics
+    assert [(item.dataset.name, item.tags[0].value) for item in parent.inputs.dataset_inputs] == [("table", "table")]
     artifacts = {item.path for item in client.list_artifacts(first.info.run_id)}
     assert any(path.endswith(".h5") and path.startswith("0-keras_model-") for path in artifacts)
     assert {"0-history.csv", "0-model_summary.txt", "0-test-confusion_matrix.png"} <= artifacts
@@ -151,7 +163,7 @@ def test_same_seed_same_result(tracking_uri, mini_digits, tmp_path):
     client = _client()
     first, second = (client.get_run(row.run_id).data for row in outcome.rows)
     assert first.metrics["loss"] == pytest.approx(second.metrics["loss"], rel=1e-5)
-    assert first.metrics["trainsize"] == second.metrics["trainsize"]
+    assert first.metrics["train/samples"] == second.metrics["train/samples"]
 
 
 def test_every_command_has_help_with_an_example():

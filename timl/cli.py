@@ -40,6 +40,25 @@ def user_errors():
         sys.exit(2)
 
 
+def progress_printer(verb: str):
+    """A ``progress(done, total)`` callback that keeps one line on stderr: ``explained 12/40 images (1.9 img/s,
+    0:00:15 left)``."""
+    import datetime
+    import time
+
+    started = time.time()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.time() - started, 1e-9)
+        left = datetime.timedelta(seconds=round((total - done) / rate)) if rate else "?"
+        sys.stderr.write(f"\r{verb} {done}/{total} images ({rate:.1f} img/s, {left} left)")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return progress
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -76,10 +76,20 @@ def sanitize_metric_name(name: str) -> str:
 def per_class_metric_name(prefix: str, short: str, class_name: str) -> str:
     """The MLflow name of one class's metric: ``{prefix}{short}_{class}``, the class sanitised.
 
-    The one naming rule of per-class metrics: training logs ``valacc_MEL`` (prefix ``val``, short ``acc``),
-    inspect ``acc_MEL`` and ``test_<dataset>_acc_MEL``, and the results table reads them back with it.
+    The one naming rule of per-class metrics: training logs ``dev_class/acc_MEL`` (prefix
+    :func:`class_group`), inspect ``test_class/acc_MEL``, and the results table reads them back with it.
     """
     return f"{prefix}{short}_{sanitize_metric_name(class_name)}"
+
+
+def summary_group(split: str) -> str:
+    """The metric prefix of a split's summary scores (a section of MLflow's charts view): ``dev/``."""
+    return f"{sanitize_metric_name(split)}/"
+
+
+def class_group(split: str) -> str:
+    """The metric prefix of a split's per-class scores (their own section): ``dev_class/``."""
+    return f"{sanitize_metric_name(split)}_class/"
 
 
 def _check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
@@ -222,22 +232,25 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
     return summary
 
 
-def summary_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str | None = None) -> dict[str, float]:
     """Flattens a summary from :func:`evaluate` into MLflow metric names and values.
 
     ``{prefix}accuracy`` is the global accuracy, ``{prefix}auc`` the mean AUC; the other scalars keep their
     summary names (``{prefix}balanced_accuracy``, ``{prefix}mean_f1``, ...); per-class values become
-    ``{prefix}acc_<class>``, ``spec_``, ``sens_``, ``prec_``, ``f1_``, ``auc_``, ``ap_`` and ``prop_``. Class
-    names are sanitised for MLflow (see :func:`sanitize_metric_name`); None values are skipped.
+    ``{class_prefix}acc_<class>``, ``spec_``, ``sens_``, ``prec_``, ``f1_``, ``auc_``, ``ap_`` and ``prop_``.
+    Class names are sanitised for MLflow (see :func:`sanitize_metric_name`); None values are skipped.
 
     Args:
         summary: a dict returned by :func:`evaluate`.
-        prefix: prepended to every name, e.g. ``"test_"``. Defaults to "".
+        prefix: prepended to every summary name, e.g. ``"test/"`` (:func:`summary_group`). Defaults to "".
+        class_prefix: prepended to every per-class name, e.g. ``"test_class/"`` (:func:`class_group`).
+            Defaults to ``prefix``.
 
     Returns:
         A dict of metric name to float.
     """
     prefix = sanitize_metric_name(prefix)
+    class_prefix = prefix if class_prefix is None else sanitize_metric_name(class_prefix)
     metrics: dict[str, float] = {}
     for key, name in SCALAR_METRICS.items():
         if summary.get(key) is not None:
@@ -245,7 +258,7 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, floa
     for key, short in PER_CLASS_METRICS.items():
         for class_name, value in zip(summary["classes"], summary.get(key) or ()):
             if value is not None:
-                metrics[per_class_metric_name(prefix, short, class_name)] = float(value)
+                metrics[per_class_metric_name(class_prefix, short, class_name)] = float(value)
     return metrics
 
 

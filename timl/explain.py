@@ -115,7 +115,7 @@ def _dataframe_images(test_dataframe: Path, img_dir: Path | None) -> tuple[dict,
 
 def write_explanations(*, model_uri=None, keras_model=None, config_table=None, image=None, test_dataframe=None,
                        img_dir=None, methods=(DEFAULT_EXPLAINER,), layer=None, class_cell=None, out_dir="explanations",
-                       log_to_run=None, **params) -> list[Path]:
+                       log_to_run=None, progress=None, **params) -> list[Path]:
     """The explain command: explains one image or a test dataframe and writes the images (and grid pages).
 
     Args:
@@ -129,6 +129,7 @@ def write_explanations(*, model_uri=None, keras_model=None, config_table=None, i
         class_cell: the class to explain, a name or an index (default: the predicted class).
         out_dir: the folder of the images. Defaults to "explanations".
         log_to_run: also store the images as artifacts ``explanations/`` of this MLflow run.
+        progress: optional ``progress(done, total)`` called after each image.
         **params: the methods' parameters (``num_masks``, ``mask_cells``, ``keep_probability``, ``seed``),
             each given to the methods that take it.
 
@@ -151,8 +152,12 @@ def write_explanations(*, model_uri=None, keras_model=None, config_table=None, i
         sources, truths = {Path(image).stem: str(image)}, {}
     else:
         sources, truths = _dataframe_images(Path(test_dataframe), Path(img_dir) if img_dir else None)
-    results = [explain_image(classifier, source, name, list(methods), out_dir, layer=layer, class_cell=class_cell,
-                             truth=truths.get(name), **params) for name, source in sources.items()]
+    results = []
+    for name, source in sources.items():
+        results.append(explain_image(classifier, source, name, list(methods), out_dir, layer=layer,
+                                     class_cell=class_cell, truth=truths.get(name), **params))
+        if progress is not None:
+            progress(len(results), len(sources))
     files = sorted(out_dir.glob("*.png"))
     if test_dataframe:
         files += draw_pages(results, list(methods), out_dir, sources)
@@ -206,7 +211,7 @@ def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, me
         mask_cells, keep_probability, seed, out_dir, log_to_run, tracking_uri):
     """Explain classifications with Grad-CAM, RISE and more."""
     from timl import tracking
-    from timl.cli import setup_logging, user_errors
+    from timl.cli import progress_printer, setup_logging, user_errors
 
     setup_logging()
     given = {"num_masks": num_masks, "mask_cells": mask_cells, "keep_probability": keep_probability, "seed": seed}
@@ -216,7 +221,8 @@ def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, me
             tracking.configure(tracking_uri)
         files = write_explanations(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
                                    test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
-                                   class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run, **params)
+                                   class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run,
+                                   progress=progress_printer("explained") if test_dataframe else None, **params)
     click.echo(f"Wrote {len(files)} images to {out_dir}" + (f" and to run {log_to_run}" if log_to_run else ""))
 
 

@@ -5,7 +5,7 @@
 predictions with :mod:`timl.evaluation`, writes the report files into a folder and records the inspection as an
 MLflow run. When the predictions' sidecar (``P.csv.json``, written by ``timl.predict``) names the model's run, the
 inspection run is tagged ``timl.model_run_id`` and the same metrics are logged on the model's run as
-``test_<dataset>_...``.
+``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``).
 
 The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
 ``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.evaluation.write_report`); TIML's other files
@@ -208,23 +208,26 @@ def _load_inputs(test_csv: Path, predictions_csv: Path) -> dict[str, Any]:
 
 
 def dataset_name(test_csv: str | Path) -> str:
-    """The ``<dataset>`` of the ``test_<dataset>_`` metric prefix: the test CSV's stem, sanitised for MLflow."""
+    """The ``<dataset>`` of the ``inspect_<dataset>/`` metric group: the test CSV's stem, sanitised for MLflow."""
     return evaluation.sanitize_metric_name(Path(test_csv).stem)
 
 
 def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
                    params: dict[str, Any], model_run_id: str | None, dataset: str) -> str:
     """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
-    known, logs the same metrics on it as ``test_<dataset>_...``. Returns the inspection's run id."""
+    known, logs the same metrics on it as ``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``). Returns the inspection's run id."""
     from timl import tracking
 
     tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {})}
     with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
-        tracking.log_batch(run_id, evaluation.summary_metrics(summary, ""), params, tracking_uri)
+        tracking.log_batch(run_id, evaluation.summary_metrics(summary, evaluation.summary_group("test"),
+                                                              evaluation.class_group("test")), params, tracking_uri)
         tracking.log_folder(run_id, out_dir, tracking_uri=tracking_uri)
         if model_run_id:
             try:
-                tracking.log_batch(model_run_id, evaluation.summary_metrics(summary, f"test_{dataset}_"),
+                group = f"inspect_{dataset}"
+                tracking.log_batch(model_run_id, evaluation.summary_metrics(summary, evaluation.summary_group(group),
+                                                                            evaluation.class_group(group)),
                                    tracking_uri=tracking_uri)
             except tracking.tracking_errors() as error:
                 logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)

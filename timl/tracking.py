@@ -9,6 +9,7 @@ that ``--resume`` can find it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
@@ -39,6 +40,8 @@ TAG_COMMAND = "timl.command"
 TAG_MODEL_RUN = "timl.model_run_id"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_WORKER = "timl.worker"
+TAG_BEST_RUN = "timl.best_run_id"
+TAG_BEST_ROW = "timl.best_row"
 TAG_NODE = "timl.ray_node"
 PARENT_MARKER = "parent_run_id.txt"
 
@@ -167,10 +170,74 @@ def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
     else:
-        run_id = client.create_run(experiment_id(experiment), run_name=Path(table_path).stem,
-                                   tags={**tags, "mlflow.runName": Path(table_path).stem}).info.run_id
+        name = table_run_name(table_path)
+        run_id = client.create_run(experiment_id(experiment), run_name=name,
+                                   tags={**tags, "mlflow.runName": name}).info.run_id
     client.log_artifact(run_id, str(table_path))
+    _log_table_dataset(run_id, Path(table_path))
     return run_id
+
+
+def runs_page(run_id: str) -> str:
+    """Where the MLflow UI shows a run's experiment's runs (MLflow 3 opens experiments on another page):
+    ``<server>/#/experiments/ID/runs`` for a tracking server, the fragment alone for a local store."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient().get_run(run_id).info.experiment_id
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http:", "https:")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment}/runs"
+
+
+def table_run_name(table_path: str | Path, when: datetime.datetime | None = None) -> str:
+    """A table run's name: the table's file stem and when it started (``runs 2026-11-30 07:45``)."""
+    return f"{Path(table_path).stem} {(when or datetime.datetime.now()).strftime('%Y-%m-%d %H:%M')}"
+
+
+def dataset_input(frame, *, source: str, name: str, context: str):
+    """An MLflow dataset input: the frame's schema and digest (a hash of its content), its source file and the
+    context it was used in (training, validation, testing, table)."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+        return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
+def log_datasets(run_id: str, inputs: list) -> None:
+    """Logs dataset inputs (:func:`dataset_input`) on a run: MLflow's Datasets column and a run's Datasets."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_inputs(run_id, datasets=inputs)
+
+
+def _log_table_dataset(run_id: str, table_path: Path) -> None:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(table_path, dtype=str, keep_default_na=False).astype(object)
+        log_datasets(run_id, [dataset_input(frame, source=str(table_path.resolve()), name=table_path.stem,
+                                            context="table")])
+    except Exception as error:  # the record is worse without it, the table no worse: go on
+        logger.warning("Could not log the table %s as a dataset of its run: %s", table_path, error)
+
+
+def log_table_summary(run_id: str, counts: dict[str, int], best=None) -> None:
+    """The table's run holds its summary: rows FINISHED / FAILED / KILLED, and the best row's scores and name."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    metrics = {f"rows/{status.lower()}": count for status, count in counts.items()}
+    if best is not None:
+        metrics.update({f"best/{name.replace('/', '_')}": value for name, value in best.data.metrics.items()
+                        if name.startswith(("dev/", "test/")) and not name.endswith("/samples")})
+        client.set_tag(run_id, TAG_BEST_RUN, best.info.run_id)
+        client.set_tag(run_id, TAG_BEST_ROW, best.info.run_name)
+    log_batch(run_id, metrics)
 
 
 def end_run(run_id: str, status: str) -> None:
@@ -250,27 +317,33 @@ def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str) ->
 class RowRun:
     """A row's child run; ``with`` ends it FINISHED, FAILED (error) or KILLED (interrupt), never RUNNING.
 
+    With ``system_metrics``, MLflow's own system-metrics monitor samples CPU, memory, disk, network (and GPUs where
+    ``nvidia-ml-py`` finds them) into ``system/...`` metrics every 10 s while the run is active.
+
     Without ``run_id`` it creates the run as it starts; with ``run_id`` it continues a run created by
     :func:`create_row_run` (a row trained by a cluster worker, or retried there). MLflow's exit hook would mark an
     active run FINISHED even after an error, so the state is set here.
     """
 
-    def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str, run_id: str | None = None):
+    def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str, run_id: str | None = None,
+                 system_metrics: bool = False):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
         self.tags = row_tags(row, row_key)
         self.run_id: str | None = run_id
+        self.system_metrics = system_metrics
         self.status: str | None = None
 
     def __enter__(self) -> "RowRun":
         import mlflow
 
         if self.run_id is not None:
-            mlflow.start_run(run_id=self.run_id)
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=self.system_metrics)
             return self
         parent = mlflow.get_run(self.parent_run_id)
         run = mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=self.run_name,
-                               parent_run_id=self.parent_run_id, tags=self.tags, nested=True)
+                               parent_run_id=self.parent_run_id, tags=self.tags, nested=True,
+                               log_system_metrics=self.system_metrics)
         self.run_id = run.info.run_id
         return self
 

@@ -29,8 +29,8 @@ Examples:
 @click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots.")
 @click.option("--cuda-gpu", type=int, help="Use only this GPU.")
 @click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
-@click.option("--select-by", default="val_balanced_accuracy", show_default=True,
-              help="Metric that picks the best row for --register (higher is better; valacc = val_accuracy).")
+@click.option("--select-by", default="dev/balanced_accuracy", show_default=True,
+              help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Train the rows one after the other in this process, or as tasks on a Ray cluster.")
 @click.option("--ray-address", help="With --executor ray: the cluster to join (auto, HOST:PORT); default: start "
@@ -44,10 +44,13 @@ Examples:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False),
               help="Where rows checkpoint every epoch (default: OUT/.backup). On a cluster, a folder every node "
               "reaches lets a retried row continue where it stopped.")
+@click.option("--system-metrics/--no-system-metrics", default=True, show_default=True,
+              help="Log MLflow's system metrics (CPU, memory, GPU) to each row's run every 10 s.")
 @click.option("--list-methods", is_flag=True, help="List every training method and exit.")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, skip_roc, cuda_gpu, register,
-        select_by, executor, ray_address, row_cpus, row_gpus, row_retries, checkpoint_dir, list_methods, verbose):
+        select_by, executor, ray_address, row_cpus, row_gpus, row_retries, checkpoint_dir, system_metrics,
+        list_methods, verbose):
     """Train every row of a TIML table; each row becomes an MLflow run."""
     if list_methods:
         from timl import models
@@ -74,7 +77,8 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
                 outcome = training.train_table(input_table, img_dir=img_dir, out_dir=out_dir, experiment=experiment,
                                                tracking_uri=tracking_uri, rows=rows, resume=resume,
                                                skip_roc=skip_roc, register=register, select_by=select_by,
-                                               executor=rows_executor, checkpoint_dir=checkpoint_dir)
+                                               executor=rows_executor, checkpoint_dir=checkpoint_dir,
+                                               system_metrics=system_metrics)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
                    + (f" --out-dir {out_dir}" if out_dir else "") + ".", err=True)
@@ -82,7 +86,10 @@ def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, s
     click.echo(f"Results: {outcome.results_path} (parent run {outcome.parent_run_id})")
     if outcome.registered:
         click.echo(f"Registered: {outcome.registered}")
-    click.echo("Compare the runs: mlflow ui --backend-store-uri " + _store_hint(tracking_uri))
+    from timl import tracking
+
+    click.echo(f"Compare the runs: mlflow ui --backend-store-uri {_store_hint(tracking_uri)}, then open "
+               f"{tracking.runs_page(outcome.parent_run_id)}")
     if outcome.failed:
         for row in outcome.failed:
             click.echo(f"row {row.name} {row.status}: {row.message}", err=True)

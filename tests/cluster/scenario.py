@@ -78,7 +78,7 @@ def _describe_rows(client, out: Path) -> list[dict]:
                      "resumed_at": run.data.tags.get("timl.resumed_at_epoch"),
                      "exception": run.data.tags.get("timl.exception", ""), "loss_steps": steps,
                      "epochs": int(run.data.params.get("epochs", "0") or 0),
-                     "test_accuracy": run.data.metrics.get("test_accuracy")})
+                     "test_accuracy": run.data.metrics.get("test/accuracy")})
     return rows
 
 

@@ -321,11 +321,13 @@ def create_head(method: str | MethodSpec, feature_shape: tuple[int, ...], num_cl
     return model
 
 
-def copy_head(head, model) -> None:
-    """Copies a trained head's weights (:func:`create_head`) into the same-named layers of a full model."""
-    for layer in head.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
+def copy_head(source, target) -> None:
+    """Copies the head's weights between a head alone (:func:`create_head`) and a whole model, either way: every
+    layer of ``source`` with weights that ``target`` has under the same name."""
+    names = {layer.name for layer in target.layers}
+    for layer in source.layers:
+        if layer.weights and layer.name in names:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 # --- Inspecting a model. ---

@@ -231,6 +231,7 @@ def fit_head(config, spec, data, checkpoint_dir: Path) -> Trained:
     tracking.log_params({"replicas": 1, "activations_folder": str(folder), "metadata_size": metadata_size})
     head = models.create_head(spec, features["train"].shape[1:], num_classes, metadata_size=metadata_size,
                               lr=config.lr, seed=config.seed)
+    models.copy_head(model, head)  # the head starts where the whole model's would: a cached row trains as without
     train_data, dev_data = _pipelines(config, data, features, metadata)
     trained = fit_loop(config, spec, head, train_data, dev_data, checkpoint_dir)
     models.copy_head(trained.model, model)

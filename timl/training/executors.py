@@ -38,6 +38,7 @@ class RowTask:
         skip_roc: do not draw ROC plots.
         checkpoint_dir: the row's checkpoint folder (an absolute path; every node of a cluster must reach it
             for a retried task to continue where its worker died).
+        system_metrics: log MLflow's system metrics (CPU, memory, GPU) to the row's run.
     """
 
     config: RunConfig
@@ -47,6 +48,7 @@ class RowTask:
     img_dir: str | Path | None = None
     skip_roc: bool = False
     checkpoint_dir: Path | None = None
+    system_metrics: bool = True
 
 
 @dataclasses.dataclass
@@ -113,7 +115,8 @@ class LocalExecutor(Executor):
         self._rows_run += 1
         config = task.config
         began = time.time()
-        row_run = tracking.RowRun(task.parent_run_id, config.run_name, config.row, task.row_key)
+        row_run = tracking.RowRun(task.parent_run_id, config.run_name, config.row, task.row_key,
+                                  system_metrics=task.system_metrics)
         try:
             with row_run:
                 headline = train_row(config, out_dir=task.out_dir, img_dir=task.img_dir, skip_roc=task.skip_roc,

@@ -114,7 +114,8 @@ class RayExecutor(Executor):
                    "row_key": task.row_key, "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
                    "cwd": os.getcwd(),
                    "img_dir": str(Path(task.img_dir).resolve()) if task.img_dir else None,
-                   "skip_roc": task.skip_roc, "checkpoint_dir": str(task.checkpoint_dir), "gpus": gpus}
+                   "skip_roc": task.skip_roc, "checkpoint_dir": str(task.checkpoint_dir), "gpus": gpus,
+                   "system_metrics": task.system_metrics}
         # TensorFlow's op threads sized to the row's CPUs, not the node's (its inter-op pool stays: with one
         # thread there, the input pipeline and the model no longer overlap; measured 40 % slower on one CPU)
         env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -201,7 +202,7 @@ def train_on_worker(payload: dict) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"timl-row{config.row}-"))
     release_memory()  # a worker process trains many rows: each starts with a fresh Keras session
     row_run = tracking.RowRun(payload["parent_run_id"], config.run_name, config.row, payload["row_key"],
-                              run_id=payload["run_id"])
+                              run_id=payload["run_id"], system_metrics=payload["system_metrics"])
     try:
         with row_run:
             tracking.set_tags({tracking.TAG_WORKER: f"{host}:{os.getpid()}", tracking.TAG_NODE: node})

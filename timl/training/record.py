@@ -17,23 +17,47 @@ import numpy as np
 
 from timl import plots, tracking, workers
 from timl.datasets import IMAGE_COLUMN
-from timl.evaluation import per_class_metric_name
+from timl.evaluation import class_group, per_class_metric_name, summary_group, summary_metrics
 
-#: The splits a row reports on, and the prefix of their metrics.
-REPORTED_SPLITS = (("dev", "val"), ("test", "test"))
+#: The splits a row reports on.
+REPORTED_SPLITS = ("dev", "test")
 
-#: Per-class metrics of a split logged by training: metric short name -> the summary's list.
-PER_CLASS_LOGGED = {"acc": "accuracy", "spec": "specificity", "sens": "sensitivity", "auc": "auc", "f1": "f1"}
+#: The scores of the kept model a row's progress line shows, by their MLflow names.
+HEADLINE = ("dev/accuracy", "dev/balanced_accuracy", "test/accuracy", "test/balanced_accuracy")
+
+
+#: The MLflow context of each split's dataset input.
+DATASET_CONTEXTS = {"train": "training", "dev": "validation", "test": "testing"}
+
+
+def log_datasets(data) -> None:
+    """Logs the row's train, dev and test sets as MLflow dataset inputs: their image names and labels (the digest
+    tells whether two rows used the same data), the ground-truth CSV as source."""
+    from timl.datasets import SPLITS
+
+    dataset = data.dataset
+    sources = dataset.source.split(";")
+    inputs = []
+    for index, split in enumerate(SPLITS):
+        if not dataset.sizes().get(split):
+            continue
+        source = Path(sources[index] if len(sources) > 1 else sources[0])
+        frame = dataset.frame(split)[[IMAGE_COLUMN, *dataset.class_names]]
+        inputs.append(tracking.dataset_input(frame, source=str(source.resolve()), name=f"{source.stem}-{split}",
+                                             context=DATASET_CONTEXTS[split]))
+    tracking.log_datasets(tracking.active_run_id(), inputs)
 
 
 def log_params(config, spec, data) -> None:
-    """Logs the row's cells and what they resolved to (classes, learning rate, weights, ...) as run params."""
+    """Logs the row's cells and what they resolved to (classes, learning rate, weights, ...) as run params, and
+    its datasets."""
     tracking.log_params({**config.input_cells(), "class_names": json.dumps(list(data.dataset.class_names)),
                          "num_classes": len(data.dataset.class_names), "multi_label": spec.multi_label,
                          "augmult": data.augmentation.multiplier, "dataset_source": data.dataset.source,
                          "img_dir": str(data.dataset.img_dir), "lr_used": config.lr or spec.lr,
                          "weights_used": spec.default_weights if config.weights == "default" else config.weights,
                          "quality_metric": spec.quality_metric})
+    log_datasets(data)
 
 
 def record_row(config, spec, data, trained, out_dir: Path, *, skip_roc: bool, reports: workers.Worker) -> dict:
@@ -50,17 +74,12 @@ def record_row(config, spec, data, trained, out_dir: Path, *, skip_roc: bool, re
 
     model_info = pyfunc.log_model(keras_path, metadata_path, classifier, step=config.epochs)
     metrics = _train_metrics(data, trained)
-    headline = {}
-    for short, (labels, report) in reports_by_split.items():
+    for split, report in reports_by_split.items():
         files += report.finish()
-        metrics.update(split_metrics(short, report.summary, data.dataset.class_names))
-        metrics.update(_proportions(short, labels, data.dataset.class_names))
-        headline[f"{short}_accuracy"] = report.summary.get("global_accuracy")
-        headline[f"{short}_balanced_accuracy"] = report.summary.get("balanced_accuracy")
-    metrics.update(headline)
+        metrics.update(summary_metrics(report.summary, summary_group(split), class_group(split)))
     tracking.log_artifacts(files)
     tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
-    return headline
+    return {name: metrics.get(name) for name in HEADLINE if name in metrics}
 
 
 def _save_model(config, spec, data, trained, out_dir: Path):
@@ -79,16 +98,16 @@ def _save_model(config, spec, data, trained, out_dir: Path):
 def _start_reports(config, data, classifier, out_dir: Path, skip_roc: bool, reports: workers.Worker,
                    predictions: dict) -> dict:
     """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their
-    reports; returns short split name -> (labels, report)."""
+    reports; returns split -> report."""
     started = {}
-    for split, short in REPORTED_SPLITS:
+    for split in REPORTED_SPLITS:
         if data.dataset.sizes().get(split):
             labels = data.dataset.labels(split)
             probabilities = predictions.get(split)
             if probabilities is None:
                 probabilities = classifier.predict_arrays(data.arrays[split], config.batchsize)
-            started[short] = labels, _report_split(reports, out_dir, f"{config.row}-{split}-", data.dataset, split,
-                                                   labels, probabilities, skip_roc)
+            started[split] = _report_split(reports, out_dir, f"{config.row}-{split}-", data.dataset, split,
+                                           labels, probabilities, skip_roc)
     return started
 
 
@@ -105,12 +124,16 @@ def _write_history(config, trained, out_dir: Path) -> list[Path]:
 
 
 def _train_metrics(data, trained) -> dict:
-    """Sizes, training time, best epoch, train accuracy at the best epoch and the train class proportions."""
-    sizes = data.dataset.sizes()
-    metrics = {"trainsize": sizes["train"], "valsize": sizes["dev"], "testsize": sizes.get("test", 0),
-               "train_time": trained.seconds, "best_epoch": trained.best_epoch,
-               "trainacc": _history_value(trained.history, "accuracy", trained.best_epoch)}
-    metrics.update(_proportions("train", data.dataset.labels("train"), data.dataset.class_names))
+    """The train group: size, training time, best epoch, accuracy at the best epoch; and the train class
+    proportions (the dev and test sizes and proportions come with their summaries)."""
+    group = summary_group("train")
+    metrics = {f"{group}samples": data.dataset.sizes()["train"], f"{group}seconds": trained.seconds,
+               f"{group}best_epoch": trained.best_epoch,
+               f"{group}accuracy": _history_value(trained.history, "accuracy", trained.best_epoch)}
+    labels = data.dataset.labels("train")
+    share = labels.mean(axis=0) if len(labels) else np.zeros(len(data.dataset.class_names))
+    metrics.update({per_class_metric_name(class_group("train"), "prop", name): float(value)
+                    for name, value in zip(data.dataset.class_names, share)})
     return metrics
 
 
@@ -119,20 +142,6 @@ def _history_value(history, column: str, epoch: int):
         return None
     values = history.loc[history["epoch"] == epoch, column]
     return float(values.iloc[0]) if len(values) else None
-
-
-def _proportions(short: str, labels: np.ndarray, class_names) -> dict:
-    share = labels.mean(axis=0) if len(labels) else np.zeros(len(class_names))
-    return {per_class_metric_name(short, "prop", name): float(value) for name, value in zip(class_names, share)}
-
-
-def split_metrics(short: str, result: dict, class_names) -> dict:
-    """A split's summaries (``val_auc``, ``val_mean_f1``) and per-class metrics (``valacc_MEL``, ...)."""
-    metrics = {f"{short}_auc": result.get("mean_auc"), f"{short}_mean_f1": result.get("mean_f1")}
-    for key, column in PER_CLASS_LOGGED.items():
-        for name, value in zip(class_names, result.get(column) or []):
-            metrics[per_class_metric_name(short, key, name)] = value
-    return metrics
 
 
 def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset, split: str, labels,

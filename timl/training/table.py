@@ -62,8 +62,8 @@ def _raise_terminated(signum, frame):
 def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, out_dir: str | Path | None = None,
                 experiment: str | None = None, tracking_uri: str | None = None, rows: str | None = None,
                 resume: bool = False, skip_roc: bool = False, register: str | None = None,
-                select_by: str = "val_balanced_accuracy", executor: Executor | None = None,
-                checkpoint_dir: str | Path | None = None,
+                select_by: str = "dev/balanced_accuracy", executor: Executor | None = None,
+                checkpoint_dir: str | Path | None = None, system_metrics: bool = True,
                 on_row: Callable[[RowOutcome], None] | None = None) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
@@ -83,6 +83,7 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
             executor given here stays open for its owner).
         checkpoint_dir: where rows checkpoint every epoch, as ``DIR/<table run id>/N`` (default
             ``out_dir/.backup/N``). On a cluster, a folder every node reaches lets a retried row continue.
+        system_metrics: log MLflow's system metrics (CPU, memory, GPU, every 10 s) to each row's run.
         on_row: called with each row's outcome when the row has ended and the results table holds it.
 
     Returns:
@@ -102,8 +103,8 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     owned = executor is None
     executor = executor or LocalExecutor(skip_roc=skip_roc)
     checkpoints = Path(checkpoint_dir).resolve() / parent_id if checkpoint_dir else out_dir.resolve() / ".backup"
-    tasks = _row_tasks(configs, selection, RowTask(None, parent_id, "", out_dir, img_dir, skip_roc, checkpoints),
-                       done, progress.row_ended)
+    tasks = _row_tasks(configs, selection, RowTask(None, parent_id, "", out_dir, img_dir, skip_roc, checkpoints,
+                                                   system_metrics), done, progress.row_ended)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
             for outcome in outcomes:
@@ -117,6 +118,7 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
             executor.close()
         signal.signal(signal.SIGTERM, previous)
     results_path = _write_results(parent_id, out_dir)
+    _log_summary(parent_id, progress.outcomes, select_by)
     tracking.end_run(parent_id, "FAILED" if any(o.status != "FINISHED" for o in progress.outcomes) else "FINISHED")
     outcome = TableOutcome(parent_id, out_dir, progress.outcomes, results_path)
     if register:
@@ -124,6 +126,20 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
 
         outcome.registered = registration.register_best(parent_id, register, select_by=select_by)
     return outcome
+
+
+def _log_summary(parent_id: str, outcomes: list[RowOutcome], select_by: str) -> None:
+    """The table's run gets its rows' end states and the best row's scores (by ``select_by``)."""
+    from timl import register as registration
+    from timl.errors import ConfigError as NoBestRow
+
+    counts = {status: sum(outcome.status == status for outcome in outcomes)
+              for status in ("FINISHED", "FAILED", "KILLED")}
+    try:
+        best = tracking.get_run(registration.best_run(parent_id, select_by))
+    except NoBestRow:
+        best = None
+    tracking.log_table_summary(parent_id, counts, best)
 
 
 def _open_table_run(table_path: Path, experiment: str, out_dir: str | Path | None, resume: bool) -> tuple[str, Path]:
@@ -208,9 +224,9 @@ class _Progress:
         elapsed = time.time() - self.started
         remaining = self.total - done
         eta = elapsed / done * remaining
+        left = f" | {remaining} left, about {datetime.timedelta(seconds=round(eta))}" if remaining else ""
         print(f"[{done}/{self.total}] row {outcome.name}: {outcome.status} in {outcome.seconds:.0f}s"
-              f"{' - ' + outcome.message if outcome.message else ''}"
-              f"{f' | ETA {datetime.timedelta(seconds=round(eta))}' if remaining else ''}", flush=True)
+              f"{' - ' + outcome.message if outcome.message else ''}{left}", flush=True)
         _write_results(self.parent_id, self.out_dir, row=outcome.row)
         if self.on_row is not None:
             self.on_row(outcome)
