@@ -28,12 +28,13 @@ demo: $(STAMP) demo_data/digits.csv
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)"
 
+# Tests and benchmarks talk to loopback only: no MLflow usage telemetry
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) -m pytest -q --timeout=900
 
 bench: $(STAMP)
-	$(PY) bench/pipeline.py
-	$(PY) bench/train_overhead.py
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) bench/pipeline.py
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) bench/train_overhead.py
 
 clean:
 	rm -rf train_output-* inspect_* mlruns mlartifacts mlflow.db demo_data .pytest_cache

@@ -25,6 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 from timl.images import IMAGE_SUFFIXES, Preprocessing, get_augmentation, load_images, make_dataset  # noqa: E402
 

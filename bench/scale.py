@@ -36,6 +36,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 INSIDE = "TIML_BENCH_NAMESPACE"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def _table(folder: Path, data: Path, rows: int, epochs: int, imgsize: int) -> Path:

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def build_model(folder: Path, method: str, imgsize: int) -> Path:

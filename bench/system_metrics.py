@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def _fit_seconds(table: Path, out: Path, uri: str, system_metrics: bool) -> float:

@@ -14,6 +14,9 @@ from helpers import SHARED_ISIC
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# Tests talk to loopback only: no MLflow usage telemetry from this process, its subprocesses or the UI it serves
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 @pytest.fixture
