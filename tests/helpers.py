@@ -123,7 +123,7 @@ def train_in_own_store(folder: Path, rows: list[dict], experiment: str, **option
     try:
         table = write_table(folder / "table.csv", rows)
         outcome = training.train_table(table, out_dir=folder / "out", experiment=experiment, tracking_uri=uri,
-                                       skip_roc=True, **options)
+                                       **{"skip_roc": True, **options})
     finally:
         os.chdir(previous)
     mlflow.set_tracking_uri(uri)
