@@ -80,7 +80,7 @@ def test_layer_activations(trained, tmp_path):
 def test_predict_then_inspect_links_the_runs(trained, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from timl.inspect import inspect
+    from timl.inspect import dataset_name, inspect
 
     result, output = _run(trained, tmp_path, "--model-uri", f"runs:/{trained['run_id']}/model")
     assert result.exit_code == 0
@@ -91,9 +91,10 @@ def test_predict_then_inspect_links_the_runs(trained, tmp_path):
     client = MlflowClient(tracking_uri=trained["uri"])
     run = client.get_run(report.run_id)
     assert run.data.tags["timl.model_run_id"] == trained["run_id"]
-    assert "balanced_accuracy" in run.data.metrics
+    assert "test/balanced_accuracy" in run.data.metrics  # the inspection's scores are the test/ group
     model_run = client.get_run(trained["run_id"])
-    assert any(key.startswith("test_mini_") for key in model_run.data.metrics)
+    group = f"inspect_{dataset_name(trained['test_csv'])}/"
+    assert f"{group}balanced_accuracy" in model_run.data.metrics, sorted(model_run.data.metrics)
 
 
 def test_bad_inputs(trained, tmp_path):

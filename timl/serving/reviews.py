@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import fcntl
 import io
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Mapping
 
@@ -55,14 +57,35 @@ def _listing(folder: str) -> dict[str, Path]:
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES}
 
 
+_PREPARED: set[str] = set()
+_PREPARING = threading.Lock()
+
+
+def _prepare(path: str) -> None:
+    """Creates the store once (WAL mode, the answers table) under a file lock: switching a new file to WAL needs
+    it alone, and concurrent first requests (threads or gunicorn workers) would otherwise fail as "locked"."""
+    with _PREPARING:
+        if path in _PREPARED and Path(path).is_file():
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")  # kept by the file from then on
+                    connection.execute(SCHEMA)
+                    connection.commit()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        _PREPARED.add(path)
+
+
 @contextlib.contextmanager
 def _database(path: str):
-    """One connection (WAL mode, table created on first use), committed and closed on exit."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """One connection to the prepared store (see :func:`_prepare`), committed and closed on exit."""
+    _prepare(path)
     connection = sqlite3.connect(path, timeout=30)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(SCHEMA)
         yield connection
         connection.commit()
     finally:
