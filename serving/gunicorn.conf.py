@@ -1,12 +1,17 @@
-# gunicorn settings for the TIML server: gunicorn -c serving/gunicorn.conf.py "timl.serving:create_app()"
-# (python -m timl.serve applies the same defaults.)
-bind = "127.0.0.1:8080"      # loopback unless told otherwise
-workers = 2                  # each worker loads the model once
-worker_class = "sync"
-timeout = 120                # a stuck worker (e.g. a huge RISE request) is restarted
-graceful_timeout = 30
-backlog = 64                 # connections waiting beyond this are refused, not queued forever
-max_requests = 100000        # recycle workers now and then (memory is flat: see README)
-max_requests_jitter = 1000
-limit_request_line = 8190
-accesslog = "-"
+# gunicorn settings for the TIML server: gunicorn -c serving/gunicorn.conf.py serving.wsgi:app
+# The settings are python -m timl.serve's own (timl.serve.gunicorn_settings, the one place they are written):
+# gthread workers (requests in threads, batched model calls), 2 workers, a stuck worker restarted after 120 s.
+# A -b/--bind beyond loopback needs API_TOKENS_FILE in timl_server_config.json (or TIML_INSECURE=1).
+import os
+
+from timl.serve import check_exposure, gunicorn_settings
+
+globals().update(gunicorn_settings("127.0.0.1:8080"))
+
+
+def on_starting(server):
+    from timl.serving.config import load_config
+
+    config = load_config()
+    for address in server.cfg.bind:
+        check_exposure(address, config, insecure=os.environ.get("TIML_INSECURE") == "1")

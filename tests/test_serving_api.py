@@ -178,7 +178,7 @@ def test_original_routes_under_the_manuals_prefixes(tmp_path, caplog):
     page = client.get("/web/classify.html")  # the shipped page, STATIC_PAGES_DIR being no folder
     assert page.status_code == 200 and b'src="timl-config.js"' in page.data
     script = client.get("/web/timl-config.js")
-    assert script.mimetype == "text/javascript" and script.get_data(as_text=True) == 'window.TIML_REST = "/rest";\n'
+    assert script.mimetype == "text/javascript" and script.get_data(as_text=True).startswith('window.TIML_REST = "/rest";\n')
     spec = client.get("/rest/openapi.json").get_json()
     assert {"/rest/ping", "/rest/echo/{text}", "/rest/info"} <= set(spec["paths"])
     assert client.get("/").get_json()["api"]["ping"] == "/rest/ping"
@@ -195,5 +195,5 @@ def test_own_pages_folder_and_a_root_rest_prefix(tmp_path, caplog):
     assert "STATIC_PAGES_DIR" not in caplog.text
     assert client.get("/static/mine.html").data == b"<p>mine</p>"
     assert client.get("/static/classify.html").status_code == 404  # only the configured folder
-    assert client.get("/static/timl-config.js").get_data(as_text=True) == 'window.TIML_REST = "";\n'
+    assert client.get("/static/timl-config.js").get_data(as_text=True).startswith('window.TIML_REST = "";\n')
     assert client.get("/ping").get_data(as_text=True) == "pong" and client.get("/info").status_code == 200

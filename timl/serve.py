@@ -1,8 +1,18 @@
-"""``python -m timl.serve``: the TIML REST server under gunicorn (the model is loaded once per worker)."""
+"""``python -m timl.serve``: the TIML REST server under gunicorn.
+
+Each worker process loads the model once and answers requests in threads (gunicorn's ``gthread`` workers):
+concurrent ``/classify`` requests decode their images in parallel and share model calls (dynamic batching,
+:mod:`timl.serving.batching`); explanations run in their own processes (:mod:`timl.serving.explaining`).
+:func:`gunicorn_settings` is the one place the gunicorn settings are written.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+
 import click
+
+from timl.errors import ConfigError
 
 EXAMPLE = """Example:
 
@@ -12,7 +22,52 @@ EXAMPLE = """Example:
 """
 
 
-def run(config_path: str | None, bind: str, workers: int, timeout: int, backlog: int) -> None:
+def gunicorn_settings(bind: str, workers: int = 2, threads: int = 16, timeout: int = 120, backlog: int = 64) -> dict:
+    """The gunicorn settings of the TIML server.
+
+    Args:
+        bind: the address to listen on.
+        workers: worker processes, each with its own model.
+        threads: request threads per worker: requests decoding, waiting for a batch, or waiting for an
+            explanation each hold one.
+        timeout: seconds without a heartbeat before a stuck worker is restarted.
+        backlog: connections that may wait to be accepted.
+    """
+    return {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread", "timeout": timeout,
+            "graceful_timeout": 30, "backlog": backlog, "max_requests": 100000, "max_requests_jitter": 1000,
+            "limit_request_line": 8190, "accesslog": "-"}
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a gunicorn bind address only accepts connections from this machine (loopback, a unix socket)."""
+    if bind.startswith(("unix:", "fd://")):
+        return True
+    host = bind.rsplit(":", 1)[0] if bind.count(":") == 1 or bind.startswith("[") else bind
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(bind: str, config, insecure: bool) -> None:
+    """Refuses to serve beyond loopback without API tokens unless ``insecure`` is given.
+
+    Raises:
+        ConfigError: a non-loopback address, no API_TOKENS_FILE and no ``--insecure``.
+    """
+    if is_loopback(bind) or config.api_tokens_file or insecure:
+        return
+    raise ConfigError(f"Refusing to listen on {bind} without API tokens: anyone who can reach it could use the "
+                      f"model and write expert answers. Set API_TOKENS_FILE in {config.source or 'the configuration'} "
+                      "(a JSON file of {\"token\": \"user name\"}) and put a reverse proxy with TLS in front (see "
+                      "the README), or bind to 127.0.0.1, or pass --insecure if the network is trusted.")
+
+
+def run(config_path: str | None, bind: str, workers: int, threads: int, timeout: int, backlog: int,
+        insecure: bool = False) -> None:
     """Runs gunicorn in this process with the TIML app (fails early, with a sample, on a bad configuration)."""
     from gunicorn.app.base import BaseApplication
 
@@ -20,13 +75,12 @@ def run(config_path: str | None, bind: str, workers: int, timeout: int, backlog:
     from timl.serving.config import load_config
 
     config = load_config(config_path)
+    config.tokens()  # a bad tokens file stops the server here, not in every worker
+    check_exposure(bind, config, insecure)
 
     class TimlApplication(BaseApplication):
         def load_config(self):
-            settings = {"bind": bind, "workers": workers, "timeout": timeout, "graceful_timeout": 30,
-                        "backlog": backlog, "max_requests": 100000, "max_requests_jitter": 1000,
-                        "limit_request_line": 8190, "accesslog": "-", "worker_class": "sync"}
-            for key, value in settings.items():
+            for key, value in gunicorn_settings(bind, workers, threads, timeout, backlog).items():
                 self.cfg.set(key, value)
 
         def load(self):
@@ -38,17 +92,22 @@ def run(config_path: str | None, bind: str, workers: int, timeout: int, backlog:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="timl_server_config.json (default: $TIML_SERVER_CONFIG, else ./, ~/.timl/, ~/).")
-@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="Address to listen on.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes.")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+              help="Address to listen on. Beyond loopback it needs API_TOKENS_FILE in the configuration (or --insecure).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes, each with its own model.")
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Request threads per worker (concurrent requests share model calls).")
 @click.option("--timeout", default=120, show_default=True, type=int, help="Seconds before a stuck worker is restarted.")
 @click.option("--backlog", default=64, show_default=True, type=int, help="Connections that may wait in the queue.")
-def cli(config_path, bind, workers, timeout, backlog):
+@click.option("--insecure", is_flag=True, help="Listen beyond loopback without API tokens (a trusted network only).")
+def cli(config_path, bind, workers, threads, timeout, backlog, insecure):
     """Serve a TIML model: REST API and web pages."""
     from timl.cli import setup_logging, user_errors
 
     setup_logging()
     with user_errors():
-        run(config_path, bind, workers, timeout, backlog)
+        run(config_path, bind, workers, threads, timeout, backlog, insecure)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ from loky.backend.context import LokyContext
 logger = logging.getLogger(__name__)
 
 
-def _initialize(parent: int, modules: tuple[str, ...]) -> None:
-    """Runs first in the worker: the lowest CPU priority (training in the main process comes first: the work
-    here uses what training leaves idle), Ctrl-C is the main process's to handle (it shuts the worker down),
+def prepare_process(parent: int, modules: tuple[str, ...]) -> None:
+    """Runs first in a helper process: the lowest CPU priority (the main process's work comes first: the work
+    here uses what it leaves idle), Ctrl-C is the main process's to handle (it shuts the worker down),
     and the modules the work needs are imported now rather than on the first job."""
     import importlib
 
@@ -89,7 +89,7 @@ class Worker:
             return
         try:
             # loky's own context: by name, multiprocessing may hand out the copy of loky inside joblib
-            self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=_initialize,
+            self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=prepare_process,
                                              initargs=(os.getpid(), tuple(modules)))
             self._pool.submit(_ready)  # the process starts now, not with the first job
         except (OSError, RuntimeError) as error:

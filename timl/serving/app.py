@@ -10,17 +10,20 @@ gunicorn worker loads it once, after the fork). Every error is JSON: exception c
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-import threading
+import os
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
 from timl.serving.config import ServerConfig, load_config
+from timl.serving.explaining import ExplanationFailed, ExplanationTimeout, QueueFull
+from timl.serving.model import ModelHolder
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import reviews_blueprint
 
@@ -38,43 +41,6 @@ class BadRequest(TimlError, ValueError):
 
 class UnknownChoice(ModelError):
     """An unknown explanation method or layer in the URL (404, with the valid ones)."""
-
-
-class ModelHolder:
-    """Loads the configured model once, on first use, thread-safely; serialises predictions."""
-
-    def __init__(self, config: ServerConfig, classifier=None):
-        self.config = config
-        self._classifier = classifier
-        self._lock = threading.Lock()
-        self.predict_lock = threading.Lock()
-
-    @property
-    def classifier(self):
-        if self._classifier is None:
-            with self._lock:
-                if self._classifier is None:
-                    self._classifier = _load_classifier(self.config)
-        return self._classifier
-
-
-#: The tables beside a .h5 model without a sidecar that say how it was trained, in the order they are looked for:
-#: TIML's, then the original TIML's output folder (its results table names the row's model file).
-CONFIG_TABLES = ("config_table.csv", "automation_result.csv", "automation_input.csv")
-
-
-def _load_classifier(config: ServerConfig):
-    from timl import tracking
-    from timl.classifier import METADATA_SUFFIX, load_classifier
-
-    model = config.model
-    if model.lower().endswith((".h5", ".keras")):
-        has_sidecar = Path(model + METADATA_SUFFIX).is_file()
-        tables = [Path(model).parent / name for name in CONFIG_TABLES]
-        table = next((path for path in tables if path.is_file()), None)
-        return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
-    tracking.configure(config.tracking_uri or None)
-    return load_classifier(model_uri=model)
 
 
 def _uploaded_image(config: ServerConfig):
@@ -144,9 +110,9 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     @api.post("/classify")
     def classify():
         classifier = holder.classifier
-        filename, image = _uploaded_image(config)
-        with holder.predict_lock:
-            probabilities = classifier.predict_images([image])[0]
+        with holder.batcher.expect() as announcement:  # a batch being formed waits while this image decodes
+            filename, image = _uploaded_image(config)
+            probabilities = holder.classify(image, announcement)
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names),
@@ -168,15 +134,12 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         seed = _query_number("seed", int, 0, 2**31 - 1)
         class_index = classifier.class_index(request.args.get("class"))
         filename, image = _uploaded_image(config)
-        with holder.predict_lock:
-            explanation = xai.explain(classifier.model, image, method, layer=layer if uses_layer else None,
-                                      class_index=class_index, preprocessing=classifier.preprocessing,
-                                      seed=seed, **params)
-        return jsonify(filename=filename, method=method, layer=explanation.layer or layer,
-                       args={"layer_name": explanation.layer or layer, **params}, class_index=explanation.class_index,
-                       class_name=classifier.class_names[explanation.class_index], score=explanation.score,
-                       grey=xai.png_base64(explanation.grey), heatmap=xai.png_base64(explanation.heatmap),
-                       comp=xai.png_base64(explanation.composite))
+        explanation = holder.explain(image, method, layer if uses_layer else None, class_index, seed, params)
+        return jsonify(filename=filename, method=method, layer=explanation["layer"] or layer,
+                       args={"layer_name": explanation["layer"] or layer, **params},
+                       class_index=explanation["class_index"],
+                       class_name=classifier.class_names[explanation["class_index"]], score=explanation["score"],
+                       grey=explanation["grey"], heatmap=explanation["heatmap"], comp=explanation["comp"])
 
     @api.get("/openapi.json")
     def openapi():
@@ -186,6 +149,7 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
 
 
 STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (BadRequest, 400), (ImageError, 400),
+          (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503),
           (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
 
 
@@ -202,7 +166,8 @@ def _register_error_handlers(app: Flask) -> None:
     def any_error(error: Exception):
         for kind, status in STATUS:
             if isinstance(error, kind):
-                return jsonify(error=str(error)), status
+                headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
+                return jsonify(error=str(error)), status, headers
         logger.exception("internal error")
         return jsonify(error="internal error"), 500
 
@@ -235,7 +200,8 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
 
     @app.get(f"{config.static_prefix}/{PAGES_CONFIG_SCRIPT}")
     def pages_config():
-        script = f"window.TIML_REST = {json.dumps(config.rest_prefix)};\n"
+        script = (f"window.TIML_REST = {json.dumps(config.rest_prefix)};\n"
+                  f"window.TIML_TOKENS = {json.dumps(bool(config.api_tokens_file))};\n")
         return Response(script, mimetype="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get(f"{config.static_prefix}/<path:name>")
@@ -252,10 +218,37 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", model_loaded=holder._classifier is not None)
+        return jsonify(status="ok", model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
+                       explanations=holder.explanations.stats())
 
+    tokens = config.tokens()
+    if tokens:
+        _require_tokens(app, tokens)
     _register_error_handlers(app)
     return app
+
+
+def _require_tokens(app: Flask, tokens: dict[str, str]) -> None:
+    """Every REST route (the API and the expert reviews; not /health, the pages or their script) needs
+    ``Authorization: Bearer TOKEN`` with a configured token; the token's user is kept in ``g.timl_user``."""
+    secrets = [(token.encode(), user) for token, user in tokens.items()]
+
+    @app.before_request
+    def check_token():
+        if request.blueprint not in ("api", "reviews"):
+            return None
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        given = token.strip().encode()
+        user = None
+        for secret, name in secrets:  # every token compared, in constant time
+            if hmac.compare_digest(given, secret) and scheme.lower() == "bearer":
+                user = name
+        if user is None:
+            message = ("This server needs an API token: send 'Authorization: Bearer TOKEN' (ask its administrator "
+                       "for a token). " + ("The token given is not valid." if token else "No token was given."))
+            return jsonify(error=message), 401, {"WWW-Authenticate": 'Bearer realm="TIML"'}
+        g.timl_user = user
+        return None
 
 
 def pages_dir(config: ServerConfig) -> Path:

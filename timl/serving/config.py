@@ -17,6 +17,7 @@ from timl.errors import ConfigError
 from timl.images import DEFAULT_MAX_PIXELS
 
 FILE_NAME = "timl_server_config.json"
+MIN_TOKEN_LENGTH = 16
 
 SAMPLE = {
     "CLASSIFICATION_MODEL": "models:/skin-lesions@champion",
@@ -40,6 +41,22 @@ SAMPLE = {
     "TRACKING_URI": "",
     "TRACKING_URI_description": "MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI "
                                 "or sqlite:///mlflow.db).",
+    "BATCH_MAX_SIZE": 8,
+    "BATCH_MAX_SIZE_description": "Most /classify requests of one worker answered by one model call (1: no batching).",
+    "BATCH_MAX_WAIT_MS": 10,
+    "BATCH_MAX_WAIT_MS_description": "Longest a request waits for others to join its batch; it waits only while "
+                                     "other requests are being decoded, so a lone request never waits.",
+    "EXPLAIN_CONCURRENCY": 1,
+    "EXPLAIN_CONCURRENCY_description": "Explanations computed at once per worker, each in its own process at the "
+                                       "lowest CPU priority (classification comes first).",
+    "EXPLAIN_QUEUE": 4,
+    "EXPLAIN_QUEUE_description": "Explanations that may wait per worker; more get 503 with Retry-After.",
+    "EXPLAIN_TIMEOUT_S": 120,
+    "EXPLAIN_TIMEOUT_S_description": "Longest an explanation may take (its process is stopped after it: 504).",
+    "API_TOKENS_FILE": "",
+    "API_TOKENS_FILE_description": "JSON file of {\"token\": \"user name\"}: when set, every REST route needs "
+                                   "'Authorization: Bearer TOKEN' and expert answers record the user. Keep it "
+                                   "out of the repository.",
 }
 
 
@@ -56,6 +73,12 @@ class ServerConfig:
     evaluation_images_dir: str = ""
     evaluation_db: str = "timl_evaluations.db"
     tracking_uri: str = ""
+    batch_max_size: int = 8
+    batch_max_wait_ms: float = 10
+    explain_concurrency: int = 1
+    explain_queue: int = 4
+    explain_timeout_s: float = 120
+    api_tokens_file: str = ""
     source: str = ""
 
     def as_mapping(self) -> dict:
@@ -64,7 +87,34 @@ class ServerConfig:
                 "STATIC_PAGES_DIR": self.static_dir, "STATIC_PAGES_URL_PREFIX": self.static_prefix,
                 "MAX_UPLOAD_MB": self.max_upload_mb, "MAX_IMAGE_PIXELS": self.max_image_pixels,
                 "EVALUATION_IMAGES_DIR": self.evaluation_images_dir, "EVALUATION_DB": self.evaluation_db,
-                "TRACKING_URI": self.tracking_uri}
+                "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
+                "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
+                "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
+                "API_TOKENS_FILE": self.api_tokens_file}
+
+    def tokens(self) -> dict[str, str]:
+        """The API tokens (token -> user name) of API_TOKENS_FILE; empty when none is configured.
+
+        Raises:
+            ConfigError: the file is missing, not a JSON object of non-empty strings, or has a short token.
+        """
+        if not self.api_tokens_file:
+            return {}
+        where = f"API_TOKENS_FILE {self.api_tokens_file} (in {self.source or 'the server configuration'})"
+        try:
+            tokens = json.loads(Path(self.api_tokens_file).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{where}: not a readable JSON file ({error}). Expected: "
+                              '{"a-long-random-token": "user name"}') from error
+        if not isinstance(tokens, dict) or not tokens or not all(
+                isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in tokens.items()):
+            raise ConfigError(f"{where}: expected a JSON object of token -> user name, e.g. "
+                              '{"a-long-random-token": "Dr. Example"}')
+        short = [user for token, user in tokens.items() if len(token) < MIN_TOKEN_LENGTH]
+        if short:
+            raise ConfigError(f"{where}: the token(s) of {', '.join(short)} are shorter than {MIN_TOKEN_LENGTH} "
+                              "characters; make them with: python -c 'import secrets; print(secrets.token_urlsafe())'")
+        return tokens
 
     @classmethod
     def from_mapping(cls, values: dict, base_dir: Path | None = None, source: str = "") -> "ServerConfig":
@@ -91,9 +141,28 @@ class ServerConfig:
                        max_image_pixels=int(values.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)),
                        evaluation_images_dir=path(str(values.get("EVALUATION_IMAGES_DIR") or "")),
                        evaluation_db=path(str(values.get("EVALUATION_DB") or "timl_evaluations.db")),
-                       tracking_uri=str(values.get("TRACKING_URI") or ""), source=source)
+                       tracking_uri=str(values.get("TRACKING_URI") or ""),
+                       batch_max_size=_bounded(values, "BATCH_MAX_SIZE", int, 1, 1024, source),
+                       batch_max_wait_ms=_bounded(values, "BATCH_MAX_WAIT_MS", float, 0, 10_000, source),
+                       explain_concurrency=_bounded(values, "EXPLAIN_CONCURRENCY", int, 1, 64, source),
+                       explain_queue=_bounded(values, "EXPLAIN_QUEUE", int, 0, 10_000, source),
+                       explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),
+                       api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")), source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
+
+
+def _bounded(values: dict, key: str, kind, low, high, source: str):
+    """``values[key]`` (else the sample's default) as ``kind`` within [low, high]."""
+    value = values.get(key, SAMPLE[key])
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or not low <= number <= high:
+        raise ConfigError(f"{source or 'server configuration'}: {key} must be a number between {low} and {high}. "
+                          f"Received: {key}={value!r}")
+    return number
 
 
 def _prefix(value) -> str:

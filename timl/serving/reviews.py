@@ -18,18 +18,19 @@ import threading
 from pathlib import Path
 from typing import Mapping
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, g, jsonify, request, send_file
 
 from timl.errors import ConfigError, TimlError
 from timl.images import IMAGE_SUFFIXES
 
 ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment")
-CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment")
+CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment", "user")
 MAX_TEXT = 2000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, image TEXT NOT NULL, evaluator TEXT NOT NULL,
-    agree INTEGER NOT NULL, label TEXT NOT NULL, predicted TEXT NOT NULL, comment TEXT NOT NULL)"""
+    agree INTEGER NOT NULL, label TEXT NOT NULL, predicted TEXT NOT NULL, comment TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '')"""
 
 
 class AnswerError(TimlError, ValueError):
@@ -74,6 +75,9 @@ def _prepare(path: str) -> None:
                 with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
                     connection.execute("PRAGMA journal_mode=WAL")  # kept by the file from then on
                     connection.execute(SCHEMA)
+                    columns = {row[1] for row in connection.execute("PRAGMA table_info(answers)")}
+                    if "user" not in columns:  # a store from before API tokens
+                        connection.execute("ALTER TABLE answers ADD COLUMN user TEXT NOT NULL DEFAULT ''")
                     connection.commit()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -115,15 +119,17 @@ def _answer(payload) -> dict:
     return answer
 
 
-def _store(database: str, answer: dict) -> dict:
-    """Inserts one validated answer with the current local time; returns its ``id`` and ``created``."""
+def _store(database: str, answer: dict, user: str) -> dict:
+    """Inserts one validated answer with the current local time and the token's user (empty without tokens);
+    returns its ``id``, ``created`` and ``user``."""
     created = datetime.datetime.now().isoformat(timespec="seconds")
     with _database(database) as connection:
         cursor = connection.execute(
-            "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"], int(answer["agree"]),
-                                             answer["label"], answer["predicted"], answer["comment"]))
-    return {"id": cursor.lastrowid, "created": created}
+            "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment, user) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"],
+                                                int(answer["agree"]), answer["label"], answer["predicted"],
+                                                answer["comment"], user))
+    return {"id": cursor.lastrowid, "created": created, "user": user}
 
 
 def _csv_cell(value):
@@ -180,7 +186,7 @@ def reviews_blueprint(config: Mapping) -> Blueprint:
         if answer["image"] not in _listing(folder):
             raise AnswerError(f"Unknown image; expected one of the names that GET images lists. "
                               f"Received: image={answer['image']!r:.80}")
-        return jsonify(**_store(database, answer), **answer), 201
+        return jsonify(**_store(database, answer, g.get("timl_user", "")), **answer), 201
 
     @blueprint.get("/answers.csv")
     def answers_csv():

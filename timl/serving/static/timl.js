@@ -14,6 +14,29 @@ const TIML = (() => {
     });
   }
 
+  // API tokens (when the server's configuration names API_TOKENS_FILE, timl-config.js sets TIML_TOKENS): every
+  // REST call carries "Authorization: Bearer TOKEN". The token is asked for once and kept for the browser
+  // session (sessionStorage: gone when the tab closes); a refused token is forgotten and asked for again.
+  const TOKEN_KEY = "timl.token";
+  function askToken(message) {
+    const token = (window.prompt(message) || "").trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    return token;
+  }
+
+  async function call(url, options = {}, retry = true) {
+    const headers = new Headers(options.headers || {});
+    let token = sessionStorage.getItem(TOKEN_KEY);
+    if (window.TIML_TOKENS && !token) token = askToken("This TIML server needs your access token:");
+    if (token) headers.set("Authorization", `Bearer ${token}`);
+    const response = await fetch(url, { ...options, headers });
+    if (response.status === 401 && retry) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (askToken("The server did not accept the token. Your access token:")) return call(url, options, false);
+    }
+    return response;
+  }
+
   async function json(response) {
     let body = {};
     try { body = await response.json(); } catch (error) { body = { error: `HTTP ${response.status}` }; }
@@ -29,15 +52,16 @@ const TIML = (() => {
 
   return {
     rest,
-    info: () => fetch(`${rest}/info`).then(json),
-    classify: (file) => fetch(`${rest}/classify`, { method: "POST", body: form(file) }).then(json),
+    call,
+    info: () => call(`${rest}/info`).then(json),
+    classify: (file) => call(`${rest}/classify`, { method: "POST", body: form(file) }).then(json),
     explain: (file, method, layer, query = {}) => {
       const search = new URLSearchParams(query).toString();
       const url = `${rest}/explain/${encodeURIComponent(method)}/${encodeURIComponent(layer || "-")}${search ? "?" + search : ""}`;
-      return fetch(url, { method: "POST", body: form(file) }).then(json);
+      return call(url, { method: "POST", body: form(file) }).then(json);
     },
-    get: (path) => fetch(`${rest}${path}`).then(json),
-    post: (path, body) => fetch(`${rest}${path}`, {
+    get: (path) => call(`${rest}${path}`).then(json),
+    post: (path, body) => call(`${rest}${path}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     }).then(json),
 

@@ -1,0 +1,142 @@
+"""Dynamic batching: concurrent ``/classify`` requests of one worker answered by one model call.
+
+Each request decodes and resizes its image in its own thread (in parallel, and a bad image fails there, alone),
+then hands the array to the worker's :class:`Batcher`. One thread per worker calls the model: it takes every
+array waiting, and while other requests are still being decoded (they announced themselves with
+:meth:`Batcher.expect`) it waits for them, up to ``max_wait`` seconds and ``max_size`` arrays. A lone request
+never waits: with nothing else in flight its batch of one goes at once. If a batch's model call fails, each of
+its arrays is retried alone, so one bad input fails only its own request.
+
+This is what servers built for it do (TensorFlow Serving's and Triton's dynamic batching, Ray Serve's
+``@serve.batch``): on a CPU a batch of 8 costs less than 8 single calls, on a GPU barely more than one.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Batcher:
+    """Groups arrays submitted by concurrent threads into batches for one model-calling thread.
+
+    Args:
+        predict: called with a stacked batch (n, ...) from the batcher's thread only; returns (n, ...) outputs.
+        max_size: most arrays per call (1: every array alone, no waiting).
+        max_wait: seconds a batch waits for announced arrays to arrive.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_size: int = 8, max_wait: float = 0.01):
+        self.predict, self.max_size, self.max_wait = predict, max(1, int(max_size)), max(0.0, float(max_wait))
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._expected = 0  # requests announced (decoding) but not yet submitted
+        self._thread: threading.Thread | None = None
+        #: Model calls made and arrays answered (what /health reports; tests read them).
+        self.calls = 0
+        self.arrays = 0
+        self.sizes: collections.Counter = collections.Counter()
+
+    @contextlib.contextmanager
+    def expect(self):
+        """Announces a request that will submit an array soon (while its image decodes), so a batch being formed
+        waits for it; the announcement ends when it submits or fails."""
+        with self._lock:
+            self._expected += 1
+        state = {"open": True}
+        try:
+            yield state
+        finally:
+            if state["open"]:
+                self._withdraw()
+
+    def _withdraw(self) -> None:
+        with self._lock:
+            self._expected -= 1
+
+    def submit(self, array: np.ndarray, announcement: dict | None = None) -> np.ndarray:
+        """Predicts one array as part of a batch; returns its output row (blocks until done).
+
+        Raises:
+            Exception: whatever the model call raised for this array alone.
+        """
+        self._start()
+        future: Future = Future()
+        self._queue.put((np.asarray(array), future))
+        if announcement is not None and announcement.get("open"):
+            announcement["open"] = False
+            self._withdraw()
+        return future.result()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="timl-batcher", daemon=True)
+                    self._thread.start()
+
+    def _collect(self) -> list:
+        """One batch: the first waiting array, every array already queued, then those announced (up to the wait)."""
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            with self._lock:
+                expected = self._expected
+            remaining = deadline - time.monotonic()
+            if expected <= 0 or remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=min(remaining, 0.002)))
+            except queue.Empty:
+                continue
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            arrays = [array for array, _ in batch]
+            try:
+                outputs = self._call(arrays)
+            except Exception as error:  # noqa: BLE001 - one bad input must not fail the others
+                if len(batch) == 1:
+                    batch[0][1].set_exception(error)
+                    continue
+                logger.info("A batch of %d failed (%s); answering its requests one by one.", len(batch), error)
+                for array, future in batch:
+                    try:
+                        future.set_result(self._call([array])[0])
+                    except Exception as single_error:  # noqa: BLE001
+                        future.set_exception(single_error)
+                continue
+            for (_, future), output in zip(batch, outputs):
+                future.set_result(output)
+
+    def _call(self, arrays: list[np.ndarray]) -> np.ndarray:
+        outputs = np.asarray(self.predict(np.stack(arrays)))
+        if len(outputs) != len(arrays):
+            raise RuntimeError(f"The model answered {len(outputs)} rows for a batch of {len(arrays)}.")
+        self.calls += 1
+        self.arrays += len(arrays)
+        self.sizes[len(arrays)] += 1
+        return outputs
+
+    def stats(self) -> dict:
+        """Model calls, arrays answered, and how many calls had each batch size."""
+        return {"model_calls": self.calls, "images": self.arrays,
+                "batch_sizes": {str(size): count for size, count in sorted(self.sizes.items())},
+                "max_size": self.max_size, "max_wait_ms": self.max_wait * 1000}

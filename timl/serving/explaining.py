@@ -1,0 +1,196 @@
+"""Explanations that don't block classification: their own queue, their own processes, their own limits.
+
+A RISE explanation runs the model thousands of times; computed in the worker beside ``/classify`` it would take
+the cores and the model away from every classification for seconds. Here each worker has
+``EXPLAIN_CONCURRENCY`` explanation slots, each a process of its own at the lowest CPU priority holding its own
+copy of the model (loaded on its first explanation): the operating system gives the cores to classification
+first and explanations take what is left. At most ``EXPLAIN_QUEUE`` more explanations wait for a slot; beyond
+that a request gets 503 with ``Retry-After`` (the seconds the queue ahead is expected to take). An explanation
+that runs longer than ``EXPLAIN_TIMEOUT_S`` gets 504 and its process is stopped (the next one starts afresh).
+
+A server built around a ready :class:`~timl.classifier.Classifier` object (tests, notebooks) has no model file
+for a process to load: its explanations run in threads of the worker, with the same queue and limits, except
+that a thread past its time limit cannot be stopped and keeps its slot until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable
+
+from loky import BrokenProcessPool, ProcessPoolExecutor
+from loky.backend.context import LokyContext
+
+from timl.errors import TimlError
+
+logger = logging.getLogger(__name__)
+
+_PROCESS_CLASSIFIER = None  # the model of an explanation process, loaded by _load_in_process
+
+
+class QueueFull(TimlError):
+    """Every explanation slot is busy and the queue is full (503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ExplanationTimeout(TimlError):
+    """An explanation ran past its time limit (504)."""
+
+
+class ExplanationFailed(TimlError):
+    """The explanation process died or could not load the model (503)."""
+
+
+def render(classifier, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
+           params: dict) -> dict:
+    """One explanation as the API answers it: the map's facts and its three images as base64 PNGs.
+
+    Runs where the explanation is computed (an explanation process, or a thread), so the PNG encoding is not the
+    worker's either. ``classifier`` is None in an explanation process: its own model is used.
+    """
+    from timl import xai
+
+    classifier = classifier or _PROCESS_CLASSIFIER
+    explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
+                              preprocessing=classifier.preprocessing, seed=seed, **params)
+    return {"layer": explanation.layer, "class_index": explanation.class_index, "score": explanation.score,
+            "grey": xai.png_base64(explanation.grey), "heatmap": xai.png_base64(explanation.heatmap),
+            "comp": xai.png_base64(explanation.composite)}
+
+
+def _load_in_process(parent: int, config) -> None:
+    """The explanation process's initializer: lowest priority, follows its parent, loads the model once."""
+    from timl.serving.model import load_server_classifier
+    from timl.workers import prepare_process
+
+    global _PROCESS_CLASSIFIER
+    prepare_process(parent, ("timl.xai",))
+    _PROCESS_CLASSIFIER = load_server_classifier(config)
+
+
+class _ProcessSlot:
+    """One explanation process (loky: it never re-imports the server's ``__main__``), started on first use."""
+
+    def __init__(self, config):
+        self._config = config
+        self._pool = None
+
+    def submit(self, function: Callable, *args) -> Future:
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=_load_in_process,
+                                             initargs=(os.getpid(), self._config))
+        return self._pool.submit(function, None, *args)
+
+    def stop(self) -> bool:
+        """Stops the process (a runaway explanation); the slot is free at once. Returns True."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, kill_workers=True)
+            self._pool = None
+        return True
+
+
+class _ThreadSlot:
+    """One explanation thread of the worker, for a server built around a ready classifier object."""
+
+    def __init__(self, classifier):
+        self._classifier = classifier
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="timl-explain")
+
+    def submit(self, function: Callable, *args) -> Future:
+        return self._pool.submit(function, self._classifier, *args)
+
+    def stop(self) -> bool:
+        """A thread cannot be stopped: the slot stays busy until the explanation ends. Returns False."""
+        return False
+
+
+class ExplanationQueue:
+    """Runs explanations in a bounded number of slots with a bounded queue and a time limit each.
+
+    Args:
+        slots: the slots (explanation processes or threads).
+        max_waiting: explanations that may wait for a slot; more raise :class:`QueueFull`.
+        timeout: seconds an explanation may run; longer raises :class:`ExplanationTimeout`.
+    """
+
+    def __init__(self, slots: list, max_waiting: int, timeout: float):
+        self._free = list(slots)
+        self._slots = len(slots)
+        self.max_waiting, self.timeout = max_waiting, timeout
+        self._condition = threading.Condition()
+        self._admitted = 0  # running + waiting
+        self._seconds = 5.0  # running mean of an explanation's duration, for Retry-After
+        self.completed = self.rejected = self.timed_out = 0
+
+    @classmethod
+    def for_server(cls, config, classifier=None) -> "ExplanationQueue":
+        """Process slots for a configured model; thread slots around a ready ``classifier``."""
+        count = config.explain_concurrency
+        slots = [_ThreadSlot(classifier) if classifier is not None else _ProcessSlot(config) for _ in range(count)]
+        return cls(slots, config.explain_queue, config.explain_timeout_s)
+
+    def run(self, function: Callable, *args) -> Any:
+        """Runs ``function(classifier, *args)`` in a free slot (waiting for one if the queue has room).
+
+        Raises:
+            QueueFull: every slot busy and ``max_waiting`` explanations already waiting.
+            ExplanationTimeout: it ran longer than ``timeout`` seconds.
+        """
+        with self._condition:
+            if self._admitted >= self._slots + self.max_waiting:
+                self.rejected += 1
+                retry = math.ceil(self._seconds * (self._admitted - self._slots + 1) / self._slots)
+                raise QueueFull(f"The server is busy with {self._admitted} explanations ({self._slots} at once, "
+                                f"{self.max_waiting} waiting); try again in about {retry} s.", max(1, retry))
+            self._admitted += 1
+            while not self._free:
+                self._condition.wait()
+            slot = self._free.pop()
+        start = time.monotonic()
+        future = None
+        try:
+            future = slot.submit(function, *args)
+            result = future.result(timeout=self.timeout)
+        except BrokenProcessPool as error:
+            slot.stop()
+            raise ExplanationFailed(f"The explanation process stopped ({error.__cause__ or error}); the next "
+                                    "explanation starts a new one.") from None
+        except FutureTimeout:
+            self.timed_out += 1
+            raise ExplanationTimeout(f"The explanation took longer than the limit of {self.timeout:g} s "
+                                     "(EXPLAIN_TIMEOUT_S) and was stopped. Ask for fewer masks or samples, or "
+                                     "raise the limit.") from None
+        finally:
+            self._release(slot, future)
+        with self._condition:
+            self.completed += 1
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
+        return result
+
+    def _release(self, slot, future: Future | None) -> None:
+        def free(_=None):
+            with self._condition:
+                self._free.append(slot)
+                self._admitted -= 1
+                self._condition.notify()
+
+        if future is None or future.done() or slot.stop():
+            free()
+        else:  # a thread past its limit: its slot is free when it ends
+            future.add_done_callback(free)
+
+    def stats(self) -> dict:
+        with self._condition:
+            return {"slots": self._slots, "max_waiting": self.max_waiting, "admitted": self._admitted,
+                    "completed": self.completed, "rejected": self.rejected, "timed_out": self.timed_out,
+                    "timeout_s": self.timeout}
