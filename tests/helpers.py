@@ -77,11 +77,11 @@ def encoded(mode="RGB", size=(40, 24), format_name="PNG", **save) -> bytes:
     return buffer.getvalue()
 
 
-def saved_model(folder: Path) -> Path:
-    """A tiny model saved as .h5 with its metadata sidecar, as training writes it."""
+def saved_model(folder: Path, size: int = 16) -> Path:
+    """A tiny model (input ``size`` px) saved as .h5 with its metadata sidecar, as training writes it."""
     from timl.classifier import write_metadata
 
-    classifier = tiny_classifier()
+    classifier = tiny_classifier(size)
     path = folder / "tiny.h5"
     classifier.model.save(path)
     write_metadata(path, classifier.metadata())

@@ -22,14 +22,17 @@ import click
 IMAGE_FIELDS = ("grey", "heatmap", "comp")
 
 
-def send_image(image: str | Path, url: str, timeout: float = 120) -> tuple[int, dict]:
-    """POSTs ``image`` as multipart field ``file`` to ``url``; returns the status and the JSON answer."""
+def send_image(image: str | Path, url: str, timeout: float = 120, token: str | None = None) -> tuple[int, dict]:
+    """POSTs ``image`` as multipart field ``file`` to ``url`` (with ``Authorization: Bearer token`` when a
+    token is given); returns the status and the JSON answer."""
     path = Path(image)
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -89,10 +92,12 @@ EXAMPLE = """Examples:
 @click.option("--save-images", "save_dir", type=click.Path(file_okay=False),
               help="Also write the answer's grey, heatmap and comp PNGs to this folder as "
                    "<image>-<method>-<kind>.png.")
-def cli(image, url, save_dir):
+@click.option("--token", envvar="TIML_API_TOKEN", default=None,
+              help="API token of a server with API_TOKENS_FILE. [env: TIML_API_TOKEN]")
+def cli(image, url, save_dir, token):
     """Send IMAGE to a TIML server URL (classify or explain) and print the status and the JSON."""
     try:
-        status, answer = send_image(image, url)
+        status, answer = send_image(image, url, token=token)
     except urllib.error.URLError as error:
         click.echo(f"error: cannot reach {url}: {error.reason}", err=True)
         sys.exit(2)

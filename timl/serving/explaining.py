@@ -77,6 +77,10 @@ def _load_in_process(parent: int, config) -> None:
     _PROCESS_CLASSIFIER = load_server_classifier(config)
 
 
+def _ready() -> bool:
+    return True
+
+
 class _ProcessSlot:
     """One explanation process (loky: it never re-imports the server's ``__main__``), started on first use."""
 
@@ -89,6 +93,7 @@ class _ProcessSlot:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=_load_in_process,
                                              initargs=(os.getpid(), self._config))
+            self._pool.submit(_ready).result()  # started and the model loaded: not counted in the time limit
         return self._pool.submit(function, None, *args)
 
     def stop(self) -> bool:

@@ -29,7 +29,11 @@ def _query(name: str, kind: type, low, high) -> dict:
 def openapi_document(rest_prefix: str = "/api") -> dict:
     """The OpenAPI document of the REST API under ``rest_prefix``."""
     errors = {"400": _error("Bad request: not an image, a missing field, a bad parameter"),
+              "401": _error("No valid API token (only when the server is configured with API_TOKENS_FILE)"),
               "404": _error("Unknown method or layer"), "413": _error("Upload too large")}
+    busy = {"503": {**_error("Every explanation slot busy and the queue full: retry after the seconds given"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+            "504": _error("The explanation ran past EXPLAIN_TIMEOUT_S and was stopped")}
     return {
         "openapi": "3.0.3",
         "info": {"title": "TIML REST API", "version": __version__,
@@ -62,9 +66,12 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
                 "requestBody": _upload(),
                 "responses": {"200": {"description": "Grey saliency, heatmap and composite as base64 PNG",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Explanation"}}}},
-                              **errors}}},
+                              **errors, **busy}}},
         },
-        "components": {"schemas": {
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "Needed only when the server's configuration names API_TOKENS_FILE"}}, "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "Classification": {"type": "object", "properties": {
                 "filename": {"type": "string"}, "prediction": {"type": "array", "items": {"type": "number"}},

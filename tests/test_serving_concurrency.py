@@ -1,0 +1,305 @@
+"""The server under concurrency: dynamic batching of /classify, the explanation queue, API tokens, the bind rule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from helpers import encoded, free_port, saved_model, tiny_classifier, wait_for_http
+from timl.serving.batching import Batcher
+from timl.serving.explaining import ExplanationQueue, QueueFull, _ThreadSlot
+
+TOKEN = "a-token-of-dr-a-0123456789"
+
+
+def distinct_images(count: int) -> list[bytes]:
+    """PNGs of different sizes and contents (a colour and noise of their own), so their predictions differ."""
+    from PIL import Image
+
+    images = []
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        width, height = 20 + 7 * index, 16 + 5 * (index % 4)
+        pixels = rng.integers(0, 256, 3) * rng.random((height, width, 1)) + rng.integers(0, 40, (height, width, 3))
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def slow(predict, seconds: float):
+    def call(batch):
+        time.sleep(seconds)
+        return predict(batch)
+    return call
+
+
+def test_concurrent_submissions_share_model_calls_and_keep_their_answers():
+    batcher = Batcher(slow(lambda batch: batch.sum(axis=(1, 2)), 0.05), max_size=8, max_wait=0.05)
+    arrays = [np.full((4, 4), index, np.float32) for index in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(batcher.submit, arrays))
+    assert [float(answer) for answer in answers] == [16.0 * index for index in range(24)]  # never mixed
+    assert batcher.arrays == 24 and batcher.calls < 12, batcher.stats()
+    assert max(int(size) for size in batcher.stats()["batch_sizes"]) <= 8
+
+
+def test_a_lone_request_does_not_wait_and_the_wait_is_bounded():
+    batcher = Batcher(lambda batch: batch, max_size=8, max_wait=1.0)
+    batcher.submit(np.zeros(2))  # the thread starts
+    start = time.perf_counter()
+    batcher.submit(np.ones(2))
+    assert time.perf_counter() - start < 0.2  # nothing else in flight: no waiting for company
+    bounded = Batcher(lambda batch: batch, max_size=8, max_wait=0.3)
+    with bounded.expect():  # a request announced that never arrives: the batch waits max_wait, not longer
+        start = time.perf_counter()
+        bounded.submit(np.ones(2))
+        waited = time.perf_counter() - start
+    assert 0.25 <= waited < 1.0
+
+
+def test_a_failing_input_fails_only_its_own_request():
+    def predict(batch):
+        if np.isnan(batch).any():
+            raise ValueError("a NaN input")
+        return batch * 2
+
+    batcher = Batcher(slow(predict, 0.05), max_size=8, max_wait=0.05)
+    arrays = [np.full(3, index, np.float32) for index in range(8)]
+    arrays[5] = np.full(3, np.nan, np.float32)
+
+    def submit(array):
+        try:
+            return batcher.submit(array)
+        except ValueError as error:
+            return error
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit, arrays))
+    assert isinstance(answers[5], ValueError) and "NaN" in str(answers[5])
+    assert all(np.array_equal(answers[index], arrays[index] * 2) for index in range(8) if index != 5)
+
+
+def test_the_app_batches_concurrent_classifications_without_mixing_answers():
+    from timl.serving import create_app
+
+    classifier = tiny_classifier()
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "BATCH_MAX_WAIT_MS": 50}, classifier=classifier)
+    images = distinct_images(16)
+    expected = [classifier.predict_images([image])[0] for image in images]
+    assert min(np.abs(a - b).max() for i, a in enumerate(expected) for b in expected[i + 1:]) > 1e-4
+
+    def classify(index: int):
+        answer = app.test_client().post("/api/classify", data={"file": (io.BytesIO(images[index]), f"{index}.png")},
+                                        content_type="multipart/form-data")
+        return answer.status_code, answer.get_json()
+
+    def bad():
+        return app.test_client().post("/api/classify", data={"file": (io.BytesIO(b"junk"), "bad.png")},
+                                      content_type="multipart/form-data").status_code
+
+    for _ in range(3):
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(classify, index) for index in range(16)] + [pool.submit(bad)]
+            answers = [future.result() for future in futures[:-1]]
+            assert futures[-1].result() == 400  # a bad upload fails alone
+        for index, (status, body) in enumerate(answers):
+            assert status == 200 and body["filename"] == f"{index}.png"
+            np.testing.assert_allclose(body["prediction"], expected[index], atol=1e-5)
+    stats = app.test_client().get("/health").get_json()["batching"]
+    assert stats["images"] == 48 and stats["model_calls"] < 48, stats
+
+
+def test_the_explanation_queue_answers_503_with_retry_after_when_full():
+    release = threading.Event()
+    queue = ExplanationQueue([_ThreadSlot(None)], max_waiting=1, timeout=30)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(queue.run, lambda _, event: event.wait(30) and "first", release)
+        time.sleep(0.2)
+        waiting = pool.submit(queue.run, lambda _: "second")
+        time.sleep(0.2)
+        with pytest.raises(QueueFull) as full:
+            queue.run(lambda _: "third")
+        assert full.value.retry_after >= 1 and "busy" in str(full.value)
+        release.set()
+        assert running.result() == "first" and waiting.result() == "second"
+    assert queue.run(lambda _: "later") == "later"  # the slot is free again
+
+
+def test_explanations_over_http_queue_time_out_and_do_not_block_classification(tmp_path):
+    """A real gunicorn worker: explanations run in their own process, a full queue answers 503 JSON with
+    Retry-After, an explanation past EXPLAIN_TIMEOUT_S answers 504 and the next one works, and /classify answers
+    while an explanation runs."""
+    import requests
+
+    model = saved_model(tmp_path, size=96)  # 20000 RISE masks take far longer than the limit of 2 s here
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name, "EXPLAIN_CONCURRENCY": 1, "EXPLAIN_QUEUE": 0,
+                                  "EXPLAIN_TIMEOUT_S": 2}))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "1",
+                               "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    files = {"file": ("x.png", encoded(size=(64, 48)))}
+    try:
+        wait_for_http(f"{base}/health")
+        quick = requests.post(f"{base}/api/explain/rise/-?masks=50&seed=0", files=files, timeout=120)
+        assert quick.status_code == 200, quick.text  # the explanation process is up, its model loaded
+
+        long_request = f"{base}/api/explain/rise/-?masks=20000&seed=0"
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(requests.post, long_request, files=files, timeout=120)
+            time.sleep(1.0)
+            busy = requests.post(f"{base}/api/explain/gradcam/conv_a", files=files, timeout=60)
+            assert busy.status_code == 503 and "busy" in busy.json()["error"]
+            assert int(busy.headers["Retry-After"]) >= 1
+            classified = requests.post(f"{base}/api/classify", files=files, timeout=10)
+            assert classified.status_code == 200  # classification goes on beside the explanation
+            timed_out = long.result()
+        assert timed_out.status_code == 504 and "EXPLAIN_TIMEOUT_S" in timed_out.json()["error"]
+        again = requests.post(f"{base}/api/explain/gradcam/conv_a", files=files, timeout=120)
+        assert again.status_code == 200 and again.json()["heatmap"]
+        stats = requests.get(f"{base}/health", timeout=10).json()["explanations"]
+        assert stats["rejected"] == 1 and stats["admitted"] == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _token_app(tmp_path):
+    from timl.serving import create_app
+
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "a.png").write_bytes(encoded())
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({TOKEN: "Dr. A"}))
+    return create_app({"CLASSIFICATION_MODEL": "tiny.h5", "API_TOKENS_FILE": str(tokens),
+                       "EVALUATION_IMAGES_DIR": str(tmp_path / "review"), "EVALUATION_DB": str(tmp_path / "r.db")},
+                      classifier=tiny_classifier())
+
+
+def test_tokens_are_required_on_every_rest_route_and_not_on_health(tmp_path):
+    app = _token_app(tmp_path)
+    client = app.test_client()
+    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in ("api", "reviews")]
+    assert len(rules) >= 10
+    for rule in rules:
+        url = rule.rule.replace("<text>", "x").replace("<method>", "gradcam").replace("<path:layer>", "conv_a")
+        url = url.replace("<name>", "a.png")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"}):
+                answer = client.open(url, method=method, headers=headers)
+                assert answer.status_code == 401, (method, url, headers)
+                assert "token" in answer.get_json()["error"] and answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/health").status_code == 200
+    assert client.get("/static/classify.html").status_code == 200
+    assert "window.TIML_TOKENS = true" in client.get("/static/timl-config.js").get_data(as_text=True)
+    authorised = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/info", headers=authorised).status_code == 200
+    answer = client.post("/api/classify", headers=authorised,
+                         data={"file": (io.BytesIO(encoded()), "a.png")}, content_type="multipart/form-data")
+    assert answer.status_code == 200
+
+
+def test_expert_answers_record_the_tokens_user(tmp_path):
+    client = _token_app(tmp_path).test_client()
+    authorised = {"Authorization": f"Bearer {TOKEN}"}
+    answer = {"image": "a.png", "evaluator": "typed name", "agree": True, "label": "", "predicted": "A", "comment": ""}
+    stored = client.post("/api/evaluate/answers", json=answer, headers=authorised)
+    assert stored.status_code == 201 and stored.get_json()["user"] == "Dr. A"
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv", headers=authorised)
+                                           .get_data(as_text=True))))
+    assert [(row["evaluator"], row["user"]) for row in rows] == [("typed name", "Dr. A")]
+
+
+def test_a_store_from_before_tokens_gains_the_user_column(tmp_path):
+    import sqlite3
+
+    from timl.serving import create_app
+
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE answers (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, "
+                           "image TEXT NOT NULL, evaluator TEXT NOT NULL, agree INTEGER NOT NULL, label TEXT NOT NULL, "
+                           "predicted TEXT NOT NULL, comment TEXT NOT NULL)")
+        connection.execute("INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment) "
+                           "VALUES ('2026-01-01T00:00:00', 'a.png', 'Dr. Old', 1, '', 'A', '')")
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_DB": str(database)},
+                        classifier=tiny_classifier()).test_client()
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv").get_data(as_text=True))))
+    assert [(row["evaluator"], row["user"]) for row in rows] == [("Dr. Old", "")]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "not a readable JSON"), ('["a"]', "token -> user name"), ('{"short": "Dr. A"}', "shorter than")])
+def test_a_bad_tokens_file_is_named(tmp_path, content, message):
+    from timl.errors import ConfigError
+    from timl.serving import create_app
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(content)
+    with pytest.raises(ConfigError, match=message) as error:
+        create_app({"CLASSIFICATION_MODEL": "tiny.h5", "API_TOKENS_FILE": str(tokens)}, classifier=tiny_classifier())
+    assert "API_TOKENS_FILE" in str(error.value) and str(tokens) in str(error.value)
+
+
+def test_serving_beyond_loopback_needs_tokens_or_insecure(tmp_path):
+    from timl.errors import ConfigError
+    from timl.serve import check_exposure
+    from timl.serving.config import ServerConfig
+
+    model = saved_model(tmp_path)
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))
+    # refused before anything binds: the process exits at once, naming the way out
+    result = subprocess.run([sys.executable, "-m", "timl.serve", "--config", str(config), "--bind", "0.0.0.0:0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Refusing to listen on 0.0.0.0:0" in result.stderr + result.stdout
+    assert "API_TOKENS_FILE" in result.stderr + result.stdout and "--insecure" in result.stderr + result.stdout
+    plain = ServerConfig(model="m.h5")
+    for bind in ("127.0.0.1:8080", "localhost:80", "[::1]:8080", "unix:/tmp/timl.sock"):
+        check_exposure(bind, plain, insecure=False)
+    for bind in ("0.0.0.0:8080", "[::]:8080", "192.168.1.5:80", "example.org:80"):
+        with pytest.raises(ConfigError):
+            check_exposure(bind, plain, insecure=False)
+        check_exposure(bind, plain, insecure=True)
+        check_exposure(bind, ServerConfig(model="m.h5", api_tokens_file="tokens.json"), insecure=False)
+
+
+def test_the_client_sends_its_token(tmp_path):
+    import requests
+
+    model = saved_model(tmp_path)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({TOKEN: "Dr. A"}))
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name, "API_TOKENS_FILE": tokens.name}))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "1",
+                               "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    image = tmp_path / "x.png"
+    image.write_bytes(encoded())
+    try:
+        wait_for_http(f"{base}/health")
+        assert requests.get(f"{base}/api/info", timeout=30).status_code == 401
+        command = [sys.executable, "-m", "timl.client", str(image), f"{base}/api/classify"]
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "status: 401" in refused.stdout
+        accepted = subprocess.run(command + ["--token", TOKEN], capture_output=True, text=True, timeout=120)
+        assert accepted.returncode == 0 and "status: 200" in accepted.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
