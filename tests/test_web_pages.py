@@ -174,3 +174,40 @@ def test_pages_know_the_manuals_rest_prefix_without_a_query(browser, server, tmp
         assert "?rest=" not in browser.current_url
         # no evaluation folder configured: /rest/evaluate answers which key to set
         _wait(browser, lambda d: "EVALUATION_IMAGES_DIR" in d.find_element(By.ID, "status").text)
+
+
+def test_pages_ask_for_the_api_token_and_answers_record_its_user(browser, tmp_path):
+    """With API_TOKENS_FILE the evaluate page asks for the token once (a refused one again), sends it with every
+    call, and the stored answers carry the token's user."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+
+    from timl.serving import create_app
+
+    token = "token-of-dr-b-0123456789abcdef"
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "lesion-1.png").write_bytes(encoded(size=(60, 40)))
+    (tmp_path / "tokens.json").write_text(json.dumps({token: "Dr. B"}))
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
+                      "EVALUATION_DB": str(tmp_path / "answers.db"), "API_TOKENS_FILE": str(tmp_path / "tokens.json")},
+                     classifier=tiny_classifier())
+    with _serving(app) as url:
+        browser.get(f"{url}/static/evaluate.html")
+        for typed in ("a-wrong-token-0123456789", token):  # the wrong one is refused (401), then asked again
+            prompt = wait_until(browser, expected_conditions.alert_is_present(), timeout=60)
+            assert "token" in prompt.text
+            prompt.send_keys(typed)
+            prompt.accept()
+        browser.find_element(By.ID, "evaluator").send_keys("typed name")
+        _wait(browser, lambda d: d.find_element(By.ID, "submit").is_enabled())
+        browser.find_element(By.ID, "agreeYes").click()
+        browser.find_element(By.ID, "submit").click()
+        _wait(browser, lambda d: "All images reviewed" in d.find_element(By.ID, "status").text)
+        assert requests.get(f"{url}/api/evaluate/answers.csv", timeout=30).status_code == 401
+        answer = requests.get(f"{url}/api/evaluate/answers.csv", headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
+        rows = list(csv.DictReader(io.StringIO(answer.text)))
+        assert [(row["evaluator"], row["user"]) for row in rows] == [("typed name", "Dr. B")]
+    browser.execute_script("sessionStorage.clear();")

@@ -29,14 +29,14 @@ from loky.backend.context import LokyContext
 logger = logging.getLogger(__name__)
 
 
-def prepare_process(parent: int, modules: tuple[str, ...]) -> None:
+def prepare_process(parent: int, modules: tuple[str, ...], niceness: int = 19) -> None:
     """Runs first in a helper process: the lowest CPU priority (the main process's work comes first: the work
     here uses what it leaves idle), Ctrl-C is the main process's to handle (it shuts the worker down),
     and the modules the work needs are imported now rather than on the first job."""
     import importlib
 
     with contextlib.suppress(OSError):
-        os.nice(19)
+        os.nice(niceness)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the parent's pid comes from the parent: asked here, a parent killed while this process was starting
     # would already be replaced by init, and the watch would never end

@@ -1,4 +1,4 @@
-"""The TIML server configuration: ``timl_server_config.json``, with the original TIML keys.
+"""The TIML server configuration: ``timl_server_config.json``, with the original TIML keys, and the model it names.
 
 Looked up as ``--config PATH``, else ``$TIML_SERVER_CONFIG``, else ``./timl_server_config.json``, else
 ``~/.timl/timl_server_config.json`` (where the original TIML looked first), else ``~/timl_server_config.json``.
@@ -48,7 +48,7 @@ SAMPLE = {
                                      "other requests are being decoded, so a lone request never waits.",
     "EXPLAIN_CONCURRENCY": 1,
     "EXPLAIN_CONCURRENCY_description": "Explanations computed at once per worker, each in its own process at the "
-                                       "lowest CPU priority (classification comes first).",
+                                       "low CPU priority (nice 10: classification comes first).",
     "EXPLAIN_QUEUE": 4,
     "EXPLAIN_QUEUE_description": "Explanations that may wait per worker; more get 503 with Retry-After.",
     "EXPLAIN_TIMEOUT_S": 120,
@@ -210,3 +210,23 @@ def load_config(path: str | Path | None = None) -> ServerConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{found}: the configuration must be a JSON object.\n{sample_text()}")
     return ServerConfig.from_mapping(values, found.resolve().parent, str(found))
+
+
+#: The tables beside a .h5 model without a sidecar that say how it was trained, in the order they are looked for:
+#: TIML's, then the original TIML's output folder (its results table names the row's model file).
+CONFIG_TABLES = ("config_table.csv", "automation_result.csv", "automation_input.csv")
+
+
+def load_server_classifier(config: ServerConfig):
+    """The configured model (CLASSIFICATION_MODEL: a .h5/.keras file or an MLflow model URI) as a Classifier."""
+    from timl import tracking
+    from timl.classifier import METADATA_SUFFIX, load_classifier
+
+    model = config.model
+    if model.lower().endswith((".h5", ".keras")):
+        has_sidecar = Path(model + METADATA_SUFFIX).is_file()
+        tables = [Path(model).parent / name for name in CONFIG_TABLES]
+        table = next((path for path in tables if path.is_file()), None)
+        return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
+    tracking.configure(config.tracking_uri or None)
+    return load_classifier(model_uri=model)

@@ -2,7 +2,7 @@
 
 A RISE explanation runs the model thousands of times; computed in the worker beside ``/classify`` it would take
 the cores and the model away from every classification for seconds. Here each worker has
-``EXPLAIN_CONCURRENCY`` explanation slots, each a process of its own at the lowest CPU priority holding its own
+``EXPLAIN_CONCURRENCY`` explanation slots, each a process of its own at a low CPU priority holding its own
 copy of the model (loaded on its first explanation): the operating system gives the cores to classification
 first and explanations take what is left. At most ``EXPLAIN_QUEUE`` more explanations wait for a slot; beyond
 that a request gets 503 with ``Retry-After`` (the seconds the queue ahead is expected to take). An explanation
@@ -32,6 +32,11 @@ from timl.errors import TimlError
 logger = logging.getLogger(__name__)
 
 _PROCESS_CLASSIFIER = None  # the model of an explanation process, loaded by _load_in_process
+
+#: The explanation processes' CPU priority: under full classification load each gets about a tenth of a core
+#: (Linux weighs nice 10 at 110 against 1024 for nice 0), so explanations progress while /classify keeps its
+#: latency; at 19 (weight 15) they starved while classification kept the cores busy.
+NICENESS = 10
 
 
 class QueueFull(TimlError):
@@ -68,12 +73,12 @@ def render(classifier, image, method: str, layer: str | None, class_index: int |
 
 
 def _load_in_process(parent: int, config) -> None:
-    """The explanation process's initializer: lowest priority, follows its parent, loads the model once."""
-    from timl.serving.model import load_server_classifier
+    """The explanation process's initializer: low priority (nice 10), follows its parent, loads the model once."""
+    from timl.serving.config import load_server_classifier
     from timl.workers import prepare_process
 
     global _PROCESS_CLASSIFIER
-    prepare_process(parent, ("timl.xai",))
+    prepare_process(parent, ("timl.xai",), niceness=NICENESS)
     _PROCESS_CLASSIFIER = load_server_classifier(config)
 
 

@@ -8,33 +8,12 @@ the model call batched with concurrent requests: :mod:`timl.serving.batching`) a
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from timl.serving.batching import Batcher
-from timl.serving.config import ServerConfig
+from timl.serving.config import ServerConfig, load_server_classifier
 from timl.serving.explaining import ExplanationQueue, render
-
-#: The tables beside a .h5 model without a sidecar that say how it was trained, in the order they are looked for:
-#: TIML's, then the original TIML's output folder (its results table names the row's model file).
-CONFIG_TABLES = ("config_table.csv", "automation_result.csv", "automation_input.csv")
-
-
-def load_server_classifier(config: ServerConfig):
-    """The configured model (CLASSIFICATION_MODEL: a .h5/.keras file or an MLflow model URI) as a Classifier."""
-    from timl import tracking
-    from timl.classifier import METADATA_SUFFIX, load_classifier
-
-    model = config.model
-    if model.lower().endswith((".h5", ".keras")):
-        has_sidecar = Path(model + METADATA_SUFFIX).is_file()
-        tables = [Path(model).parent / name for name in CONFIG_TABLES]
-        table = next((path for path in tables if path.is_file()), None)
-        return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
-    tracking.configure(config.tracking_uri or None)
-    return load_classifier(model_uri=model)
-
 
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
