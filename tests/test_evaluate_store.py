@@ -27,7 +27,7 @@ def client(tmp_path):
 
 
 def test_listing_and_fetching(client, tmp_path):
-    assert client.get("/api/evaluate/images").get_json() == {"images": ["a.png", "b.JPG"]}
+    assert client.get("/api/evaluate/images").get_json() == {"images": ["a.png", "b.JPG"], "order": "name"}
     assert client.get("/api/evaluate/images/a.png").data == encoded()
     for name in ("notes.txt", "._a.png", "sub.png", "..%2Fsecret.png", "%2Fetc%2Fpasswd", "../secret.png",
                  "..\\secret.png", "%2E%2E%2Fsecret.png", str(tmp_path / "secret.png"), "review/a.png"):
@@ -44,7 +44,7 @@ def test_answers_are_validated_and_downloadable(client):
         (dict(good, agree="yes"), "agree"),
         ({k: v for k, v in good.items() if k != "evaluator"}, "evaluator"),
         (dict(good, image="../secret.png"), "Unknown image"),
-        (dict(good, agree=False, label=""), "own label"),
+        (dict(good, agree=False, label=""), "choose the correct class"),
         (dict(good, comment="x" * 3000), "comment"),
         ("not an object", "JSON object"),
     ]

@@ -584,6 +584,38 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
     return str(version.version)
 
 
+def describe_model(model_uri: str, run_id: str | None = None) -> dict:
+    """What a person should see of an MLflow model: ``name``, ``version``, ``date`` (ISO day) and ``run_id``.
+
+    ``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` are looked up in the registry; ``runs:/ID/...`` gives
+    the run's name and start. Whatever cannot be looked up (the store unreachable) is left out.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    facts: dict = {"run_id": run_id} if run_id else {}
+    try:
+        if model_uri.startswith("models:/"):
+            reference = model_uri[len("models:/"):].strip("/")
+            if "@" in reference:
+                name, alias = reference.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+                facts["alias"] = alias
+            else:
+                name, number = reference.split("/", 1)
+                version = client.get_model_version(name, number.split("/")[0])
+            facts.update(name=name, version=str(version.version), run_id=version.run_id or run_id,
+                         date=datetime.datetime.fromtimestamp(version.creation_timestamp / 1000).date().isoformat())
+        elif run_id:
+            info = client.get_run(run_id).info
+            facts.update(name=info.run_name or run_id[:8],
+                         date=datetime.datetime.fromtimestamp(info.start_time / 1000).date().isoformat())
+    except (MlflowException, ValueError, OSError) as error:
+        logger.warning("Cannot describe the model %s: %s", model_uri, error)
+    return facts
+
+
 @contextlib.contextmanager
 def timed() -> Iterator[dict]:
     """Measures wall time: ``with timed() as t: ...; t["seconds"]``."""

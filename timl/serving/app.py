@@ -100,6 +100,7 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         classifier = holder.classifier
         layers = xai.conv_layer_names(classifier.model)
         return jsonify(classification={"model_file": config.model}, model=config.model,
+                       model_info=holder.describe(), max_upload_mb=config.max_upload_mb,
                        classes=list(classifier.class_names),
                        input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
                        multi_label=classifier.multi_label, explain_methods=xai.list_explainers(),
@@ -194,7 +195,8 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     holder = ModelHolder(config, classifier)
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
-    app.register_blueprint(reviews_blueprint(config.as_mapping()), url_prefix=f"{config.rest_prefix}/evaluate")
+    app.register_blueprint(reviews_blueprint(config.as_mapping(), holder.review_facts, holder.uncertainty),
+                           url_prefix=f"{config.rest_prefix}/evaluate")
     static_dir = pages_dir(config)
     logger.info("REST API at %s/, web pages at %s/ (from %s)", config.rest_prefix, config.static_prefix, static_dir)
 

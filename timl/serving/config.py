@@ -38,6 +38,9 @@ SAMPLE = {
     "EVALUATION_IMAGES_DIR_description": "Folder of the images experts review on evaluate.html.",
     "EVALUATION_DB": "timl_evaluations.db",
     "EVALUATION_DB_description": "SQLite file where evaluate.html stores the experts' answers.",
+    "EVALUATION_ORDER": "name",
+    "EVALUATION_ORDER_description": "Order of the images to review: name, or uncertainty (the images the model "
+                                    "is least sure of first: smallest margin between its two top classes).",
     "TRACKING_URI": "",
     "TRACKING_URI_description": "MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI "
                                 "or sqlite:///mlflow.db).",
@@ -72,6 +75,7 @@ class ServerConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     evaluation_images_dir: str = ""
     evaluation_db: str = "timl_evaluations.db"
+    evaluation_order: str = "name"
     tracking_uri: str = ""
     batch_max_size: int = 8
     batch_max_wait_ms: float = 10
@@ -87,6 +91,7 @@ class ServerConfig:
                 "STATIC_PAGES_DIR": self.static_dir, "STATIC_PAGES_URL_PREFIX": self.static_prefix,
                 "MAX_UPLOAD_MB": self.max_upload_mb, "MAX_IMAGE_PIXELS": self.max_image_pixels,
                 "EVALUATION_IMAGES_DIR": self.evaluation_images_dir, "EVALUATION_DB": self.evaluation_db,
+                "EVALUATION_ORDER": self.evaluation_order,
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
@@ -141,6 +146,7 @@ class ServerConfig:
                        max_image_pixels=int(values.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)),
                        evaluation_images_dir=path(str(values.get("EVALUATION_IMAGES_DIR") or "")),
                        evaluation_db=path(str(values.get("EVALUATION_DB") or "timl_evaluations.db")),
+                       evaluation_order=_choice(values, "EVALUATION_ORDER", ("name", "uncertainty"), source),
                        tracking_uri=str(values.get("TRACKING_URI") or ""),
                        batch_max_size=_bounded(values, "BATCH_MAX_SIZE", int, 1, 1024, source),
                        batch_max_wait_ms=_bounded(values, "BATCH_MAX_WAIT_MS", float, 0, 10_000, source),
@@ -150,6 +156,15 @@ class ServerConfig:
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")), source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
+
+
+def _choice(values: dict, key: str, choices: tuple[str, ...], source: str) -> str:
+    """``values[key]`` (else the sample's default), one of ``choices``."""
+    value = str(values.get(key) or SAMPLE[key]).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{source or 'server configuration'}: {key} must be one of {', '.join(choices)}. "
+                          f"Received: {key}={values.get(key)!r}")
+    return value
 
 
 def _bounded(values: dict, key: str, kind, low, high, source: str):

@@ -7,7 +7,9 @@ the model call batched with concurrent requests: :mod:`timl.serving.batching`) a
 
 from __future__ import annotations
 
+import datetime
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +31,8 @@ class ModelHolder:
         self._lock = threading.Lock()
         self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
         self.explanations = ExplanationQueue.for_server(config, classifier)
+        self._description: dict | None = None
+        self._uncertainty: dict = {}
 
     @property
     def loaded(self) -> bool:
@@ -41,6 +45,50 @@ class ModelHolder:
                 if self._classifier is None:
                     self._classifier = load_server_classifier(self.config)
         return self._classifier
+
+    def describe(self) -> dict:
+        """The model as a person should see it: ``name``, ``version`` (registered models), ``date``, ``run_id``,
+        and ``label`` (one line, e.g. "skin-lesions v3 · 2026-11-30"); never a server path."""
+        if self._description is None:
+            from timl import tracking
+
+            classifier = self.classifier
+            source = classifier.source or {}
+            facts = {}
+            if source.get("model_uri"):
+                facts = tracking.describe_model(source["model_uri"], source.get("run_id"))
+            else:
+                path = Path(self.config.model)
+                facts = {"name": path.stem}
+                if path.is_file():
+                    facts["date"] = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
+            facts.setdefault("name", Path(self.config.model).stem or "model")
+            version = f" v{facts['version']}" if facts.get("version") else (
+                f" (run {facts['run_id'][:8]})" if facts.get("run_id") else "")
+            facts["label"] = f"{facts['name']}{version}" + (f" · {facts['date']}" if facts.get("date") else "")
+            self._description = facts
+        return self._description
+
+    def review_facts(self) -> dict:
+        """What every expert answer records of the model: its label and its classes."""
+        return {"model": self.describe()["label"], "classes": list(self.classifier.class_names)}
+
+    def uncertainty(self, paths: list[Path]) -> list[float]:
+        """How unsure the model is of each image: 1 - (top probability - second), 1 for a tie; cached per file
+        (path, size and modification time), so a review queue is predicted once."""
+        from timl.images import decode_image
+
+        keys = [(str(path), *(lambda stat: (stat.st_size, stat.st_mtime_ns))(path.stat())) for path in paths]
+        missing = [(key, path) for key, path in zip(keys, paths) if key not in self._uncertainty]
+        if missing:
+            classifier = self.classifier
+            arrays = np.stack([classifier.preprocessing(decode_image(path)) for _, path in missing])
+            probabilities = classifier.predict_arrays(arrays)
+            top = np.sort(probabilities, axis=1)[:, ::-1]
+            margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
+            for (key, _), margin in zip(missing, margins):
+                self._uncertainty[key] = float(1 - margin)
+        return [self._uncertainty[key] for key in keys]
 
     def _predict(self, arrays: np.ndarray) -> np.ndarray:
         return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))

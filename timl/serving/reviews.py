@@ -13,24 +13,33 @@ import csv
 import datetime
 import fcntl
 import io
+import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from flask import Blueprint, Response, g, jsonify, request, send_file
 
 from timl.errors import ConfigError, TimlError
 from timl.images import IMAGE_SUFFIXES
 
-ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment")
-CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment", "user")
+ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment", "skipped", "confidence", "method")
+CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment", "user", "reviewer",
+               "skipped", "confidence", "method", "model", "classes", "updated")
 MAX_TEXT = 2000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, image TEXT NOT NULL, evaluator TEXT NOT NULL,
     agree INTEGER NOT NULL, label TEXT NOT NULL, predicted TEXT NOT NULL, comment TEXT NOT NULL,
-    user TEXT NOT NULL DEFAULT '')"""
+    user TEXT NOT NULL DEFAULT '', reviewer TEXT NOT NULL DEFAULT '', skipped INTEGER NOT NULL DEFAULT 0,
+    confidence REAL, method TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '',
+    classes TEXT NOT NULL DEFAULT '', updated TEXT NOT NULL DEFAULT '')"""
+#: Columns added since the first store, with their definitions: an older store gains them when first opened.
+ADDED_COLUMNS = {"user": "TEXT NOT NULL DEFAULT ''", "reviewer": "TEXT NOT NULL DEFAULT ''",
+                 "skipped": "INTEGER NOT NULL DEFAULT 0", "confidence": "REAL", "method": "TEXT NOT NULL DEFAULT ''",
+                 "model": "TEXT NOT NULL DEFAULT ''", "classes": "TEXT NOT NULL DEFAULT ''",
+                 "updated": "TEXT NOT NULL DEFAULT ''"}
 
 
 class AnswerError(TimlError, ValueError):
@@ -76,8 +85,12 @@ def _prepare(path: str) -> None:
                     connection.execute("PRAGMA journal_mode=WAL")  # kept by the file from then on
                     connection.execute(SCHEMA)
                     columns = {row[1] for row in connection.execute("PRAGMA table_info(answers)")}
-                    if "user" not in columns:  # a store from before API tokens
-                        connection.execute("ALTER TABLE answers ADD COLUMN user TEXT NOT NULL DEFAULT ''")
+                    for column, definition in ADDED_COLUMNS.items():  # an older store
+                        if column not in columns:
+                            connection.execute(f"ALTER TABLE answers ADD COLUMN {column} {definition}")
+                    # answers stored before reviewers were known: the reviewer is the name typed
+                    connection.execute("UPDATE answers SET reviewer = evaluator WHERE reviewer = ''")
+                    connection.execute("UPDATE answers SET updated = created WHERE updated = ''")
                     connection.commit()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -97,39 +110,88 @@ def _database(path: str):
 
 
 def _answer(payload) -> dict:
-    """Validates one answer: every field present, agree a boolean, text fields strings of sensible length."""
+    """Validates one answer: the image, the reviewer's name, agree (or skipped), text fields of sensible length.
+
+    ``skipped`` answers need no ``agree``; ``confidence`` is the probability shown for the predicted class,
+    ``method`` the explanation shown.
+    """
     if not isinstance(payload, dict):
         raise AnswerError(f"The answer must be a JSON object with the fields {', '.join(ANSWER_FIELDS)}. "
                           f"Received: {type(payload).__name__}")
-    missing = [field for field in ("image", "evaluator", "agree") if payload.get(field) in (None, "")]
+    skipped = payload.get("skipped", False)
+    if not isinstance(skipped, bool):
+        raise AnswerError(f"'skipped' must be true or false. Received: skipped={skipped!r}")
+    required = ("image", "evaluator") if skipped else ("image", "evaluator", "agree")
+    missing = [field for field in required if payload.get(field) in (None, "")]
     if missing:
-        raise AnswerError(f"The answer lacks the field(s) {', '.join(missing)}. Expected: {', '.join(ANSWER_FIELDS)}. "
-                          f"Received: fields={sorted(payload)}")
-    if not isinstance(payload["agree"], bool):
+        names = {"evaluator": "your name", "agree": "whether you agree with the model", "image": "the image"}
+        raise AnswerError(f"Please give {' and '.join(names[field] for field in missing)}. "
+                          f"(Missing field(s): {', '.join(missing)})")
+    agree = payload.get("agree", False) if not skipped else False
+    if not isinstance(agree, bool):
         raise AnswerError(f"'agree' must be true or false. Received: agree={payload['agree']!r}")
-    answer = {"agree": payload["agree"]}
-    for field in ("image", "evaluator", "label", "predicted", "comment"):
+    answer = {"agree": agree, "skipped": skipped}
+    for field in ("image", "evaluator", "label", "predicted", "comment", "method"):
         value = payload.get(field, "")
+        if value is None:
+            value = ""
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise AnswerError(f"{field!r} must be a text of at most {MAX_TEXT} characters. "
                               f"Received: {field}={value!r:.60}")
         answer[field] = value.strip()
-    if not answer["agree"] and not answer["label"]:
-        raise AnswerError("When you disagree with the model, give your own label ('label'). Received: label=''")
+    confidence = payload.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0 <= confidence <= 1):
+        raise AnswerError(f"'confidence' must be a probability between 0 and 1. Received: confidence={confidence!r}")
+    answer["confidence"] = None if confidence is None else float(confidence)
+    if not skipped and not answer["agree"] and not answer["label"]:
+        raise AnswerError("You disagree with the model: please choose the correct class.")
     return answer
 
 
-def _store(database: str, answer: dict, user: str) -> dict:
-    """Inserts one validated answer with the current local time and the token's user (empty without tokens);
-    returns its ``id``, ``created`` and ``user``."""
-    created = datetime.datetime.now().isoformat(timespec="seconds")
+def _store(database: str, answer: dict, user: str, model: dict) -> dict:
+    """Stores a reviewer's answer on an image: a later answer of the same reviewer on the same image replaces the
+    earlier one (going back to change it). The reviewer is the token's user, else the name typed.
+
+    Returns:
+        ``id``, ``created`` (the first answer's time), ``updated``, ``user`` and ``reviewer``.
+    """
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    reviewer = user or answer["evaluator"]
+    values = {"image": answer["image"], "evaluator": answer["evaluator"], "agree": int(answer["agree"]),
+              "label": answer["label"], "predicted": answer["predicted"], "comment": answer["comment"], "user": user,
+              "reviewer": reviewer, "skipped": int(answer["skipped"]), "confidence": answer["confidence"],
+              "method": answer["method"], "model": model.get("model", ""),
+              "classes": json.dumps(list(model.get("classes", ()))), "updated": now}
     with _database(database) as connection:
-        cursor = connection.execute(
-            "INSERT INTO answers (created, image, evaluator, agree, label, predicted, comment, user) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (created, answer["image"], answer["evaluator"],
-                                                int(answer["agree"]), answer["label"], answer["predicted"],
-                                                answer["comment"], user))
-    return {"id": cursor.lastrowid, "created": created, "user": user}
+        earlier = connection.execute("SELECT id, created FROM answers WHERE reviewer = ? AND image = ? "
+                                     "ORDER BY id DESC LIMIT 1", (reviewer, answer["image"])).fetchone()
+        if earlier:
+            assignments = ", ".join(f"{column} = ?" for column in values)
+            connection.execute(f"UPDATE answers SET {assignments} WHERE id = ?", (*values.values(), earlier[0]))
+            row_id, created = earlier
+        else:
+            columns = ("created", *values)
+            cursor = connection.execute(f"INSERT INTO answers ({', '.join(columns)}) "
+                                        f"VALUES ({', '.join('?' for _ in columns)})", (now, *values.values()))
+            row_id, created = cursor.lastrowid, now
+    return {"id": row_id, "created": created, "updated": now, "user": user, "reviewer": reviewer}
+
+
+def current_answers(database: str, reviewer: str | None = None) -> list[dict]:
+    """Each reviewer's current answer per image (the latest, for stores that kept earlier ones), oldest first.
+
+    Args:
+        database: the SQLite store.
+        reviewer: only this reviewer's answers; None for everyone's.
+    """
+    where, arguments = ("WHERE reviewer = ?", (reviewer,)) if reviewer else ("", ())
+    with _database(database) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute(
+            f"SELECT * FROM answers WHERE id IN (SELECT MAX(id) FROM answers {where} GROUP BY reviewer, image) "
+            "ORDER BY id", arguments).fetchall()
+    return [dict(row) for row in rows]
 
 
 def _csv_cell(value):
@@ -145,13 +207,19 @@ def _answers_csv(rows) -> str:
     return buffer.getvalue()
 
 
-def reviews_blueprint(config: Mapping) -> Blueprint:
+def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = None,
+                      uncertainty: Callable[[list[Path]], list[float]] | None = None) -> Blueprint:
     """The evaluation API over ``config["EVALUATION_IMAGES_DIR"]`` and ``config["EVALUATION_DB"]``.
 
     Args:
         config: the server configuration under its original keys (a plain dict is enough). An empty
             EVALUATION_IMAGES_DIR makes ``images`` answer 404 with a message naming the key; EVALUATION_DB
-            defaults to ``timl_evaluations.db`` in the working directory.
+            defaults to ``timl_evaluations.db`` in the working directory; EVALUATION_ORDER ``name`` (default)
+            or ``uncertainty`` orders the images.
+        model_facts: returns the served model's ``model`` (its name and version, or run) and ``classes``, stored
+            with every answer.
+        uncertainty: the model's uncertainty of each image file (higher first), for EVALUATION_ORDER
+            ``uncertainty``.
 
     Returns:
         A blueprint to mount at ``<rest>/evaluate``.
@@ -159,6 +227,7 @@ def reviews_blueprint(config: Mapping) -> Blueprint:
     blueprint = Blueprint("reviews", __name__)
     folder = str(config.get("EVALUATION_IMAGES_DIR") or "")
     database = str(config.get("EVALUATION_DB") or "timl_evaluations.db")
+    order = str(config.get("EVALUATION_ORDER") or "name")
 
     @blueprint.errorhandler(NotConfigured)
     def not_configured(error):
@@ -170,7 +239,14 @@ def reviews_blueprint(config: Mapping) -> Blueprint:
 
     @blueprint.get("/images")
     def images():
-        return jsonify(images=list(_listing(folder)))
+        listed = _listing(folder)
+        names = list(listed)
+        if order == "uncertainty" and uncertainty is not None and names:
+            scores = uncertainty([listed[name] for name in names])
+            ranked = sorted(zip(names, scores), key=lambda pair: (-pair[1], pair[0]))
+            return jsonify(images=[name for name, _ in ranked], order=order,
+                           uncertainty={name: round(float(score), 6) for name, score in ranked})
+        return jsonify(images=names, order="name")
 
     @blueprint.get("/images/<name>")
     def image(name: str):
@@ -178,7 +254,7 @@ def reviews_blueprint(config: Mapping) -> Blueprint:
         if name not in listed:  # only names from the listing: user input never becomes a path
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
-        return send_file(listed[name])
+        return send_file(listed[name], max_age=3600)
 
     @blueprint.post("/answers")
     def answers():
@@ -186,12 +262,22 @@ def reviews_blueprint(config: Mapping) -> Blueprint:
         if answer["image"] not in _listing(folder):
             raise AnswerError(f"Unknown image; expected one of the names that GET images lists. "
                               f"Received: image={answer['image']!r:.80}")
-        return jsonify(**_store(database, answer, g.get("timl_user", "")), **answer), 201
+        facts = model_facts() if model_facts else {}
+        return jsonify(**_store(database, answer, g.get("timl_user", ""), facts), **answer), 201
+
+    @blueprint.get("/answers")
+    def reviewer_answers():
+        """The current answers of one reviewer (the token's user, else ``?reviewer=``): where to resume."""
+        reviewer = g.get("timl_user", "") or request.args.get("reviewer", "").strip()
+        if not reviewer:
+            raise AnswerError("Say whose answers: ?reviewer=NAME (the name typed on the page).")
+        fields = ("image", "agree", "label", "skipped", "comment", "predicted", "confidence", "method", "updated")
+        rows = current_answers(database, reviewer)
+        return jsonify(reviewer=reviewer, answers=[{field: row[field] for field in fields} for row in rows])
 
     @blueprint.get("/answers.csv")
     def answers_csv():
-        with _database(database) as connection:
-            rows = connection.execute(f"SELECT {', '.join(CSV_COLUMNS)} FROM answers ORDER BY id").fetchall()
+        rows = [[row[column] for column in CSV_COLUMNS] for row in current_answers(database)]
         return Response(_answers_csv(rows), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=timl_evaluations.csv"})
 
