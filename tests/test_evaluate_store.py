@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 
 from helpers import encoded, tiny_classifier
@@ -90,3 +91,62 @@ def test_concurrent_answers_are_all_stored_in_wal_mode(client, tmp_path):
     assert sorted(row["evaluator"] for row in rows) == sorted(f"expert {index}" for index in range(40))
     with sqlite3.connect(tmp_path / "new" / "answers.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_review_order_by_uncertainty_and_one_analysis_call_per_image(tmp_path):
+    """EVALUATION_ORDER uncertainty puts the images the model is least sure of first (smallest margin between its
+    two top classes); the analysis of a reviewed image is one call, with only the images asked for, at the size
+    asked for."""
+    import base64
+
+    from PIL import Image
+
+    from timl.serving import create_app
+
+    classifier = tiny_classifier()
+    folder = tmp_path / "review"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(6):
+        pixels = (rng.random((40 + 10 * index, 50, 3)) * 255 * (index + 1) / 6).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index}.png")
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder),
+                      "EVALUATION_DB": str(tmp_path / "a.db"), "EVALUATION_ORDER": "uncertainty"}, classifier=classifier)
+    client = app.test_client()
+    listing = client.get("/api/evaluate/images").get_json()
+    assert listing["order"] == "uncertainty" and sorted(listing["images"]) == [f"img{i}.png" for i in range(6)]
+    expected = {}
+    for index in range(6):
+        top = np.sort(classifier.predict_images([folder / f"img{index}.png"])[0])[::-1]
+        expected[f"img{index}.png"] = 1 - (top[0] - top[1])
+    assert listing["images"] == sorted(expected, key=lambda name: -expected[name])
+    assert all(abs(listing["uncertainty"][name] - expected[name]) < 1e-5 for name in expected)
+
+    analysis = client.get("/api/evaluate/images/img5.png/analysis?method=gradcam&images=heatmap&size=32").get_json()
+    assert analysis["image"] == "img5.png" and analysis["predicted_class"] in "ABC"
+    assert set(analysis["explanation"]) == {"method", "layer", "score", "class_name", "heatmap"}  # no grey, no comp
+    heatmap = Image.open(io.BytesIO(base64.b64decode(analysis["explanation"]["heatmap"])))
+    assert max(heatmap.size) == 32  # 50x90 shown at 32 px: 18x32
+    assert client.get("/api/evaluate/images/nope.png/analysis").status_code == 404
+    bad = client.get("/api/evaluate/images/img5.png/analysis?images=everything")
+    assert bad.status_code == 400 and "grey, heatmap, comp" in bad.get_json()["error"]
+
+
+def test_info_names_the_model_not_its_path_and_the_pages_have_an_icon(tmp_path):
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": str(tmp_path / "models" / "lesions.h5")},
+                        classifier=tiny_classifier()).test_client()
+    info = client.get("/api/info").get_json()
+    assert info["model_info"]["name"] == "lesions" and info["model_info"]["label"] == "lesions"
+    assert str(tmp_path) not in info["model_info"]["label"] and info["max_upload_mb"] == 10
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+
+
+def test_a_file_that_is_not_an_image_gets_a_plain_message(client):
+    answer = client.post("/api/classify", data={"file": (io.BytesIO(b"just some text"), "notes.jpg")},
+                         content_type="multipart/form-data")
+    message = answer.get_json()["error"]
+    assert answer.status_code == 400 and "not an image file" in message and "notes.jpg" in message
+    assert "BytesIO" not in message and "0x" not in message

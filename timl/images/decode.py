@@ -84,8 +84,11 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
         raise ImageError(f"Cannot decode {label}: the file does not exist.") from error
     except Image.DecompressionBombError as error:
         raise ImageError(f"Cannot decode {label}: the image is too large ({error}).") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"Cannot decode {label}: not a readable image ({error}).") from error
+    except UnidentifiedImageError as error:  # its message shows Python internals (<_io.BytesIO object at ...>)
+        raise ImageError(f"Cannot decode {label}: it is not an image file (expected a JPEG, PNG, BMP or TIFF "
+                         "image).") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"Cannot decode {label}: the image file is damaged or incomplete ({error}).") from error
 
 
 # Truncated files are refused rather than silently padded.

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
 from timl.serving.config import ServerConfig, load_config
-from timl.serving.explaining import ExplanationFailed, ExplanationTimeout, QueueFull
+from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.model import ModelHolder
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import reviews_blueprint
@@ -30,6 +30,7 @@ from timl.serving.reviews import reviews_blueprint
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FAVICON = "favicon.svg"
 
 #: The script the pages load before timl.js: it tells them the configured REST prefix (``window.TIML_REST``).
 PAGES_CONFIG_SCRIPT = "timl-config.js"
@@ -78,6 +79,52 @@ def _explain_params(explainer) -> dict:
         if value is not None:
             params[name] = value
     return params
+
+
+def _image_choices() -> tuple[int | None, tuple[str, ...]]:
+    """``?size=`` (the answer's images fit in size x size pixels) and ``?images=`` (which of grey, heatmap, comp;
+    all by default): a page asks only for what it shows, at the size it shows it."""
+    size = _query_number("size", int, 16, 4096)
+    text = request.args.get("images", "")
+    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip())) or IMAGE_KINDS
+    unknown = [kind for kind in kinds if kind not in IMAGE_KINDS]
+    if unknown:
+        raise BadRequest(f"Query parameter 'images' lists the images to return, from: {', '.join(IMAGE_KINDS)}. "
+                         f"Received: images={text!r}")
+    return size, kinds
+
+
+def _analysis(holder: ModelHolder):
+    """The evaluate page's one call per image: the classification and one explanation of an image the server
+    already has (never uploaded), the explanation's images at the size the page shows."""
+    from timl import xai
+    from timl.classifier import confidence
+    from timl.images import decode_image
+
+    def analyse(path: Path) -> dict:
+        classifier = holder.classifier
+        method = request.args.get("method") or "gradcam"
+        if method not in xai.EXPLAINERS:
+            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
+                                f"Received: method={method!r}")
+        explainer = xai.get_explainer(method)
+        layer = request.args.get("layer") or None
+        if explainer.uses_layer and layer is not None and layer not in xai.conv_layer_names(classifier.model):
+            raise UnknownChoice(f"Unknown layer for {method}. Received: layer={layer!r}")
+        size, kinds = _image_choices()
+        image = decode_image(path, max_pixels=holder.config.max_image_pixels, name=path.name)
+        probabilities = holder.classify(image)
+        explanation = holder.explain(image, method, layer if explainer.uses_layer else None, None, 0,
+                                     _explain_params(explainer), size, kinds)
+        return {"image": path.name, "classes": list(classifier.class_names),
+                "prediction": [float(p) for p in probabilities],
+                "confidence": [float(c) for c in confidence(probabilities)],
+                "predicted_class": classifier.class_names[int(probabilities.argmax())],
+                "explanation": {"method": method, "layer": explanation["layer"], "score": explanation["score"],
+                                "class_name": classifier.class_names[explanation["class_index"]],
+                                **{kind: explanation[kind] for kind in kinds}}}
+
+    return analyse
 
 
 def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
@@ -134,13 +181,15 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         params = _explain_params(explainer)
         seed = _query_number("seed", int, 0, 2**31 - 1)
         class_index = classifier.class_index(request.args.get("class"))
+        size, kinds = _image_choices()
         filename, image = _uploaded_image(config)
-        explanation = holder.explain(image, method, layer if uses_layer else None, class_index, seed, params)
+        explanation = holder.explain(image, method, layer if uses_layer else None, class_index, seed, params,
+                                     size, kinds)
         return jsonify(filename=filename, method=method, layer=explanation["layer"] or layer,
                        args={"layer_name": explanation["layer"] or layer, **params},
                        class_index=explanation["class_index"],
                        class_name=classifier.class_names[explanation["class_index"]], score=explanation["score"],
-                       grey=explanation["grey"], heatmap=explanation["heatmap"], comp=explanation["comp"])
+                       **{kind: explanation[kind] for kind in kinds})
 
     @api.get("/openapi.json")
     def openapi():
@@ -195,8 +244,8 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     holder = ModelHolder(config, classifier)
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
-    app.register_blueprint(reviews_blueprint(config.as_mapping(), holder.review_facts, holder.uncertainty),
-                           url_prefix=f"{config.rest_prefix}/evaluate")
+    app.register_blueprint(reviews_blueprint(config.as_mapping(), holder.review_facts, holder.uncertainty,
+                                             _analysis(holder)), url_prefix=f"{config.rest_prefix}/evaluate")
     static_dir = pages_dir(config)
     logger.info("REST API at %s/, web pages at %s/ (from %s)", config.rest_prefix, config.static_prefix, static_dir)
 
@@ -208,7 +257,13 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
 
     @app.get(f"{config.static_prefix}/<path:name>")
     def static_page(name: str):
+        if name == FAVICON and not (static_dir / FAVICON).is_file():
+            return send_from_directory(STATIC_DIR, FAVICON)  # an own pages folder without an icon
         return send_from_directory(static_dir, name)
+
+    @app.get("/favicon.ico")
+    def favicon():  # browsers ask for it on every page
+        return send_from_directory(STATIC_DIR, FAVICON, mimetype="image/svg+xml", max_age=86400)
 
     @app.get("/")
     def index():

@@ -55,21 +55,35 @@ class ExplanationFailed(TimlError):
     """The explanation process died or could not load the model (503)."""
 
 
+#: The images an explanation answer can carry (base64 PNGs): the grey saliency, the coloured heatmap, the composite.
+IMAGE_KINDS = ("grey", "heatmap", "comp")
+
+
 def render(classifier, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
-           params: dict) -> dict:
-    """One explanation as the API answers it: the map's facts and its three images as base64 PNGs.
+           params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
+    """One explanation as the API answers it: the map's facts and its images as base64 PNGs.
 
     Runs where the explanation is computed (an explanation process, or a thread), so the PNG encoding is not the
     worker's either. ``classifier`` is None in an explanation process: its own model is used.
+
+    Args:
+        size: the images fit within ``size`` x ``size`` pixels (what a page shows); None keeps the original size.
+        kinds: which of :data:`IMAGE_KINDS` to return.
     """
     from timl import xai
 
     classifier = classifier or _PROCESS_CLASSIFIER
     explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
                               preprocessing=classifier.preprocessing, seed=seed, **params)
-    return {"layer": explanation.layer, "class_index": explanation.class_index, "score": explanation.score,
-            "grey": xai.png_base64(explanation.grey), "heatmap": xai.png_base64(explanation.heatmap),
-            "comp": xai.png_base64(explanation.composite)}
+    images = {"grey": explanation.grey, "heatmap": explanation.heatmap, "comp": explanation.composite}
+    answer = {"layer": explanation.layer, "class_index": explanation.class_index, "score": explanation.score}
+    for kind in kinds:
+        picture = images[kind]
+        if size and max(picture.size) > size:
+            picture = picture.copy()
+            picture.thumbnail((size, size))
+        answer[kind] = xai.png_base64(picture)
+    return answer
 
 
 def _load_in_process(parent: int, config) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from timl.serving.batching import Batcher
 from timl.serving.config import ServerConfig, load_server_classifier
-from timl.serving.explaining import ExplanationQueue, render
+from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
 
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
@@ -105,6 +105,6 @@ class ModelHolder:
         return self.batcher.submit(array, announcement)
 
     def explain(self, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
-                params: dict) -> dict:
+                params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
         """One explanation (see :func:`timl.serving.explaining.render`), computed in an explanation slot."""
-        return self.explanations.run(render, image, method, layer, class_index, seed, params)
+        return self.explanations.run(render, image, method, layer, class_index, seed, params, size, kinds)

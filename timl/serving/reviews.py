@@ -208,7 +208,8 @@ def _answers_csv(rows) -> str:
 
 
 def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = None,
-                      uncertainty: Callable[[list[Path]], list[float]] | None = None) -> Blueprint:
+                      uncertainty: Callable[[list[Path]], list[float]] | None = None,
+                      analyse: Callable[[Path], dict] | None = None) -> Blueprint:
     """The evaluation API over ``config["EVALUATION_IMAGES_DIR"]`` and ``config["EVALUATION_DB"]``.
 
     Args:
@@ -220,6 +221,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
             with every answer.
         uncertainty: the model's uncertainty of each image file (higher first), for EVALUATION_ORDER
             ``uncertainty``.
+        analyse: the classification and explanation of one image file (``GET images/<name>/analysis``).
 
     Returns:
         A blueprint to mount at ``<rest>/evaluate``.
@@ -255,6 +257,14 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
         return send_file(listed[name], max_age=3600)
+
+    @blueprint.get("/images/<name>/analysis")
+    def analysis(name: str):
+        listed = _listing(folder)
+        if name not in listed or analyse is None:
+            return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
+                                 f"GET images lists. Received: {name!r:.80}"), 404
+        return jsonify(analyse(listed[name]))
 
     @blueprint.post("/answers")
     def answers():

@@ -50,6 +50,11 @@ const TIML = (() => {
     return data;
   }
 
+  /** Human names of the explanation methods; the layer is an advanced setting. */
+  const METHOD_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", scorecam: "Score-CAM", smoothgrad: "SmoothGrad", rise: "RISE" };
+  const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1 };
+  const SUFFIXES = /\.(jpe?g|png|bmp|tiff?)$/i;
+
   return {
     rest,
     call,
@@ -65,14 +70,34 @@ const TIML = (() => {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     }).then(json),
 
-    /** Draws one labelled bar per class; the top class is highlighted. */
+    methodName: (method) => METHOD_NAMES[method] || method,
+
+    /** The model as the header shows it: name, version and date (never a server path). */
+    modelLabel: (info) => `Model: ${info.model_info?.label || "unnamed"} · ${info.classes.length} classes`,
+
+    /** A plain-language reason why a file cannot be sent, checked before uploading; null when it can. */
+    checkFile(file, info) {
+      if (!file) return "No file was chosen.";
+      if (!(ACCEPTED[file.type] || SUFFIXES.test(file.name))) {
+        return `"${file.name}" is not an image TIML can read. Please choose a JPEG, PNG, BMP or TIFF image.`;
+      }
+      const limit = info?.max_upload_mb;
+      if (limit && file.size > limit * 1024 * 1024) {
+        return `"${file.name}" is ${(file.size / 1048576).toFixed(1)} MB; the server accepts images up to ${limit} MB.`;
+      }
+      if (file.size === 0) return `"${file.name}" is empty.`;
+      return null;
+    },
+
+    /** Draws one labelled bar per class, highest probability first; the top class is highlighted. */
     renderBars(container, classes, probabilities) {
       container.replaceChildren();
-      const top = probabilities.indexOf(Math.max(...probabilities));
-      classes.forEach((name, index) => {
+      const order = classes.map((name, index) => index).sort((a, b) => probabilities[b] - probabilities[a]);
+      order.forEach((index, rank) => {
+        const name = classes[index];
         const percent = (100 * probabilities[index]).toFixed(1);
         const bar = document.createElement("div");
-        bar.className = "bar" + (index === top ? " top" : "");
+        bar.className = "bar" + (rank === 0 ? " top" : "");
         bar.setAttribute("role", "meter");
         bar.setAttribute("aria-label", `${name}: ${percent} percent`);
         bar.setAttribute("aria-valuenow", percent);
@@ -89,20 +114,36 @@ const TIML = (() => {
     /** Whether an explanation method of /info explains an inner layer (the Grad-CAM family) or the input. */
     usesLayer: (info, method) => Boolean(info.explainers?.[method]?.uses_layer),
 
-    /** The query a page sends with an explanation: masking methods run 500 seeded masks, fast enough to wait for. */
-    explainQuery: (info, method) => ("num_masks" in (info.explainers?.[method]?.params || {}) ? { masks: 500, seed: 0 } : {}),
+    /** The query a page sends with an explanation: masking methods run 500 seeded masks, fast enough to wait
+     * for (the advanced "masks" field overrides); only the heatmap, at the size the page shows. */
+    explainQuery(info, method, size, masks) {
+      const query = { images: "heatmap", size: String(size) };
+      if ("num_masks" in (info.explainers?.[method]?.params || {})) Object.assign(query, { masks: String(masks || 500), seed: "0" });
+      return query;
+    },
 
     /** Fills the method and layer selects from /info. */
     fillChoices(info, methodSelect, layerSelect) {
-      methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(m, m)));
-      layerSelect.replaceChildren(...info.layers.map((l) => new Option(l, l, l === info.default_layer, l === info.default_layer)));
+      methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(METHOD_NAMES[m] || m, m)));
+      if (layerSelect) layerSelect.replaceChildren(...info.layers.map((l) => new Option(l, l, l === info.default_layer, l === info.default_layer)));
     },
+
+    /** The pixel size an explanation is asked for: what the viewer shows, on this screen. */
+    displaySize: (element) => Math.min(2048, Math.max(128, Math.round((element?.clientWidth || 480) * (window.devicePixelRatio || 1)))),
 
     showImage(img, file) {
       if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
       img.dataset.url = URL.createObjectURL(file);
       img.src = img.dataset.url;
       img.hidden = false;
+    },
+
+    /** Empties an image element (no stale picture, no broken-image placeholder). */
+    clearImage(img) {
+      if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+      delete img.dataset.url;
+      img.removeAttribute("src");
+      img.hidden = true;
     },
 
     png: (base64) => `data:image/png;base64,${base64}`,
@@ -119,65 +160,312 @@ const TIML = (() => {
       }));
       dropZone.addEventListener("drop", (event) => event.dataTransfer.files[0] && callback(event.dataTransfer.files[0]));
     },
+
+    /**
+     * The image viewer of the pages: the image, the explanation's heatmap over it (opacity slider, colour scale),
+     * and a zoom dialog. Every result carries the name of the image it belongs to; clear() removes all of it.
+     */
+    viewer(root) {
+      const part = (name) => root.querySelector(`[data-part="${name}"]`);
+      const image = part("image"), heatmap = part("heatmap"), caption = part("caption"), controls = part("controls");
+      const opacity = part("opacity"), zoom = part("zoom"), zoomImage = part("zoomImage"), zoomHeatmap = part("zoomHeatmap");
+      const apply = () => { heatmap.style.opacity = zoomHeatmap.style.opacity = String(opacity.value / 100); };
+      opacity.addEventListener("input", apply);
+      apply();
+      part("zoomButton").addEventListener("click", () => {
+        zoomImage.src = image.src;  // at least twice the size shown on the page, else the file's own size
+        const width = Math.max(image.naturalWidth || 0, 2 * (image.clientWidth || 0));
+        zoomImage.style.width = zoomHeatmap.style.width = `${width}px`;
+        zoomHeatmap.hidden = heatmap.hidden;
+        if (!heatmap.hidden) zoomHeatmap.src = heatmap.src;
+        zoom.showModal();
+      });
+      part("zoomClose").addEventListener("click", () => zoom.close());
+      image.addEventListener("click", () => image.src && part("zoomButton").click());
+      const self = {
+        imageName: "",
+        show(source, name) {  // a File, or a URL of an image the server has
+          self.clear();
+          self.imageName = name;
+          if (source instanceof Blob) TIML.showImage(image, source); else { image.src = source; image.hidden = false; }
+          image.dataset.image = name;
+          part("zoomButton").hidden = false;
+          caption.textContent = name;
+        },
+        explanation(answer, name, methodLabel) {
+          if (name !== self.imageName) return;  // an answer for an image no longer shown
+          heatmap.src = TIML.png(answer.heatmap);
+          heatmap.dataset.image = name;
+          heatmap.hidden = false;
+          controls.hidden = false;
+          caption.textContent = `${name} · ${methodLabel} explanation of "${answer.class_name}"`;
+        },
+        clearExplanation() {
+          heatmap.removeAttribute("src"); heatmap.hidden = true; delete heatmap.dataset.image;
+          controls.hidden = true;
+          caption.textContent = self.imageName;
+        },
+        clear() {
+          self.clearExplanation();
+          TIML.clearImage(image); delete image.dataset.image;
+          self.imageName = ""; caption.textContent = "";
+          part("zoomButton").hidden = true;
+          if (zoom.open) zoom.close();
+        },
+      };
+      return self;
+    },
   };
 })();
 
-/** The classify pages (desktop and touch share this). */
+/** The classify pages (desktop and tablet share this). */
 function classifyPage() {
   const $ = (id) => document.getElementById(id);
-  let current = null;
+  const touch = document.body.classList.contains("touch");
+  const viewer = TIML.viewer($("viewer"));
+  let current = null, info = null;
   let generation = 0; // answers for an earlier image are dropped when a newer image was chosen meanwhile
   const status = (text, error = false) => { $("status").textContent = text; $("status").className = error ? "status error" : "status"; };
+
+  function clearResults() {
+    $("bars").replaceChildren(); $("predicted").textContent = "–";
+    $("results").dataset.image = "";
+    viewer.clearExplanation();
+    $("explainButton").disabled = true;
+  }
 
   TIML.info().then((answer) => {
     info = answer;
     TIML.fillChoices(info, $("method"), $("layer"));
-    $("model").textContent = `${info.model} · ${info.classes.length} classes · ${info.input_size} px`;
+    $("model").textContent = TIML.modelLabel(info);
+    updateAdvanced();
   }).catch((error) => status(`Cannot reach the model: ${error.message}`, true));
 
-  let info = null;
-  $("method").addEventListener("change", () => {
-    $("layer").disabled = !(info && TIML.usesLayer(info, $("method").value));
-  });
+  function updateAdvanced() {
+    const method = $("method").value;
+    $("layerField").hidden = !(info && TIML.usesLayer(info, method));
+    $("masksField").hidden = !(info && "num_masks" in (info.explainers?.[method]?.params || {}));
+  }
+  $("method").addEventListener("change", updateAdvanced);
 
   async function classify(file) {
-    current = file;
     const mine = ++generation;
-    TIML.showImage($("preview"), file);
-    $("explainButton").disabled = true;
-    $("heatmap").hidden = $("composite").hidden = true;
-    status("Classifying…");
+    current = null;
+    clearResults();
+    viewer.clear();
+    const problem = TIML.checkFile(file, info);
+    if (problem) { status(problem, true); return; }
+    current = file;
+    viewer.show(file, file.name);
+    status(`Classifying ${file.name}…`);
     try {
       const answer = await TIML.classify(file);
       if (mine !== generation) return;
       TIML.renderBars($("bars"), answer.classes, answer.prediction);
       $("predicted").textContent = answer.predicted_class;
+      $("results").dataset.image = file.name;
       $("explainButton").disabled = false;
-      status(`Classified ${answer.filename}.`);
+      status(`Classified ${file.name}.`);
+      if (touch) $("results").scrollIntoView({ block: "start" });
     } catch (error) {
       if (mine !== generation) return;
-      $("bars").replaceChildren(); $("predicted").textContent = "–";
-      status(error.message, true);
+      clearResults();
+      viewer.clear();  // nothing of a file the server refused stays on screen
+      current = null;
+      status(`${file.name}: ${error.message}`, true);
     }
   }
 
   TIML.onFile($("drop"), $("file"), classify);
   $("explainButton").addEventListener("click", async () => {
     if (!current) return;
+    const file = current, mine = generation, method = $("method").value;
+    const label = TIML.methodName(method);
     $("explainButton").disabled = true;
-    status(`Explaining with ${$("method").value}…`);
-    const mine = generation;
+    viewer.clearExplanation();
+    status(`Explaining ${file.name} with ${label}…`);
     try {
-      const answer = await TIML.explain(current, $("method").value, $("layer").value, TIML.explainQuery(info, $("method").value));
+      const query = TIML.explainQuery(info, method, TIML.displaySize($("viewer")), $("masks").value);
+      const answer = await TIML.explain(file, method, TIML.usesLayer(info, method) ? $("layer").value : "-", query);
       if (mine !== generation) return;
-      $("heatmap").src = TIML.png(answer.heatmap);
-      $("composite").src = TIML.png(answer.comp);
-      $("heatmap").hidden = $("composite").hidden = false;
-      status(`${answer.method} on ${answer.layer} for class ${answer.class_name ?? answer.class_index} (score ${answer.score.toFixed(3)}).`);
+      viewer.explanation(answer, file.name, label);
+      status(`${label} explanation of "${answer.class_name}" for ${file.name}: red areas weighed most.`);
+      if (touch) $("viewer").scrollIntoView({ block: "start" });
     } catch (error) {
-      status(error.message, true);
+      if (mine === generation) status(error.message, true);
     } finally {
-      $("explainButton").disabled = false;
+      if (mine === generation) $("explainButton").disabled = false;
     }
+  });
+}
+
+/** The expert review page: resume where this reviewer stopped, go back, skip, change an answer. */
+function reviewPage() {
+  const $ = (id) => document.getElementById(id);
+  const viewer = TIML.viewer($("viewer"));
+  const status = (text, error = false) => { $("status").textContent = text; $("status").className = error ? "status error" : "status"; };
+  let info = null, names = [], answers = {}, position = 0, analysis = null, generation = 0, reviewer = "";
+
+  $("evaluator").value = localStorage.getItem("timl.reviewer") || "";
+  $("download").href = `${TIML.rest}/evaluate/answers.csv`;
+  $("download").addEventListener("click", async (event) => {  // fetched with the API token, if the server needs one
+    if (!window.TIML_TOKENS) return;
+    event.preventDefault();
+    const response = await TIML.call(`${TIML.rest}/evaluate/answers.csv`);
+    if (!response.ok) { status(`Cannot download the answers (HTTP ${response.status}).`, true); return; }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = "timl_evaluations.csv";
+    link.click();
+    URL.revokeObjectURL(link.href);
+  });
+
+  const stateOf = (name) => (!answers[name] ? "to do" : answers[name].skipped ? "skipped" : "done");
+  const counts = () => names.reduce((c, name) => { c[stateOf(name)] += 1; return c; }, { "to do": 0, skipped: 0, done: 0 });
+
+  function renderQueue() {
+    $("queue").replaceChildren(...names.map((name, index) => {
+      const item = document.createElement("li");
+      item.className = stateOf(name).replace(" ", "-");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.innerHTML = `<span class="name"></span><span class="state"></span>`;
+      button.querySelector(".name").textContent = `${index + 1}. ${name}`;
+      button.querySelector(".state").textContent = stateOf(name) === "done" ? "✓ done" : stateOf(name);
+      if (index === position) button.setAttribute("aria-current", "true");
+      button.addEventListener("click", () => show(index));
+      item.appendChild(button);
+      return item;
+    }));
+    const c = counts();
+    $("progress").textContent = `${c.done} answered, ${c.skipped} skipped, ${c["to do"]} to do (of ${names.length}).`;
+  }
+
+  function clearImage() {
+    viewer.clear();
+    $("bars").replaceChildren(); $("predicted").textContent = "–";
+    ["agreeYes", "agreeNo"].forEach((id) => { $(id).checked = false; });
+    $("label").value = ""; $("comment").value = "";
+    $("submit").disabled = true;
+    analysis = null;
+  }
+
+  async function start() {
+    reviewer = $("evaluator").value.trim();
+    if (!reviewer) { status("Please enter your name first: your answers are kept under it.", true); $("evaluator").focus(); return; }
+    if (!info) return;
+    localStorage.setItem("timl.reviewer", reviewer);
+    status("Loading your earlier answers…");
+    try {
+      names = (await TIML.get("/evaluate/images")).images;
+      const mine = await TIML.get(`/evaluate/answers?reviewer=${encodeURIComponent(reviewer)}`);
+      answers = Object.fromEntries(mine.answers.filter((a) => names.includes(a.image)).map((a) => [a.image, a]));
+    } catch (error) { status(error.message, true); return; }
+    if (!names.length) { status("The review folder holds no images.", true); return; }
+    $("workspace").hidden = false;
+    const next = names.findIndex((name) => !answers[name]);
+    if (next < 0) { position = 0; renderQueue(); finish(); return; }
+    show(next);
+  }
+
+  async function show(index) {
+    const mine = ++generation;
+    position = index;
+    $("summary").hidden = true;
+    clearImage();
+    renderQueue();
+    const name = names[index];
+    $("imageName").textContent = `Image ${index + 1} of ${names.length}: ${name}`;
+    status(`Classifying and explaining ${name}…`);
+    try {
+      const response = await TIML.call(`${TIML.rest}/evaluate/images/${encodeURIComponent(name)}`);
+      if (!response.ok) throw new Error(`Cannot load ${name} (HTTP ${response.status}).`);
+      const blob = await response.blob();
+      if (mine !== generation) return;
+      viewer.show(blob, name);
+      const method = $("method").value || "gradcam";
+      const query = new URLSearchParams(TIML.explainQuery(info, method, TIML.displaySize($("viewer")))).toString();
+      const answer = await TIML.get(`/evaluate/images/${encodeURIComponent(name)}/analysis?method=${encodeURIComponent(method)}&${query}`);
+      if (mine !== generation) return;
+      analysis = answer;
+      TIML.renderBars($("bars"), answer.classes, answer.prediction);
+      $("predicted").textContent = answer.predicted_class;
+      viewer.explanation(answer.explanation, name, TIML.methodName(method));
+      const earlier = answers[name];
+      if (earlier && !earlier.skipped) {
+        $(earlier.agree ? "agreeYes" : "agreeNo").checked = true;
+        $("label").value = earlier.agree ? "" : earlier.label;
+        $("comment").value = earlier.comment || "";
+        status(`You answered this image on ${earlier.updated}; change your answer and save, or go on.`);
+      } else {
+        status(earlier ? "You skipped this image before." : "");
+      }
+      $("submit").disabled = false;
+    } catch (error) {
+      if (mine === generation) { clearImage(); status(error.message, true); }
+    }
+  }
+
+  function finish() {
+    const c = counts();
+    $("summary").hidden = false;
+    $("summaryText").textContent = c["to do"] === 0
+      ? `All ${names.length} images have your answer: ${c.done} answered, ${c.skipped} skipped.`
+      : `${c.done} answered, ${c.skipped} skipped, ${c["to do"]} still to do.`;
+    $("reviewSkipped").hidden = c.skipped === 0;
+    $("summary").scrollIntoView({ block: "start" });
+  }
+
+  function advance() {
+    const after = names.findIndex((name, index) => index > position && !answers[name]);
+    const any = names.findIndex((name) => !answers[name]);
+    const next = after >= 0 ? after : any;
+    if (next >= 0) show(next); else { renderQueue(); finish(); }
+  }
+
+  async function save(skipped) {
+    const name = names[position];
+    const agree = $("agreeYes").checked ? true : $("agreeNo").checked ? false : null;
+    if (!skipped && agree === null) { status("Please choose Agree or Disagree.", true); return; }
+    if (!skipped && !agree && !$("label").value) { status("You disagree: please choose the correct class.", true); $("label").focus(); return; }
+    const predicted = analysis?.predicted_class || "";
+    const confidence = analysis ? Math.max(...analysis.prediction) : null;
+    try {
+      const stored = await TIML.post("/evaluate/answers", {
+        image: name, evaluator: reviewer, agree: skipped ? false : agree, skipped,
+        label: skipped ? "" : (agree ? predicted : $("label").value), predicted, confidence,
+        method: analysis?.explanation?.method || "", comment: $("comment").value,
+      });
+      answers[name] = { ...stored, image: name };
+      const verdict = skipped ? "skipped" : agree ? `agree (${predicted})` : `disagree: ${$("label").value}`;
+      $("saved").textContent = `Saved: ${name} — ${verdict}, at ${stored.updated}.`;
+      advance();
+    } catch (error) { status(error.message, true); }
+  }
+
+  (async () => {
+    try {
+      info = await TIML.info();
+    } catch (error) { status(`Cannot reach the model: ${error.message}`, true); return; }
+    $("model").textContent = TIML.modelLabel(info);
+    $("label").replaceChildren(new Option("(choose when you disagree)", ""), ...info.classes.map((c) => new Option(c, c)));
+    TIML.fillChoices(info, $("method"), null);
+    $("method").value = info.explain_methods.includes("gradcam") ? "gradcam" : info.explain_methods[0];
+    try {
+      const listed = (await TIML.get("/evaluate/images")).images;
+      $("progress").textContent = `${listed.length} images to review${listed.length ? "" : ": the review folder is empty"}.`;
+    } catch (error) { status(error.message, true); return; }
+    if ($("evaluator").value) start();  // a returning reviewer resumes at once
+  })();
+
+  $("start").addEventListener("click", start);
+  $("evaluator").addEventListener("keydown", (event) => { if (event.key === "Enter") start(); });
+  $("method").addEventListener("change", () => names.length && show(position));
+  $("submit").addEventListener("click", () => save(false));
+  $("skip").addEventListener("click", () => save(true));
+  $("back").addEventListener("click", () => position > 0 && show(position - 1));
+  $("reviewSkipped").addEventListener("click", () => {
+    const skipped = names.findIndex((name) => answers[name]?.skipped);
+    if (skipped >= 0) show(skipped);
   });
 }
