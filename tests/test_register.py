@@ -74,3 +74,19 @@ def test_the_command(table, tracking_uri):
     bare = _client().create_run(tracking.experiment_id("reg")).info.run_id
     result = CliRunner().invoke(register.cli, ["--run-id", bare, "--name", "cmd", "--tracking-uri", tracking_uri])
     assert result.exit_code == 2 and "has no logged model 'model'" in result.output
+
+
+def test_a_registered_model_is_described_by_name_version_and_date(table):
+    """What the server's pages show in their header (``/info`` model_info) for models:/ and runs:/ URIs."""
+    import datetime
+
+    _, rows = table
+    register.register_run(rows[1], "lesions")
+    today = datetime.date.today().isoformat()
+    by_alias = tracking.describe_model("models:/lesions@champion")
+    assert (by_alias["name"], by_alias["version"], by_alias["date"], by_alias["run_id"]) == ("lesions", "1", today,
+                                                                                               rows[1])
+    assert tracking.describe_model("models:/lesions/1")["version"] == "1"
+    by_run = tracking.describe_model(f"runs:/{rows[0]}/model", rows[0])
+    assert by_run["run_id"] == rows[0] and by_run["date"] == today and by_run["name"]
+    assert tracking.describe_model("models:/nope@champion") == {}  # unknown: nothing invented
