@@ -25,6 +25,7 @@ COMMANDS = {
     "register": "timl.register",
     "serve": "timl.serve",
     "client": "timl.client",
+    "review": "timl.review",
 }
 
 

@@ -67,7 +67,8 @@ class RunConfig:
         row: the row's number in the table, counting data rows from 0 (the ``N`` of ``N-METHOD``).
         method: a name from the method registry (``python -m timl.train --list-methods``).
         dataset: a ground-truth CSV or its root name (``data/isic`` for ``data/isic.csv``; split ``pre``: the root
-            of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
+            of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``); except with ``pre``, a
+            file may be a union ``corrected.csv+isic.csv`` (the first file's label wins).
         split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
         epochs: number of epochs, at least 1.
         imgaug: an augmentation preset.

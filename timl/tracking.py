@@ -43,6 +43,15 @@ TAG_WORKER = "timl.worker"
 TAG_BEST_RUN = "timl.best_run_id"
 TAG_BEST_ROW = "timl.best_row"
 TAG_NODE = "timl.ray_node"
+#: An export of expert answers (``timl.review export``): the model(s) reviewed, the reviewers, the images folder.
+TAG_REVIEW_MODEL = "timl.review.model"
+TAG_REVIEW_REVIEWERS = "timl.review.reviewers"
+TAG_REVIEW_IMAGES = "timl.review.images"
+#: A row's split whose CSV was exported from expert answers (``{split}``: train, dev, test): the export's run, its
+#: CSV artifact and the reviewers.
+TAG_DATASET_SOURCE_RUN = "timl.dataset.{split}.source_run"
+TAG_DATASET_SOURCE = "timl.dataset.{split}.source"
+TAG_DATASET_REVIEWERS = "timl.dataset.{split}.reviewers"
 PARENT_MARKER = "parent_run_id.txt"
 
 #: MLflow's own default when neither --tracking-uri nor MLFLOW_TRACKING_URI is given.
@@ -208,11 +217,11 @@ def dataset_input(frame, *, source: str, name: str, context: str):
         return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 
-def log_datasets(run_id: str, inputs: list) -> None:
+def log_datasets(run_id: str, inputs: list, tracking_uri: str | None = None) -> None:
     """Logs dataset inputs (:func:`dataset_input`) on a run: MLflow's Datasets column and a run's Datasets."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient().log_inputs(run_id, datasets=inputs)
+    MlflowClient(tracking_uri=tracking_uri).log_inputs(run_id, datasets=inputs)
 
 
 def _log_table_dataset(run_id: str, table_path: Path) -> None:
@@ -521,6 +530,20 @@ def log_batch(run_id: str, metrics: dict[str, float], params: dict | None = None
     items = [Param(key, str(value)) for key, value in (params or {}).items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_files(run_id: str, paths: list[Path], tracking_uri: str | None = None) -> list[str]:
+    """Logs files as artifacts of any run (not only the active one), at the artifacts' root.
+
+    Returns:
+        Each file's artifact URI, ``runs:/<run_id>/<file name>``.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path))
+    return [f"runs:/{run_id}/{Path(path).name}" for path in paths]
 
 
 def log_folder(run_id: str, folder: Path, artifact_path: str | None = None, tracking_uri: str | None = None) -> None:

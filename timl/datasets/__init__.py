@@ -11,20 +11,25 @@ of a training table says how the rows become train, dev and test sets:
 - ``kfold=K:i`` (K >= 2, 0 <= i < K): K-fold cross-validation; fold i is the test set, a 10% slice of the other
   folds the dev set.
 
+Except with ``pre``, a file may be a union of CSVs joined with ``+`` (``corrected.csv+isic.csv``): the rows of
+every file, an image listed by several taking the first file's label, each file's images found beside it.
+
 Random splits are stratified by class (the row's label combination) where possible, and reproducible from a seed.
 This package imports no TensorFlow.
 
 Modules: ``tables`` (reading and checking CSVs that name images), ``lookup`` (finding image files),
-``weights`` (class weights), ``dataset`` (the Dataset) and ``splits`` (split cells, split strategies and
-:func:`load_dataset`); ``_common`` holds the helper their error messages share. Every public name is
+``weights`` (class weights), ``dataset`` (the Dataset), ``splits`` (split cells, split strategies, unions and
+:func:`load_dataset`) and ``provenance`` (the export record beside a CSV exported from expert reviews);
+``_common`` holds the helper their error messages share. Every public name is
 re-exported here.
 """
 
 from timl.datasets._common import MAX_LISTED
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import find_images, image_paths
-from timl.datasets.splits import (KFOLD_DEV_FRACTION, SPLIT_FORMS, SPLIT_STRATEGIES, SplitSpec, load_dataset,
-                                  parse_split, stratified_folds, stratified_order)
+from timl.datasets.provenance import REVIEW_EXPORT_KIND, provenance_path, read_provenance, write_provenance
+from timl.datasets.splits import (KFOLD_DEV_FRACTION, SPLIT_FORMS, SPLIT_STRATEGIES, UNION_SEPARATOR, SplitSpec,
+                                  load_dataset, parse_split, stratified_folds, stratified_order)
 from timl.datasets.tables import (IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table,
                                   read_metadata)
 from timl.datasets.weights import CLASS_WEIGHT_MODES, CLASS_WEIGHTS, compute_class_weights
@@ -36,20 +41,25 @@ __all__ = [
     "IMAGE_COLUMN",
     "KFOLD_DEV_FRACTION",
     "MAX_LISTED",
+    "REVIEW_EXPORT_KIND",
     "SPLITS",
     "SPLIT_FORMS",
     "SPLIT_STRATEGIES",
     "SplitSpec",
+    "UNION_SEPARATOR",
     "class_columns",
     "compute_class_weights",
     "find_images",
     "image_paths",
     "load_dataset",
     "parse_split",
+    "provenance_path",
     "read_ground_truth",
     "read_image_names",
     "read_image_table",
     "read_metadata",
+    "read_provenance",
     "stratified_folds",
     "stratified_order",
+    "write_provenance",
 ]

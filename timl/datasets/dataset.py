@@ -28,8 +28,11 @@ class Dataset:
         train: ``image_name`` (str), the class columns (0/1 ints) and ``path`` (the image file).
         dev: as ``train``.
         test: as ``train``, or None when the split has no test set.
-        img_dir: the folder the images were found in.
-        source: a description of the CSV file(s) the sets come from.
+        img_dir: the folder the images were found in (the rows of a ``+`` union: beside each file, unless an
+            image folder was given).
+        source: a description of the CSV file(s) the sets come from (``;`` between the files of a list or pre
+            split, ``+`` between the files of a union).
+        files: the CSV file(s) each split's rows come from, by split (several for a ``+`` union).
     """
 
     class_names: tuple[str, ...]
@@ -39,6 +42,7 @@ class Dataset:
     test: pd.DataFrame | None
     img_dir: Path
     source: str
+    files: dict[str, tuple[Path, ...]] = dataclasses.field(default_factory=dict)
 
     def frame(self, split: str) -> pd.DataFrame:
         """Returns the frame of ``split`` ("train", "dev" or "test").

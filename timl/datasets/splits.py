@@ -3,6 +3,10 @@
 Parses the ``split`` cell (:func:`parse_split`), applies the split strategy it names (``SPLIT_STRATEGIES``:
 pre, frac, n, list, kfold; random splits stratified by class and reproducible from a seed) and
 :func:`load_dataset`, which reads, checks and splits the ground truth and finds its images.
+
+A file of the ``dataset`` cell may be a union of CSVs joined with ``+`` (``corrected.csv+isic.csv``): their rows
+together, an image listed by several files taking its label from the first (experts' corrections first override
+the original ground truth), each file's images found beside it unless an image folder is given.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
 
 #: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
 KFOLD_DEV_FRACTION = 0.1
+
+#: Joins the ground-truth CSVs of a union in the ``dataset`` cell: ``corrected.csv+isic.csv``.
+UNION_SEPARATOR = "+"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,13 +220,19 @@ def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, s
 
 @dataclasses.dataclass
 class _Request:
-    """What a split strategy needs besides the split itself."""
+    """What a split strategy needs besides the split itself, and where the rows of ``+`` unions came from.
+
+    Attributes:
+        origins: image name -> the CSV of a ``+`` union its row was taken from (filled while reading), so its
+            image is looked up beside that file.
+    """
 
     dataset: str
     classcolumns: str
     multi_label: bool
     seed: int
     base_dir: Path
+    origins: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def _resolve(name: str, base_dir: Path) -> Path:
@@ -237,37 +250,111 @@ def _single_file_path(dataset: str, base_dir: Path) -> Path:
     return path
 
 
+def _describe(files: tuple[Path, ...]) -> str:
+    """The file(s) of one dataset entry, as messages and the Dataset's source name them: ``a.csv+b.csv``."""
+    return UNION_SEPARATOR.join(str(path) for path in files)
+
+
+def _union_members(entry: str, base_dir: Path) -> tuple[Path, ...] | None:
+    """The CSVs of a ``+`` union (each may be a root name, as a one-file dataset may), or None when ``entry``
+    names one file (a file whose name holds a ``+`` included).
+
+    Raises:
+        DatasetError: an empty member (``a.csv+``).
+    """
+    if UNION_SEPARATOR not in entry or _single_file_path(entry, base_dir).is_file():
+        return None
+    members = [member.strip() for member in entry.split(UNION_SEPARATOR)]
+    if not all(members):
+        raise DatasetError(f"a '{UNION_SEPARATOR}' union needs a CSV file on each side of every "
+                           f"'{UNION_SEPARATOR}' (a.csv+b.csv). Received: dataset={entry!r}")
+    return tuple(_single_file_path(member, base_dir) for member in members)
+
+
+def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The union of the rows of ``members`` (same class columns; an image listed by several files keeps the
+    first file's row), every problem of every file in one error. Records each row's file in ``request.origins``.
+
+    Raises:
+        MissingFileError: member files that do not exist (and no other problem).
+        DatasetError: bad file content, or class columns that differ between the files.
+    """
+    read: list[tuple[Path, pd.DataFrame, tuple[str, ...]]] = []
+    missing, problems = [], []
+    for position, path in enumerate(members, 1):
+        if not path.is_file():
+            missing.append(f"Ground-truth CSV not found: file {position} of the '{UNION_SEPARATOR}' union, "
+                           f"{str(path)!r}. Received: dataset={request.dataset!r}")
+            continue
+        try:
+            read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label)))
+        except DatasetError as error:
+            problems.append(str(error))
+    if read:
+        first, reference = read[0][0], read[0][2]
+        problems += [f"{path}: class columns {', '.join(names)} differ from those of {first}: "
+                     f"{', '.join(reference)}; the files of a '{UNION_SEPARATOR}' union need the same class columns"
+                     for path, _, names in read[1:] if set(names) != set(reference)]
+    if problems:
+        raise DatasetError("\n".join(missing + problems))
+    if missing:
+        raise MissingFileError("\n".join(missing))
+    union = pd.concat([frame[[IMAGE_COLUMN, *reference]] for _, frame, _ in read], ignore_index=True)
+    origin = [path for path, frame, _ in read for _ in range(len(frame))]
+    first_listed = ~union[IMAGE_COLUMN].duplicated(keep="first").to_numpy()
+    union = union[first_listed].reset_index(drop=True)
+    request.origins.update(zip(union[IMAGE_COLUMN], (path for path, kept in zip(origin, first_listed) if kept)))
+    for path, frame, _ in read:
+        taken = sum(1 for kept, source in zip(first_listed, origin) if kept and source == path)
+        logger.info("Union %s: %d of the %d rows of %s (the others listed by an earlier file)",
+                    _describe(members), taken, len(frame), path)
+    return union, reference
+
+
+def _read_entry(files: tuple[Path, ...], request: _Request) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Reads one entry of the dataset cell: one ground-truth CSV, or the union of several."""
+    if len(files) > 1:
+        return _read_union(files, request)
+    return read_ground_truth(files[0], request.classcolumns, request.multi_label)
+
+
 def _single_file(spec: SplitSpec, request: _Request):
     if ";" in request.dataset:
         raise DatasetError(f"split {spec.text!r} needs one CSV file; a ';'-separated list needs split=list. "
                            f"Received: dataset={request.dataset!r}")
-    path = _single_file_path(request.dataset, request.base_dir)
-    if not path.is_file() and path.suffix.lower() != ".csv":
-        raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root name "
-                               f"(<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
-                               f"Received: dataset={request.dataset!r}")
-    frame, class_names = read_ground_truth(path, request.classcolumns, request.multi_label)
-    return frame, class_names, path
+    files = _union_members(request.dataset, request.base_dir)
+    if files is None:
+        path = _single_file_path(request.dataset, request.base_dir)
+        if not path.is_file() and path.suffix.lower() != ".csv":
+            raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root "
+                                   f"name (<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
+                                   f"Received: dataset={request.dataset!r}")
+        files = (path,)
+    frame, class_names = _read_entry(files, request)
+    return frame, class_names, files
 
 
 def _split_frac(spec: SplitSpec, request: _Request):
-    frame, class_names, path = _single_file(spec, request)
+    frame, class_names, files = _single_file(spec, request)
     count = int(round(spec.fraction * len(frame)))
-    return _random_split(frame, class_names, count, spec, request.seed, str(path)), class_names, [path]
+    parts = _random_split(frame, class_names, count, spec, request.seed, _describe(files))
+    return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
 def _split_n(spec: SplitSpec, request: _Request):
-    frame, class_names, path = _single_file(spec, request)
+    frame, class_names, files = _single_file(spec, request)
     if 2 * spec.count >= len(frame):
-        raise DatasetError(f"{path}: split {spec.text!r} takes {spec.count} rows for dev and {spec.count} for test, "
-                           f"leaving no train rows out of {len(frame)}. Use N < {(len(frame) + 1) // 2}. "
+        raise DatasetError(f"{_describe(files)}: split {spec.text!r} takes {spec.count} rows for dev and {spec.count} "
+                           f"for test, leaving no train rows out of {len(frame)}. Use N < {(len(frame) + 1) // 2}. "
                            f"Received: split={spec.text!r}")
-    return _random_split(frame, class_names, spec.count, spec, request.seed, str(path)), class_names, [path]
+    parts = _random_split(frame, class_names, spec.count, spec, request.seed, _describe(files))
+    return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
 def _split_kfold(spec: SplitSpec, request: _Request):
-    frame, class_names, path = _single_file(spec, request)
-    return _kfold_split(frame, class_names, spec, request.seed, str(path)), class_names, [path]
+    frame, class_names, files = _single_file(spec, request)
+    parts = _kfold_split(frame, class_names, spec, request.seed, _describe(files))
+    return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
 def _pre_root(dataset: str) -> str:
@@ -283,11 +370,11 @@ def _split_pre(spec: SplitSpec, request: _Request):
     files = {split: Path(f"{root}-{split}.csv") for split in SPLITS}
     missing = [str(files[split]) for split in ("train", "dev") if not files[split].is_file()]
     if missing:
+        union = (f" (a '{UNION_SEPARATOR}' union works with split frac, n, kfold and list, not pre)"
+                 if UNION_SEPARATOR in request.dataset else "")
         raise MissingFileError(f"split 'pre' reads <root>-train.csv, <root>-dev.csv and optionally <root>-test.csv; "
-                               f"not found: {', '.join(missing)}. Received: dataset={request.dataset!r}")
-    if not files["test"].is_file():
-        files["test"] = None
-    return _read_files(files, request)
+                               f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset!r}")
+    return _read_files({split: (path,) if path.is_file() else None for split, path in files.items()}, request)
 
 
 def _split_list(spec: SplitSpec, request: _Request):
@@ -295,29 +382,31 @@ def _split_list(spec: SplitSpec, request: _Request):
     if len(names) not in (2, 3):
         raise DatasetError(f"split 'list' needs 'train.csv;dev.csv' or 'train.csv;dev.csv;test.csv' in the dataset "
                            f"cell ({len(names)} file(s) given). Received: dataset={request.dataset!r}")
-    files = {split: _resolve(name, request.base_dir) for split, name in zip(SPLITS, names)}
+    files: dict[str, tuple[Path, ...] | None] = {
+        split: _union_members(name.strip(), request.base_dir) or (_resolve(name, request.base_dir),)
+        for split, name in zip(SPLITS, names)}
     files.setdefault("test", None)
     return _read_files(files, request)
 
 
-def _read_files(files: dict[str, Path | None], request: _Request):
+def _read_files(files: dict[str, tuple[Path, ...] | None], request: _Request):
     """Reads the files of a pre/list split and gathers every problem of every file into one error."""
     frames: dict[str, pd.DataFrame | None] = {}
     class_sets: dict[str, tuple[str, ...]] = {}
     problems: list[str] = []
-    for split, path in files.items():
-        if path is None:
+    for split, entry in files.items():
+        if entry is None:
             frames[split] = None
             continue
         try:
-            frames[split], class_sets[split] = read_ground_truth(path, request.classcolumns, request.multi_label)
+            frames[split], class_sets[split] = _read_entry(entry, request)
         except (DatasetError, MissingFileError) as error:
             problems.append(str(error))
     if not problems:
         problems += _cross_checks(frames, class_sets, files)
     if problems:
         raise DatasetError("\n".join(problems))
-    return frames, class_sets["train"], [path for path in files.values() if path is not None]
+    return frames, class_sets["train"], {split: entry for split, entry in files.items() if entry is not None}
 
 
 def _cross_checks(frames: dict, class_sets: dict, files: dict) -> list[str]:
@@ -325,8 +414,8 @@ def _cross_checks(frames: dict, class_sets: dict, files: dict) -> list[str]:
     reference = class_sets["train"]
     for split, names in class_sets.items():
         if names != reference:
-            problems.append(f"{files[split]}: class columns {', '.join(names)} differ from those of "
-                            f"{files['train']}: {', '.join(reference)}")
+            problems.append(f"{_describe(files[split])}: class columns {', '.join(names)} differ from those of "
+                            f"{_describe(files['train'])}: {', '.join(reference)}")
     seen: dict[str, str] = {}
     shared: list[str] = []
     for split, frame in frames.items():
@@ -337,11 +426,13 @@ def _cross_checks(frames: dict, class_sets: dict, files: dict) -> list[str]:
                 shared.append(f"{name!r} ({seen[name]} and {split})")
             seen.setdefault(name, split)
     if shared:
-        problems.append(f"{', '.join(str(p) for p in files.values() if p)}: images in two splits: {_listed(shared)}")
+        problems.append(f"{', '.join(_describe(p) for p in files.values() if p)}: images in two splits: "
+                        f"{_listed(shared)}")
     return problems
 
 
-#: Split strategies: name -> function(spec, request) -> (frames by split, class names, CSV paths).
+#: Split strategies: name -> function(spec, request) -> (frames by split, class names, the CSV file(s) of each
+#: split that has a file: one, or the members of a ``+`` union).
 SPLIT_STRATEGIES: dict[str, Callable] = {
     "pre": _split_pre,
     "frac": _split_frac,
@@ -355,9 +446,33 @@ SPLIT_STRATEGIES: dict[str, Callable] = {
 # Loading
 
 
-def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str) -> dict:
+def _find_paths(names: list[str], img_dir: Path, source: str, origins: dict[str, Path]) -> list[str]:
+    """The image file of every name: in ``img_dir``, except rows of a ``+`` union (``origins``), found in the
+    ``images/`` folder beside their CSV. Every folder's missing images in one error."""
+    groups: dict[Path, list[int]] = {}
+    for position, name in enumerate(names):
+        groups.setdefault(origins[name].parent / "images" if name in origins else img_dir, []).append(position)
+    paths: list[str] = [""] * len(names)
+    problems = []
+    for folder, positions in groups.items():
+        listed_by = sorted({str(origins[names[p]]) for p in positions if names[p] in origins})
+        try:
+            found = image_paths([names[p] for p in positions], folder,
+                                UNION_SEPARATOR.join(listed_by) if len(groups) > 1 and listed_by else source)
+        except MissingFileError as error:
+            problems.append(str(error))
+            continue
+        for position, path in zip(positions, found):
+            paths[position] = path
+    if problems:
+        raise MissingFileError("\n".join(problems))
+    return paths
+
+
+def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str,
+                  origins: dict[str, Path]) -> dict:
     names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
-    paths = image_paths(names, img_dir, source)
+    paths = _find_paths(names, img_dir, source, origins)
     result, start = {}, 0
     for split, frame in frames.items():
         if frame is None:
@@ -375,12 +490,15 @@ def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", mul
     Args:
         dataset: a CSV file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
             a root name (``pre``: ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
-            Relative paths are resolved against ``base_dir`` (default: the working directory).
+            Except with ``pre``, a file may be a union ``a.csv+b.csv[+...]``: the rows of every file (same class
+            columns), an image listed by several taking the first file's row. Relative paths are resolved
+            against ``base_dir`` (default: the working directory).
         split: the split cell; see :func:`parse_split`.
         classcolumns: ``default`` or a ``;``-separated list of class columns.
         multi_label: allow any number of ones per row (default False: one-hot rows).
-        img_dir: the image folder; defaults to ``images/`` beside the (first) CSV file. Relative paths are
-            resolved against ``base_dir``.
+        img_dir: the image folder; defaults to ``images/`` beside the (first) CSV file, and for the rows of a
+            union to ``images/`` beside the file each row came from. Relative paths are resolved against
+            ``base_dir``.
         seed: seed of random splits.
         base_dir: the folder relative paths start from.
 
@@ -388,18 +506,20 @@ def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", mul
         The Dataset.
 
     Raises:
-        DatasetError: a malformed split, bad CSV content, an image in two splits or an empty split; every problem
-            of the file(s) in one message.
+        DatasetError: a malformed split, bad CSV content, an image in two splits, an empty split or union files
+            with different class columns; every problem of the file(s) in one message.
         MissingFileError: a CSV file or image files that do not exist (the first 20 missing names and the count).
     """
     spec = parse_split(split)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     request = _Request(str(dataset), classcolumns, multi_label, int(seed), base)
     frames, class_names, files = SPLIT_STRATEGIES[spec.strategy](spec, request)
-    source = ";".join(str(path) for path in files)
-    folder = _resolve(str(img_dir), base) if img_dir is not None else files[0].parent / "images"
-    frames = _attach_paths(frames, folder, source)
+    entries = list(dict.fromkeys(files.values()))
+    source = ";".join(_describe(entry) for entry in entries)
+    folder = _resolve(str(img_dir), base) if img_dir is not None else entries[0][0].parent / "images"
+    frames = _attach_paths(frames, folder, source, request.origins if img_dir is None else {})
     logger.info("Dataset %s (split %s): %s", source, spec.text,
                 {name: 0 if frame is None else len(frame) for name, frame in frames.items()})
     return Dataset(class_names=tuple(class_names), multi_label=multi_label, train=frames["train"], dev=frames["dev"],
-                   test=frames["test"], img_dir=folder, source=source)
+                   test=frames["test"], img_dir=folder, source=source,
+                   files={split: entry for split, entry in files.items() if frames[split] is not None})

@@ -29,23 +29,57 @@ HEADLINE = ("dev/accuracy", "dev/balanced_accuracy", "test/accuracy", "test/bala
 #: The MLflow context of each split's dataset input.
 DATASET_CONTEXTS = {"train": "training", "dev": "validation", "test": "testing"}
 
+#: Tag values are cut to this length (MLflow's limit is 8000 characters).
+MAX_TAG_LENGTH = 5000
+
 
 def log_datasets(data) -> None:
     """Logs the row's train, dev and test sets as MLflow dataset inputs: their image names and labels (the digest
-    tells whether two rows used the same data), the ground-truth CSV as source."""
-    from timl.datasets import SPLITS
+    tells whether two rows used the same data), the ground-truth CSV(s) as source (``a.csv+b.csv`` for a union).
+
+    A split read from a CSV exported from expert answers (``timl.review export``, its record beside the CSV) is
+    also named by the export: tags ``timl.dataset.<split>.source_run`` (the export's run),
+    ``timl.dataset.<split>.source`` (the CSV it logged) and ``timl.dataset.<split>.reviewers``.
+    """
+    from timl.datasets import SPLITS, UNION_SEPARATOR
 
     dataset = data.dataset
-    sources = dataset.source.split(";")
-    inputs = []
-    for index, split in enumerate(SPLITS):
+    inputs, tags = [], {}
+    for split in SPLITS:
         if not dataset.sizes().get(split):
             continue
-        source = Path(sources[index] if len(sources) > 1 else sources[0])
+        files = dataset.files[split]
         frame = dataset.frame(split)[[IMAGE_COLUMN, *dataset.class_names]]
-        inputs.append(tracking.dataset_input(frame, source=str(source.resolve()), name=f"{source.stem}-{split}",
-                                             context=DATASET_CONTEXTS[split]))
+        inputs.append(tracking.dataset_input(
+            frame, source=UNION_SEPARATOR.join(str(path.resolve()) for path in files),
+            name=f"{UNION_SEPARATOR.join(path.stem for path in files)}-{split}", context=DATASET_CONTEXTS[split]))
+        tags.update({template.format(split=split): value for template, value in export_lineage(files).items()})
     tracking.log_datasets(tracking.active_run_id(), inputs)
+    if tags:
+        tracking.set_tags(tags)
+
+
+def export_lineage(files) -> dict[str, str]:
+    """Where CSVs exported from expert answers came from, as the templates of ``tracking.TAG_DATASET_*``: the
+    export runs, their CSV artifacts (or the review store, for an export without a run) and the reviewers.
+
+    Args:
+        files: the CSV file(s) of one split.
+
+    Returns:
+        Tag template -> value; empty when no file has an export record.
+    """
+    from timl.datasets import read_provenance
+
+    records = [record for record in map(read_provenance, files) if record]
+    if not records:
+        return {}
+    sources = [record.get("artifact_uri") or f"reviews in {record.get('database')}" for record in records]
+    reviewers = dict.fromkeys(str(name) for record in records for name in record.get("reviewers", []))
+    runs = [str(record["run_id"]) for record in records if record.get("run_id")]
+    lineage = {tracking.TAG_DATASET_SOURCE: ", ".join(sources), tracking.TAG_DATASET_REVIEWERS: ", ".join(reviewers),
+               **({tracking.TAG_DATASET_SOURCE_RUN: ", ".join(runs)} if runs else {})}
+    return {template: value[:MAX_TAG_LENGTH] for template, value in lineage.items()}
 
 
 def log_params(config, spec, data) -> None:

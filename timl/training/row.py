@@ -96,7 +96,11 @@ def _quiet_libraries() -> None:
 
 def _dataset_base_dir(config) -> Path:
     """Where the row's relative dataset paths start: the working directory, else the table's folder."""
+    from timl.datasets import UNION_SEPARATOR
+
     first = config.dataset.split(";")[0]
+    if config.split != "pre" and not Path(first).exists():  # a union a.csv+b.csv: its first file
+        first = first.split(UNION_SEPARATOR)[0].strip()
     candidates = [f"{first}-train.csv"] if config.split == "pre" else [first, f"{first}.csv"]  # a root name too
     here = any(Path(candidate).exists() for candidate in candidates)
     return Path.cwd() if here else (Path(config.table_path).parent if config.table_path else Path.cwd())
