@@ -103,7 +103,7 @@ def _analysis(holder: ModelHolder):
 
     def analyse(path: Path) -> dict:
         classifier = holder.classifier
-        method = request.args.get("method") or "gradcam"
+        method = request.args.get("method") or xai.DEFAULT_EXPLAINER
         if method not in xai.EXPLAINERS:
             raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
                                 f"Received: method={method!r}")
@@ -151,8 +151,9 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
                        classes=list(classifier.class_names),
                        input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
                        multi_label=classifier.multi_label, explain_methods=xai.list_explainers(),
-                       explainers={name: {"uses_layer": spec.uses_layer, "params": spec.defaults}
-                                   for name, spec in xai.EXPLAINERS.items()}, layers=layers,
+                       explainers={name: {"uses_layer": spec.uses_layer, "params": spec.defaults, "title": spec.title}
+                                   for name, spec in xai.EXPLAINERS.items()}, default_method=xai.DEFAULT_EXPLAINER,
+                       layers=layers,
                        default_layer=xai.last_conv_layer(classifier.model) if layers else None, version=__version__)
 
     @api.post("/classify")

@@ -64,12 +64,14 @@ class ExplainerSpec:
         uses_layer: whether the method explains an inner layer (Grad-CAM family) or the input (RISE).
         defaults: the method's parameters and their default values.
         reference: the paper, for documentation.
+        title: the method's name for people (the web pages), e.g. "Grad-CAM".
     """
 
     function: Callable[..., np.ndarray]
     uses_layer: bool
     defaults: dict
     reference: str = ""
+    title: str = ""
 
 
 # ---------------------------------------------------------------------------------------------- layers

@@ -27,16 +27,16 @@ logger = logging.getLogger(__name__)
 #: Explanation methods by name, in the order listings show them.
 EXPLAINERS: dict[str, ExplainerSpec] = {
     "gradcam": ExplainerSpec(gradcam, uses_layer=True, defaults={},
-                          reference="Selvaraju et al. 2017"),
+                          reference="Selvaraju et al. 2017", title="Grad-CAM"),
     "gradcam++": ExplainerSpec(gradcam_plus_plus, uses_layer=True, defaults={},
-                            reference="Chattopadhyay et al. 2018"),
+                            reference="Chattopadhyay et al. 2018", title="Grad-CAM++"),
     "scorecam": ExplainerSpec(scorecam, uses_layer=True, defaults={"max_channels": 64, "batch_size": 32},
-                           reference="Wang et al. 2020"),
+                           reference="Wang et al. 2020", title="Score-CAM"),
     "smoothgrad": ExplainerSpec(smoothgrad, uses_layer=False, defaults={"smooth_samples": 20, "smooth_noise": 0.2},
-                             reference="Smilkov et al. 2017"),
+                             reference="Smilkov et al. 2017", title="SmoothGrad"),
     "rise": ExplainerSpec(rise, uses_layer=False,
                        defaults={"num_masks": 2000, "mask_cells": 8, "keep_probability": 0.5, "batch_size": 100},
-                       reference="Petsiuk et al. 2018"),
+                       reference="Petsiuk et al. 2018", title="RISE"),
 }
 
 

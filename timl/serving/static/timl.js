@@ -50,15 +50,17 @@ const TIML = (() => {
     return data;
   }
 
-  /** Human names of the explanation methods; the layer is an advanced setting. */
-  const METHOD_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", scorecam: "Score-CAM", smoothgrad: "SmoothGrad", rise: "RISE" };
+  let methodTitles = {};  // the methods' names for people, from /info (the explainer registry)
   const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1 };
   const SUFFIXES = /\.(jpe?g|png|bmp|tiff?)$/i;
 
   return {
     rest,
     call,
-    info: () => call(`${rest}/info`).then(json),
+    info: () => call(`${rest}/info`).then(json).then((answer) => {
+      methodTitles = Object.fromEntries(Object.entries(answer.explainers || {}).map(([name, spec]) => [name, spec.title || name]));
+      return answer;
+    }),
     classify: (file) => call(`${rest}/classify`, { method: "POST", body: form(file) }).then(json),
     explain: (file, method, layer, query = {}) => {
       const search = new URLSearchParams(query).toString();
@@ -70,7 +72,7 @@ const TIML = (() => {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     }).then(json),
 
-    methodName: (method) => METHOD_NAMES[method] || method,
+    methodName: (method) => methodTitles[method] || method,
 
     /** The model as the header shows it: name, version and date (never a server path). */
     modelLabel: (info) => `Model: ${info.model_info?.label || "unnamed"} · ${info.classes.length} classes`,
@@ -124,7 +126,7 @@ const TIML = (() => {
 
     /** Fills the method and layer selects from /info. */
     fillChoices(info, methodSelect, layerSelect) {
-      methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(METHOD_NAMES[m] || m, m)));
+      methodSelect.replaceChildren(...info.explain_methods.map((m) => new Option(methodTitles[m] || m, m)));
       if (layerSelect) layerSelect.replaceChildren(...info.layers.map((l) => new Option(l, l, l === info.default_layer, l === info.default_layer)));
     },
 
@@ -383,7 +385,7 @@ function reviewPage() {
       const blob = await response.blob();
       if (mine !== generation) return;
       viewer.show(blob, name);
-      const method = $("method").value || "gradcam";
+      const method = $("method").value || info.default_method;
       const query = new URLSearchParams(TIML.explainQuery(info, method, TIML.displaySize($("viewer")))).toString();
       const answer = await TIML.get(`/evaluate/images/${encodeURIComponent(name)}/analysis?method=${encodeURIComponent(method)}&${query}`);
       if (mine !== generation) return;
@@ -450,7 +452,7 @@ function reviewPage() {
     $("model").textContent = TIML.modelLabel(info);
     $("label").replaceChildren(new Option("(choose when you disagree)", ""), ...info.classes.map((c) => new Option(c, c)));
     TIML.fillChoices(info, $("method"), null);
-    $("method").value = info.explain_methods.includes("gradcam") ? "gradcam" : info.explain_methods[0];
+    $("method").value = info.default_method || info.explain_methods[0];
     try {
       const listed = (await TIML.get("/evaluate/images")).images;
       $("progress").textContent = `${listed.length} images to review${listed.length ? "" : ": the review folder is empty"}.`;
