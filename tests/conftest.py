@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from helpers import SHARED_ISIC
+from require_all import pytest_runtest_makereport  # noqa: F401 - the hook: component skips fail in CI
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -63,3 +64,4 @@ def isic_dir() -> Path:
     if not SHARED_ISIC.is_dir():
         pytest.skip("the shared ISIC sample is not available")
     return SHARED_ISIC
+
