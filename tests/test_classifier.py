@@ -39,10 +39,21 @@ def test_a_class_named_like_an_index_is_the_name():
     assert named.class_index("0") == 1 and named.class_index("1") == 0
 
 
-def test_the_original_timl_confidence():
-    np.testing.assert_allclose(confidence(np.array([0.5, 0.25, 0.25])), [0.25, -0.25, -0.25])
-    np.testing.assert_allclose(confidence(np.array([[1.0, 0.0], [0.5, 0.5]])), [[1.0, -1.0], [0.0, 0.0]])
-    np.testing.assert_allclose(confidence(np.array([0.0, 0.0, 0.0, 1.0])), [-1.0, -1.0, -1.0, 1.0])
+@pytest.mark.parametrize("probabilities, expected", [
+    # b = 1/3: above b (p-b)/(1-b), (1/2 - 1/3) / (2/3) = 0.25; below b (p-b)/b, (1/4 - 1/3) / (1/3) = -0.25
+    ([0.5, 0.25, 0.25], [0.25, -0.25, -0.25]),
+    # b = 1/3: (0.6 - 1/3) / (2/3) = 0.4; (0.3 - 1/3) / (1/3) = -0.1; (0.1 - 1/3) / (1/3) = -0.7
+    ([0.6, 0.3, 0.1], [0.4, -0.1, -0.7]),
+    ([1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 0.0]),  # p = b: 0
+    ([1.0, 0.0], [1.0, -1.0]),  # b = 1/2: p = 1 gives 1, p = 0 gives -1
+    ([0.9, 0.1], [0.8, -0.8]),  # b = 1/2: (0.9 - 0.5) / 0.5 = 0.8; (0.1 - 0.5) / 0.5 = -0.8
+    # b = 1/4: (0.7 - 0.25) / 0.75 = 0.6; (0.1 - 0.25) / 0.25 = -0.6
+    ([0.7, 0.1, 0.1, 0.1], [0.6, -0.6, -0.6, -0.6]),
+    ([0.0, 0.0, 0.0, 1.0], [-1.0, -1.0, -1.0, 1.0]),
+    ([[1.0, 0.0], [0.5, 0.5]], [[1.0, -1.0], [0.0, 0.0]]),  # a batch: row by row
+])
+def test_the_original_timl_confidence(probabilities, expected):
+    np.testing.assert_allclose(confidence(np.array(probabilities)), expected, atol=1e-12)
 
 
 class _CountingModel:

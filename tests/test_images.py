@@ -41,20 +41,109 @@ def _images_of(dataset) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ decoding
 
 
-def test_exif_orientation_is_applied():
-    wide = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))
+# Where the stored image's top-left corner (row 0, column 0) is displayed, by EXIF orientation (TIFF 6.0 /
+# EXIF 2.3 tag 0x0112: the value names the display side of row 0 and of column 0), and whether width and height
+# swap. Written out from the definition, not from ImageOps.
+EXIF_CORNERS = {
+    1: ("top", "left", False),      # row 0 top, column 0 left: as stored
+    2: ("top", "right", False),     # row 0 top, column 0 right: mirrored left-right
+    3: ("bottom", "right", False),  # row 0 bottom, column 0 right: turned 180 degrees
+    4: ("bottom", "left", False),   # row 0 bottom, column 0 left: mirrored top-bottom
+    5: ("top", "left", True),       # row 0 left, column 0 top: transposed
+    6: ("top", "right", True),      # row 0 right, column 0 top: turn 90 degrees clockwise to display
+    7: ("bottom", "right", True),   # row 0 right, column 0 bottom: transversed
+    8: ("bottom", "left", True),    # row 0 left, column 0 bottom: turn 90 degrees counter-clockwise to display
+}
+
+
+def _quadrant_means(pixels: np.ndarray) -> dict:
+    height, width = pixels.shape[0] // 2, pixels.shape[1] // 2
+    return {(vertical, horizontal): pixels[rows, columns].reshape(-1, 3).mean(axis=0)
+            for vertical, rows in (("top", slice(None, height)), ("bottom", slice(height, None)))
+            for horizontal, columns in (("left", slice(None, width)), ("right", slice(width, None)))}
+
+
+@pytest.mark.parametrize("orientation", sorted(EXIF_CORNERS))
+def test_exif_orientation_is_applied(orientation):
+    stored = np.zeros((24, 40, 3), dtype=np.uint8)  # 40 wide, 24 high; its top-left quadrant red
+    stored[:12, :20] = (255, 0, 0)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    decoded = decode_image(_png_bytes(wide, "JPEG", exif=exif.tobytes()))
-    assert decoded.size == (10, 20)
+    exif[0x0112] = orientation
+    decoded = decode_image(_png_bytes(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes()))
+    vertical, horizontal, swapped = EXIF_CORNERS[orientation]
+    assert decoded.size == ((24, 40) if swapped else (40, 24))
+    quadrants = _quadrant_means(np.asarray(decoded).astype(float))
+    red = [corner for corner, mean in quadrants.items() if mean[0] > 200 and mean[1] < 30 and mean[2] < 30]
+    dark = [corner for corner, mean in quadrants.items() if mean.max() < 30]
+    assert red == [(vertical, horizontal)] and len(dark) == 3, quadrants
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "1"])
-def test_modes_become_rgb(mode):
-    image = Image.fromarray(_pattern()).convert(mode)
-    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "1" else "PNG"
+def test_exif_corners_tell_the_eight_orientations_apart():
+    assert len(set(EXIF_CORNERS.values())) == 8
+
+
+def _grey(values) -> Image.Image:
+    return Image.fromarray(np.array(values, dtype=np.uint8), "L")
+
+
+def _palette(transparent: int | None = None) -> Image.Image:
+    image = Image.new("P", (2, 2))
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    image.putdata([0, 1, 1, 0])
+    if transparent is not None:
+        image.info["transparency"] = transparent
+    return image
+
+
+def _cmyk() -> Image.Image:
+    """Four flat 8x8 blocks (JPEG's block size): cyan, magenta / yellow, black."""
+    pixels = np.zeros((16, 16, 4), dtype=np.uint8)
+    pixels[:8, :8], pixels[:8, 8:] = (255, 0, 0, 0), (0, 255, 0, 0)
+    pixels[8:, :8], pixels[8:, 8:] = (0, 0, 255, 0), (0, 0, 0, 255)
+    return Image.fromarray(pixels, "CMYK")
+
+
+def _blocks(top_left, top_right, bottom_left, bottom_right, size: int = 8) -> np.ndarray:
+    """The expected RGB of a 2x2 image, each pixel repeated to a size x size block."""
+    return np.array([[top_left, top_right], [bottom_left, bottom_right]]).repeat(size, 0).repeat(size, 1)
+
+
+# What _to_rgb documents: grey repeated to three channels, palette indices to their palette colour, alpha
+# composited over white (a = 128 of 255: 255 * 127/255 + c * 128/255), CMYK through Pillow's conversion,
+# 16-bit grey divided by 65535 (not stretched to its own range), 32-bit integer and float grey stretched from
+# their minimum to their maximum. Each expected value is computed by hand.
+MODE_CASES = {
+    "L": (_grey([[0, 77], [200, 255]]), "PNG", _blocks(0, 77, 200, 255, 1)[..., None].repeat(3, 2), 0),
+    "P": (_palette(), "PNG", _blocks((10, 20, 30), (200, 100, 50), (200, 100, 50), (10, 20, 30), 1), 0),
+    "P+transparency": (_palette(transparent=1), "PNG",
+                       _blocks((10, 20, 30), (255, 255, 255), (255, 255, 255), (10, 20, 30), 1), 0),
+    "RGBA": (Image.fromarray(np.array([[[255, 0, 0, 255], [255, 0, 0, 0]], [[0, 0, 255, 128], [0, 255, 0, 64]]],
+                                      np.uint8), "RGBA"), "PNG",
+             _blocks((255, 0, 0), (255, 255, 255), (127, 127, 255), (191, 255, 191), 1), 1),
+    "LA": (Image.fromarray(np.array([[[100, 255], [100, 0]], [[0, 128], [0, 64]]], np.uint8), "LA"), "PNG",
+           _blocks((100,) * 3, (255,) * 3, (127,) * 3, (191,) * 3, 1), 1),
+    "CMYK": (_cmyk(), "JPEG", _blocks((0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 0, 0)), 3),
+    "1": (Image.fromarray(np.array([[0, 1], [1, 0]], bool)), "TIFF", _blocks((0,) * 3, (255,) * 3, (255,) * 3,
+                                                                             (0,) * 3, 1), 0),
+    # 1000/65535*255 = 3.89, 2000 -> 7.78, 30000 -> 116.7, 19789 = 77*257 -> 77
+    "I;16": (Image.fromarray(np.array([[1000, 2000], [30000, 77 * 257]], np.uint16)), "PNG",
+             _blocks((4,) * 3, (8,) * 3, (117,) * 3, (77,) * 3, 1), 0),
+    # (v - -100) / 400 * 255: 0, 63.75, 127.5, 255
+    "I": (Image.fromarray(np.array([[-100, 0], [100, 300]], np.int32)), "TIFF",
+          _blocks((0,) * 3, (64,) * 3, (128,) * 3, (255,) * 3, 1), 0),
+    "F": (Image.fromarray(np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32)), "TIFF",
+          _blocks((0,) * 3, (64,) * 3, (128,) * 3, (255,) * 3, 1), 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODE_CASES))
+def test_modes_become_rgb(case):
+    image, fmt, expected, tolerance = MODE_CASES[case]
+    assert image.mode == case.split("+")[0]
     decoded = decode_image(_png_bytes(image, fmt))
-    assert decoded.mode == "RGB" and decoded.size == (SIZE, SIZE)
+    assert decoded.mode == "RGB" and decoded.size == image.size
+    pixels = np.asarray(decoded).astype(int)
+    assert np.abs(pixels - expected).max() <= tolerance, pixels.reshape(-1, 3).tolist()
 
 
 def test_rgba_transparency_is_white():
@@ -77,12 +166,30 @@ def test_bmp_decodes():
 # ------------------------------------------------------------------------------------------------ resize, colour
 
 
-@pytest.mark.parametrize("resizefilter", sorted(RESIZE_FILTERS))
+# Each filter name and the Pillow filter it must mean, written out (not read from RESIZE_FILTERS).
+PILLOW_FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
+def test_the_resize_filters_are_the_four_named():
+    assert sorted(RESIZE_FILTERS) == sorted(PILLOW_FILTERS)
+
+
+def test_the_resize_test_image_tells_the_filters_apart():
+    image = Image.fromarray(_pattern(32))
+    results = {name: np.asarray(image.resize((SIZE, SIZE), resample)) for name, resample in PILLOW_FILTERS.items()}
+    for first in results:
+        for second in results:
+            if first < second:
+                assert (results[first] != results[second]).mean() > 0.5, (first, second)
+
+
+@pytest.mark.parametrize("resizefilter", sorted(PILLOW_FILTERS))
 def test_each_resize_filter(resizefilter):
     image = Image.fromarray(_pattern(32))
     array = Preprocessing(SIZE, resizefilter).resize(image)
     assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8
-    expected = np.asarray(image.resize((SIZE, SIZE), RESIZE_FILTERS[resizefilter]))
+    expected = np.asarray(image.resize((SIZE, SIZE), PILLOW_FILTERS[resizefilter]))
     np.testing.assert_array_equal(array, expected)
 
 
@@ -227,18 +334,24 @@ def test_hflip_rot24_views():
 
 
 def test_shuffle_keeps_labels_with_their_images():
-    images = np.stack([np.full((SIZE, SIZE, 3), 10 * index, dtype=np.uint8) for index in range(6)])
+    # image i: its left column 10*i, the rest 10*i + 5, so each element shows its image (label) and its view
+    images = np.stack([np.full((SIZE, SIZE, 3), 10 * index + 5, dtype=np.uint8) for index in range(6)])
+    images[:, :, 0] -= 5
     labels = np.arange(6, dtype=np.float32)[:, None]
     dataset = make_dataset(images, labels, batch_size=4, augmentation="hflip", shuffle=True, seed=1)
+    every_element = [(index, flipped) for index in range(6) for flipped in (False, True)]
     epochs = []
-    for _ in range(2):
+    for _ in range(3):
         batches = _batches(dataset)
-        pixels = np.concatenate([b[0] for b in batches])
+        pixels = np.concatenate([b[0] for b in batches]) * 255.0
         targets = np.concatenate([b[1] for b in batches])[:, 0]
-        np.testing.assert_allclose(pixels[:, 0, 0, 0] * 255.0 / 10.0, targets, atol=1e-4)
-        assert sorted(targets.tolist()) == sorted(np.repeat(np.arange(6), 2).tolist())
-        epochs.append(targets.tolist())
-    assert epochs[0] != epochs[1] or epochs[0] != sorted(epochs[0])  # reshuffled each epoch
+        image_of = np.round((pixels[:, 0, 0, 0] + pixels[:, 0, -1, 0] - 5) / 20).astype(int)
+        np.testing.assert_array_equal(image_of, targets)  # every label stays with its image
+        order = [(int(t), bool(p[0, -1, 0] < p[0, 0, 0])) for t, p in zip(targets, pixels)]
+        assert sorted(order) == every_element  # each epoch: every image's two views once
+        epochs.append(order)
+    assert epochs[0] != every_element  # shuffled
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]  # anew each epoch
 
 
 def test_no_shuffle_preserves_order_and_weights():
