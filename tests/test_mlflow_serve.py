@@ -111,10 +111,16 @@ def test_mlflow_models_serve(registered, mini_digits):
         assert base64.b64decode(explained.json()["predictions"][0]["heatmap"])[:4] == b"\x89PNG"
         assert requests.get(f"{base}/health", timeout=10).status_code == 200
         assert requests.get(f"{base}/version", timeout=10).status_code == 200
+        # base64 of "not an image": TIML's ImageError inside predict, which MLflow's scoring server answers as
+        # BAD_REQUEST (400) with its own message and the error in stack_trace, not as a 500
         bad = requests.post(f"{base}/invocations", json={"dataframe_split": {"columns": ["image"],
                                                                               "data": [["bm90IGFuIGltYWdl"]]}},
                             timeout=60)
-        assert bad.status_code >= 400
+        assert bad.status_code == 400, bad.text
+        error = bad.json()
+        assert error["error_code"] == "BAD_REQUEST", error
+        assert "ImageError: Cannot decode image 0: it is not an image file" in error["stack_trace"], error
+        assert requests.post(f"{base}/invocations", json=payload, timeout=120).status_code == 200  # still serving
     finally:  # mlflow starts uvicorn as a child: end the whole process group
         os.killpg(server.pid, signal.SIGTERM)
         try:
