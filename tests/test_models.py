@@ -386,6 +386,53 @@ def test_weights_from_a_file(tmp_path, filename):
     assert other_classes.output.shape[-1] == 5
 
 
+def _model_with_a_marking_lambda(marker) -> "keras.Model":
+    """A SmallCNN-sized model whose Lambda layer writes ``marker`` whenever its code runs (building included)."""
+    path = str(marker)  # a closure cell: Keras serialises the lambda's code with it
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda x: (open(path, "w").write("ran"), x)[1])(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_a_weights_file_with_a_lambda_layer_fails_its_row_without_running_it(tracking_uri, mini_digits, tmp_path):
+    """README: model files cannot run code (safe mode always on, a .h5 or .keras file with a Lambda layer is
+    refused), here as a row's ``weights``: the row is FAILED with the refusal, the lambda never ran, the next
+    row trains."""
+    from mlflow.tracking import MlflowClient
+
+    from helpers import small_cnn_row, write_table
+    from timl import training
+
+    marker = tmp_path / "lambda-ran"
+    model = _model_with_a_marking_lambda(marker)
+    model.save(tmp_path / "lambda.h5")
+    model.save(tmp_path / "lambda.keras")
+    assert marker.exists()  # building the model ran the lambda: the marker shows when its code runs
+    marker.unlink()
+    good = small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, imgsize=32)
+    table = write_table(tmp_path / "t.csv", [dict(good, weights=str(tmp_path / "lambda.h5")),
+                                             dict(good, weights=str(tmp_path / "lambda.keras")), good])
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="lambda-weights", skip_roc=True)
+    assert [row.status for row in outcome.rows] == ["FAILED", "FAILED", "FINISHED"]
+    assert not marker.exists(), "the Lambda layer's code ran while the weights file was read"
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("lambda-weights").experiment_id
+    runs = {run.data.tags["timl.row"]: run for run in client.search_runs([experiment], "tags.`timl.kind` = 'row'")}
+    for row, name in ((0, "lambda.h5"), (1, "lambda.keras")):
+        message = outcome.rows[row].message
+        assert message.startswith("ModelError: Cannot read the model file") and name in message, message
+        assert "deserialization of a `Lambda` layer" in message and "disallowed" in message, message
+        assert "safe_mode=False" in message, message  # Keras' refusal: safe mode is what stopped it
+        assert runs[str(row)].info.status == "FAILED" and runs[str(row)].data.tags["timl.exception"] == message
+    # Control: the same files loaded with safe mode off do run the lambda (TIML never does, see
+    # tests/test_reliability.py::test_nothing_turns_safe_mode_off)
+    for name in ("lambda.h5", "lambda.keras"):
+        keras.models.load_model(tmp_path / name, safe_mode=False)
+        assert marker.exists(), name
+        marker.unlink()
+
+
 def test_seed_and_lr():
     first = models.create_model("SmallCNN", 2, 32, seed=7, lr=0.01)
     second = models.create_model("SmallCNN", 2, 32, seed=7)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -197,3 +201,128 @@ def test_own_pages_folder_and_a_root_rest_prefix(tmp_path, caplog):
     assert client.get("/static/classify.html").status_code == 404  # only the configured folder
     assert client.get("/static/timl-config.js").get_data(as_text=True).startswith('window.TIML_REST = "";\n')
     assert client.get("/ping").get_data(as_text=True) == "pong" and client.get("/info").status_code == 200
+
+
+# --- The gunicorn server's promises: loopback by default, stuck workers restarted ---
+
+def _serve(tmp_path, *options: str) -> tuple[subprocess.Popen, Path]:
+    """Starts ``python -m timl.serve`` on a tiny model with ``options``; its output goes to a file."""
+    model = saved_model(tmp_path)
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))
+    log = tmp_path / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), *options],
+                                  cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
+    return server, log
+
+
+def _health(base: str, timeout: float = 2) -> dict | None:
+    """/health's answer, or None (no answer in ``timeout`` seconds)."""
+    import requests
+
+    try:
+        answer = requests.get(f"{base}/health", timeout=timeout)
+        return answer.json() if answer.ok else None
+    except requests.RequestException:
+        return None
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def _listening(processes) -> set[tuple[str, int]]:
+    """The (address, port) of every listening TCP socket (IPv4 and IPv6) the processes hold."""
+    found = set()
+    for process in processes:
+        found |= {(connection.laddr.ip, connection.laddr.port) for connection in process.net_connections("inet")
+                  if connection.status == psutil.CONN_LISTEN}
+    return found
+
+
+def test_the_server_listens_on_loopback_only_by_default(tmp_path):
+    """README: the REST server binds to 127.0.0.1 unless told otherwise: ``python -m timl.serve`` without
+    ``--bind`` listens on 127.0.0.1:8080 and on no other address (not 0.0.0.0, not ::)."""
+    taken = [(connection.laddr, connection.pid) for connection in psutil.net_connections("inet")
+             if connection.status == psutil.CONN_LISTEN and connection.laddr.port == 8080]
+    if taken:
+        pytest.skip(f"port 8080, the server's default, is taken (address, pid: {taken}): the default cannot be tried")
+    server, log = _serve(tmp_path, "--workers", "1")
+    base = "http://127.0.0.1:8080"
+    try:
+        deadline = time.time() + 120
+        health = None
+        while health is None and time.time() < deadline:
+            if server.poll() is not None:
+                if "Connection in use" in log.read_text():
+                    pytest.skip("port 8080, the server's default, was taken meanwhile: the default cannot be tried")
+                raise AssertionError(f"the server stopped: {log.read_text()[-3000:]}")
+            health = _health(base)
+            time.sleep(0.2)
+        assert health, f"no answer on {base}: {log.read_text()[-3000:]}"
+        master = psutil.Process(server.pid)
+        workers = master.children()
+        assert health["pid"] in [worker.pid for worker in workers], "another server answered on 8080"
+        assert _listening([master, *workers]) == {("127.0.0.1", 8080)}
+        assert "Listening at: http://127.0.0.1:8080" in log.read_text()
+    finally:
+        _stop(server)
+
+
+#: The --timeout of the stuck-worker test: gthread workers beat every second when idle, so a few seconds is
+#: enough for a healthy worker never to be taken for a stuck one, and keeps the test short.
+STUCK_TIMEOUT_S = 4
+
+
+def test_a_stuck_worker_is_restarted_after_the_timeout(tmp_path):
+    """README: the server restarts stuck workers (gunicorn timeout 120 s, ``--timeout N``).
+
+    A worker is made stuck for real (SIGSTOP: alive, holding its socket, answering nothing). Gunicorn's
+    master sees no heartbeat for N seconds (the worker's last beat is at most 1 s old when it stops), sends
+    SIGABRT, on its next check a second later SIGKILL, and starts a new worker: a new pid about N s after the
+    stop (bounds N - 1.5 and N + 4), which then answers /health.
+    """
+    from timl.serve import cli, gunicorn_settings
+
+    assert gunicorn_settings("127.0.0.1:8080")["timeout"] == 120
+    assert {param.name: param.default for param in cli.params}["timeout"] == 120
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, log = _serve(tmp_path, "--workers", "1", "--timeout", str(STUCK_TIMEOUT_S), "--bind", f"127.0.0.1:{port}")
+    worker = None
+    try:
+        wait_for_http(f"{base}/health")
+        master = psutil.Process(server.pid)
+        [worker] = master.children()
+        time.sleep(STUCK_TIMEOUT_S + 1.5)
+        assert [child.pid for child in master.children()] == [worker.pid], "an idle worker was restarted"
+        assert _health(base)["pid"] == worker.pid
+        worker.suspend()
+        stopped = time.monotonic()
+        assert _health(base, timeout=1) is None, "a stopped worker answered"
+        new = []
+        while not new and time.monotonic() - stopped < STUCK_TIMEOUT_S + 30:
+            new = [child for child in master.children() if child.pid != worker.pid]
+            time.sleep(0.05)
+        restarted = time.monotonic() - stopped
+        assert new, f"no new worker {restarted:.1f} s after the stop: {log.read_text()[-3000:]}"
+        assert STUCK_TIMEOUT_S - 1.5 <= restarted <= STUCK_TIMEOUT_S + 4, f"restarted after {restarted:.1f} s"
+        health = None
+        while time.monotonic() - stopped < STUCK_TIMEOUT_S + 30 and not health:
+            health = _health(base)
+        assert health and health["pid"] == new[0].pid, health
+        assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, "the stuck worker lives on"
+        text = log.read_text()
+        assert f"WORKER TIMEOUT (pid:{worker.pid})" in text and f"Booting worker with pid: {new[0].pid}" in text
+    finally:
+        if worker is not None and worker.is_running():
+            with contextlib.suppress(psutil.Error):
+                worker.resume()
+                worker.kill()
+        _stop(server)
