@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -24,6 +25,8 @@ def _client():
 
 
 def _row_runs(experiment: str) -> list:
+    if not Path("mlflow.db").is_file():  # not created yet: the trainer creates it whole (aside, then renamed);
+        return []                        # touching it before would race the trainer's schema creation
     client = _client()
     found = client.get_experiment_by_name(experiment)
     return list(client.search_runs([found.experiment_id], filter_string="tags.`timl.kind` = 'row'"))
@@ -145,35 +148,144 @@ def test_unusable_checkpoint_trains_from_the_first_epoch(tmp_path, caplog):
     assert "cannot be used" in caplog.text and "first epoch" in caplog.text
 
 
+def _row_states(experiment: str) -> list[dict]:
+    """Each row run: its row, status, run id and the epochs it has logged (the steps of its loss series)."""
+    client = _client()
+    try:
+        runs = _row_runs(experiment)
+    except Exception:  # the experiment is being created
+        return []
+    return [{"row": run.data.tags.get("timl.row"), "status": run.info.status, "run_id": run.info.run_id,
+             "parent": run.data.tags.get("mlflow.parentRunId"),
+             "epochs": len(client.get_metric_history(run.info.run_id, "loss"))} for run in runs]
+
+
+def _kill_when(process, condition, what: str, seed: int, timeout: float = 300) -> list[dict]:
+    """SIGKILLs ``process`` as soon as ``condition(states)`` holds; returns the row states seen at the kill."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, f"the table ended before the kill {what} (chaos seed {seed})"
+        states = condition()
+        if states is not None:
+            process.kill()
+            process.wait()
+            return states
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no moment {what} was seen in time (chaos seed {seed})")
+
+
 @pytest.mark.slow
-def test_table_killed_three_times_ends_complete(tracking_uri, mini_digits, tmp_path):
+def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_path):
+    """SIGKILL on observed progress, in an order drawn from a seed printed with every failure (set
+    TIML_CHAOS_SEED to replay one): a row at epoch >= 2, a row evaluating after its last epoch, the table between
+    two rows, and a checkpoint written aside but not yet renamed. Each kill interrupts something (a run left
+    RUNNING, closed as KILLED by the next start), the resumed rows continue from their checkpoints, every row ends
+    FINISHED once with every epoch logged once, and the row killed mid-training ends with the same weights and
+    metrics as the same row trained without interruption."""
     from timl import classifier as classifiers
 
-    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=6, seed=index) for index in range(4)]
+    seed = int(os.environ.get("TIML_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
+    print(f"chaos seed {seed}")
+    chance = random.Random(seed)
+    epochs = 8
+    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=epochs, seed=chance.randrange(1000))
+            for _ in range(4)]
     table = write_table(tmp_path / "t.csv", rows)
     out = tmp_path / "out"
-    command = _train_command(table, out, "chaos")
-    chance = random.Random(7)
-    for attempt in range(3):
-        process = subprocess.Popen(command + (["--resume"] if attempt else []), cwd=tmp_path,
+    marker = tmp_path / "writing-checkpoint"
+    command = [sys.executable, str(REPO / "tests" / "chaos_hooks.py"), "--input-table", str(table), "--out-dir",
+               str(out), "--experiment", "chaos"]  # with ROC plots: a row's evaluation takes long enough to hit
+    moments = ["at epoch >= 2", "during evaluation", "between rows", "while a checkpoint is written"]
+    chance.shuffle(moments)
+    interrupted = []  # (moment, the row runs RUNNING at the kill)
+    for attempt, moment in enumerate(moments):
+        finished_before = sum(state["status"] == "FINISHED" for state in _row_states("chaos"))
+        environment = dict(os.environ, PYTHONPATH=str(REPO))
+        if moment == "while a checkpoint is written":
+            marker.unlink(missing_ok=True)
+            environment["TIML_CHAOS_SLOW_CHECKPOINT"] = str(marker)
+        process = subprocess.Popen(command + (["--resume"] if attempt else []), cwd=tmp_path, env=environment,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(chance.uniform(8, 25))
-        process.kill()
-        process.wait()
-    result = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
 
-    runs = _row_runs("chaos")
-    assert not [run for run in runs if run.info.status == "RUNNING"]
-    finished = [run for run in runs if run.info.status == "FINISHED"]
-    assert sorted(run.data.tags["timl.row"] for run in finished) == ["0", "1", "2", "3"]
+        def running():
+            return [state for state in _row_states("chaos") if state["status"] == "RUNNING"]
+
+        def observed():
+            states = running()
+            if moment == "at epoch >= 2":
+                hit = any(state["epochs"] >= 3 for state in states)  # three epochs done: training in epoch >= 3
+            elif moment == "during evaluation":
+                hit = any(state["epochs"] == epochs for state in states)  # every epoch logged, not yet FINISHED
+            elif moment == "between rows":
+                hit = sum(state["status"] == "FINISHED" for state in _row_states("chaos")) > finished_before
+            else:
+                hit = marker.is_file()
+            return states if hit else None
+
+        interrupted.append((moment, _kill_when(process, observed, moment, seed)))
+        if moment == "while a checkpoint is written":
+            partials = list((out / ".backup").glob("*/last-partial.npz"))
+            assert partials, f"the kill did not land mid-write (chaos seed {seed})"
+            for partial in partials:  # the checkpoint in place is the previous one, whole
+                last = partial.with_name("last.npz")
+                logged = [state["epochs"] for state in interrupted[-1][1] if state["row"] == partial.parent.name]
+                if last.is_file():
+                    with np.load(last) as saved:
+                        assert int(saved["epochs"]) in logged, (logged, int(saved["epochs"]), seed)
+                else:
+                    assert logged in ([], [0]), (logged, seed)
+    result = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, f"chaos seed {seed}\n" + result.stdout + result.stderr
+
+    runs = {state["run_id"]: state for state in _row_states("chaos")}
+    assert not [run for run in runs.values() if run["status"] == "RUNNING"], f"chaos seed {seed}"
+    finished = [run for run in runs.values() if run["status"] == "FINISHED"]
+    assert sorted(run["row"] for run in finished) == ["0", "1", "2", "3"], f"chaos seed {seed}"
+    client = _client()
+    for moment, states in interrupted:
+        if moment != "between rows":
+            assert states, f"the kill {moment} interrupted no row (chaos seed {seed})"
+        for state in states:  # every run the kill interrupted is closed as KILLED, none left RUNNING
+            assert client.get_run(state["run_id"]).info.status == "KILLED", (moment, seed)
+    experiment = client.get_experiment_by_name("chaos").experiment_id
+    tables = client.search_runs([experiment], filter_string="tags.`timl.kind` = 'table'")
+    assert tables and all(run.info.status != "RUNNING" for run in tables), f"chaos seed {seed}"
     for run in finished:
-        classifier = classifiers.load_classifier(model_uri=f"runs:/{run.info.run_id}/model")
-        assert classifier.class_names == ("D0", "D1", "D2")
-    frame = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
-    assert len(frame) == 4 and set(frame["run_id"]) == {run.info.run_id for run in finished}
+        steps = sorted(metric.step for metric in client.get_metric_history(run["run_id"], "loss"))
+        assert steps == list(range(epochs)), f"row {run['row']}: every epoch once (chaos seed {seed})"
+    resumed = {run["row"]: int(client.get_run(run["run_id"]).data.tags.get("timl.resumed_at_epoch") or 0)
+               for run in finished}
+    mid_training = next(states for moment, states in interrupted if moment == "at epoch >= 2")
+    killed_row = next(state for state in mid_training if state["epochs"] >= 3)
+    assert resumed[killed_row["row"]] >= 3, f"the row killed at epoch >= 3 resumed from its checkpoint ({resumed})"
+    evaluating = next(states for moment, states in interrupted if moment == "during evaluation")
+    for state in evaluating:  # killed while evaluating: resumed after its last epoch, not trained again
+        if state["epochs"] == epochs:
+            assert resumed[state["row"]] == epochs, (resumed, evaluating, seed)
     with sqlite3.connect(tmp_path / "mlflow.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    frame = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == 4 and set(frame["run_id"]) == {run["run_id"] for run in finished}
+
+    # the row killed mid-training, trained again without interruption: the same epochs, weights and scores
+    row = int(killed_row["row"])
+    reference_table = write_table(tmp_path / "reference.csv", [rows[row]])
+    from timl import training
+
+    reference = training.train_table(reference_table, out_dir=tmp_path / "reference", experiment="reference")
+    assert reference.rows[0].status == "FINISHED"
+    resumed_run = next(run for run in finished if run["row"] == str(row))
+    reference_run = _row_runs("reference")[0].info.run_id
+    for key in ("loss", "val_loss"):
+        a = [metric.value for metric in sorted(client.get_metric_history(resumed_run["run_id"], key), key=lambda m: m.step)]
+        b = [metric.value for metric in sorted(client.get_metric_history(reference_run, key), key=lambda m: m.step)]
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{key} (chaos seed {seed})")
+    killed_model = classifiers.load_classifier(model_uri=f"runs:/{resumed_run['run_id']}/model").model
+    reference_model = classifiers.load_classifier(model_uri=f"runs:/{reference_run}/model").model
+    for a, b in zip(killed_model.get_weights(), reference_model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"weights (chaos seed {seed})")
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ package imports no TensorFlow.
 from timl.images.augment import AUGMENTATIONS, Augmentation, get_augmentation
 from timl.images.cache import DEFAULT_CACHE_BUDGET, cache_images, load_images
 from timl.images.decode import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, SUPPORTED_FORMATS, decode_image
-from timl.images.pipeline import make_dataset
+from timl.images.pipeline import epoch_counter, epoch_order, make_dataset
 from timl.images.preprocessing import COLOR_CONVERSIONS, COLOR_SPACES, RESIZE_FILTERS, Preprocessing
 
 __all__ = [
@@ -32,5 +32,7 @@ __all__ = [
     "decode_image",
     "get_augmentation",
     "load_images",
+    "epoch_counter",
+    "epoch_order",
     "make_dataset",
 ]

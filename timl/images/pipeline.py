@@ -31,8 +31,29 @@ def _image_fetcher(images: np.ndarray):
     return lambda index: tf.gather(cached, index)
 
 
+def epoch_counter():
+    """A variable holding the epoch being trained, for :func:`make_dataset` and :func:`epoch_order` (training sets
+    it at the start of every epoch): with it, an epoch's order and random views depend only on the seed and the
+    epoch, so a row resumed after a kill sees exactly the batches it would have seen without the kill."""
+    import tensorflow as tf
+
+    return tf.Variable(0, dtype=tf.int64, trainable=False, name="timl_epoch")
+
+
+def epoch_order(count: int, seed: int, epoch):
+    """The indices 0..count-1 in an order that is a function of ``seed`` and the current value of ``epoch`` (an
+    :func:`epoch_counter`) only: drawn anew each epoch, the same for that epoch in any process."""
+    import tensorflow as tf
+
+    def order(_):
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+
+    return tf.data.Dataset.from_tensors(0).map(order).unbatch()
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int, augmentation: str = "none",
-                 shuffle: bool = False, seed: int = 0, sample_weights: np.ndarray | None = None):
+                 shuffle: bool = False, seed: int = 0, sample_weights: np.ndarray | None = None, epoch=None):
     """A tf.data pipeline over cached images, with the views of an augmentation preset computed in the graph.
 
     For an enumerated preset with multiplier M, each epoch holds every view of every image: N * M elements,
@@ -47,6 +68,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         shuffle: shuffle all N * M elements, anew each epoch (default False: order preserved).
         seed: seed of the shuffle and of random presets.
         sample_weights: optional (N,) weight per image, yielded as the third element.
+        epoch: an :func:`epoch_counter`: the shuffle and the random views are then a function of the seed and the
+            epoch (training resumes exactly); without it they follow tf.data's own per-iteration state.
 
     Returns:
         A ``tf.data.Dataset`` of batches ``(float32 images in [0, 1], labels[, weights])``, or of images only.
@@ -76,10 +99,21 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         batch = tf.cast(batch, tf.float32) / 255.0
         return batch if not rest else (batch, *rest)
 
-    indices = tf.data.Dataset.range(len(images) * multiplier)
-    if shuffle:
-        indices = indices.shuffle(max(1, len(images) * multiplier), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    count = len(images) * multiplier
+    if epoch is not None:  # order and views keyed by (seed, epoch)
+        indices = epoch_order(count, seed, epoch) if shuffle else tf.data.Dataset.range(count)
+        mixed = tf.constant(seed, tf.int64) * 1_000_003
+
+        def view_seed(index):
+            return tf.random.stateless_uniform([2], seed=tf.stack([mixed + tf.cast(epoch, tf.int64), index]),
+                                               minval=None, maxval=None, dtype=tf.int64)
+
+        seeds = tf.data.Dataset.range(count).map(view_seed)
+    else:
+        indices = tf.data.Dataset.range(count)
+        if shuffle:
+            indices = indices.shuffle(max(1, count), seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = tf.data.Dataset.zip((indices, seeds)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
                                                         deterministic=True)
     dataset = dataset.batch(int(batch_size)).map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -187,9 +187,12 @@ def _inputs(features: np.ndarray, metadata: np.ndarray | None):
     return features if metadata is None else (features, metadata)
 
 
-def _pipelines(config, data, features: dict, metadata: dict | None):
-    """The head's train (every view, reshuffled each epoch) and dev pipelines."""
+def _pipelines(config, data, features: dict, metadata: dict | None, epoch):
+    """The head's train (every view, reshuffled each epoch in the order the image pipeline draws for the same seed
+    and epoch: see :func:`timl.images.epoch_order`) and dev pipelines."""
     import tensorflow as tf
+
+    from timl import images
 
     views = data.augmentation.multiplier
     labels = np.repeat(data.dataset.labels("train"), views, axis=0)
@@ -198,8 +201,9 @@ def _pipelines(config, data, features: dict, metadata: dict | None):
     if config.classweights == "compute":
         columns.append(np.repeat(sample_weights(data.dataset.labels("train"),
                                                 data.dataset.class_weights("compute")), views))
-    train = tf.data.Dataset.from_tensor_slices(tuple(columns)).shuffle(
-        len(labels), seed=config.seed, reshuffle_each_iteration=True).batch(config.batchsize)
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, tuple(columns))
+    train = images.epoch_order(len(labels), config.seed, epoch).map(
+        lambda index: tf.nest.map_structure(lambda column: tf.gather(column, index), tensors)).batch(config.batchsize)
     dev = tf.data.Dataset.from_tensor_slices(
         (_inputs(features["dev"], metadata["dev"] if metadata else None), data.dataset.labels("dev"))
     ).batch(config.batchsize)
@@ -232,8 +236,11 @@ def fit_head(config, spec, data, checkpoint_dir: Path) -> Trained:
     head = models.create_head(spec, features["train"].shape[1:], num_classes, metadata_size=metadata_size,
                               lr=config.lr, seed=config.seed)
     models.copy_head(model, head)  # the head starts where the whole model's would: a cached row trains as without
-    train_data, dev_data = _pipelines(config, data, features, metadata)
-    trained = fit_loop(config, spec, head, train_data, dev_data, checkpoint_dir)
+    from timl import images
+
+    epoch = images.epoch_counter()
+    train_data, dev_data = _pipelines(config, data, features, metadata, epoch)
+    trained = fit_loop(config, spec, head, train_data, dev_data, checkpoint_dir, epoch_counter=epoch)
     models.copy_head(trained.model, model)
     predictions = {split: np.asarray(trained.model.predict(_inputs(features[split], metadata[split] if metadata
                                                                    else None), batch_size=256, verbose=0))

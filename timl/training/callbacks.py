@@ -35,6 +35,18 @@ def write_npz(path: Path, arrays: dict) -> None:
     partial.replace(path)
 
 
+class SetEpoch(keras.callbacks.Callback):
+    """Sets the pipelines' epoch counter (:func:`timl.images.epoch_counter`) as each epoch begins, before its
+    batches are drawn: the epoch's order and random views then depend on the seed and the epoch alone."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.counter.assign(epoch)
+
+
 class RaiseOnNaN(keras.callbacks.Callback):
     """Ends the row with a clear error when the loss becomes NaN or infinite (Keras' TerminateOnNaN only stops)."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,8 @@ def sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray:
     return np.where(positive.any(axis=1), weighted, 1.0).astype(np.float32)
 
 
-def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *, strategy=None) -> Trained:
+def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *, strategy=None,
+             epoch_counter=None) -> Trained:
     """Fits a built, compiled model, continuing after the last epoch of a checkpoint in ``checkpoint_dir``.
 
     Args:
@@ -65,8 +65,9 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
         spec: its method (quality metric, extra callbacks).
         model: the model, built (and compiled) inside ``strategy``'s scope when there is one.
         train_data, dev_data: tf.data pipelines of (inputs, labels[, weights]) batches.
-        checkpoint_dir: the row's checkpoint folder (removed when the fit ends).
+        checkpoint_dir: the row's checkpoint folder (kept: the caller removes it once the row is recorded).
         strategy: the MirroredStrategy the model was built under, or None.
+        epoch_counter: the train pipeline's :func:`timl.images.epoch_counter`, set as each epoch begins.
 
     Returns:
         The fitted model (with the best epoch's weights; as one device runs it) and every epoch's logs.
@@ -75,7 +76,7 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
 
     from timl import models
     from timl.training import devices
-    from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN
+    from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN, SetEpoch
 
     checkpoint = EpochCheckpoint(checkpoint_dir)
     with devices.scope(strategy):
@@ -87,11 +88,13 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with tracking.timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
-                  callbacks=[checkpoint, best, RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
+                  callbacks=[*([SetEpoch(epoch_counter)] if epoch_counter is not None else []), checkpoint, best,
+                             RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
                   shuffle=False, verbose=2)
     best.restore(model)
     model = devices.undistributed(model, strategy)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    # the checkpoint stays until the row is recorded (train_row removes it): a kill during the evaluation then
+    # resumes after the last epoch instead of training the row again
     history = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
     return Trained(model, history, best.best_epoch, timer["seconds"], started)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,10 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
     else:
         data.arrays = decode_splits(data)
         trained = fit(config, spec, data, checkpoint_dir, gpus=config.gpus if config.gpus is not None else gpus)
-    return record.record_row(config, spec, data, trained, out_dir, skip_roc=skip_roc,
-                             reports=reports or workers.Worker(enabled=False))
+    metrics = record.record_row(config, spec, data, trained, out_dir, skip_roc=skip_roc,
+                                reports=reports or workers.Worker(enabled=False))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # recorded: nothing left to resume
+    return metrics
 
 
 def _quiet_libraries() -> None:
@@ -143,8 +146,9 @@ def decode_splits(data: RowData) -> dict:
             for split in ("train", "dev", "test") if data.dataset.sizes().get(split)}
 
 
-def _fit_inputs(config, data: RowData):
-    """The train and dev tf.data pipelines of a row (class weights as per-image sample weights)."""
+def _fit_inputs(config, data: RowData, epoch=None):
+    """The train and dev tf.data pipelines of a row (class weights as per-image sample weights); ``epoch`` (an
+    :func:`timl.images.epoch_counter`) keys the train order and views to the epoch."""
     from timl import images
 
     dataset = data.dataset
@@ -152,7 +156,8 @@ def _fit_inputs(config, data: RowData):
     train_labels = dataset.labels("train")
     train_data = images.make_dataset(data.arrays["train"], train_labels, batch_size=config.batchsize,
                                      augmentation=config.imgaug, shuffle=True, seed=config.seed,
-                                     sample_weights=sample_weights(train_labels, weights) if weights else None)
+                                     sample_weights=sample_weights(train_labels, weights) if weights else None,
+                                     epoch=epoch)
     dev_data = images.make_dataset(data.arrays["dev"], dataset.labels("dev"), batch_size=config.batchsize)
     return train_data, dev_data
 
@@ -164,7 +169,7 @@ def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None
         config: the row (``freeze=backbone``: only the head trains).
         spec: its method.
         data: its data, decoded.
-        checkpoint_dir: the row's checkpoint folder (removed when the fit ends).
+        checkpoint_dir: the row's checkpoint folder (removed once the row is recorded).
         gpus: 2 or more: train on every device of the process (:func:`timl.training.devices.strategy_for`).
 
     Returns:
@@ -182,5 +187,8 @@ def fit(config, spec, data: RowData, checkpoint_dir: Path, *, gpus: float | None
         model = models.create_model(spec, len(data.dataset.class_names), config.imgsize,
                                     weights=resolve_weights(config), lr=config.lr, seed=config.seed,
                                     freeze_backbone=config.freeze == "backbone")
-    train_data, dev_data = _fit_inputs(config, data)
-    return fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir, strategy=strategy)
+    from timl import images
+
+    epoch = images.epoch_counter()
+    train_data, dev_data = _fit_inputs(config, data, epoch)
+    return fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir, strategy=strategy, epoch_counter=epoch)
