@@ -84,6 +84,17 @@ def test_a_killed_worker_is_retried_from_the_rows_checkpoint(report):
     assert int(row["resumed_at"]) >= 1, "the retry continued after the last checkpointed epoch"
 
 
+def test_the_retried_row_trains_as_if_its_worker_had_not_died(report):
+    """The killed row, continued from its checkpoint on another worker, has the per-epoch losses of the same row
+    trained on the cluster without a kill (each epoch's batches depend only on the seed and the epoch)."""
+    import numpy as np
+
+    assert report["replay_rc"] == 0
+    killed, reference = report["replay"]["killed"], report["replay"]["reference"]
+    assert len(killed) == len(reference) == 30
+    np.testing.assert_allclose(killed, reference, rtol=1e-4, atol=1e-5)
+
+
 def test_a_tracking_server_outage_loses_nothing(report):
     outage = report["outage"]
     assert outage["ended"] - outage["started"] >= 20

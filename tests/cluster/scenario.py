@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,6 +128,26 @@ def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServ
     report["resume"] = _resume(work, cluster, server, table, out)
 
 
+def replay(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """The row whose worker was killed, trained again on the cluster without a kill: its per-epoch losses, and
+    those of the killed-and-retried run, for the test to compare."""
+    client = _client(server.uri)
+    killed = client.get_run(report["killed"]["run_id"])
+    row = [small_cnn_row(str(data / "mini.csv"), epochs=30, seed=seed) for seed in range(4)][int(killed.data.tags["timl.row"])]
+    if int(killed.data.tags["timl.row"]) == 1:
+        row["gpus"] = 1
+    table = write_table(work / "replay.csv", [row])
+    out = work / "replay-out"
+    driver = _train(cluster, server.uri, table, out, log=work / "replay.log")
+    report["replay_rc"] = driver.wait(timeout=300)
+    reference = _row_runs(client, out)[0].info.run_id
+
+    def losses(run_id: str) -> list[float]:
+        return [metric.value for metric in sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+
+    report["replay"] = {"killed": losses(killed.info.run_id), "reference": losses(reference)}
+
+
 def _resume(work: Path, cluster: RayCluster, server: TrackingServer, table: Path, out: Path) -> dict:
     """The same table again with --resume: every row FINISHED is skipped."""
     started = time.time()
@@ -203,17 +225,19 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     report: dict = {"started": time.time()}
+    ray_temp = Path(tempfile.mkdtemp(prefix="timl-ray-", dir="/tmp"))
     postgres = Postgres(PG_PORT)
     server = None
     try:
         backend = postgres.start()
         server = TrackingServer(backend, work / "artifacts", MLFLOW_PORT, work / "mlflow-server.log")
         server.start()
-        cluster = RayCluster(RAY_PORT, work / "ray")
+        # Ray's sockets live under its temp folder and a unix socket path may not exceed 107 bytes: a short one
+        cluster = RayCluster(RAY_PORT, ray_temp)
         cluster.start()
         report["nodes"] = cluster.nodes()
         report["ready"] = time.time() - report["started"]
-        for step in (main_table, missing_images, terminated, retries_spent, local_instance):
+        for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance):
             began = time.time()
             try:
                 step(work, data, cluster, server, report)
@@ -226,6 +250,7 @@ def main() -> None:
         if server is not None:
             server.stop()
         postgres.stop()
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 if __name__ == "__main__":
