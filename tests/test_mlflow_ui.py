@@ -78,8 +78,9 @@ def test_the_runs_list_shows_the_table_with_its_rows(ui):
 
 def test_a_rows_page_lists_its_datasets_and_params(ui):
     parent, row = _runs(ui)
+    # the parent's name arrives after the page (the UI first shows its id): wait for it too
     text = _open(ui, f"/experiments/{parent.info.experiment_id}/runs/{row.info.run_id}",
-                 ["0-SmallCNN", "Datasets", "mini-train", "method"], "run")
+                 ["0-SmallCNN", "Datasets", "mini-train", "method", parent.info.run_name], "run")
     assert "+2" in text, "the dev and test sets beside the train set"
     assert parent.info.run_name in text, "the parent run, by the table's name"
 
