@@ -71,6 +71,7 @@ def test_an_out_of_memory_row_fails_alone(tmp_path):
     runs = _row_runs("oom", uri)
     assert {row: run.info.status for row, run in runs.items()} == {0: "FAILED", 1: "FINISHED"}, output[-4000:]
     assert memory.search(runs[0].data.tags["timl.exception"]), runs[0].data.tags["timl.exception"]
+    assert runs[0].data.tags["timl.exception"].startswith("Out of memory: lower the row's batchsize or imgsize")
     assert "timl.exception" not in runs[1].data.tags
     frame = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
     assert memory.search(frame.loc[0, "exceptions"]) and frame.loc[1, "exceptions"] == ""

@@ -138,3 +138,15 @@ def test_missing_runs_and_models_are_user_errors(tracking_uri):
     run_id = _client().create_run(tracking.experiment_id("empty")).info.run_id
     with pytest.raises(ConfigError, match="has no logged model 'model' to register"):
         tracking.register_model(run_id, "m", description="", tags={}, alias=None)
+
+
+def test_a_row_out_of_memory_is_told_what_to_try():
+    from timl import tracking
+
+    class ResourceExhaustedError(Exception):  # TensorFlow's, by name (TIML's commands never import TensorFlow here)
+        pass
+
+    for error in (MemoryError("cannot allocate"), ResourceExhaustedError("OOM when allocating tensor")):
+        text = tracking.error_text(error)
+        assert text.startswith(tracking.MEMORY_HINT) and text.endswith(f"{type(error).__name__}: {error}")
+    assert tracking.error_text(ValueError("bad cell")) == "ValueError: bad cell"

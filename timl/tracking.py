@@ -365,10 +365,24 @@ class RowRun:
             self.status = "KILLED"
         else:
             self.status = "FAILED"
-            mlflow.set_tag(TAG_EXCEPTION, f"{error_type.__name__}: {error}"[:4000])
+            mlflow.set_tag(TAG_EXCEPTION, error_text(error)[:4000])
         mlflow.set_tag(TAG_STATUS, self.status)
         mlflow.end_run(status=self.status)
         return False
+
+
+#: What a row out of memory should try, said before TensorFlow's own (long) message.
+MEMORY_HINT = ("Out of memory: lower the row's batchsize or imgsize (or train it on a machine with more memory, "
+               "or fewer rows at once). ")
+
+
+def error_text(error: BaseException) -> str:
+    """A failed row's error as its run and the results table's ``exceptions`` show it: ``Type: message``, after a
+    hint when the row ran out of memory (TensorFlow's ResourceExhaustedError, Python's MemoryError)."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError" or "OOM when" in text:
+        return MEMORY_HINT + text
+    return text
 
 
 def fail_run(run_id: str, message: str) -> None:

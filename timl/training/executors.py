@@ -125,8 +125,8 @@ class LocalExecutor(Executor):
             raise
         except Exception as error:  # a failed row never takes the table down
             logger.debug("row %d failed", config.row, exc_info=True)
-            return RowOutcome(config.row, config.run_name, "FAILED", row_run.run_id,
-                              f"{type(error).__name__}: {error}", time.time() - began)
+            return RowOutcome(config.row, config.run_name, "FAILED", row_run.run_id, tracking.error_text(error),
+                              time.time() - began)
         return RowOutcome(config.row, config.run_name, "FINISHED", row_run.run_id, headline_message(headline),
                           time.time() - began)
 

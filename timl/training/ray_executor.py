@@ -214,7 +214,7 @@ def train_on_worker(payload: dict) -> dict:
                 raise MissingFileError(f"on Ray worker {host}: {error}") from error
         return {"status": "FINISHED", "message": headline_message(headline), "node": node, "host": host}
     except Exception as error:  # the run is FAILED with its error; the driver goes on with the other rows
-        return {"status": "FAILED", "message": f"{type(error).__name__}: {error}", "node": node, "host": host}
+        return {"status": "FAILED", "message": tracking.error_text(error), "node": node, "host": host}
     finally:
         os.chdir(previous)
         shutil.rmtree(work, ignore_errors=True)
