@@ -50,6 +50,23 @@ const TIML = (() => {
     return data;
   }
 
+  /** The parts of an image viewer (see viewer()): the image, the heatmap over it, its caption and controls,
+   * the zoom dialog. */
+  const VIEWER_MARKUP = `
+    <div class="stack">
+      <img data-part="image" class="preview" alt="" hidden>
+      <img data-part="heatmap" class="overlay" alt="Heatmap of the explanation over the image" hidden>
+    </div>
+    <figcaption data-part="caption"></figcaption>
+    <div data-part="controls" class="controls" hidden>
+      <div class="scale" role="img" aria-label="Colour scale: blue parts weighed least, red parts most"><span>weighed least</span><span class="gradient"></span><span>most</span></div>
+      <label>Heatmap opacity <input data-part="opacity" type="range" min="0" max="100" value="50"></label>
+    </div>
+    <button data-part="zoomButton" type="button" class="secondary" hidden>Zoom</button>
+    <dialog data-part="zoom" class="zoom" aria-label="The image, full size">
+      <div class="stack"><img data-part="zoomImage" alt="The image, full size"><img data-part="zoomHeatmap" class="overlay" alt="" hidden></div>
+      <button data-part="zoomClose" type="button">Close</button>
+    </dialog>`;
   let methodTitles = {};  // the methods' names for people, from /info (the explainer registry)
   const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1 };
   const SUFFIXES = /\.(jpe?g|png|bmp|tiff?)$/i;
@@ -168,7 +185,9 @@ const TIML = (() => {
      * and a zoom dialog. Every result carries the name of the image it belongs to; clear() removes all of it.
      */
     viewer(root) {
+      root.innerHTML = VIEWER_MARKUP;  // one markup for every page; the image's alt text from data-alt
       const part = (name) => root.querySelector(`[data-part="${name}"]`);
+      part("image").alt = root.dataset.alt || "The image";
       const image = part("image"), heatmap = part("heatmap"), caption = part("caption"), controls = part("controls");
       const opacity = part("opacity"), zoom = part("zoom"), zoomImage = part("zoomImage"), zoomHeatmap = part("zoomHeatmap");
       const apply = () => { heatmap.style.opacity = zoomHeatmap.style.opacity = String(opacity.value / 100); };
