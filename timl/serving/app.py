@@ -94,6 +94,28 @@ def _image_choices() -> tuple[int | None, tuple[str, ...]]:
     return size, kinds
 
 
+def _explainer_choice(model, method: str, layer: str | None):
+    """The explainer a request names and the layer it explains: None for methods of the input (the layer is then
+    ignored) and for the default layer.
+
+    Raises:
+        UnknownChoice: an unknown method, or a layer the model lacks (404, with the valid ones).
+    """
+    from timl import xai
+
+    if method not in xai.EXPLAINERS:
+        raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
+                            f"Received: method={method!r}")
+    explainer = xai.get_explainer(method)
+    if not explainer.uses_layer:
+        return explainer, None
+    layers = xai.conv_layer_names(model)
+    if layer is not None and layer not in layers:
+        raise UnknownChoice(f"Unknown layer for {method}. Expected one of: {', '.join(layers)}. "
+                            f"Received: layer={layer!r}")
+    return explainer, layer
+
+
 def _analysis(holder: ModelHolder):
     """The evaluate page's one call per image: the classification and one explanation of an image the server
     already has (never uploaded), the explanation's images at the size the page shows."""
@@ -104,18 +126,11 @@ def _analysis(holder: ModelHolder):
     def analyse(path: Path) -> dict:
         classifier = holder.classifier
         method = request.args.get("method") or xai.DEFAULT_EXPLAINER
-        if method not in xai.EXPLAINERS:
-            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
-                                f"Received: method={method!r}")
-        explainer = xai.get_explainer(method)
-        layer = request.args.get("layer") or None
-        if explainer.uses_layer and layer is not None and layer not in xai.conv_layer_names(classifier.model):
-            raise UnknownChoice(f"Unknown layer for {method}. Received: layer={layer!r}")
+        explainer, layer = _explainer_choice(classifier.model, method, request.args.get("layer") or None)
         size, kinds = _image_choices()
         image = decode_image(path, max_pixels=holder.config.max_image_pixels, name=path.name)
         probabilities = holder.classify(image)
-        explanation = holder.explain(image, method, layer if explainer.uses_layer else None, None, 0,
-                                     _explain_params(explainer), size, kinds)
+        explanation = holder.explain(image, method, layer, None, 0, _explain_params(explainer), size, kinds)
         return {"image": path.name, "classes": list(classifier.class_names),
                 "prediction": [float(p) for p in probabilities],
                 "confidence": [float(c) for c in confidence(probabilities)],
@@ -170,22 +185,13 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     @api.post("/explain/<method>/<path:layer>")
     def explain(method: str, layer: str):
         classifier = holder.classifier
-        if method not in xai.EXPLAINERS:
-            raise UnknownChoice(f"Unknown explanation method. Expected one of: {', '.join(xai.EXPLAINERS)}. "
-                                f"Received: method={method!r}")
-        explainer = xai.get_explainer(method)
-        uses_layer = explainer.uses_layer
-        layers = xai.conv_layer_names(classifier.model)
-        if uses_layer and layer not in layers:
-            raise UnknownChoice(f"Unknown layer for {method}. Expected one of: {', '.join(layers)}. "
-                                f"Received: layer={layer!r}")
+        explainer, explained_layer = _explainer_choice(classifier.model, method, layer)
         params = _explain_params(explainer)
         seed = _query_number("seed", int, 0, 2**31 - 1)
         class_index = classifier.class_index(request.args.get("class"))
         size, kinds = _image_choices()
         filename, image = _uploaded_image(config)
-        explanation = holder.explain(image, method, layer if uses_layer else None, class_index, seed, params,
-                                     size, kinds)
+        explanation = holder.explain(image, method, explained_layer, class_index, seed, params, size, kinds)
         return jsonify(filename=filename, method=method, layer=explanation["layer"] or layer,
                        args={"layer_name": explanation["layer"] or layer, **params},
                        class_index=explanation["class_index"],
