@@ -42,9 +42,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._expected = 0  # requests announced (decoding) but not yet submitted
         self._thread: threading.Thread | None = None
-        #: Model calls made and arrays answered (what /health reports; tests read them).
-        self.calls = 0
-        self.arrays = 0
+        #: How many model calls had each batch size (what /health reports).
         self.sizes: collections.Counter = collections.Counter()
 
     @contextlib.contextmanager
@@ -130,10 +128,18 @@ class Batcher:
         outputs = np.asarray(self.predict(np.stack(arrays)))
         if len(outputs) != len(arrays):
             raise RuntimeError(f"The model answered {len(outputs)} rows for a batch of {len(arrays)}.")
-        self.calls += 1
-        self.arrays += len(arrays)
         self.sizes[len(arrays)] += 1
         return outputs
+
+    @property
+    def calls(self) -> int:
+        """Model calls made."""
+        return sum(self.sizes.values())
+
+    @property
+    def arrays(self) -> int:
+        """Arrays answered."""
+        return sum(size * count for size, count in self.sizes.items())
 
     def stats(self) -> dict:
         """Model calls, arrays answered, and how many calls had each batch size."""
