@@ -254,13 +254,17 @@ def test_predict_explain_and_the_server_take_a_keras2_file(keras2, tmp_path, mon
     assert files and all(path.stat().st_size > 0 for path in files)
 
     app = create_app({"CLASSIFICATION_MODEL": str(model), "EVALUATION_DB": str(tmp_path / "reviews.db")})
+    _assert_served_predictions(app, keras2, "single/single_image")
+
+
+def _assert_served_predictions(app, keras2, expected: str) -> None:
+    """Every RGB image classified through the app's /api/classify gives tf-keras's own prediction ``expected``."""
     client = app.test_client()
     for index, path in enumerate(keras2["rgb"]):
         answer = client.post("/api/classify", data={"file": (io.BytesIO(path.read_bytes()), path.name)},
                              content_type="multipart/form-data")
         assert answer.status_code == 200, answer.get_json()
-        np.testing.assert_allclose(answer.get_json()["prediction"], keras2["expected"]["single/single_image"][index],
-                                   atol=1e-5)
+        np.testing.assert_allclose(answer.get_json()["prediction"], keras2["expected"][expected][index], atol=1e-5)
 
 
 def test_the_server_reads_the_results_table_beside_an_original_model(keras2, tmp_path):
@@ -274,10 +278,4 @@ def test_the_server_reads_the_results_table_beside_an_original_model(keras2, tmp
     write_table(tmp_path / "automation_result.csv", [original_row(resizefilter="bicubic", colorspace="HSV",
                                                                   trainmodel=model.name)])
     app = create_app({"CLASSIFICATION_MODEL": str(model), "EVALUATION_DB": str(tmp_path / "reviews.db")})
-    client = app.test_client()
-    for index, path in enumerate(keras2["rgb"]):
-        answer = client.post("/api/classify", data={"file": (io.BytesIO(path.read_bytes()), path.name)},
-                             content_type="multipart/form-data")
-        assert answer.status_code == 200, answer.get_json()
-        np.testing.assert_allclose(answer.get_json()["prediction"], keras2["expected"]["single/bicubic/HSV"][index],
-                                   atol=1e-5)
+    _assert_served_predictions(app, keras2, "single/bicubic/HSV")
