@@ -160,8 +160,9 @@ def _row_states(experiment: str) -> list[dict]:
              "epochs": len(client.get_metric_history(run.info.run_id, "loss"))} for run in runs]
 
 
-def _kill_when(process, condition, what: str, seed: int, timeout: float = 300) -> list[dict]:
-    """SIGKILLs ``process`` as soon as ``condition(states)`` holds; returns the row states seen at the kill."""
+def _kill_when(process, condition, what: str, seed: int, experiment: str, timeout: float = 300) -> list[dict]:
+    """SIGKILLs ``process`` as soon as ``condition()`` returns the running rows' states; returns those the kill
+    interrupted."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, f"the table ended before the kill {what} (chaos seed {seed})"
@@ -169,7 +170,10 @@ def _kill_when(process, condition, what: str, seed: int, timeout: float = 300) -
         if states is not None:
             process.kill()
             process.wait()
-            return states
+            # the runs the kill interrupted: those of the snapshot still RUNNING now that the process is dead (one
+            # may have finished between the look and the kill)
+            still = {state["run_id"] for state in _row_states(experiment) if state["status"] == "RUNNING"}
+            return [state for state in states if state["run_id"] in still]
         time.sleep(0.05)
     process.kill()
     raise AssertionError(f"no moment {what} was seen in time (chaos seed {seed})")
@@ -208,22 +212,20 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
         process = subprocess.Popen(command + (["--resume"] if attempt else []), cwd=tmp_path, env=environment,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        def running():
-            return [state for state in _row_states("chaos") if state["status"] == "RUNNING"]
-
         def observed():
-            states = running()
+            everything = _row_states("chaos")  # one look: the condition and the states from the same moment
+            states = [state for state in everything if state["status"] == "RUNNING"]
             if moment == "at epoch >= 2":
                 hit = any(state["epochs"] >= 3 for state in states)  # three epochs done: training in epoch >= 3
             elif moment == "during evaluation":
                 hit = any(state["epochs"] == epochs for state in states)  # every epoch logged, not yet FINISHED
             elif moment == "between rows":
-                hit = sum(state["status"] == "FINISHED" for state in _row_states("chaos")) > finished_before
+                hit = sum(state["status"] == "FINISHED" for state in everything) > finished_before
             else:
                 hit = marker.is_file()
             return states if hit else None
 
-        interrupted.append((moment, _kill_when(process, observed, moment, seed)))
+        interrupted.append((moment, _kill_when(process, observed, moment, seed, "chaos")))
         if moment == "while a checkpoint is written":
             partials = list((out / ".backup").glob("*/last-partial.npz"))
             assert partials, f"the kill did not land mid-write (chaos seed {seed})"
