@@ -16,14 +16,20 @@ from helpers import REPO, small_cnn_row, write_table
 @pytest.mark.slow
 def test_mlflow_run_trains_a_table(tmp_path, mini_digits):
     table = write_table(tmp_path / "table.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)])
+    # values with shell syntax and spaces reach timl.train as one argument each, never run (issue 21, finding 7)
+    img_dir = tmp_path / "x;echo INJECTED-$((6*7));"
+    img_dir.symlink_to(mini_digits / "images")
+    out_dir = tmp_path / "a b"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     mlflow = Path(sys.executable).parent / "mlflow"
-    result = subprocess.run([str(mlflow), "run", str(REPO), "-P", f"table={table}", "-P", f"out_dir={tmp_path / 'out'}",
-                             "--env-manager", "local", "--experiment-name", "project"],
+    result = subprocess.run([str(mlflow), "run", str(REPO), "-P", f"table={table}", "-P", f"out_dir={out_dir}",
+                             "-P", f"img_dir={img_dir}", "--env-manager", "local", "--experiment-name", "project"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    frame = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert "INJECTED-42" not in result.stdout + result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    frame = pd.read_csv(out_dir / "automation_result.csv", dtype=str, keep_default_na=False)
     assert len(frame) == 1 and frame.loc[0, "method"] == "SmallCNN" and frame.loc[0, "run_id"]
 
     from mlflow.tracking import MlflowClient
