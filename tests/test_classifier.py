@@ -26,7 +26,7 @@ def test_class_index_takes_a_name_or_an_index(classifier, text, expected):
     assert classifier.class_index(text) == expected
 
 
-@pytest.mark.parametrize("text", ["Z", "3", "-1", "1.0", "a"])
+@pytest.mark.parametrize("text", ["Z", "3", "-1", "1.0", "a", "\u00b2", "\u0663"])  # superscript 2, Arabic-Indic 3
 def test_class_index_refuses_anything_else_and_lists_the_classes(classifier, text):
     with pytest.raises(ModelError) as error:
         classifier.class_index(text)

@@ -238,6 +238,25 @@ def test_missing_images_lists_first_20_and_count(tmp_path):
     assert "m19" in message and "m20" not in message and "(25 in all)" in message
 
 
+def test_image_names_leading_out_of_the_image_folder_are_refused(tmp_path):
+    """An image_name is a file inside the image folder: absolute names and '..' never reach a file outside it
+    (issue 21, finding 10), even when the file exists; a sub-folder name still works."""
+    secret = tmp_path / "outside"
+    _write_images(secret, ["secret"])
+    _write_images(tmp_path / "data" / "images" / "sub", ["nested"])
+    _write_images(tmp_path / "data" / "images", [f"{index:02d}" for index in range(9)])
+    good = [[f"{index:02d}", *np.eye(3, dtype=int)[index % 3]] for index in range(9)]
+    bad = ["../../outside/secret", str(secret / "secret"), "sub/../../../outside/secret"]
+    _write_csv(tmp_path / "data" / "gt.csv", good + [[name, 1, 0, 0] for name in bad])
+    with pytest.raises(DatasetError) as error:
+        load_dataset("gt.csv", "n=2", base_dir=tmp_path / "data")
+    message = str(error.value)
+    assert "gt.csv" in message and "3 image name(s) lead out of the image folder" in message
+    assert all(repr(name) in message or name in message for name in bad)
+    _write_csv(tmp_path / "data" / "gt.csv", good + [["sub/nested", 1, 0, 0]])
+    assert "sub/nested" in _all_names(load_dataset("gt.csv", "n=2", base_dir=tmp_path / "data"))
+
+
 @pytest.mark.parametrize("split", ["frac=0.2", "n=3", "kfold=3:0"])
 def test_one_file_splits_accept_a_root_name_as_the_original(tmp_path, split):
     """The original TIML read ``<dataset>.csv`` for frac=F and n=N: a root name works, and so does the file name."""

@@ -111,6 +111,7 @@ def test_request_errors_are_json(client):
         (post(client, "/api/explain/gradcam/dense", encoded()), 404, "conv_a"),
         (post(client, "/api/explain/rise/-?masks=abc", encoded()), 400, "masks"),
         (post(client, "/api/explain/gradcam/conv_a?class=Z", encoded()), 400, "A, B, C"),
+        (post(client, "/api/explain/gradcam/conv_a?class=%C2%B2", encoded()), 400, "A, B, C"),  # "²" was a 500
         (client.get("/api/classify"), 405, ""),
         (client.get("/no/such/page"), 404, ""),
     ]

@@ -188,7 +188,7 @@ class Classifier:
             return None
         if text in self.class_names:
             return self.class_names.index(text)
-        if text.isdigit() and int(text) < len(self.class_names):
+        if text.isascii() and text.isdigit() and int(text) < len(self.class_names):  # not "²" or "٣"
             return int(text)
         raise ModelError(f"Unknown class. Expected one of: {', '.join(self.class_names)} or an index "
                          f"0-{len(self.class_names) - 1}. Received: class={text!r}")

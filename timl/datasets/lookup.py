@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from timl.datasets._common import _listed
-from timl.errors import MissingFileError
+from timl.errors import DatasetError, MissingFileError
 from timl.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,16 @@ def _find_nested(name: str, img_dir: Path) -> str | None:
     return None
 
 
+def outside_names(names: Iterable[str]) -> list[str]:
+    """The image names that would lead out of the image folder: absolute names and names with a ``..`` part.
+
+    Names with ``/`` name a sub-folder and stay allowed; links inside the folder are the user's own files (the
+    review export makes such links) and are not resolved.
+    """
+    return [name for name in names
+            if os.path.isabs(name) or ".." in name.replace(os.sep, "/").split("/")]
+
+
 def find_images(names: Iterable[str], img_dir: str | Path) -> tuple[list[str | None], list[str]]:
     """Finds the file of each image name: the name plus one of ``IMAGE_SUFFIXES`` in any case.
 
@@ -54,9 +64,17 @@ def find_images(names: Iterable[str], img_dir: str | Path) -> tuple[list[str | N
 
     Returns:
         The path of each name (None where no file exists), and the names without a file, in order.
+
+    Raises:
+        DatasetError: names that lead out of the folder (absolute, or with a ``..`` part), listed.
     """
     img_dir = Path(img_dir)
     names = list(names)
+    outside = outside_names(names)
+    if outside:
+        raise DatasetError(f"{len(outside)} image name(s) lead out of the image folder {img_dir}: an image_name "
+                           "names a file inside it (a sub-folder with '/' is fine; no absolute name, no '..'). "
+                           f"Received: {_listed(outside)}")
     exact, lowered = _index_folder(img_dir) if img_dir.is_dir() else ({}, {})
     paths: list[str | None] = []
     for name in names:
@@ -79,11 +97,15 @@ def image_paths(names: list[str], img_dir: str | Path, source: str | Path) -> li
 
     Raises:
         MissingFileError: no such folder, or images not found (the first 20 names and the count).
+        DatasetError: names that lead out of the folder (absolute, or with a ``..`` part), listed.
     """
     img_dir = Path(img_dir)
     if not img_dir.is_dir():
         raise MissingFileError(f"{source}: image folder not found. Received: img_dir={str(img_dir)!r}")
-    paths, missing = find_images(names, img_dir)
+    try:
+        paths, missing = find_images(names, img_dir)
+    except DatasetError as error:
+        raise DatasetError(f"{source}: {error}") from None
     if missing:
         raise MissingFileError(
             f"{source}: {len(missing)} image(s) not found in {img_dir} (looked for image_name plus one of "
