@@ -22,9 +22,30 @@ import click
 IMAGE_FIELDS = ("grey", "heatmap", "comp")
 
 
+class RedirectRefused(urllib.error.URLError):
+    """The server answered with a redirect: the client does not follow it (the token and image would go along)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: urllib would follow a POST's 301/302/303 as a GET with the ``Authorization``
+    header, to any host and from https to http."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise RedirectRefused(f"the server answered {code} {msg}, a redirect to {newurl}; the client does not follow "
+                              "redirects (the token and the image would go along): use the final URL")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def send_image(image: str | Path, url: str, timeout: float = 120, token: str | None = None) -> tuple[int, dict]:
     """POSTs ``image`` as multipart field ``file`` to ``url`` (with ``Authorization: Bearer token`` when a
-    token is given); returns the status and the JSON answer."""
+    token is given); returns the status and the JSON answer.
+
+    Raises:
+        RedirectRefused: the server answered with a redirect (never followed).
+        urllib.error.URLError: the server cannot be reached.
+    """
     path = Path(image)
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
@@ -34,7 +55,7 @@ def send_image(image: str | Path, url: str, timeout: float = 120, token: str | N
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         try:
@@ -93,11 +114,15 @@ EXAMPLE = """Examples:
               help="Also write the answer's grey, heatmap and comp PNGs to this folder as "
                    "<image>-<method>-<kind>.png.")
 @click.option("--token", envvar="TIML_API_TOKEN", default=None,
-              help="API token of a server with API_TOKENS_FILE. [env: TIML_API_TOKEN]")
+              help="API token of a server with API_TOKENS_FILE. Prefer the TIML_API_TOKEN environment variable: "
+                   "a --token on the command line is visible to other users in ps. [env: TIML_API_TOKEN]")
 def cli(image, url, save_dir, token):
     """Send IMAGE to a TIML server URL (classify or explain) and print the status and the JSON."""
     try:
         status, answer = send_image(image, url, token=token)
+    except RedirectRefused as error:
+        click.echo(f"error: {url}: {error.reason}", err=True)
+        sys.exit(2)
     except urllib.error.URLError as error:
         click.echo(f"error: cannot reach {url}: {error.reason}", err=True)
         sys.exit(2)
