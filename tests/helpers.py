@@ -62,6 +62,24 @@ def tiny_classifier(size: int = 16, classes=("A", "B", "C")):
     return Classifier(keras.Model(inputs, outputs), Preprocessing(size), tuple(classes), False)
 
 
+def colour_classifier(size: int = 16, classes=("A", "B", "C")):
+    """A classifier that predicts the class of the image's strongest colour channel (red: the first class, green
+    the second, blue the third), with a probability near 1 for a pure colour."""
+    import keras
+
+    from timl.classifier import Classifier
+    from timl.images import Preprocessing
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(3, 1, name="conv_a")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(len(classes), activation="softmax")
+    model = keras.Model(inputs, dense(x))
+    model.get_layer("conv_a").set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3), np.zeros(3, np.float32)])
+    dense.set_weights([20 * np.eye(3, len(classes), dtype=np.float32), np.zeros(len(classes), np.float32)])
+    return Classifier(model, Preprocessing(size), tuple(classes), False)
+
+
 def encoded(mode="RGB", size=(40, 24), format_name="PNG", **save) -> bytes:
     """A random image of ``mode`` and ``size`` encoded as ``format_name``."""
     from PIL import Image

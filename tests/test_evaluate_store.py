@@ -59,6 +59,27 @@ def test_answers_are_validated_and_downloadable(client):
     assert rows[1]["comment"] == "looks like C, 'quoted', a,b"
 
 
+def test_an_answer_records_the_servers_prediction_and_a_known_class(client, tmp_path):
+    """``predicted`` and ``confidence`` are the served model's own for the image, whatever the client sends, and
+    ``label`` must be one of the model's classes (issue 21, finding 8)."""
+    from timl.images import decode_image
+
+    classifier = tiny_classifier()
+    probabilities = classifier.predict_images([decode_image(tmp_path / "review" / "a.png")])[0]
+    own = classifier.class_names[int(probabilities.argmax())]
+    forged = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "", "predicted": "Z",
+              "confidence": 0.01, "comment": ""}
+    stored = client.post("/api/evaluate/answers", json=forged)
+    assert stored.status_code == 201
+    assert stored.get_json()["predicted"] == own and stored.get_json()["confidence"] == pytest.approx(
+        float(probabilities.max()), abs=1e-6)
+    unknown = client.post("/api/evaluate/answers", json=dict(forged, agree=False, label="Z"))
+    assert unknown.status_code == 400 and unknown.get_json()["error"] == (
+        "Unknown class in 'label'. Expected one of: A, B, C. Received: label='Z'")
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/evaluate/answers.csv").get_data(as_text=True))))
+    assert [(row["predicted"], row["label"], row["agree"]) for row in rows] == [(own, "", "1")]
+
+
 def test_not_configured(tmp_path):
     from timl.serving import create_app
 

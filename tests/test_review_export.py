@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from helpers import REPO, random_images, small_cnn_row, tiny_classifier, train_in_own_store
+from helpers import REPO, colour_classifier, random_images, small_cnn_row, train_in_own_store
 from timl import review
 from timl.datasets import load_dataset
 from timl.errors import DatasetError, MissingFileError
@@ -49,12 +49,20 @@ def original(tmp_path_factory) -> Path:
     review), and original/answers.db: the answers above, posted to the server's evaluation API."""
     from timl.serving import create_app
 
+    from PIL import Image
+
     folder = tmp_path_factory.mktemp("reviews") / "original"
     names = random_images(folder / "images", ORIGINAL_IMAGES, size=(16, 16))
+    # an agreement is a vote for the class the server's model predicts (never the client's "predicted"): the
+    # reviewed images are coloured so that the colour classifier predicts what ANSWERS say it showed
+    for _, image, answer in ANSWERS:
+        if "predicted" in answer:
+            colour = tuple(255 * (CLASSES.index(answer["predicted"]) == channel) for channel in range(3))
+            Image.new("RGB", (16, 16), colour).save(folder / "images" / image)
     rows = [[name, *(int(index % 3 == column) for column in range(3))] for index, name in enumerate(names)]
     pd.DataFrame(rows, columns=HEADER).to_csv(folder / "original.csv", index=False)
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder / "images"),
-                      "EVALUATION_DB": str(folder / "answers.db")}, classifier=tiny_classifier(classes=CLASSES))
+                      "EVALUATION_DB": str(folder / "answers.db")}, classifier=colour_classifier(classes=CLASSES))
     client = app.test_client()
     for reviewer, image, answer in ANSWERS:
         payload = {"image": image, "evaluator": reviewer, "comment": "", "label": "", **answer}

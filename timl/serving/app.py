@@ -252,7 +252,8 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
     app.register_blueprint(reviews_blueprint(config.as_mapping(), holder.review_facts, holder.uncertainty,
-                                             _analysis(holder)), url_prefix=f"{config.rest_prefix}/evaluate")
+                                             _analysis(holder), holder.prediction),
+                           url_prefix=f"{config.rest_prefix}/evaluate")
     static_dir = pages_dir(config)
     logger.info("REST API at %s/, web pages at %s/ (from %s)", config.rest_prefix, config.static_prefix, static_dir)
 

@@ -33,6 +33,7 @@ class ModelHolder:
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
         self._uncertainty: dict = {}
+        self._predictions: dict = {}
 
     @property
     def loaded(self) -> bool:
@@ -89,6 +90,19 @@ class ModelHolder:
             for (key, _), margin in zip(missing, margins):
                 self._uncertainty[key] = float(1 - margin)
         return [self._uncertainty[key] for key in keys]
+
+    def prediction(self, path: Path) -> tuple[str, float]:
+        """The model's predicted class of an image file and its probability, as an expert answer records them;
+        cached per file (path, size and modification time)."""
+        from timl.images import decode_image
+
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._predictions:
+            probabilities = self.classify(decode_image(path, max_pixels=self.config.max_image_pixels, name=path.name))
+            index = int(probabilities.argmax())
+            self._predictions[key] = (self.classifier.class_names[index], float(probabilities[index]))
+        return self._predictions[key]
 
     def _predict(self, arrays: np.ndarray) -> np.ndarray:
         return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))

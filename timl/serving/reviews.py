@@ -207,9 +207,21 @@ def _answers_csv(rows) -> str:
     return buffer.getvalue()
 
 
+def _check_label(answer: dict, classes) -> None:
+    """The class an expert chose must be one of the model's (the export turns it into a dataset label).
+
+    Raises:
+        AnswerError: a label that is not one of ``classes``.
+    """
+    if answer["label"] and classes and answer["label"] not in classes:
+        raise AnswerError(f"Unknown class in 'label'. Expected one of: {', '.join(classes)}. "
+                          f"Received: label={answer['label']!r:.80}")
+
+
 def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = None,
                       uncertainty: Callable[[list[Path]], list[float]] | None = None,
-                      analyse: Callable[[Path], dict] | None = None) -> Blueprint:
+                      analyse: Callable[[Path], dict] | None = None,
+                      prediction: Callable[[Path], tuple[str, float]] | None = None) -> Blueprint:
     """The evaluation API over ``config["EVALUATION_IMAGES_DIR"]`` and ``config["EVALUATION_DB"]``.
 
     Args:
@@ -222,6 +234,9 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         uncertainty: the model's uncertainty of each image file (higher first), for EVALUATION_ORDER
             ``uncertainty``.
         analyse: the classification and explanation of one image file (``GET images/<name>/analysis``).
+        prediction: the served model's predicted class of an image file and its probability: every answer
+            records these, never the ``predicted`` and ``confidence`` a client sends (an agreement is a vote for
+            the class the model predicted). Without it (a blueprint with no model) the client's are kept.
 
     Returns:
         A blueprint to mount at ``<rest>/evaluate``.
@@ -269,10 +284,14 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
     @blueprint.post("/answers")
     def answers():
         answer = _answer(request.get_json(silent=True))
-        if answer["image"] not in _listing(folder):
+        listed = _listing(folder)
+        if answer["image"] not in listed:
             raise AnswerError(f"Unknown image; expected one of the names that GET images lists. "
                               f"Received: image={answer['image']!r:.80}")
         facts = model_facts() if model_facts else {}
+        _check_label(answer, facts.get("classes"))
+        if prediction is not None:
+            answer["predicted"], answer["confidence"] = prediction(listed[answer["image"]])
         return jsonify(**_store(database, answer, g.get("timl_user", ""), facts), **answer), 201
 
     @blueprint.get("/answers")
