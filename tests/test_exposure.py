@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -254,8 +255,8 @@ def test_a_rebinding_host_is_refused_on_every_route(tmp_path):
     client = _app(tmp_path).test_client()
     for url in ("/api/info", "/api/evaluate/answers.csv", "/api/evaluate/images/a.png", "/static/evaluate.html", "/"):
         answer = client.get(url, headers={"Host": "evil.example:8080"})
-        assert answer.status_code == 400, url
-        assert "TRUSTED_HOSTS" in answer.get_json()["error"] and "Host='evil.example:8080'" in answer.get_json()["error"]
+        error = answer.get_json()["error"]
+        assert answer.status_code == 400 and "TRUSTED_HOSTS" in error and "Host='evil.example:8080'" in error, url
     refused = client.post("/api/evaluate/answers", json=ANSWER, headers={"Host": "evil.example"})
     assert refused.status_code == 400 and client.get("/api/evaluate/answers.csv").text.count("\n") == 1
     for host in ("localhost", "localhost:8080", "127.0.0.1:5000", "[::1]:8080", "192.168.1.5:8080", "LOCALHOST."):
@@ -282,7 +283,8 @@ def test_cross_origin_writes_are_refused_and_same_origin_ones_pass(tmp_path):
     upload = {"file": (io.BytesIO(encoded()), "a.png")}
     assert client.post("/api/classify", data=upload, headers={"Origin": "https://evil.example"}).status_code == 403
     assert client.get("/api/evaluate/answers.csv").text.count("\n") == 1  # nothing stored
-    assert client.get("/api/info", headers={"Origin": "https://evil.example"}).status_code == 200  # reads: the browser keeps them
+    # a read from another origin is answered: the browser keeps the answer from the other site's page
+    assert client.get("/api/info", headers={"Origin": "https://evil.example"}).status_code == 200
     for origin in ("http://localhost", None):  # the page's own origin; no Origin (timl.client, curl)
         headers = {"Origin": origin} if origin else {}
         assert client.post("/api/evaluate/answers", json=ANSWER, headers=headers).status_code == 201, origin
@@ -308,8 +310,8 @@ def test_with_tokens_the_name_checks_apply_only_with_trusted_hosts(tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("", ()), (None, ()), ("timl.example.org", ("timl.example.org",)), ("A.example, b.example.", ("a.example", "b.example")),
-    (["timl.example.org"], ("timl.example.org",))])
+    ("", ()), (None, ()), ("timl.example.org", ("timl.example.org",)),
+    ("A.example, b.example.", ("a.example", "b.example")), (["timl.example.org"], ("timl.example.org",))])
 def test_trusted_hosts_values(value, expected):
     from timl.serving.config import SAMPLE, ServerConfig
 
@@ -353,3 +355,67 @@ def test_a_real_server_refuses_a_forged_host_and_origin(tmp_path):
         assert requests.get(f"{base}/api/evaluate/images/a.png", timeout=30).status_code == 200
     finally:
         _stop(server)
+
+
+#: In the page: read the answers and post one as the page's own origin; the two statuses.
+READ_AND_POST = """
+const done = arguments[arguments.length - 1];
+const answer = {image: "a.png", evaluator: arguments[0], agree: true, label: "", predicted: "A"};
+Promise.all([fetch("/api/evaluate/answers.csv").then(r => r.status),
+             fetch("/api/evaluate/answers", {method: "POST", headers: {"Content-Type": "application/json"},
+                                             body: JSON.stringify(answer)}).then(r => r.status)])
+  .then(done, error => done(String(error)));
+"""
+
+#: In the page: what a form on another site may post anywhere (a "simple" request, sent without asking).
+CROSS_SITE_POST = """
+const done = arguments[arguments.length - 1];
+const form = new FormData();
+form.append("file", new Blob([new Uint8Array(8)], {type: "image/png"}), "x.png");
+fetch(arguments[0], {method: "POST", mode: "no-cors", body: form})
+  .then(() => done("sent"), error => done(String(error)));
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian's chromium and chromium-driver are not installed")
+def test_in_chromium_a_rebinding_page_and_another_origin_are_refused(tmp_path):
+    """The attacks in a real browser: a page under another name that resolves to this server (Chromium's
+    host-resolver-rules map rebind.example to 127.0.0.1, the rebinding done) can neither read the answers nor post
+    one; a page of another origin (localhost) posting to 127.0.0.1 is refused; the page's own origin posts."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from helpers import CHROMIUM_FLAGS, chromium
+
+    app = _app(tmp_path)
+    seen = []  # (method, path, Origin, status) of each request answered
+    inner = app.wsgi_app
+
+    def recording(environ, start_response):
+        def start(status, headers, exc_info=None):
+            seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("HTTP_ORIGIN"), int(status[:3])))
+            return start_response(status, headers, exc_info)
+        return inner(environ, start)
+
+    app.wsgi_app = recording
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    port = http.server_port
+    browser = chromium(tmp_path / "profile", CHROMIUM_FLAGS + ("--host-resolver-rules=MAP rebind.example 127.0.0.1",))
+    try:
+        browser.get(f"http://rebind.example:{port}/static/evaluate.html")
+        assert browser.execute_async_script(READ_AND_POST, "Dr. Rebinding") == [400, 400]
+        browser.get(f"http://localhost:{port}/static/evaluate.html")
+        assert browser.execute_async_script(CROSS_SITE_POST, f"http://127.0.0.1:{port}/api/classify") == "sent"
+        browser.get(f"http://127.0.0.1:{port}/static/evaluate.html")
+        assert browser.execute_async_script(READ_AND_POST, "Dr. Own") == [200, 201]
+    finally:
+        browser.quit()
+        http.shutdown()
+    assert ("POST", "/api/classify", f"http://localhost:{port}", 403) in seen
+    assert ("POST", "/api/evaluate/answers", f"http://127.0.0.1:{port}", 201) in seen  # Chromium sends Origin
+    rows = list(csv.DictReader(io.StringIO(_app(tmp_path).test_client().get("/api/evaluate/answers.csv").text)))
+    assert [row["evaluator"] for row in rows] == ["Dr. Own"]

@@ -58,7 +58,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
 
         def load(self):
             app = create_app(config)
-            app.config[INSECURE_KEY] = app.config[INSECURE_KEY] or insecure  # the app checks each request's address too
+            app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
             return app
 
     TimlApplication().run()

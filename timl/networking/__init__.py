@@ -62,7 +62,7 @@ def refuse_exposure(app, bind: str, insecure: bool) -> None:
     from timl.errors import ConfigError
     from timl.serving.exposure import INSECURE_KEY, check_exposure
 
-    insecure = insecure or app.config[INSECURE_KEY]
+    insecure = insecure or bool(app.config.get(INSECURE_KEY))
     try:
         check_exposure(bind, app.config["TIML"], insecure)
     except ConfigError as error:

@@ -47,7 +47,7 @@ def run(config_path: str | None = None, host: str = "127.0.0.1", port: int = 500
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="timl_server_config.json (default: $TIML_SERVER_CONFIG, else ./, ~/.timl/, ~/).")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Beyond loopback it needs API_TOKENS_FILE in the configuration (or --insecure).")
+              help="Address to listen on. Beyond loopback it needs API_TOKENS_FILE (or --insecure).")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API tokens (a trusted network only).")
 def cli(config_path, host, port, insecure):
