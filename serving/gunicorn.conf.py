@@ -1,10 +1,10 @@
 # gunicorn settings for the TIML server: gunicorn -c serving/gunicorn.conf.py serving.wsgi:app
 # The settings are python -m timl.serve's own (timl.serve.gunicorn_settings, the one place they are written):
 # gthread workers (requests in threads, batched model calls), 2 workers, a stuck worker restarted after 120 s.
-# A -b/--bind beyond loopback needs API_TOKENS_FILE in timl_server_config.json (or TIML_INSECURE=1).
-import os
-
-from timl.serve import check_exposure, gunicorn_settings
+# A -b/--bind beyond loopback needs API_TOKENS_FILE in timl_server_config.json (or TIML_INSECURE=1): refused here at
+# start; without -c the app itself answers every request 503 (timl.serving.exposure, the one rule).
+from timl.serve import gunicorn_settings
+from timl.serving.exposure import check_exposure, insecure_from_environment
 
 globals().update(gunicorn_settings("127.0.0.1:8080"))
 
@@ -14,4 +14,4 @@ def on_starting(server):
 
     config = load_config()
     for address in server.cfg.bind:
-        check_exposure(address, config, insecure=os.environ.get("TIML_INSECURE") == "1")
+        check_exposure(address, config, insecure=insecure_from_environment())

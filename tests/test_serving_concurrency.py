@@ -255,7 +255,7 @@ def test_a_bad_tokens_file_is_named(tmp_path, content, message):
 
 def test_serving_beyond_loopback_needs_tokens_or_insecure(tmp_path):
     from timl.errors import ConfigError
-    from timl.serve import check_exposure
+    from timl.serving.exposure import check_exposure
     from timl.serving.config import ServerConfig
 
     model = saved_model(tmp_path)

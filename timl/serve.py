@@ -8,11 +8,7 @@ concurrent ``/classify`` requests decode their images in parallel and share mode
 
 from __future__ import annotations
 
-import ipaddress
-
 import click
-
-from timl.errors import ConfigError
 
 EXAMPLE = """Example:
 
@@ -42,34 +38,6 @@ def gunicorn_settings(bind: str, workers: int = 2, threads: int = 16, timeout: i
             "limit_request_line": 8190, "accesslog": "-"}
 
 
-def is_loopback(bind: str) -> bool:
-    """Whether a gunicorn bind address only accepts connections from this machine (loopback, a unix socket)."""
-    if bind.startswith(("unix:", "fd://")):
-        return True
-    host = bind.rsplit(":", 1)[0] if bind.count(":") == 1 or bind.startswith("[") else bind
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(bind: str, config, insecure: bool) -> None:
-    """Refuses to serve beyond loopback without API tokens unless ``insecure`` is given.
-
-    Raises:
-        ConfigError: a non-loopback address, no API_TOKENS_FILE and no ``--insecure``.
-    """
-    if is_loopback(bind) or config.api_tokens_file or insecure:
-        return
-    raise ConfigError(f"Refusing to listen on {bind} without API tokens: anyone who can reach it could use the "
-                      f"model and write expert answers. Set API_TOKENS_FILE in {config.source or 'the configuration'} "
-                      "(a JSON file of {\"token\": \"user name\"}) and put a reverse proxy with TLS in front (see "
-                      "the README), or bind to 127.0.0.1, or pass --insecure if the network is trusted.")
-
-
 def run(config_path: str | None, bind: str, workers: int, threads: int, timeout: int, backlog: int,
         insecure: bool = False) -> None:
     """Runs gunicorn in this process with the TIML app (fails early, with a sample, on a bad configuration)."""
@@ -77,6 +45,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
 
     from timl.serving.app import create_app
     from timl.serving.config import load_config
+    from timl.serving.exposure import INSECURE_KEY, check_exposure
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
@@ -88,7 +57,9 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
                 self.cfg.set(key, value)
 
         def load(self):
-            return create_app(config)
+            app = create_app(config)
+            app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
+            return app
 
     TimlApplication().run()
 

@@ -5,7 +5,9 @@
 
 ``app`` is built on first access (``flask run`` asks for it), from the configuration that
 :func:`timl.serving.config.find_config` finds; importing this package reads no file. Without a configuration the
-process stops with status 2 and prints a sample configuration, as the original did. ``python -m timl.serve``
+process stops with status 2 and prints a sample configuration, as the original did. Beyond loopback without API
+tokens (``flask run --host 0.0.0.0``) the app answers every request 503 unless ``TIML_INSECURE=1`` is set
+(:mod:`timl.serving.exposure`); ``python -m timl.networking`` refuses to start there instead. ``python -m timl.serve``
 (gunicorn) remains the way to serve in production; ``python -m timl.networking`` runs the development server.
 """
 
@@ -46,6 +48,27 @@ def server_app(config_path=None):
             click.echo(f"error: {error}", err=True)
             raise SystemExit(EXIT_CONFIG_ERROR) from None
     return _apps[key]
+
+
+def refuse_exposure(app, bind: str, insecure: bool) -> None:
+    """Stops the process (status 2, the message on stderr) before ``app`` listens on ``bind`` beyond loopback
+    without API tokens and without ``insecure`` or ``TIML_INSECURE=1``; with ``insecure`` the app serves there.
+
+    Raises:
+        SystemExit: status 2 on a refused address.
+    """
+    import click
+
+    from timl.errors import ConfigError
+    from timl.serving.exposure import INSECURE_KEY, check_exposure
+
+    insecure = insecure or bool(app.config.get(INSECURE_KEY))
+    try:
+        check_exposure(bind, app.config["TIML"], insecure)
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    app.config[INSECURE_KEY] = insecure
 
 
 def __getattr__(name: str):

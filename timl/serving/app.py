@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
+from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.model import ModelHolder
@@ -248,6 +249,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config
+    guard.install(app, config)  # exposure, Host and Origin checks before every route
     holder = ModelHolder(config, classifier)
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 from timl.errors import ConfigError
@@ -60,6 +61,12 @@ SAMPLE = {
     "API_TOKENS_FILE_description": "JSON file of {\"token\": \"user name\"}: when set, every REST route needs "
                                    "'Authorization: Bearer TOKEN' and expert answers record the user. Keep it "
                                    "out of the repository.",
+    "TRUSTED_HOSTS": "",
+    "TRUSTED_HOSTS_description": "Names this server is reached by besides localhost and IP addresses, comma-"
+                                 "separated (or a list), e.g. \"timl.example.org\": the name a reverse proxy "
+                                 "passes with 'proxy_set_header Host $host'. Requests naming another host get 400 "
+                                 "and other sites' pages may not post (a guard against DNS rebinding; with "
+                                 "API_TOKENS_FILE and no TRUSTED_HOSTS these checks are off).",
 }
 
 
@@ -83,6 +90,7 @@ class ServerConfig:
     explain_queue: int = 4
     explain_timeout_s: float = 120
     api_tokens_file: str = ""
+    trusted_hosts: tuple[str, ...] = ()
     source: str = ""
 
     def as_mapping(self) -> dict:
@@ -95,7 +103,7 @@ class ServerConfig:
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
-                "API_TOKENS_FILE": self.api_tokens_file}
+                "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts)}
 
     def tokens(self) -> dict[str, str]:
         """The API tokens (token -> user name) of API_TOKENS_FILE; empty when none is configured.
@@ -153,7 +161,8 @@ class ServerConfig:
                        explain_concurrency=_bounded(values, "EXPLAIN_CONCURRENCY", int, 1, 64, source),
                        explain_queue=_bounded(values, "EXPLAIN_QUEUE", int, 0, 10_000, source),
                        explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),
-                       api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")), source=source)
+                       api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
+                       trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source), source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
 
@@ -165,6 +174,19 @@ def _choice(values: dict, key: str, choices: tuple[str, ...], source: str) -> st
         raise ConfigError(f"{source or 'server configuration'}: {key} must be one of {', '.join(choices)}. "
                           f"Received: {key}={values.get(key)!r}")
     return value
+
+
+def _host_names(value, source: str) -> tuple[str, ...]:
+    """TRUSTED_HOSTS: a list or a comma-separated string of host names (no scheme, port or wildcard), lowercase."""
+    if value in (None, ""):
+        return ()
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    names = tuple(str(part).strip().lower().rstrip(".") for part in parts or () if str(part).strip())
+    if parts is None or not all(re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", name) for name in names):
+        raise ConfigError(f"{source or 'server configuration'}: TRUSTED_HOSTS lists the names this server is "
+                          "reached by, as a list or a comma-separated string of host names without scheme, port or "
+                          f"wildcard, e.g. \"timl.example.org\". Received: TRUSTED_HOSTS={value!r}")
+    return names
 
 
 def _bounded(values: dict, key: str, kind, low, high, source: str):
