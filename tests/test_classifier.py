@@ -186,7 +186,8 @@ def test_loading_a_logged_model_never_unpickles_its_python_model(tracking_uri, t
     proof, marker = tmp_path / "the-poison-works", tmp_path / "unpickled"
     pickle.loads(pickle.dumps(_TouchesWhenUnpickled(proof)))
     assert proof.is_file()
-    (logged_model_folder(tmp_path, run_id) / "python_model.pkl").write_bytes(pickle.dumps(_TouchesWhenUnpickled(marker)))
+    poisoned = pickle.dumps(_TouchesWhenUnpickled(marker))
+    (logged_model_folder(tmp_path, run_id) / "python_model.pkl").write_bytes(poisoned)
     expected = tiny_classifier().predict_images([encoded()])
     for uri in (f"runs:/{run_id}/model", "models:/tiny@champion", "models:/tiny/1"):
         loaded = load_classifier(model_uri=uri)

@@ -75,7 +75,8 @@ def _model_sha256(run) -> str | None:
     recorded = run.data.tags.get(tracking.TAG_MODEL_SHA256)
     if recorded and recorded != actual:
         raise ConfigError(f"Refusing to register run {run_id}: its logged Keras file changed after training. "
-                          f"Expected sha256 {recorded} (run tag {tracking.TAG_MODEL_SHA256}). Received: sha256={actual}")
+                          f"Expected sha256 {recorded} (run tag {tracking.TAG_MODEL_SHA256}). "
+                          f"Received: sha256={actual}")
     return actual
 
 
