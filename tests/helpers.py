@@ -106,6 +106,29 @@ def saved_model(folder: Path, size: int = 16) -> Path:
     return path
 
 
+def logged_tiny_model(folder: Path) -> str:
+    """Logs a tiny model (:func:`saved_model`) as TIML's pyfunc in a new run of the active store, with the run tag
+    training sets (``timl.model_sha256``); returns the run id (its model: ``runs:/RUN_ID/model``)."""
+    import mlflow
+
+    from timl import pyfunc, tracking
+    from timl.classifier import classifier_from_keras_file, sha256_of
+
+    path = saved_model(folder)
+    with mlflow.start_run() as run:
+        mlflow.set_tag(tracking.TAG_MODEL_SHA256, sha256_of(path))
+        pyfunc.log_model(path, Path(str(path) + ".json"), classifier_from_keras_file(path))
+    return run.info.run_id
+
+
+def logged_model_folder(store: Path, run_id: str) -> Path:
+    """The local artifact folder of a run's logged model ``model`` in a file artifact store under ``store``."""
+    import mlflow
+
+    model_id = mlflow.get_run(run_id).outputs.model_outputs[0].model_id
+    return next(store.glob(f"mlruns/*/models/{model_id}/artifacts"))
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:

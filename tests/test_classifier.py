@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import encoded, tiny_classifier, write_table
+from helpers import encoded, logged_model_folder, logged_tiny_model, tiny_classifier, write_table
 from timl.classifier import (Classifier, classifier_from_keras_file, confidence, load_classifier, read_metadata,
                              run_batches, sha256_of, write_metadata)
 from timl.errors import MissingFileError, ModelError
@@ -164,6 +166,34 @@ def test_an_mlflow_model_that_is_not_timl_is_refused(tracking_uri):
         load_classifier(model_uri=f"runs:/{run.info.run_id}/model")
     with pytest.raises(ModelError, match="Cannot load MLflow model"):
         load_classifier(model_uri="runs:/0123456789abcdef0123456789abcdef/model")
+
+
+class _TouchesWhenUnpickled:
+    """What a poisoned ``python_model.pkl`` could be: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_loading_a_logged_model_never_unpickles_its_python_model(tracking_uri, tmp_path):
+    from timl import register
+
+    run_id = logged_tiny_model(tmp_path)
+    register.register_run(run_id, "tiny")
+    proof, marker = tmp_path / "the-poison-works", tmp_path / "unpickled"
+    pickle.loads(pickle.dumps(_TouchesWhenUnpickled(proof)))
+    assert proof.is_file()
+    poisoned = pickle.dumps(_TouchesWhenUnpickled(marker))
+    (logged_model_folder(tmp_path, run_id) / "python_model.pkl").write_bytes(poisoned)
+    expected = tiny_classifier().predict_images([encoded()])
+    for uri in (f"runs:/{run_id}/model", "models:/tiny@champion", "models:/tiny/1"):
+        loaded = load_classifier(model_uri=uri)
+        assert loaded.class_names == ("A", "B", "C") and loaded.source == {"model_uri": uri, "run_id": run_id}
+        np.testing.assert_allclose(loaded.predict_images([encoded()]), expected, rtol=1e-5)
+    assert not marker.exists(), "a TIML loader unpickled python_model.pkl"
 
 
 def test_metadata_names_what_the_pyfunc_needs(classifier):

@@ -75,13 +75,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve(registered, mini_digits):
+#: The row cap the scoring server of these tests runs with (TIML_PYFUNC_MAX_ROWS).
+SERVER_MAX_ROWS = 3
+
+
+@pytest.fixture(scope="module")
+def scoring_server(registered):
+    """A real ``mlflow models serve`` of models:/digits@champion on loopback, at most 3 rows a request; its URL."""
     import requests
 
     port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"],
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registered["uri"], TIML_PYFUNC_MAX_ROWS=str(SERVER_MAX_ROWS),
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     server = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", "models:/digits@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -97,33 +102,94 @@ def test_mlflow_models_serve(registered, mini_digits):
                     break
             except requests.RequestException:
                 time.sleep(1)
-        image = sorted((mini_digits / "images").glob("*.png"))[0]
-        data = base64.b64encode(image.read_bytes()).decode()
-        payload = {"dataframe_split": {"columns": ["image"], "data": [[data], [data]]}}
-        answer = requests.post(f"{base}/invocations", json=payload, timeout=120)
-        assert answer.status_code == 200, answer.text
-        rows = answer.json()["predictions"]
-        assert len(rows) == 2 and rows[0]["predicted_class"] in ("D0", "D1", "D2")
-        assert -1 <= rows[0]["confidence_D0"] <= 1
-        payload["params"] = {"explain": "rise", "rise_masks": 50}
-        explained = requests.post(f"{base}/invocations", json=payload, timeout=300)
-        assert explained.status_code == 200, explained.text
-        assert base64.b64decode(explained.json()["predictions"][0]["heatmap"])[:4] == b"\x89PNG"
-        assert requests.get(f"{base}/health", timeout=10).status_code == 200
-        assert requests.get(f"{base}/version", timeout=10).status_code == 200
-        # base64 of "not an image": TIML's ImageError inside predict, which MLflow's scoring server answers as
-        # BAD_REQUEST (400) with its own message and the error in stack_trace, not as a 500
-        bad = requests.post(f"{base}/invocations", json={"dataframe_split": {"columns": ["image"],
-                                                                              "data": [["bm90IGFuIGltYWdl"]]}},
-                            timeout=60)
-        assert bad.status_code == 400, bad.text
-        error = bad.json()
-        assert error["error_code"] == "BAD_REQUEST", error
-        assert "ImageError: Cannot decode image 0: it is not an image file" in error["stack_trace"], error
-        assert requests.post(f"{base}/invocations", json=payload, timeout=120).status_code == 200  # still serving
+        yield base
     finally:  # mlflow starts uvicorn as a child: end the whole process group
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def _images(mini_digits) -> list[Path]:
+    return sorted((mini_digits / "images").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(scoring_server, mini_digits):
+    import requests
+
+    base = scoring_server
+    image = _images(mini_digits)[0]
+    data = base64.b64encode(image.read_bytes()).decode()
+    payload = {"dataframe_split": {"columns": ["image"], "data": [[data], [data]]}}
+    answer = requests.post(f"{base}/invocations", json=payload, timeout=120)
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["predictions"]
+    assert len(rows) == 2 and rows[0]["predicted_class"] in ("D0", "D1", "D2")
+    assert -1 <= rows[0]["confidence_D0"] <= 1
+    payload["params"] = {"explain": "rise", "rise_masks": 50}
+    explained = requests.post(f"{base}/invocations", json=payload, timeout=300)
+    assert explained.status_code == 200, explained.text
+    assert base64.b64decode(explained.json()["predictions"][0]["heatmap"])[:4] == b"\x89PNG"
+    assert requests.get(f"{base}/health", timeout=10).status_code == 200
+    assert requests.get(f"{base}/version", timeout=10).status_code == 200
+    # base64 of "not an image": TIML's ImageError inside predict, which MLflow's scoring server answers as
+    # BAD_REQUEST (400) with its own message and the error in stack_trace, not as a 500
+    bad = requests.post(f"{base}/invocations", json={"dataframe_split": {"columns": ["image"],
+                                                                          "data": [["bm90IGFuIGltYWdl"]]}},
+                        timeout=60)
+    assert bad.status_code == 400, bad.text
+    error = bad.json()
+    assert error["error_code"] == "BAD_REQUEST", error
+    assert "ImageError: Cannot decode image 0: it is not an image file" in error["stack_trace"], error
+    assert requests.post(f"{base}/invocations", json=payload, timeout=120).status_code == 200  # still serving
+
+
+def _score(base: str, cells: list, params: dict | None = None):
+    import requests
+
+    payload = {"dataframe_split": {"columns": ["image"], "data": [[cell] for cell in cells]}}
+    return requests.post(f"{base}/invocations", json=dict(payload, **({"params": params} if params else {})),
+                         timeout=120)
+
+
+@pytest.mark.slow
+def test_a_scoring_request_never_reads_a_file_on_the_server(scoring_server, mini_digits):
+    """The absolute path of an image on the server and a path that names no file get the same 400 answer: no
+    classification, no file content, nothing that tells them apart; base64 of the same image is classified."""
+    import re
+
+    existing = _images(mini_digits)[0].resolve()
+    missing = existing.with_name("no-such-image.png")
+    assert existing.is_file() and not missing.exists()
+    answers = []
+    for path in (existing, missing):
+        answer = _score(scoring_server, [str(path)], {"explain": "gradcam"})
+        assert answer.status_code == 400, answer.text
+        body = answer.json()
+        assert body["error_code"] == "INVALID_PARAMETER_VALUE" and "predictions" not in body, body
+        assert "Column 'image', row 0: expected a base64-encoded image file" in body["message"], body
+        # MLflow's message starts by echoing the request's frame (the client's own path): the rest must be equal
+        answers.append(dict(body, message=re.sub(r"^Failed to predict data '.*?'\. ", "", body["message"], flags=re.S)))
+    assert answers[0] == answers[1]
+    assert answers[0]["message"].startswith("\nError: Column 'image', row 0"), answers[0]
+    content = base64.b64encode(existing.read_bytes()).decode()
+    assert content[:40] not in str(answers[0]) and not re.search("no such file|exist", str(answers[0]), re.I)
+    classified = _score(scoring_server, [content])
+    assert classified.status_code == 200 and classified.json()["predictions"][0]["predicted_class"].startswith("D")
+
+
+@pytest.mark.slow
+def test_a_scoring_request_is_bounded(scoring_server, mini_digits):
+    """More rows than TIML_PYFUNC_MAX_ROWS, or rise_masks out of 1..10000: a 400 that names the cap."""
+    cell = base64.b64encode(_images(mini_digits)[0].read_bytes()).decode()
+    rows = _score(scoring_server, [cell] * (SERVER_MAX_ROWS + 1))
+    assert rows.status_code == 400 and rows.json()["error_code"] == "INVALID_PARAMETER_VALUE", rows.text
+    assert (f"A request holds at most {SERVER_MAX_ROWS} images (rows; TIML_PYFUNC_MAX_ROWS sets the cap). "
+            f"Received: {SERVER_MAX_ROWS + 1} rows") in rows.json()["message"]
+    masks = _score(scoring_server, [cell], {"explain": "rise", "rise_masks": 1_000_000})
+    assert masks.status_code == 400, masks.text
+    assert ("Param 'rise_masks' must be an integer from 1 to 10000 (masks, one model pass each). "
+            "Received: rise_masks=1000000") in masks.json()["message"]
+    assert _score(scoring_server, [cell] * SERVER_MAX_ROWS).status_code == 200

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from timl import register, tracking
-from timl.errors import ConfigError
+from timl.errors import ConfigError, ModelError
 
 
 def _client():
@@ -90,3 +90,30 @@ def test_a_registered_model_is_described_by_name_version_and_date(table):
     by_run = tracking.describe_model(f"runs:/{rows[0]}/model", rows[0])
     assert by_run["run_id"] == rows[0] and by_run["date"] == today and by_run["name"]
     assert tracking.describe_model("models:/nope@champion") == {}  # unknown: nothing invented
+
+
+def test_a_registered_version_pins_its_keras_file(tracking_uri, tmp_path):
+    """The version is tagged with the file's sha256; a file swapped in the artifact store afterwards (its metadata
+    made to match) is refused when the version is loaded, and the run can no longer be registered."""
+    from helpers import logged_model_folder, logged_tiny_model, tiny_classifier
+    from timl.classifier import load_classifier, sha256_of, write_metadata
+
+    run_id = logged_tiny_model(tmp_path)
+    register.register_run(run_id, "tiny")
+    pinned = _client().get_model_version("tiny", "1").tags[tracking.TAG_MODEL_SHA256]
+    assert pinned == sha256_of(tmp_path / "tiny.h5")
+    assert load_classifier(model_uri="models:/tiny@champion").class_names == ("A", "B", "C")
+
+    other = tiny_classifier()
+    other.model.layers[-1].set_weights([weights + 1.0 for weights in other.model.layers[-1].get_weights()])
+    swapped = logged_model_folder(tmp_path, run_id) / "artifacts" / "tiny.h5"
+    other.model.save(swapped)
+    write_metadata(swapped, other.metadata())
+    for uri in ("models:/tiny@champion", "models:/tiny/1"):
+        with pytest.raises(ModelError, match=rf"Refusing to load {uri} \(registered model tiny/1\): its Keras file was "
+                                             rf"changed after registration. Expected sha256 {pinned} .*"
+                                             rf"Received: sha256={sha256_of(swapped)}"):
+            load_classifier(model_uri=uri)
+    with pytest.raises(ConfigError, match=rf"Refusing to register run {run_id}: its logged Keras file changed after "
+                                          rf"training. Expected sha256 {pinned}"):
+        register.register_run(run_id, "tiny")

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,7 +135,7 @@ def test_missing_runs_and_models_are_user_errors(tracking_uri):
     with pytest.raises(ConfigError, match="No such run in this tracking store"):
         tracking.get_run("0" * 32)
     with pytest.raises(ModelError, match="Cannot load MLflow model"):
-        tracking.load_python_model("models:/nothing@champion")
+        tracking.download_model_files("models:/nothing@champion", Path("downloaded"))
     run_id = _client().create_run(tracking.experiment_id("empty")).info.run_id
     with pytest.raises(ConfigError, match="has no logged model 'model' to register"):
         tracking.register_model(run_id, "m", description="", tags={}, alias=None)

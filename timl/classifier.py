@@ -338,19 +338,37 @@ def classifier_from_keras_file(keras_model: str | Path, config_table: str | Path
 
 
 def classifier_from_uri(model_uri: str) -> Classifier:
-    """Loads the Classifier inside a TIML pyfunc model (``runs:/ID/model``, ``models:/NAME@ALIAS``, ...).
+    """Loads the Classifier of a logged TIML model (``runs:/ID/model``, ``models:/NAME@ALIAS``, ...).
+
+    Only the model's Keras file (safe_mode on) and its metadata JSON are read: the pickled pyfunc wrapper that
+    ``mlflow.pyfunc.load_model`` would unpickle is never loaded. A registered version's Keras file must match the
+    sha256 pinned on the version (tag ``timl.model_sha256``), and every model's file the sha256 of its metadata.
 
     Raises:
-        ModelError: the URI names no model, or a model that is not a TIML model.
+        ModelError: the URI names no model, a model that is not a TIML model, or a file whose sha256 differs.
     """
+    import tempfile
+
     from timl import tracking
 
-    wrapper, run_id = tracking.load_python_model(model_uri)
-    classifier = getattr(wrapper, "classifier", None)
-    if not isinstance(classifier, Classifier):
-        raise ModelError(f"{model_uri} is not a TIML model (its pyfunc is {type(wrapper).__name__}).")
-    classifier.source = {"model_uri": model_uri, "run_id": run_id}
+    with tempfile.TemporaryDirectory(prefix="timl-model-") as folder:
+        files = tracking.download_model_files(model_uri, Path(folder))
+        if files.pinned_sha256:
+            _check_pinned_sha256(files, model_uri)
+        metadata = read_metadata(files.metadata)
+        model = load_keras_model(files.keras_model, expected_sha256=metadata.get("sha256"))
+    classifier = from_metadata(model, metadata)
+    classifier.source = {"model_uri": model_uri, "run_id": files.run_id}
     return classifier
+
+
+def _check_pinned_sha256(files, model_uri: str) -> None:
+    """Refuses a registered version's Keras file whose sha256 is not the one pinned when it was registered."""
+    actual = sha256_of(files.keras_model)
+    if actual != files.pinned_sha256:
+        raise ModelError(f"Refusing to load {model_uri} (registered model {files.registered}): its Keras file was "
+                         f"changed after registration. Expected sha256 {files.pinned_sha256} (version tag "
+                         f"timl.model_sha256). Received: sha256={actual}")
 
 
 def load_classifier(model_uri: str | None = None, keras_model: str | Path | None = None,

@@ -1,20 +1,29 @@
-"""The MLflow pyfunc of a TIML model: :class:`TimlModel` and :func:`log_model`, nothing else.
+"""The MLflow pyfunc of a TIML model: :class:`TimlModel`, :func:`predict_frame` and :func:`log_model`.
 
 :class:`TimlModel` is the ``mlflow.pyfunc.PythonModel`` logged with every trained row: it classifies images
-given as base64 strings (``mlflow models serve``), bytes, paths or PIL images, and explains them through
-params. Everything else about a trained model (loading, preprocessing, batched prediction, the TIML
-confidence) is :mod:`timl.classifier`'s.
+given as base64 strings (``mlflow models serve``), or in-process as bytes or PIL images, and explains them
+through params. A scoring request never makes it read a file: a string is base64 or the request is refused.
+In-process, :func:`predict_frame` takes paths explicitly. Everything else about a trained model (loading,
+preprocessing, batched prediction, the TIML confidence) is :mod:`timl.classifier`'s.
+
+A request's size is bounded: at most :data:`MAX_ROWS` rows (environment variable ``TIML_PYFUNC_MAX_ROWS``),
+each image at most :data:`MAX_PIXELS` pixels, decoded one at a time, and ``rise_masks`` within
+:data:`RISE_MASKS_RANGE`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import mlflow.pyfunc
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from timl import __version__, xai
 from timl.classifier import Classifier, confidence, from_metadata, load_keras_model, read_metadata
@@ -28,26 +37,64 @@ logger = logging.getLogger(__name__)
 EXPLAIN_CHOICES = ("none", *xai.list_explainers())
 DEFAULT_PARAMS = {"explain": "none", "layer": "", "class": "", "rise_masks": 2000}
 
+#: Rows one request may hold, unless the environment variable ``TIML_PYFUNC_MAX_ROWS`` says otherwise.
+MAX_ROWS = 64
+MAX_ROWS_VARIABLE = "TIML_PYFUNC_MAX_ROWS"
 
-def _decode_input(value: Any) -> Any:
-    """Turns one cell of the pyfunc input into something decode_image accepts."""
+#: The pixel cap of an image the pyfunc decodes (about 25 megapixels: a dermoscopy camera's full frame).
+MAX_PIXELS = 25_000_000
+
+#: The accepted values of the ``rise_masks`` param (each mask is one forward pass of the model).
+RISE_MASKS_RANGE = (1, 10_000)
+
+
+class RequestError(MlflowException, ModelError):
+    """A scoring request TIML refuses: MLflow's scoring server answers it 400 (INVALID_PARAMETER_VALUE) with the
+    message; in-process it is a :class:`~timl.errors.ModelError` (a ``ValueError``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def max_rows() -> int:
+    """The row cap of one request: ``TIML_PYFUNC_MAX_ROWS`` when set, else :data:`MAX_ROWS`.
+
+    Raises:
+        ModelError: the variable is not a positive integer.
+    """
+    text = os.environ.get(MAX_ROWS_VARIABLE, "").strip()
+    if not text:
+        return MAX_ROWS
+    if not text.isdigit() or int(text) < 1:
+        raise ModelError(f"{MAX_ROWS_VARIABLE} must be a positive integer (rows per request). Received: {text!r}")
+    return int(text)
+
+
+def _request_image(value: Any, row: int) -> Any:
+    """One cell of column ``image`` of a request as decode_image takes it: a base64 string becomes bytes; bytes
+    and PIL images (in-process) pass. Never a path: a string is not looked up as a file, so the answer is the same
+    whether or not it names one."""
+    from PIL import Image
+
     if isinstance(value, str):
-        if Path(value).suffix and len(value) < 4096 and Path(value).is_file():
-            return value
         try:
             return base64.b64decode(value, validate=True)
-        except ValueError as error:
-            raise ModelError("Column 'image' must hold base64-encoded image files (or, in-process, paths, "
-                             "bytes or PIL images). Received a string that is neither a file nor base64.") from error
-    return value
+        except (binascii.Error, ValueError):
+            raise RequestError(f"Column 'image', row {row}: expected a base64-encoded image file (JPEG, PNG, BMP or "
+                               f"TIFF). Received: a string that is not base64") from None
+    if isinstance(value, (bytes, bytearray, memoryview, Image.Image)):
+        return value
+    raise RequestError(f"Column 'image', row {row}: expected a base64-encoded image file (in-process also bytes or "
+                       f"a PIL image). Received: a value of type {type(value).__name__}")
 
 
 class TimlModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc of a TIML model: classifies images and, with params, explains them.
 
-    Input: a DataFrame with a column ``image`` of base64-encoded image files (in-process also paths, bytes
-    or PIL images). Output: one probability column per class, ``predicted_class``, ``confidence_<class>``
-    per class, and with ``params={"explain": METHOD}`` base64 PNG columns ``grey``, ``heatmap``, ``comp``.
+    Input: a DataFrame with a column ``image`` of base64-encoded image files (in-process also bytes or PIL
+    images; never paths: use :func:`predict_frame` for files), at most :func:`max_rows` rows. Output: one
+    probability column per class, ``predicted_class``, ``confidence_<class>`` per class, and with
+    ``params={"explain": METHOD}`` base64 PNG columns ``grey``, ``heatmap``, ``comp``.
     """
 
     classifier: Classifier | None = None
@@ -57,43 +104,101 @@ class TimlModel(mlflow.pyfunc.PythonModel):
         metadata = read_metadata(Path(context.artifacts["timl_metadata"]))
         model = load_keras_model(context.artifacts["keras_model"], expected_sha256=metadata.get("sha256"))
         self.classifier = from_metadata(model, metadata)
+        max_rows()  # a bad TIML_PYFUNC_MAX_ROWS stops the server as it starts, not at its first request
 
     def predict(self, context, model_input, params=None):
+        """Classifies (and explains) the request's images.
+
+        Raises:
+            RequestError: no column ``image``, more rows than :func:`max_rows`, a cell that is not a base64 image
+                file, or a param out of range. ImageError: a cell that does not decode as a supported image.
+        """
         import pandas as pd
 
-        params = {**DEFAULT_PARAMS, **(params or {})}
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": model_input})
         if "image" not in frame.columns:
-            raise ModelError(f"The input needs a column 'image'. Received columns: {list(frame.columns)}")
-        images = [decode_image(_decode_input(value), name=f"image {index}")
-                  for index, value in enumerate(frame["image"])]
+            raise RequestError(f"The input needs a column 'image'. Received columns: {list(frame.columns)}")
+        cap = max_rows()
+        if len(frame) > cap:
+            raise RequestError(f"A request holds at most {cap} images (rows; {MAX_ROWS_VARIABLE} sets the cap). "
+                               f"Received: {len(frame)} rows")
+        images = [_request_image(value, row) for row, value in enumerate(frame["image"])]
         return predict_frame(self.classifier, images, params)
 
 
-def predict_frame(classifier: Classifier, images: list, params: dict):
-    """The pyfunc output for decoded PIL images: probabilities, class, confidences, optional explanations."""
+def predict_frame(classifier: Classifier, images: Sequence[Any], params: dict | None = None, *,
+                  max_pixels: int | None = MAX_PIXELS):
+    """The pyfunc output for images: probabilities, class, confidences and, with ``params["explain"]``, pictures.
+
+    The Python entry for files: ``images`` may hold paths (``str`` or ``Path``), bytes or PIL images. Each image
+    is decoded when it is used and dropped after, so a call holds one full-size image at a time.
+
+    Args:
+        classifier: the model (e.g. ``timl.classifier.load_classifier(...)``).
+        images: the images, in-process paths, bytes or PIL images.
+        params: ``explain``, ``layer``, ``class``, ``rise_masks`` as in :data:`DEFAULT_PARAMS` (its defaults).
+        max_pixels: the pixel cap of each image. Defaults to :data:`MAX_PIXELS`.
+
+    Raises:
+        RequestError: ``rise_masks`` outside :data:`RISE_MASKS_RANGE`. ImageError, ModelError: an image that
+            does not decode, an unknown method, layer or class.
+    """
     import pandas as pd
 
-    probabilities = classifier.predict_images(images)
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    explaining = _explanation_settings(classifier, params)  # every param checked before any image is decoded
+    arrays = [classifier.preprocessing(decode_image(image, max_pixels=max_pixels, name=f"image {row}"))
+              for row, image in enumerate(images)]
+    size = classifier.preprocessing.imgsize
+    probabilities = classifier.predict_arrays(np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32))
     frame = pd.DataFrame(probabilities.astype(np.float64), columns=list(classifier.class_names))
     frame["predicted_class"] = classifier.predicted(probabilities)
     for index, name in enumerate(classifier.class_names):
         frame[f"confidence_{name}"] = confidence(probabilities)[:, index]
-    method = str(params.get("explain") or "none")
-    if method != "none":
-        _add_explanations(frame, classifier, images, method, params)
+    if explaining is not None:
+        _add_explanations(frame, classifier, images, explaining, max_pixels)
     return frame
 
 
-def _add_explanations(frame, classifier: Classifier, images: list, method: str, params: dict) -> None:
+def _explanation_settings(classifier: Classifier, params: dict) -> dict | None:
+    """The arguments of ``xai.explain`` the params ask for (None for ``explain`` none), checked.
+
+    Raises:
+        RequestError: ``rise_masks`` out of range. ModelError: an unknown method or class.
+    """
+    num_masks = _rise_masks(params.get("rise_masks"))
+    method = str(params.get("explain") or "none")
+    if method == "none":
+        return None
     explainer = xai.get_explainer(method)
-    class_index = classifier.class_index(params.get("class"))
     # ``rise_masks`` sets the mask count of a masking explainer, whose maps are then seeded for repeatability
-    extra = {"num_masks": int(params.get("rise_masks") or 2000), "seed": 0} if "num_masks" in explainer.defaults else {}
+    extra = {"num_masks": num_masks, "seed": 0} if "num_masks" in explainer.defaults else {}
+    return {"method": method, "layer": str(params.get("layer") or "") or None,
+            "class_index": classifier.class_index(params.get("class")), **extra}
+
+
+def _rise_masks(value: Any) -> int:
+    """The ``rise_masks`` param as a mask count within :data:`RISE_MASKS_RANGE` (empty: the default)."""
+    low, high = RISE_MASKS_RANGE
+    if value is None or str(value).strip() == "":
+        return int(DEFAULT_PARAMS["rise_masks"])
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = None
+    if count is None or not low <= count <= high:
+        raise RequestError(f"Param 'rise_masks' must be an integer from {low} to {high} (masks, one model pass "
+                           f"each). Received: rise_masks={value!r}")
+    return count
+
+
+def _add_explanations(frame, classifier: Classifier, images: Sequence[Any], settings: dict,
+                      max_pixels: int | None) -> None:
+    """Adds the base64 PNG columns grey, heatmap and comp, decoding and explaining one image at a time."""
     columns = {"grey": [], "heatmap": [], "comp": []}
-    for image in images:
-        explanation = xai.explain(classifier.model, image, method, layer=str(params.get("layer") or "") or None,
-                                  class_index=class_index, preprocessing=classifier.preprocessing, **extra)
+    for row, source in enumerate(images):
+        image = decode_image(source, max_pixels=max_pixels, name=f"image {row}")
+        explanation = xai.explain(classifier.model, image, preprocessing=classifier.preprocessing, **settings)
         for column, picture in (("grey", explanation.grey), ("heatmap", explanation.heatmap),
                                 ("comp", explanation.composite)):
             columns[column].append(png_base64(picture))

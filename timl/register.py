@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from timl.errors import ConfigError
+from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +26,14 @@ TAGGED_METRICS = ("dev/accuracy", "dev/balanced_accuracy", "dev/auc", "test/accu
 
 
 def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> str:
-    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics.
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics and the
+    sha256 of its Keras file (tag ``timl.model_sha256``, checked whenever TIML loads the version).
 
     Returns:
         ``models:/NAME/VERSION`` of the new version.
 
     Raises:
-        ConfigError: no such run, or the run has no TIML model.
+        ConfigError: no such run, the run has no logged model, or its Keras file changed since training.
     """
     from timl import tracking
 
@@ -43,8 +44,40 @@ def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> s
                    f"imgsize {params.get('imgsize', '?')}), run {run_id}.{_datasets(run)}{_scores(metrics)}")
     tags = {key: f"{metrics[key]:.4f}" for key in TAGGED_METRICS if key in metrics}
     tags.update({"dataset": params.get("dataset", ""), "method": params.get("method", ""), "run_id": run_id})
+    pinned = _model_sha256(run)
+    if pinned:
+        tags[tracking.TAG_MODEL_SHA256] = pinned
     version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias)
     return f"models:/{name}/{version}"
+
+
+def _model_sha256(run) -> str | None:
+    """The sha256 of the run's Keras model file, pinned on the registered version so that loading
+    ``models:/NAME/VERSION`` refuses a file changed in the artifact store afterwards; None for a run whose model is
+    not a TIML model (nothing to pin).
+
+    Raises:
+        ConfigError: the file's sha256 is not the one the run recorded at training (tag ``timl.model_sha256``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from timl import tracking
+    from timl.classifier import sha256_of
+
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory(prefix="timl-register-") as folder:
+        try:
+            files = tracking.download_model_files(f"runs:/{run_id}/model", Path(folder))
+        except ModelError:
+            return None  # no TIML model: registering says what is missing, or a foreign model has nothing to pin
+        actual = sha256_of(files.keras_model)
+    recorded = run.data.tags.get(tracking.TAG_MODEL_SHA256)
+    if recorded and recorded != actual:
+        raise ConfigError(f"Refusing to register run {run_id}: its logged Keras file changed after training. "
+                          f"Expected sha256 {recorded} (run tag {tracking.TAG_MODEL_SHA256}). "
+                          f"Received: sha256={actual}")
+    return actual
 
 
 def _datasets(run) -> str:

@@ -9,6 +9,7 @@ that ``--resume`` can find it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -578,21 +579,93 @@ def tracking_errors() -> tuple[type[Exception], ...]:
 # Logged models and the model registry
 
 
-def load_python_model(model_uri: str) -> tuple[object, str | None]:
-    """Loads a logged pyfunc model; returns its Python model (the ``PythonModel`` object) and its run id.
+#: The artifacts of a TIML pyfunc model that TIML's own loaders read (see :func:`timl.pyfunc.log_model`).
+MODEL_ARTIFACTS = ("keras_model", "timl_metadata")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A logged TIML model's files, downloaded without unpickling anything.
+
+    Attributes:
+        keras_model: the Keras file (artifact ``keras_model``).
+        metadata: the TIML metadata JSON (artifact ``timl_metadata``).
+        run_id: the run that logged the model, if the MLmodel file says.
+        registered: ``NAME/VERSION`` when the URI named a registered version, else None.
+        pinned_sha256: the Keras file's sha256 pinned on that registered version (tag ``timl.model_sha256``), or
+            None (a ``runs:/`` URI, or a version registered before TIML pinned hashes).
+    """
+
+    keras_model: Path
+    metadata: Path
+    run_id: str | None = None
+    registered: str | None = None
+    pinned_sha256: str | None = None
+
+
+def _registered_version(model_uri: str):
+    """The registered ModelVersion a ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` (or stage) URI names; None
+    for other URIs (``runs:/``, ``models:/m-ID`` of a logged model)."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+    from mlflow.tracking import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return None
+    client = MlflowClient()
+    resolved = get_model_name_and_version(client, model_uri)
+    return client.get_model_version(*resolved) if len(resolved) == 2 else None
+
+
+def _artifact_file(model_dir: Path, mlmodel: dict, name: str, model_uri: str) -> Path:
+    """The local file of one artifact of a pyfunc model, as its MLmodel names it (kept inside the model's folder).
 
     Raises:
-        ModelError: no such model, or it cannot be loaded.
+        ModelError: the MLmodel names no such artifact (not a TIML model) or a path outside the model's folder.
     """
-    import mlflow.pyfunc
+    artifacts = ((mlmodel.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
+    relative = (artifacts.get(name) or {}).get("path") if isinstance(artifacts.get(name), dict) else None
+    if not relative:
+        raise ModelError(f"{model_uri} is not a TIML model: its MLmodel names no {name!r} artifact. Expected a "
+                         f"model logged by TIML training (artifacts {', '.join(MODEL_ARTIFACTS)}).")
+    path = (model_dir / relative).resolve()
+    if not path.is_relative_to(model_dir.resolve()) or not path.is_file():
+        raise ModelError(f"{model_uri} is not a usable TIML model: its artifact {name!r} is not a file inside the "
+                         f"model. Received: path={relative!r}")
+    return path
+
+
+def download_model_files(model_uri: str, destination: Path) -> ModelFiles:
+    """Downloads a logged TIML model's Keras file and metadata; never loads its ``python_model.pkl``.
+
+    ``mlflow.pyfunc.load_model`` unpickles the model's ``python_model.pkl`` (code from the artifact store) before
+    TIML could check anything; TIML's own loaders (predict, explain, serve, review) use this instead. A
+    ``models:/NAME@ALIAS`` URI is resolved to its version first, so the files and the version's pinned sha256
+    belong to the same version.
+
+    Args:
+        model_uri: ``runs:/RUN_ID/model``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/m-ID``.
+        destination: an empty folder to download into.
+
+    Raises:
+        ModelError: no such model, or it is not a TIML model.
+    """
+    import mlflow.artifacts
+    import yaml
     from mlflow.exceptions import MlflowException
 
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as error:
+        version = _registered_version(model_uri)
+        source = f"models:/{version.name}/{version.version}" if version is not None else model_uri
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination)))
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
+    except (MlflowException, OSError, yaml.YAMLError) as error:
         raise ModelError(f"Cannot load MLflow model. Expected runs:/RUN_ID/model, models:/NAME@ALIAS or "
                          f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error})") from error
-    return loaded.unwrap_python_model(), loaded.metadata.run_id
+    keras_model, metadata = (_artifact_file(model_dir, mlmodel, name, model_uri) for name in MODEL_ARTIFACTS)
+    if version is None:
+        return ModelFiles(keras_model, metadata, mlmodel.get("run_id"))
+    return ModelFiles(keras_model, metadata, version.run_id or mlmodel.get("run_id"),
+                      f"{version.name}/{version.version}", version.tags.get(TAG_MODEL_SHA256))
 
 
 def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
@@ -610,12 +683,10 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
 
     client = MlflowClient()
     try:
-        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+        version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)  # tags set as it is created
     except MlflowException as error:
         raise ConfigError(f"Run {run_id} has no logged model 'model' to register ({error}).") from error
     client.update_model_version(name, version.version, description=description)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
