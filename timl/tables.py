@@ -3,9 +3,9 @@ CSVs, split lists, and the config table beside a Keras 2 model.
 
 It takes what Excel, LibreOffice and Numbers write:
 
-- delimited text: cells separated by ``,``, ``;`` or tabs (sniffed from the header line: the delimiter that
-  splits it into the most cells; ``,`` on a tie), quoted cells (a quoted cell may hold the delimiter, quotes
-  doubled, line breaks), CRLF, LF or CR line ends; UTF-8 with or without a byte-order mark, UTF-16 with one
+- delimited text: cells separated by ``,``, ``;`` or tabs (sniffed: the delimiter that splits the header line
+  into the most cells; on a tie, the one that splits the next lines alike; see :func:`sniff_delimiter`), quoted
+  cells (holding the delimiter, doubled quotes, line breaks), CRLF, LF or CR line ends; UTF-8 with or without a byte-order mark, UTF-16 with one
   (Excel's "Unicode Text"), else Windows-1252 (Excel's "CSV" on Windows; the fallback is logged);
 - ``.xlsx``/``.xlsm`` workbooks (openpyxl) and ``.ods`` spreadsheets (odfpy through pandas): the first sheet,
   or the one named after ``#`` (``runs.xlsx#Sheet2``); cached formula results are read, a whole number reads
@@ -56,6 +56,9 @@ REFUSED_SUFFIXES = {
     ".xlsb": "an Excel binary workbook (.xlsb) is not read: save it as .xlsx (Excel Workbook) or as CSV",
     ".numbers": "a Numbers document is not read: export it (File > Export To) as Excel or CSV",
 }
+
+#: How many lines of a text file :func:`sniff_delimiter` looks at.
+SNIFFED_LINES = 50
 
 #: A number written with a decimal comma (read with a point in numeric columns of ``;``/tab files).
 DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
@@ -169,17 +172,20 @@ def _decode(data: bytes, file: Path, error: type[Exception]) -> str:
     return text
 
 
-def sniff_delimiter(header_line: str) -> str | None:
-    """The delimiter that splits the header line into the most cells (``,`` then ``;`` then tab on a tie), or
-    None for a one-column header. Quoted names are one cell, whatever they hold."""
-    counts = {}
-    for delimiter in DELIMITERS:
+def sniff_delimiter(sample: str) -> str:
+    """The delimiter of a table from its first lines: the one that splits the header line into the most cells;
+    on a tie (a one-column header), the one under which the most of the next lines have as many cells as the
+    header; then ``,``, ``;``, tab in that order. Quoted cells are one cell, whatever they hold."""
+    lines = [line for line in sample.splitlines()[:SNIFFED_LINES] if line.strip()]
+    scores = {}
+    for order, delimiter in enumerate(DELIMITERS):
         try:
-            counts[delimiter] = len(next(csv.reader([header_line], delimiter=delimiter, strict=True), []))
-        except csv.Error:
-            counts[delimiter] = 0
-    best = max(DELIMITERS, key=lambda delimiter: counts[delimiter])  # max keeps the first of equal counts
-    return best if counts[best] > 1 else None
+            rows = [row for row in csv.reader(lines, delimiter=delimiter) if row]
+        except csv.Error:  # the full read names the line
+            rows = []
+        width = len(rows[0]) if rows else 0
+        scores[delimiter] = (width, sum(len(row) == width for row in rows[1:]), -order)
+    return max(DELIMITERS, key=scores.__getitem__)
 
 
 def _read_text(file: Path, error: type[Exception]) -> tuple[list[list[str]], list[int], str]:
@@ -189,8 +195,7 @@ def _read_text(file: Path, error: type[Exception]) -> tuple[list[list[str]], lis
     except OSError as failure:
         raise error(f"{file}: cannot be read ({failure.strerror}).") from None
     text = _decode(data, file, error)
-    header_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = sniff_delimiter(header_line) or ","
+    delimiter = sniff_delimiter(text[:SNIFFED_LINES * 1000])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True)
     rows, lines, start = [], [], 1
     try:
@@ -199,9 +204,9 @@ def _read_text(file: Path, error: type[Exception]) -> tuple[list[list[str]], lis
             lines.append(start)
             start = reader.line_num + 1
     except csv.Error as failure:
-        raise error(f"{file}, line {start}: {failure} (a quoted cell must end with a quote followed by the "
-                    f"delimiter or the line's end; cells separated by {DELIMITERS[delimiter]}, sniffed from the "
-                    f"header line). {ACCEPTED}") from None
+        raise error(f"{file}, line {start}: cannot split the line into cells ({failure}; cells separated by "
+                    f"{DELIMITERS[delimiter]}, sniffed from the first lines). A quoted cell ends with a quote "
+                    f"followed by the delimiter or the line's end. {ACCEPTED}") from None
     _check_row_lengths(rows, lines, file, error, delimiter)
     return rows, lines, delimiter
 
@@ -216,7 +221,7 @@ def _check_row_lengths(rows: list[list[str]], lines: list[int], file: Path, erro
             shown = delimiter.join(row)
             shown = shown if len(shown) <= _MAX_QUOTED else shown[:_MAX_QUOTED] + "..."
             raise error(f"{file}, line {line}: {len(row)} cells, but the header has {len(header)} (cells separated "
-                        f"by {DELIMITERS[delimiter]}, sniffed from the header line). A cell that holds "
+                        f"by {DELIMITERS[delimiter]}, sniffed from the first lines). A cell that holds "
                         f"{delimiter!r} must be quoted (\"a{delimiter}b\"), as spreadsheets write it. "
                         f"{ACCEPTED} Received: {shown!r}")
 
