@@ -13,6 +13,8 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import small_cnn_row
@@ -227,6 +229,32 @@ def test_existing_comma_csvs_read_as_pandas_read_them(tmp_path):
         assert tables.read_cells(path).equals(expected.apply(lambda column: column.str.strip())), path
 
 
+_NAMES = st.text(st.characters(whitelist_categories=("L", "Nd"), whitelist_characters="_ ."), min_size=1,
+                 max_size=8).map(str.strip).filter(bool)
+#: Cells with delimiters, quotes, spaces and line breaks ("|"; CRLF, which Python's csv writer quotes whatever its
+#: line end, as spreadsheets quote every cell holding a line break).
+_CELLS = st.text(st.characters(blacklist_categories=("Cs", "Cc"), whitelist_characters=',;\t"| '),
+                 max_size=10).map(lambda text: text.replace("|", "\r\n").strip())
+
+
+@settings(max_examples=150, deadline=None)
+@given(header=st.lists(_NAMES, min_size=1, max_size=4, unique=True), data=st.data(),
+       delimiter=st.sampled_from([",", ";", "\t"]), encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
+       line_end=st.sampled_from(["\r\n", "\n", "\r"]), quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))
+def test_any_table_a_csv_writer_writes_reads_back_cell_for_cell(tmp_path_factory, header, data, delimiter, encoding,
+                                                                line_end, quoting):
+    """Whatever the cells hold (delimiters, quotes, line breaks, any script), in any of the dialects."""
+    from timl import tables
+
+    rows = data.draw(st.lists(st.lists(_CELLS, min_size=len(header), max_size=len(header)).filter(any),
+                              max_size=6))
+    path = tmp_path_factory.mktemp("dialect") / "t.csv"
+    with path.open("w", encoding=encoding, newline="") as handle:
+        csv.writer(handle, delimiter=delimiter, lineterminator=line_end, quoting=quoting).writerows([header] + rows)
+    frame = tables.read_cells(path)
+    assert list(frame.columns) == header and frame.values.tolist() == rows
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -306,3 +334,25 @@ def test_a_binary_ground_truth_names_the_file(tmp_path):
     path = _png_named_csv(tmp_path / "gt.csv")
     with pytest.raises(DatasetError, match=f"^{path}: binary data .*Accepted: "):
         datasets.load_dataset(str(path), "n=5")
+
+
+# ------------------------------------------------------------------------------------------------ a table's run
+
+
+def test_a_workbook_table_is_copied_as_csv_and_logged_as_its_file(tracking_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from timl import tracking
+    from timl.training.table import _copy_input_table
+
+    path = tmp_path / "book.xlsx"
+    _write_xlsx(path, _training_table(), sheet="Runs", before=("Notes",))
+    copy = _copy_input_table(Path(f"{path}#Runs"), tmp_path)
+    assert copy.name == "automation_input.csv"
+    assert [dataclasses.replace(row, table_path="") for row in config.read_table(copy)] == [
+        dataclasses.replace(row, table_path="") for row in config.read_table(f"{path}#Runs")]
+    run_id = tracking.start_table_run("tables", f"{path}#Runs", tmp_path / "out")
+    run = tracking.get_run(run_id)
+    assert [item.path for item in MlflowClient().list_artifacts(run_id)] == ["book.xlsx"]
+    assert [item.dataset.name for item in run.inputs.dataset_inputs] == ["book"], "the sheet as a dataset"
+    assert run.data.tags[tracking.TAG_TABLE] == str(Path(f"{path}#Runs").resolve())

@@ -5,8 +5,9 @@ It takes what Excel, LibreOffice and Numbers write:
 
 - delimited text: cells separated by ``,``, ``;`` or tabs (sniffed: the delimiter that splits the header line
   into the most cells; on a tie, the one that splits the next lines alike; see :func:`sniff_delimiter`), quoted
-  cells (holding the delimiter, doubled quotes, line breaks), CRLF, LF or CR line ends; UTF-8 with or without a byte-order mark, UTF-16 with one
-  (Excel's "Unicode Text"), else Windows-1252 (Excel's "CSV" on Windows; the fallback is logged);
+  cells (holding the delimiter, doubled quotes, line breaks), CRLF, LF or CR line ends; UTF-8 with or without
+  a byte-order mark, UTF-16 with one (Excel's "Unicode Text"), else Windows-1252 (Excel's "CSV" on Windows; the
+  fallback is logged);
 - ``.xlsx``/``.xlsm`` workbooks (openpyxl) and ``.ods`` spreadsheets (odfpy through pandas): the first sheet,
   or the one named after ``#`` (``runs.xlsx#Sheet2``); cached formula results are read, a whole number reads
   as ``1`` (not ``1.0``), a number formatted with leading zeros (``0000``) keeps them in ``.xlsx``, and a text
@@ -47,7 +48,7 @@ ACCEPTED = ("Accepted: text with cells separated by commas, semicolons or tabs (
 #: The delimiters sniffed, in the order that breaks a tie.
 DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
 
-#: Workbook suffixes and their reader's name (see :func:`_read_workbook`).
+#: Workbook suffixes, read by openpyxl (.xlsx, .xlsm) and odfpy through pandas (.ods).
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".ods")
 
 #: Spreadsheet formats that are not read, and what to do instead.
