@@ -130,3 +130,43 @@ def test_commands_and_libraries_import_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+
+#: Calls that read a user's table: only :mod:`timl.tables` makes them, so every table reads alike.
+TABLE_READING_CALLS = {"read_csv", "read_excel", "read_table", "read_fwf", "ExcelFile", "load_workbook", "reader",
+                       "DictReader"}
+
+
+def table_reading_calls(source: str) -> list[tuple[int, str]]:
+    """(line, name) of each call of pandas' read_csv/read_excel/read_table, openpyxl's load_workbook or csv.reader
+    in a module's source (``config.read_table``, a TIML function, is not such a call)."""
+    readers = {"pd", "pandas", "openpyxl", "csv"}
+    tree = ast.parse(source)
+    imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and (node.module or "").split(".")[0] in readers for alias in node.names}
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        if isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name):
+            called = function.attr if function.value.id in readers else None
+        else:
+            called = function.id if isinstance(function, ast.Name) and function.id in imported else None
+        if called in TABLE_READING_CALLS:
+            calls.append((node.lineno, called))
+    return calls
+
+
+def test_user_tables_are_read_by_the_one_reader_only():
+    offenders = [f"{path.relative_to(REPO)}:{line}: {name}" for module, path in _modules().items()
+                 if module != "timl.tables" for line, name in table_reading_calls(path.read_text())]
+    assert not offenders, f"tables read outside timl/tables.py (use timl.tables.read_cells): {offenders}"
+
+
+def test_the_table_reader_check_sees_every_way_of_reading():
+    source = ("import csv\nimport pandas as pd\nfrom openpyxl import load_workbook\nfrom timl import config\n"
+              "pd.read_csv('t.csv', sep=';')\npd.read_excel('t.xlsx')\nload_workbook('t.xlsx')\n"
+              "csv.reader(open('t.csv'))\nconfig.read_table('t.csv')\n")
+    assert table_reading_calls(source) == [(5, "read_csv"), (6, "read_excel"), (7, "load_workbook"), (8, "reader")]

@@ -255,12 +255,12 @@ def _table_row(cells, model_name: str) -> int:
 
 def _class_names_from_dataset(row) -> tuple[str, ...]:
     """The class columns of a row's dataset (``classcolumns`` default): every column but ``image_name``."""
-    from timl import datasets
+    from timl import datasets, tables
 
     dataset = row.dataset.split(";")[0].strip()
     names = [f"{dataset}-train.csv"] if row.split == "pre" else [dataset, f"{dataset}.csv"]
     paths = [row.resolve_path(name) for name in names]
-    path = next((candidate for candidate in paths if candidate.is_file()), None)
+    path = next((candidate for candidate in paths if tables.table_exists(candidate)), None)
     if path is None:
         raise MissingFileError(f"{row.table_path}, row {row.row}: cannot read the class names, dataset file not "
                                f"found (looked for {', '.join(repr(str(p)) for p in paths)}). Give classcolumns "
@@ -273,8 +273,6 @@ def _from_config_table(model, config_table: str | Path,
     """Reads preprocessing and classes from an original TIML config table: the model's row (see
     :func:`_table_row`). A Keras 2 model (the original's) whose row leaves ``resizefilter`` empty resizes with
     :data:`ORIGINAL_RESIZE_FILTER`."""
-    import pandas as pd
-
     from timl import config as config_module
     from timl import models
 
@@ -282,8 +280,7 @@ def _from_config_table(model, config_table: str | Path,
     if not rows:
         raise ModelError(f"{config_table}: the config table has no rows. Give the table the model was trained "
                          f"from (the original's automation_input.csv or automation_result.csv).")
-    cells = pd.read_csv(config_table, dtype=str, keep_default_na=False, skipinitialspace=True)
-    cells.columns = [str(column).strip() for column in cells.columns]
+    cells = config_module.read_cells(config_table)
     number = _table_row(cells, model_path.name)
     row = rows[number]
     if isinstance(row, Exception):

@@ -13,11 +13,9 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
-
-from timl import datasets, images, models
+from timl import datasets, images, models, tables
 from timl.datasets import CLASS_WEIGHT_MODES
-from timl.errors import ConfigError, MissingFileError
+from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
 
 #: The original TIML's input columns, in order.
@@ -53,6 +51,10 @@ SUMMARY_COLUMNS = ("run_id", "val_accuracy", "val_balanced_accuracy", "val_auc",
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
                                     + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
+
+#: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
+#: spreadsheets of decimal-comma locales write it) reads as a point. Text columns are never converted.
+NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus")
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
@@ -276,22 +278,29 @@ def _check_head_cells(values: dict) -> list[str]:
     return problems
 
 
-def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
-    """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row.
+def read_cells(path: str | Path):
+    """The cells of a training table as text (:func:`timl.tables.read_cells`: CSV with ``,``, ``;`` or tab,
+    .xlsx, .ods, ``FILE.xlsx#Sheet``), decimal commas of its numeric columns read as points.
 
     Raises:
         MissingFileError: the table does not exist.
-        ConfigError: the table has an unknown column or lacks a required one (a whole-table error).
+        ConfigError: the file cannot be read as a table (the message says why and what is accepted).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"Training table not found. Received: input_table={str(path)!r}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not a readable CSV table ({error}).") from error
-    columns = [str(column).strip() for column in frame.columns]
-    frame.columns = columns
+    return tables.read_cells(path, what="training table", field="input_table", error=ConfigError,
+                             numeric_columns=NUMERIC_COLUMNS.__contains__)
+
+
+def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
+    """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row (empty rows
+    are no rows).
+
+    Raises:
+        MissingFileError: the table does not exist.
+        ConfigError: the file cannot be read as a table, or it has an unknown column or lacks a required one (a
+            whole-table error).
+    """
+    frame = read_cells(path)
+    columns = list(frame.columns)
     unknown = [column for column in columns if column not in KNOWN_COLUMNS]
     if unknown:
         raise ConfigError(

@@ -31,7 +31,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl import datasets, evaluation
+from timl import datasets, evaluation, tables
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
 
@@ -85,14 +85,16 @@ def read_sidecar(predictions_csv: str | Path) -> dict[str, Any] | None:
 
 
 def _read_table(path: Path, role: str) -> pd.DataFrame:
-    """Reads a CSV of image names (every cell as text) and checks every row names one image, once."""
+    """Reads a CSV of image names (every cell as text; a predictions table's decimal commas, in a ``;`` file, read
+    as points) and checks every row names one image, once."""
     frame = datasets.read_image_table(path, not_found=f"The {role} CSV does not exist",
-                                      field=f"{role.replace(' ', '_')}_csv", what=f"{role} CSV")
+                                      field=f"{role.replace(' ', '_')}_csv", what=f"{role} CSV",
+                                      numeric=role == "predictions")
     if frame.empty:
         raise DatasetError(f"{path}: the {role} CSV has no rows. Received: 0 rows")
     names = frame[IMAGE_COLUMN]
     if (names == "").any():
-        lines = (np.flatnonzero(names == "") + 2)[:MAX_LISTED].tolist()
+        lines = [tables.line_of(frame, position) for position in np.flatnonzero(names == "")[:MAX_LISTED]]
         raise DatasetError(f"{path}: empty '{IMAGE_COLUMN}' on line(s) {lines}. Every row needs an image name.")
     duplicated = names[names.duplicated()].unique().tolist()
     if duplicated:

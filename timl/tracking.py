@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from timl import __version__
+from timl import __version__, tables
 from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_
         name = table_run_name(table_path)
         run_id = client.create_run(experiment_id(experiment), run_name=name,
                                    tags={**tags, "mlflow.runName": name}).info.run_id
-    client.log_artifact(run_id, str(table_path))
+    client.log_artifact(run_id, str(tables.split_sheet(table_path)[0]))  # the file of FILE.xlsx#Sheet
     _log_table_dataset(run_id, Path(table_path))
     return run_id
 
@@ -226,10 +226,8 @@ def log_datasets(run_id: str, inputs: list, tracking_uri: str | None = None) -> 
 
 
 def _log_table_dataset(run_id: str, table_path: Path) -> None:
-    import pandas as pd
-
     try:
-        frame = pd.read_csv(table_path, dtype=str, keep_default_na=False).astype(object)
+        frame = tables.read_cells(table_path, what="training table", error=ConfigError).astype(object)
         log_datasets(run_id, [dataset_input(frame, source=str(table_path.resolve()), name=table_path.stem,
                                             context="table")])
     except Exception as error:  # the record is worse without it, the table no worse: go on

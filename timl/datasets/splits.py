@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from timl import tables
 from timl.datasets._common import _listed
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import image_paths
@@ -245,7 +246,7 @@ def _single_file_path(dataset: str, base_dir: Path) -> Path:
     original TIML took (``data/isic`` for ``data/isic.csv``), that name plus ``.csv``."""
     path = _resolve(dataset, base_dir)
     with_suffix = path.with_name(path.name + ".csv")
-    if not path.is_file() and path.suffix.lower() != ".csv" and with_suffix.is_file():
+    if not tables.table_exists(path) and path.suffix.lower() != ".csv" and with_suffix.is_file():
         return with_suffix
     return path
 
@@ -262,7 +263,7 @@ def _union_members(entry: str, base_dir: Path) -> tuple[Path, ...] | None:
     Raises:
         DatasetError: an empty member (``a.csv+``).
     """
-    if UNION_SEPARATOR not in entry or _single_file_path(entry, base_dir).is_file():
+    if UNION_SEPARATOR not in entry or tables.table_exists(_single_file_path(entry, base_dir)):
         return None
     members = [member.strip() for member in entry.split(UNION_SEPARATOR)]
     if not all(members):
@@ -282,7 +283,7 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
     read: list[tuple[Path, pd.DataFrame, tuple[str, ...]]] = []
     missing, problems = [], []
     for position, path in enumerate(members, 1):
-        if not path.is_file():
+        if not tables.table_exists(path):
             missing.append(f"Ground-truth CSV not found: file {position} of the '{UNION_SEPARATOR}' union, "
                            f"{str(path)!r}. Received: dataset={request.dataset!r}")
             continue
@@ -325,7 +326,7 @@ def _single_file(spec: SplitSpec, request: _Request):
     files = _union_members(request.dataset, request.base_dir)
     if files is None:
         path = _single_file_path(request.dataset, request.base_dir)
-        if not path.is_file() and path.suffix.lower() != ".csv":
+        if not tables.table_exists(path) and path.suffix.lower() != ".csv":
             raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root "
                                    f"name (<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
                                    f"Received: dataset={request.dataset!r}")

@@ -1,4 +1,5 @@
-"""Reading CSVs that name images: the one CSV reader, image-name lists, class columns and checked ground truth.
+"""Tables that name images: image-name lists, class columns, checked ground truth and metadata, read by
+:func:`timl.tables.read_cells` (CSV in any spreadsheet's dialect, .xlsx, .ods).
 
 A ground-truth file is checked as a whole: every problem (missing ``image_name`` column, unknown class column,
 values other than 0/1, rows that are not one-hot, duplicate or empty image names) is gathered into one message.
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from timl import tables
 from timl.datasets._common import _listed
-from timl.errors import DatasetError, MissingFileError
+from timl.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def _select_class_columns(columns: list[str], classcolumns: str, problems: list[
 
 
 def _row_label(frame: pd.DataFrame, index: int) -> str:
-    return f"line {index + 2} ({frame[IMAGE_COLUMN].iat[index]!r})"
+    return f"line {tables.line_of(frame, index)} ({frame[IMAGE_COLUMN].iat[index]!r})"
 
 
 def _check_values(frame: pd.DataFrame, class_names: tuple[str, ...], problems: list[str]) -> pd.DataFrame:
@@ -61,7 +63,7 @@ def _check_rows(frame: pd.DataFrame, values: pd.DataFrame, multi_label: bool, pr
     names = frame[IMAGE_COLUMN]
     empty = np.flatnonzero((names == "").to_numpy())
     if len(empty):
-        problems.append(f"empty image_name at {_listed([f'line {i + 2}' for i in empty])}")
+        problems.append(f"empty image_name at {_listed([f'line {tables.line_of(frame, i)}' for i in empty])}")
     duplicated = names[names.duplicated(keep=False) & (names != "")]
     if len(duplicated):
         unique = list(dict.fromkeys(duplicated))
@@ -75,39 +77,41 @@ def _check_rows(frame: pd.DataFrame, values: pd.DataFrame, multi_label: bool, pr
                             f"use a multi-label method otherwise): {_listed(rows)}")
 
 
-def read_image_table(path: str | Path, *, not_found: str = "Ground-truth CSV not found", field: str = "dataset",
-                     what: str | None = None) -> pd.DataFrame:
-    """Reads a CSV whose rows name images (ground truth, test dataframe, predictions): every cell as stripped text.
+def _is_not_image_column(column: str) -> bool:
+    return column != IMAGE_COLUMN
 
-    The one reader of such files: datasets, predict, explain, inspect and the classifier's config-table lookup
-    all use it, so a file reads the same everywhere.
+
+def read_image_table(path: str | Path, *, not_found: str = "Ground-truth CSV not found", field: str = "dataset",
+                     what: str | None = None, numeric: bool = False) -> pd.DataFrame:
+    """Reads a table whose rows name images (ground truth, test dataframe, predictions, metadata, split lists):
+    every cell as stripped text.
+
+    Datasets, split, predict, explain, inspect and the classifier's config-table lookup all read such files here,
+    through :func:`timl.tables.read_cells`, so a file reads the same everywhere: CSV with ``,``, ``;`` or tab,
+    .xlsx, .ods (``FILE.xlsx#Sheet``).
 
     Args:
-        path: the CSV file.
+        path: the table file.
         not_found: the message's start when the file does not exist. Defaults to "Ground-truth CSV not found".
         field: the option or cell that named the file, for the message. Defaults to "dataset".
         what: when given, the table must have an ``image_name`` column and the message calls the file this
             (e.g. "test dataframe").
+        numeric: whether every column but ``image_name`` holds numbers (metadata, predicted probabilities):
+            their decimal commas in a ``;``-separated file read as points. Defaults to False.
 
     Returns:
         A frame of strings (empty cells are ""), column names stripped.
 
     Raises:
         MissingFileError: no such file.
-        DatasetError: not a readable CSV, or no ``image_name`` column when ``what`` is given.
+        DatasetError: not a readable table, or no ``image_name`` column when ``what`` is given.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{not_found}. Received: {field}={str(path)!r}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path}: not a readable CSV file ({error}).") from error
-    frame.columns = [str(column).strip() for column in frame.columns]
+    frame = tables.read_cells(path, what=what or "ground-truth CSV", field=field, not_found=not_found,
+                              error=DatasetError, numeric_columns=_is_not_image_column if numeric else None)
     if what is not None and IMAGE_COLUMN not in frame.columns:
         raise DatasetError(f"{path}: the {what} needs an '{IMAGE_COLUMN}' column. "
                            f"Received columns: {', '.join(frame.columns)}")
-    return frame.apply(lambda column: column.str.strip())
+    return frame
 
 
 def read_image_names(path: str | Path, *, what: str = "test dataframe", field: str = "test_dataframe") -> list[str]:
@@ -169,7 +173,8 @@ def read_metadata(path: str | Path, names: list[str]) -> np.ndarray:
             without a row (listed).
     """
     path = Path(path)
-    frame = read_image_table(path, not_found="Metadata CSV not found", field="metadata", what="metadata CSV")
+    frame = read_image_table(path, not_found="Metadata CSV not found", field="metadata", what="metadata CSV",
+                             numeric=True)
     columns = [column for column in frame.columns if column != IMAGE_COLUMN]
     if not columns:
         raise DatasetError(f"{path}: the metadata CSV needs numeric columns after image_name. "
@@ -178,7 +183,7 @@ def read_metadata(path: str | Path, names: list[str]) -> np.ndarray:
     bad = np.argwhere(values.isna().to_numpy())
     if len(bad):
         line, column = int(bad[0][0]), columns[int(bad[0][1])]
-        raise DatasetError(f"{path}, line {line + 2}, column '{column}': expected a number. "
+        raise DatasetError(f"{path}, line {tables.line_of(frame, line)}, column '{column}': expected a number. "
                            f"Received: {frame[column].iloc[line]!r}")
     table = pd.DataFrame(values.to_numpy(np.float32), index=frame[IMAGE_COLUMN])
     absent = [name for name in names if name not in table.index]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from timl import __version__, tracking
+from timl import __version__, tables, tracking
 from timl import config as config_module
 from timl.errors import ConfigError
 from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask
@@ -68,7 +68,7 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
     Args:
-        input_table: the training table (CSV).
+        input_table: the training table (CSV, .xlsx, .ods or ``FILE.xlsx#Sheet``: :mod:`timl.tables`).
         img_dir: the image folder for every row (default: ``images/`` beside each dataset CSV).
         out_dir: the output folder (default ``train_output-YYYYMMDD-hhmmss``).
         experiment: MLflow experiment (default: the table's file name without extension).
@@ -157,10 +157,14 @@ def _open_table_run(table_path: Path, experiment: str, out_dir: str | Path | Non
 
 
 def _copy_input_table(table_path: Path, out_dir: Path) -> Path:
-    """Copies the input table, byte for byte, to ``OUT/automation_input.csv`` (as the original TIML did)."""
+    """Copies the input table, byte for byte, to ``OUT/automation_input.csv`` (as the original TIML did); a
+    workbook's sheet (.xlsx, .ods) is written there as a comma-separated UTF-8 CSV of its cells."""
     copy = out_dir / INPUT_COPY_NAME
-    if not (copy.exists() and copy.samefile(table_path)):
-        shutil.copyfile(table_path, copy)
+    file, _ = tables.split_sheet(table_path)
+    if file.suffix.lower() in tables.WORKBOOK_SUFFIXES:
+        config_module.read_cells(table_path).to_csv(copy, index=False)
+    elif not (copy.exists() and copy.samefile(file)):
+        shutil.copyfile(file, copy)
     return copy
 
 
