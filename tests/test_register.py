@@ -83,13 +83,13 @@ def test_a_registered_model_is_described_by_name_version_and_date(table):
     _, rows = table
     register.register_run(rows[1], "lesions")
     today = datetime.date.today().isoformat()
-    by_alias = tracking.describe_model("models:/lesions@champion")
+    by_alias = tracking.model_card_facts("models:/lesions@champion")
     assert (by_alias["name"], by_alias["version"], by_alias["date"], by_alias["run_id"]) == ("lesions", "1", today,
                                                                                                rows[1])
-    assert tracking.describe_model("models:/lesions/1")["version"] == "1"
-    by_run = tracking.describe_model(f"runs:/{rows[0]}/model", rows[0])
+    assert tracking.model_card_facts("models:/lesions/1")["version"] == "1"
+    by_run = tracking.model_card_facts(f"runs:/{rows[0]}/model", rows[0])
     assert by_run["run_id"] == rows[0] and by_run["date"] == today and by_run["name"]
-    assert tracking.describe_model("models:/nope@champion") == {}  # unknown: nothing invented
+    assert tracking.model_card_facts("models:/nope@champion") == {}  # unknown: nothing invented
 
 
 def test_a_registered_version_pins_its_keras_file(tracking_uri, tmp_path):

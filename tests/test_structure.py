@@ -1,6 +1,6 @@
 """The package's structure: no import cycle anywhere in ``timl/`` (lazy imports inside functions included), no
-MLflow call outside tracking and the pyfunc, no explanation method named outside the explainer registry, and
-light imports for the commands."""
+MLflow call outside the tracking package and the pyfunc (and none at import time inside the package), no explanation
+method named outside the explainer registry, and light imports for the commands."""
 
 from __future__ import annotations
 
@@ -95,16 +95,47 @@ def test_the_graph_sees_imports_inside_functions():
     assert "timl.training.record" in graph["timl.training.row"]
 
 
+def _in_tracking(module: str) -> bool:
+    """Whether a module is the tracking package or one of its modules (store, runs, logging, registry, tags)."""
+    return module == "timl.tracking" or module.startswith("timl.tracking.")
+
+
+def _imported_names(node: ast.AST) -> list[str]:
+    """The module names an import statement names (``import a.b`` -> a.b, ``from a.b import c`` -> a.b)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+
+
 def test_mlflow_is_called_from_tracking_and_the_pyfunc_only():
-    allowed = {"timl.tracking", "timl.pyfunc"}
     callers = []
     for module, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(name == "mlflow" or name.startswith("mlflow.") for name in names) and module not in allowed:
-                callers.append(module)
-    assert not callers, f"MLflow imported outside timl.tracking and timl.pyfunc: {sorted(set(callers))}"
+            names = _imported_names(node)
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
+                if not _in_tracking(module) and module != "timl.pyfunc":
+                    callers.append(module)
+    assert not callers, f"MLflow imported outside the timl.tracking package and timl.pyfunc: {sorted(set(callers))}"
+
+
+def test_the_tracking_package_imports_mlflow_inside_functions_only():
+    eager = [f"{module}: {name}" for module, path in _modules().items() if _in_tracking(module)
+             for node in ast.parse(path.read_text()).body for name in _imported_names(node)
+             if name == "mlflow" or name.startswith("mlflow.")]
+    assert not eager, f"MLflow imported at module level in timl.tracking (import it inside the function): {eager}"
+    code = "import sys\nimport timl.tracking\nprint(sorted(name for name in sys.modules if name.startswith('mlflow')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_callers_reach_tracking_through_the_package():
+    """Outside the package, ``from timl import tracking`` (its ``__init__`` re-exports every public name), never
+    one of its modules, so a name can move between store, runs, logging and registry without touching callers."""
+    graph = import_graph()
+    offenders = [f"{module} -> {target}" for module, targets in graph.items() if not _in_tracking(module)
+                 for target in targets if target.startswith("timl.tracking.")]
+    assert not offenders, f"import timl.tracking, not its modules: {offenders}"
 
 
 def test_explanation_methods_are_named_in_the_registry_only():

@@ -111,9 +111,10 @@ def test_command_run_ends_finished_or_failed(tracking_uri, tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "summary.csv").write_text("x\n")
     with tracking.command_run("inspections", "one", {tracking.TAG_COMMAND: "inspect"}, tracking_uri) as run_id:
-        tracking.log_batch(run_id, {f"m{index}": float(index) for index in range(1500)}, {"threshold": 0.5},
-                           tracking_uri)
-        tracking.log_folder(run_id, tmp_path / "report", tracking_uri=tracking_uri)
+        tracking.log_metrics({f"m{index}": float(index) for index in range(1500)}, run_id=run_id,
+                             tracking_uri=tracking_uri)
+        tracking.log_params({"threshold": 0.5}, run_id=run_id, tracking_uri=tracking_uri)
+        tracking.log_folder(tmp_path / "report", run_id=run_id, tracking_uri=tracking_uri)
     run = tracking.get_run(run_id)
     assert run.info.status == "FINISHED" and len(run.data.metrics) == 1500 and run.data.params["threshold"] == "0.5"
     assert [item.path for item in _client().list_artifacts(run_id)] == ["summary.csv"]

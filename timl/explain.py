@@ -170,7 +170,7 @@ def _log_to_run(run_id: str, out_dir: Path) -> None:
     from timl import tracking
 
     try:
-        tracking.log_folder(run_id, out_dir, artifact_path="explanations")
+        tracking.log_folder(out_dir, "explanations", run_id=run_id)
     except tracking.tracking_errors() as error:
         raise ModelError(f"Cannot log the explanations to run {run_id!r}: {error}") from error
 

@@ -222,15 +222,17 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
 
     tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {})}
     with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
-        tracking.log_batch(run_id, evaluation.summary_metrics(summary, evaluation.summary_group("test"),
-                                                              evaluation.class_group("test")), params, tracking_uri)
-        tracking.log_folder(run_id, out_dir, tracking_uri=tracking_uri)
+        tracking.log_metrics(evaluation.summary_metrics(summary, evaluation.summary_group("test"),
+                                                        evaluation.class_group("test")),
+                             run_id=run_id, tracking_uri=tracking_uri)
+        tracking.log_params(params, run_id=run_id, tracking_uri=tracking_uri)
+        tracking.log_folder(out_dir, run_id=run_id, tracking_uri=tracking_uri)
         if model_run_id:
             try:
                 group = f"inspect_{dataset}"
-                tracking.log_batch(model_run_id, evaluation.summary_metrics(summary, evaluation.summary_group(group),
-                                                                            evaluation.class_group(group)),
-                                   tracking_uri=tracking_uri)
+                tracking.log_metrics(evaluation.summary_metrics(summary, evaluation.summary_group(group),
+                                                                evaluation.class_group(group)),
+                                     run_id=model_run_id, tracking_uri=tracking_uri)
             except tracking.tracking_errors() as error:
                 logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)
     return run_id

@@ -400,13 +400,14 @@ def _log_run(record: dict, frame: pd.DataFrame, csv_path: Path, *, experiment: s
     counts = {key: value for key, value in record["counts"].items() if isinstance(value, int)}
     params = {**record["rules"], "database": record["database"], "images": record["images"], "csv": record["csv"]}
     with tracking.command_run(experiment, f"review-export {csv_path.stem}", tags, tracking_uri) as run_id:
-        tracking.log_batch(run_id, counts, params, tracking_uri)
-        [artifact_uri] = tracking.log_files(run_id, [csv_path], tracking_uri)
+        tracking.log_metrics(counts, run_id=run_id, tracking_uri=tracking_uri)
+        tracking.log_params(params, run_id=run_id, tracking_uri=tracking_uri)
+        [artifact_uri] = tracking.log_artifacts([csv_path], run_id=run_id, tracking_uri=tracking_uri)
         dataset = tracking.dataset_input(frame, source=str(csv_path.resolve()), name=csv_path.stem,
                                          context="review-export")
-        tracking.log_datasets(run_id, [dataset], tracking_uri)
+        tracking.log_datasets([dataset], run_id=run_id, tracking_uri=tracking_uri)
         record.update(run_id=run_id, experiment=experiment, artifact_uri=artifact_uri)
-        tracking.log_files(run_id, [write_provenance(csv_path, record)], tracking_uri)
+        tracking.log_artifacts([write_provenance(csv_path, record)], run_id=run_id, tracking_uri=tracking_uri)
     return run_id
 
 

@@ -57,7 +57,7 @@ class ModelHolder:
             source = classifier.source or {}
             facts = {}
             if source.get("model_uri"):
-                facts = tracking.describe_model(source["model_uri"], source.get("run_id"))
+                facts = tracking.model_card_facts(source["model_uri"], source.get("run_id"))
             else:
                 path = Path(self.config.model)
                 facts = {"name": path.stem}

@@ -6,10 +6,13 @@ cached activations (:mod:`timl.training.activations`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -29,6 +32,16 @@ class Trained:
     seconds: float
     started: str
     predictions: dict = dataclasses.field(default_factory=dict)  # split -> probabilities, when already known
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict]:
+    """Measures wall time: ``with timed() as t: ...; t["seconds"]``."""
+    box = {"start": time.time()}
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.time() - box["start"]
 
 
 def resolve_weights(config) -> str:
@@ -86,7 +99,7 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
         _log_earlier_epochs(checkpoint.history)
     best = BestWeights(spec.quality_metric, checkpoint_dir)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    with tracking.timed() as timer:
+    with timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
                   callbacks=[*([SetEpoch(epoch_counter)] if epoch_counter is not None else []), checkpoint, best,
                              RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],

@@ -54,7 +54,7 @@ def log_datasets(data) -> None:
             frame, source=UNION_SEPARATOR.join(str(path.resolve()) for path in files),
             name=f"{UNION_SEPARATOR.join(path.stem for path in files)}-{split}", context=DATASET_CONTEXTS[split]))
         tags.update({template.format(split=split): value for template, value in export_lineage(files).items()})
-    tracking.log_datasets(tracking.active_run_id(), inputs)
+    tracking.log_datasets(inputs)
     if tags:
         tracking.set_tags(tags)
 

@@ -1,0 +1,133 @@
+"""The tracking store: which URI TIML uses, the SQLite settings that let several processes share one store, the
+lock under which one process creates (or migrates) its schema, experiments, and the errors a failing store raises.
+
+MLflow is imported inside the functions, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+#: MLflow's own default when neither --tracking-uri nor MLFLOW_TRACKING_URI is given.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+#: How MLflow's HTTP client retries a tracking server that does not answer (connection refused, 5xx), unless the
+#: user set these: 6 retries with exponential backoff (0, 4, 8, 16, 32, 64 s, plus up to 1 s jitter each) wait
+#: about 2 minutes before a call fails, so a table rides out a short server restart.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Sets the tracking URI (argument, else MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
+
+    Returns:
+        The tracking URI in use.
+    """
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:"):
+        _tune_sqlite(uri)
+    if uri.startswith(("http:", "https:")):
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
+    return uri
+
+
+_INITIALISED: set[str] = set()
+
+
+def _tune_sqlite(uri: str) -> None:
+    """Lets several processes share one SQLite store.
+
+    The store's schema is created (or migrated) by one process at a time, under a lock file beside the
+    database, so two tables started together do not race on MLflow's migrations. WAL mode lets readers work
+    while one process writes; MLflow's SQLAlchemy engine is told to wait for the write lock instead of failing
+    with "database is locked".
+    """
+    import fcntl
+    import sqlite3
+
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    path = uri.split("sqlite:///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:" or uri in _INITIALISED:
+        return
+    from mlflow.tracking import MlflowClient
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not Path(path).is_file() or Path(path).stat().st_size == 0:
+                _create_store_atomically(path)
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # migrates an older schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _INITIALISED.add(uri)
+
+
+def _create_store_atomically(path: str) -> None:
+    """Creates a new SQLite store beside ``path`` and renames it into place, so a process killed while MLflow
+    creates its tables never leaves a half-made store behind."""
+    from mlflow.tracking import MlflowClient
+
+    temporary = Path(f"{path}.{os.getpid()}.creating")
+    temporary.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{temporary}").search_experiments(max_results=1)
+    os.replace(temporary, path)
+
+
+def tracking_uri() -> str:
+    """The tracking URI in use."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def portable_uri(uri: str) -> str:
+    """The tracking URI as another process with another working directory must see it: a relative SQLite
+    path or local folder made absolute; server URIs unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, _, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:":
+            return f"sqlite:///{Path(path).resolve()}" + (f"?{query}" if query else "")
+    if "://" not in uri and uri not in ("", "databricks"):
+        return str(Path(uri).resolve())
+    return uri
+
+
+def experiment_id(name: str) -> str:
+    """Returns the id of experiment ``name``, creating it when it does not exist (race-safe)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException:
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def experiment_name(experiment_id: str) -> str | None:
+    """The name of an experiment, None if there is none with that id."""
+    import mlflow
+
+    found = mlflow.get_experiment(experiment_id)
+    return found.name if found else None
+
+
+def tracking_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a failing tracking store raises, for callers that go on without it."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)

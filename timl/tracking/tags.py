@@ -1,0 +1,37 @@
+"""The names TIML writes into the MLflow record beside metrics and params: run tags and the parent-run marker.
+
+A table is a parent run (tag ``timl.kind`` = ``table``); each row is a child run (``timl.kind`` = ``row``) carrying
+its row number and a stable row key, so that ``--resume`` finds it again.
+"""
+
+TAG_ROW_KEY = "timl.row_key"
+TAG_ROW = "timl.row"
+TAG_TABLE = "timl.table"
+TAG_KIND = "timl.kind"
+TAG_PID = "timl.pid"
+TAG_HOST = "timl.host"
+TAG_STATUS = "timl.status"
+TAG_EXCEPTION = "timl.exception"
+TAG_OUT_DIR = "timl.out_dir"
+TAG_TRAINSTART = "timl.trainstart"
+TAG_TRAINMODEL = "timl.trainmodel"
+TAG_MODEL_SHA256 = "timl.model_sha256"
+TAG_RESUMED_AT = "timl.resumed_at_epoch"
+TAG_COMMAND = "timl.command"
+TAG_MODEL_RUN = "timl.model_run_id"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_WORKER = "timl.worker"
+TAG_BEST_RUN = "timl.best_run_id"
+TAG_BEST_ROW = "timl.best_row"
+TAG_NODE = "timl.ray_node"
+#: An export of expert answers (``timl.review export``): the model(s) reviewed, the reviewers, the images folder.
+TAG_REVIEW_MODEL = "timl.review.model"
+TAG_REVIEW_REVIEWERS = "timl.review.reviewers"
+TAG_REVIEW_IMAGES = "timl.review.images"
+#: A row's split whose CSV was exported from expert answers (``{split}``: train, dev, test): the export's run, its
+#: CSV artifact and the reviewers.
+TAG_DATASET_SOURCE_RUN = "timl.dataset.{split}.source_run"
+TAG_DATASET_SOURCE = "timl.dataset.{split}.source"
+TAG_DATASET_REVIEWERS = "timl.dataset.{split}.reviewers"
+#: The file in a table's output folder that names the table's (parent) run.
+PARENT_MARKER = "parent_run_id.txt"
