@@ -115,7 +115,8 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
         ImageError: the bytes are not a supported image, are truncated, or the image is too large.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(source))
+        transposed = ImageOps.exif_transpose(source)  # a copy: the caller's image never changes
+        return transposed if transposed.mode == "RGB" else _to_rgb(transposed)  # no second copy of an RGB image
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:

@@ -23,6 +23,7 @@ from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
+from timl.serving.memory import return_freed_images
 from timl.serving.model import ModelHolder
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import reviews_blueprint
@@ -257,6 +258,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
         config = ServerConfig.from_mapping(config)
     elif not isinstance(config, ServerConfig):
         config = load_config(config)
+    return_freed_images()  # decoded images leave the worker's memory once answered
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config
