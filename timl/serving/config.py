@@ -45,7 +45,9 @@ SAMPLE = {
     "EVALUATION_DB_description": "SQLite file where evaluate.html stores the experts' answers.",
     "EVALUATION_ORDER": "name",
     "EVALUATION_ORDER_description": "Order of the images to review: name, or uncertainty (the images the model "
-                                    "is least sure of first: smallest margin between its two top classes).",
+                                    "is least sure of first: smallest margin between its two top classes; "
+                                    "predicted in the background, 32 at a time: until done, the images scored "
+                                    "so far come first).",
     "TRACKING_URI": "",
     "TRACKING_URI_description": "MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI "
                                 "or sqlite:///mlflow.db).",
