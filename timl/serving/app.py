@@ -24,6 +24,7 @@ from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, T
 from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
+from timl.serving.memory import return_freed_images
 from timl.serving.model import ModelHolder
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import reviews_blueprint
@@ -45,8 +46,19 @@ class UnknownChoice(ModelError):
     """An unknown explanation method or layer in the URL (404, with the valid ones)."""
 
 
-def _uploaded_image(config: ServerConfig):
-    """The decoded image of the multipart field ``file``; the file name is only echoed, never used as a path."""
+def _uploaded_image(holder: ModelHolder, prepare=None):
+    """The decoded image of the multipart field ``file``; the file name is only echoed, never used as a path.
+
+    Decoded in one of the worker's decoding slots (DECODE_CONCURRENCY), under MAX_IMAGE_PIXELS.
+
+    Args:
+        holder: the worker's model holder (its configuration and decoding slots).
+        prepare: when given, ``prepare(image)`` is returned instead of the image, computed in the same slot (the
+            model input of a classification: the full-size image is freed before the slot is).
+
+    Returns:
+        The file name and the image (or what ``prepare`` made of it).
+    """
     from timl.images import decode_image
 
     upload = request.files.get("file")
@@ -55,7 +67,9 @@ def _uploaded_image(config: ServerConfig):
                          f"Received fields: {sorted(request.files) + sorted(request.form)}")
     filename = Path(upload.filename or "upload").name[:200]
     data = upload.read()
-    return filename, decode_image(data, max_pixels=config.max_image_pixels, name=f"the uploaded file {filename!r}")
+    with holder.decoding():
+        image = decode_image(data, max_pixels=holder.config.max_image_pixels, name=f"the uploaded file {filename!r}")
+        return filename, (prepare(image) if prepare is not None else image)
 
 
 def _query_number(name: str, kind, low, high):
@@ -122,14 +136,13 @@ def _analysis(holder: ModelHolder):
     already has (never uploaded), the explanation's images at the size the page shows."""
     from timl import xai
     from timl.classifier import confidence
-    from timl.images import decode_image
 
     def analyse(path: Path) -> dict:
         classifier = holder.classifier
         method = request.args.get("method") or xai.DEFAULT_EXPLAINER
         explainer, layer = _explainer_choice(classifier.model, method, request.args.get("layer") or None)
         size, kinds = _image_choices()
-        image = decode_image(path, max_pixels=holder.config.max_image_pixels, name=path.name)
+        image = holder.decode_file(path)
         probabilities = holder.classify(image)
         explanation = holder.explain(image, method, layer, None, 0, _explain_params(explainer), size, kinds)
         return {"image": path.name, "classes": list(classifier.class_names),
@@ -176,8 +189,8 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     def classify():
         classifier = holder.classifier
         with holder.batcher.expect() as announcement:  # a batch being formed waits while this image decodes
-            filename, image = _uploaded_image(config)
-            probabilities = holder.classify(image, announcement)
+            filename, array = _uploaded_image(holder, classifier.preprocessing)
+            probabilities = holder.batcher.submit(array, announcement)
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names),
@@ -191,7 +204,7 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         seed = _query_number("seed", int, 0, 2**31 - 1)
         class_index = classifier.class_index(request.args.get("class"))
         size, kinds = _image_choices()
-        filename, image = _uploaded_image(config)
+        filename, image = _uploaded_image(holder)
         explanation = holder.explain(image, method, explained_layer, class_index, seed, params, size, kinds)
         return jsonify(filename=filename, method=method, layer=explanation["layer"] or layer,
                        args={"layer_name": explanation["layer"] or layer, **params},
@@ -246,6 +259,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
         config = ServerConfig.from_mapping(config)
     elif not isinstance(config, ServerConfig):
         config = load_config(config)
+    return_freed_images()  # decoded images leave the worker's memory once answered
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config

@@ -218,6 +218,16 @@ def _check_label(answer: dict, classes) -> None:
                           f"Received: label={answer['label']!r:.80}")
 
 
+def _uncertainty_order(names: list[str], scores: list[float | None]) -> dict:
+    """The listing in uncertainty order: the scored images first (most uncertain first, ties by name), then the
+    images not scored yet in name order; ``scored`` of ``total`` says how far scoring has come."""
+    ranked = sorted(((name, score) for name, score in zip(names, scores) if score is not None),
+                    key=lambda pair: (-pair[1], pair[0]))
+    waiting = [name for name, score in zip(names, scores) if score is None]
+    return {"images": [name for name, _ in ranked] + waiting, "order": "uncertainty", "scored": len(ranked),
+            "total": len(names), "uncertainty": {name: round(float(score), 6) for name, score in ranked}}
+
+
 def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = None,
                       uncertainty: Callable[[list[Path]], list[float]] | None = None,
                       analyse: Callable[[Path], dict] | None = None,
@@ -232,7 +242,8 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         model_facts: returns the served model's ``model`` (its name and version, or run) and ``classes``, stored
             with every answer.
         uncertainty: the model's uncertainty of each image file (higher first), for EVALUATION_ORDER
-            ``uncertainty``.
+            ``uncertainty``; None for an image not scored yet (listed after the scored ones, in name order). It
+            must answer at once: the scoring happens elsewhere (:mod:`timl.serving.ranking`).
         analyse: the classification and explanation of one image file (``GET images/<name>/analysis``).
         prediction: the served model's predicted class of an image file and its probability: every answer
             records these, never the ``predicted`` and ``confidence`` a client sends (an agreement is a vote for
@@ -259,10 +270,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         listed = _listing(folder)
         names = list(listed)
         if order == "uncertainty" and uncertainty is not None and names:
-            scores = uncertainty([listed[name] for name in names])
-            ranked = sorted(zip(names, scores), key=lambda pair: (-pair[1], pair[0]))
-            return jsonify(images=[name for name, _ in ranked], order=order,
-                           uncertainty={name: round(float(score), 6) for name, score in ranked})
+            return jsonify(_uncertainty_order(names, uncertainty([listed[name] for name in names])))
         return jsonify(images=names, order="name")
 
     @blueprint.get("/images/<name>")
