@@ -39,6 +39,20 @@ def test_listing_and_fetching(client, tmp_path):
         assert answer.status_code == 404 and answer.is_json, name
 
 
+def test_review_images_analysis_and_answers_are_never_cached(client):
+    """Patients' images and the experts' answers: "private, no-store", for browsers and proxies alike."""
+    answer = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "A", "predicted": "A"}
+    responses = [client.get("/api/evaluate/images/a.png"), client.get("/api/evaluate/images/a.png/analysis"),
+                 client.get("/api/evaluate/images"), client.post("/api/evaluate/answers", json=answer),
+                 client.get("/api/evaluate/answers?reviewer=Dr.%20A"), client.get("/api/evaluate/answers.csv"),
+                 client.get("/api/evaluate/images/nope.png")]
+    assert [response.status_code for response in responses] == [200, 200, 200, 201, 200, 200, 404]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "private, no-store", response.request.path
+        assert "Expires" not in response.headers
+    assert responses[0].data == encoded() and responses[0].headers.get("ETag")  # still a conditional answer
+
+
 def test_answers_are_validated_and_downloadable(client):
     good = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "A", "predicted": "A", "comment": ""}
     assert client.post("/api/evaluate/answers", json=good).status_code == 201

@@ -16,10 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from timl.errors import TimlError
 from timl.serving.batching import Batcher
 from timl.serving.config import ServerConfig, load_server_classifier
 from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
 from timl.serving.ranking import UncertaintyRanking
+
+
+class ModelUnavailable(TimlError):
+    """The configured model could not be loaded (503). The message names server paths: it is for the server log
+    only, and a client is told no more than that the model could not be loaded."""
+
 
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
@@ -49,7 +56,11 @@ class ModelHolder:
         if self._classifier is None:
             with self._lock:
                 if self._classifier is None:
-                    self._classifier = load_server_classifier(self.config)
+                    try:
+                        self._classifier = load_server_classifier(self.config)
+                    except Exception as error:  # a missing, refused or unreadable model: tried again next time
+                        raise ModelUnavailable(f"The model {self.config.model} could not be loaded: "
+                                               f"{error}") from error
         return self._classifier
 
     def describe(self) -> dict:

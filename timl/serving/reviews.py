@@ -28,6 +28,8 @@ ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment",
 CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment", "user", "reviewer",
                "skipped", "confidence", "method", "model", "classes", "updated")
 MAX_TEXT = 2000
+#: The Cache-Control of every answer of the reviews (health data): no shared cache, no copy on disk.
+NOT_KEPT = "private, no-store"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, image TEXT NOT NULL, evaluator TEXT NOT NULL,
@@ -257,6 +259,13 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
     database = str(config.get("EVALUATION_DB") or "timl_evaluations.db")
     order = str(config.get("EVALUATION_ORDER") or "name")
 
+    @blueprint.after_request
+    def not_kept(response):
+        """Patients' images, the model's analysis of them and the experts' answers: kept by no browser or proxy."""
+        response.headers["Cache-Control"] = NOT_KEPT
+        response.headers.pop("Expires", None)
+        return response
+
     @blueprint.errorhandler(NotConfigured)
     def not_configured(error):
         return jsonify(error=str(error)), 404
@@ -279,7 +288,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         if name not in listed:  # only names from the listing: user input never becomes a path
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
-        return send_file(listed[name], max_age=3600)
+        return send_file(listed[name], max_age=None)  # conditional (ETag), never cached: see not_kept
 
     @blueprint.get("/images/<name>/analysis")
     def analysis(name: str):
