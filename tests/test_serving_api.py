@@ -260,7 +260,10 @@ def test_no_answer_names_a_server_path(tmp_path, caplog):
         caplog.clear()
         with caplog.at_level("ERROR", logger="timl.serving.app"):
             answers = [client.get("/api/info"), post(client, "/api/classify", encoded()),
-                       client.get("/api/evaluate/images"), client.get("/api/evaluate/images/a.png/analysis")]
+                       client.get("/api/evaluate/images/a.png/analysis")]
+            listing = client.get("/api/evaluate/images")  # scored in the background: listed, nothing scored
+        assert listing.status_code == 200 and listing.get_json()["scored"] == 0
+        assert str(tmp_path) not in listing.get_data(as_text=True)
         for answer in answers:
             assert answer.status_code == 503 and answer.is_json, (model, answer.get_json())
             assert answer.get_json()["error"] == "The model could not be loaded; see the server log for the details."
