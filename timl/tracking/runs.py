@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from timl import __version__, tables
+from timl import __version__, metric_names, tables
 from timl.errors import ConfigError
 from timl.tracking.logging import dataset_input, log_datasets, log_metrics, set_tags
 from timl.tracking.store import experiment_id, tracking_uri
@@ -91,10 +91,10 @@ def _log_table_dataset(run_id: str, table_path: Path) -> None:
 
 def log_table_summary(run_id: str, counts: dict[str, int], best=None) -> None:
     """The table's run holds its summary: rows FINISHED / FAILED / KILLED, and the best row's scores and name."""
-    metrics = {f"rows/{status.lower()}": count for status, count in counts.items()}
+    metrics = {metric_names.rows_metric(status): count for status, count in counts.items()}
     if best is not None:
-        metrics.update({f"best/{name.replace('/', '_')}": value for name, value in best.data.metrics.items()
-                        if name.startswith(("dev/", "test/")) and not name.endswith("/samples")})
+        metrics.update({metric_names.best_metric(name): value for name, value in best.data.metrics.items()
+                        if metric_names.is_best_score(name)})
         set_tags({TAG_BEST_RUN: best.info.run_id, TAG_BEST_ROW: best.info.run_name}, run_id=run_id)
     log_metrics(metrics, run_id=run_id)
 
