@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 MEMORY_HINT = ("Out of memory: lower the row's batchsize or imgsize (or train it on a machine with more memory, "
                "or fewer rows at once). ")
 
+
 def git_commit() -> str | None:
     """The git commit of the TIML project when it runs from a checkout, else None."""
     try:
