@@ -22,6 +22,7 @@ import pandas as pd
 
 from timl import tables
 from timl.datasets._common import _listed
+from timl.datasets.cell import UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import image_paths
 from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
@@ -34,10 +35,6 @@ SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
 
 #: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
 KFOLD_DEV_FRACTION = 0.1
-
-#: Joins the ground-truth CSVs of a union in the ``dataset`` cell: ``corrected.csv+isic.csv``.
-UNION_SEPARATOR = "+"
-
 
 @dataclasses.dataclass(frozen=True)
 class SplitSpec:
@@ -228,7 +225,7 @@ class _Request:
             image is looked up beside that file.
     """
 
-    dataset: str
+    dataset: DatasetCell
     classcolumns: str
     multi_label: bool
     seed: int
@@ -256,20 +253,19 @@ def _describe(files: tuple[Path, ...]) -> str:
     return UNION_SEPARATOR.join(str(path) for path in files)
 
 
-def _union_members(entry: str, base_dir: Path) -> tuple[Path, ...] | None:
+def _union_members(entry: DatasetEntry, base_dir: Path) -> tuple[Path, ...] | None:
     """The CSVs of a ``+`` union (each may be a root name, as a one-file dataset may), or None when ``entry``
     names one file (a file whose name holds a ``+`` included).
 
     Raises:
         DatasetError: an empty member (``a.csv+``).
     """
-    if UNION_SEPARATOR not in entry or tables.table_exists(_single_file_path(entry, base_dir)):
+    if not entry.is_union or tables.table_exists(_single_file_path(entry.text, base_dir)):
         return None
-    members = [member.strip() for member in entry.split(UNION_SEPARATOR)]
-    if not all(members):
+    if not all(entry.members):
         raise DatasetError(f"a '{UNION_SEPARATOR}' union needs a CSV file on each side of every "
-                           f"'{UNION_SEPARATOR}' (a.csv+b.csv). Received: dataset={entry!r}")
-    return tuple(_single_file_path(member, base_dir) for member in members)
+                           f"'{UNION_SEPARATOR}' (a.csv+b.csv). Received: dataset={entry.text!r}")
+    return tuple(_single_file_path(member, base_dir) for member in entry.members)
 
 
 def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFrame, tuple[str, ...]]:
@@ -285,7 +281,7 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
     for position, path in enumerate(members, 1):
         if not tables.table_exists(path):
             missing.append(f"Ground-truth CSV not found: file {position} of the '{UNION_SEPARATOR}' union, "
-                           f"{str(path)!r}. Received: dataset={request.dataset!r}")
+                           f"{str(path)!r}. Received: dataset={request.dataset.text!r}")
             continue
         try:
             read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label)))
@@ -320,16 +316,16 @@ def _read_entry(files: tuple[Path, ...], request: _Request) -> tuple[pd.DataFram
 
 
 def _single_file(spec: SplitSpec, request: _Request):
-    if ";" in request.dataset:
+    if request.dataset.is_list:
         raise DatasetError(f"split {spec.text!r} needs one CSV file; a ';'-separated list needs split=list. "
-                           f"Received: dataset={request.dataset!r}")
-    files = _union_members(request.dataset, request.base_dir)
+                           f"Received: dataset={request.dataset.text!r}")
+    files = _union_members(request.dataset.whole, request.base_dir)
     if files is None:
-        path = _single_file_path(request.dataset, request.base_dir)
+        path = _single_file_path(request.dataset.text, request.base_dir)
         if not tables.table_exists(path) and path.suffix.lower() != ".csv":
             raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root "
                                    f"name (<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
-                                   f"Received: dataset={request.dataset!r}")
+                                   f"Received: dataset={request.dataset.text!r}")
         files = (path,)
     frame, class_names = _read_entry(files, request)
     return frame, class_names, files
@@ -358,34 +354,26 @@ def _split_kfold(spec: SplitSpec, request: _Request):
     return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
-def _pre_root(dataset: str) -> str:
-    root = dataset.strip()
-    for ending in ("-train.csv", ".csv"):
-        if root.lower().endswith(ending):
-            return root[: -len(ending)]
-    return root
-
-
 def _split_pre(spec: SplitSpec, request: _Request):
-    root = _resolve(_pre_root(request.dataset), request.base_dir)
+    root = _resolve(request.dataset.root, request.base_dir)
     files = {split: Path(f"{root}-{split}.csv") for split in SPLITS}
     missing = [str(files[split]) for split in ("train", "dev") if not files[split].is_file()]
     if missing:
         union = (f" (a '{UNION_SEPARATOR}' union works with split frac, n, kfold and list, not pre)"
-                 if UNION_SEPARATOR in request.dataset else "")
+                 if request.dataset.has_union else "")
         raise MissingFileError(f"split 'pre' reads <root>-train.csv, <root>-dev.csv and optionally <root>-test.csv; "
-                               f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset!r}")
+                               f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset.text!r}")
     return _read_files({split: (path,) if path.is_file() else None for split, path in files.items()}, request)
 
 
 def _split_list(spec: SplitSpec, request: _Request):
-    names = [name for name in request.dataset.split(";") if name.strip()]
-    if len(names) not in (2, 3):
+    entries = request.dataset.files
+    if len(entries) not in (2, 3):
         raise DatasetError(f"split 'list' needs 'train.csv;dev.csv' or 'train.csv;dev.csv;test.csv' in the dataset "
-                           f"cell ({len(names)} file(s) given). Received: dataset={request.dataset!r}")
+                           f"cell ({len(entries)} file(s) given). Received: dataset={request.dataset.text!r}")
     files: dict[str, tuple[Path, ...] | None] = {
-        split: _union_members(name.strip(), request.base_dir) or (_resolve(name, request.base_dir),)
-        for split, name in zip(SPLITS, names)}
+        split: _union_members(entry, request.base_dir) or (_resolve(entry.text, request.base_dir),)
+        for split, entry in zip(SPLITS, entries)}
     files.setdefault("test", None)
     return _read_files(files, request)
 
@@ -484,12 +472,13 @@ def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source:
     return result
 
 
-def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", multi_label: bool = False,
+def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = "default", multi_label: bool = False,
                  img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None) -> Dataset:
     """Reads, checks and splits a ground truth, and finds its images.
 
     Args:
-        dataset: a CSV file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
+        dataset: the ``dataset`` cell, parsed (:class:`DatasetCell`, as a row holds it) or as written: a CSV
+            file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
             a root name (``pre``: ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
             Except with ``pre``, a file may be a union ``a.csv+b.csv[+...]``: the rows of every file (same class
             columns), an image listed by several taking the first file's row. Relative paths are resolved
@@ -513,7 +502,7 @@ def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", mul
     """
     spec = parse_split(split)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    request = _Request(str(dataset), classcolumns, multi_label, int(seed), base)
+    request = _Request(DatasetCell.parse(dataset), classcolumns, multi_label, int(seed), base)
     frames, class_names, files = SPLIT_STRATEGIES[spec.strategy](spec, request)
     entries = list(dict.fromkeys(files.values()))
     source = ";".join(_describe(entry) for entry in entries)
