@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from timl import metric_names as names
 from timl import workers
 from timl.datasets import IMAGE_COLUMN, Dataset
 from timl.evaluation import Report
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from timl.classifier import Classifier
 
 #: The splits a row reports on.
-REPORTED_SPLITS = ("dev", "test")
+REPORTED_SPLITS = (names.DEV, names.TEST)
 
 
 @dataclasses.dataclass

@@ -46,8 +46,8 @@ def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = 
         gpus: the row's GPUs when its cell is empty (``--row-gpus``); 2 or more train under MirroredStrategy.
 
     Returns:
-        The kept model's headline scores by their MLflow names: ``{"dev/accuracy": ...,
-        "dev/balanced_accuracy": ..., "test/accuracy": ..., ...}``.
+        The kept model's headline scores (:data:`timl.metric_names.HEADLINE`), by metric name:
+        ``{"dev/accuracy": ..., "dev/balanced_accuracy": ..., "test/accuracy": ..., ...}``.
 
     Raises:
         DatasetError, ImageError, ModelError, TrainingError: the row cannot be trained (the caller marks the
