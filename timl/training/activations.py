@@ -215,7 +215,7 @@ def fit_head(plan: RowPlan, data: RowData, weights: str) -> Trained:
         cached activations, as the whole model computes them on the images).
 
     Raises:
-        DatasetError, MissingFileError, ModelError: missing or mismatched activations or metadata.
+        DatasetError, MissingFileError, ModelError: missing or mismatched activations.
     """
     import keras
 
