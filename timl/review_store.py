@@ -258,7 +258,7 @@ def _csv_cell(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def answers_csv(database: str) -> str:
+def current_answers_csv(database: str) -> str:
     """Every reviewer's current answer per image as CSV text (:data:`CSV_COLUMNS`), cells a spreadsheet shows as
     text."""
     buffer = io.StringIO()

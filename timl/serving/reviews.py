@@ -18,7 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request, send_file
 
 from timl.errors import ConfigError
 from timl.images import IMAGE_SUFFIXES
-from timl.review_store import (DEFAULT_DATABASE, AnswerError, answers_csv, check_label, current_answers,
+from timl.review_store import (DEFAULT_DATABASE, AnswerError, check_label, current_answers, current_answers_csv,
                                store_answer, validate_answer)
 
 #: The Cache-Control of every answer of the reviews (health data): no shared cache, no copy on disk.
@@ -141,7 +141,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
 
     @blueprint.get("/answers.csv")
     def answers_csv():
-        return Response(answers_csv(database), mimetype="text/csv",
+        return Response(current_answers_csv(database), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=timl_evaluations.csv"})
 
     return blueprint
