@@ -18,8 +18,8 @@ from flask import Blueprint, Response, g, jsonify, request, send_file
 
 from timl.errors import ConfigError
 from timl.images import IMAGE_SUFFIXES
-from timl.review_store import (DEFAULT_DATABASE, AnswerError, check_label, current_answers, current_answers_csv,
-                               store_answer, validate_answer)
+from timl.review_store import (DEFAULT_DATABASE, AnswerError, check_label, current_answers,
+                               current_answers_csv, store_answer, validate_answer)
 
 #: The Cache-Control of every answer of the reviews (health data): no shared cache, no copy on disk.
 NOT_KEPT = "private, no-store"
