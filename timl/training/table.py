@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from timl import __version__, tables, tracking
 from timl import config as config_module
 from timl.errors import ConfigError
+from timl.metric_names import DEFAULT_SELECT_BY
 from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _raise_terminated(signum, frame):
 def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, out_dir: str | Path | None = None,
                 experiment: str | None = None, tracking_uri: str | None = None, rows: str | None = None,
                 resume: bool = False, skip_roc: bool = False, register: str | None = None,
-                select_by: str = "dev/balanced_accuracy", executor: Executor | None = None,
+                select_by: str = DEFAULT_SELECT_BY, executor: Executor | None = None,
                 checkpoint_dir: str | Path | None = None, system_metrics: bool = True,
                 on_row: Callable[[RowOutcome], None] | None = None) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
