@@ -11,6 +11,8 @@ The app's one status table (:data:`timl.serving.app.STATUS`) answers :class:`Not
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -23,6 +25,8 @@ from timl.review_store import (DEFAULT_DATABASE, AnswerError, check_label, curre
 
 #: The Cache-Control of every answer of the reviews (health data): no shared cache, no copy on disk.
 NOT_KEPT = "private, no-store"
+
+logger = logging.getLogger(__name__)
 
 
 class NotConfigured(ConfigError):
@@ -39,9 +43,12 @@ def _listing(folder: str) -> dict[str, Path]:
         raise NotConfigured("No evaluation images: set EVALUATION_IMAGES_DIR in timl_server_config.json to the "
                             "folder of images the experts should review. Received: EVALUATION_IMAGES_DIR=''")
     root = Path(folder)
-    if not root.is_dir():
-        raise NotConfigured(f"EVALUATION_IMAGES_DIR is not a folder; set it to the folder of images the experts "
-                            f"should review. Received: EVALUATION_IMAGES_DIR={folder!r}")
+    if not root.is_dir():  # the path goes to the server's log, never to a client
+        logger.error("EVALUATION_IMAGES_DIR %s is not a folder; set it to the folder of images the experts should "
+                     "review.", folder)
+        raise NotConfigured("EVALUATION_IMAGES_DIR (in the server configuration) is not a folder; the server's "
+                            "administrator should set it to the folder of images the experts should review "
+                            "(the server log names it).")
     return {path.name: path for path in sorted(root.iterdir())
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES}
 
