@@ -1,8 +1,9 @@
 """Splitting a ground truth into train, dev and test sets, and loading a Dataset.
 
-Parses the ``split`` cell (:func:`parse_split`), applies the split strategy it names (``SPLIT_STRATEGIES``:
-pre, frac, n, list, kfold; random splits stratified by class and reproducible from a seed) and
-:func:`load_dataset`, which reads, checks and splits the ground truth and finds its images.
+Applies the split strategy a ``split`` cell names (``SPLIT_STRATEGIES``: pre, frac, n, list, kfold; the cell parsed
+by :mod:`timl.datasets.split_spec`; random splits stratified by class and reproducible from a seed, as
+:mod:`timl.datasets.stratify` orders them) in :func:`load_dataset`, which reads, checks and splits the ground truth
+and finds its images.
 
 A file of the ``dataset`` cell may be a union of CSVs joined with ``+`` (``corrected.csv+isic.csv``): their rows
 together, an image listed by several files taking its label from the first (experts' corrections first override
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -25,164 +25,19 @@ from timl.datasets._common import _listed
 from timl.datasets.cell import UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import image_paths
+from timl.datasets.split_spec import SplitSpec, parse_split
+from timl.datasets.stratify import stratified_folds, stratified_order
 from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
 from timl.errors import DatasetError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-#: The forms a ``split`` cell may take, as error messages list them.
-SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
-
 #: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
 KFOLD_DEV_FRACTION = 0.1
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    """A parsed ``split`` cell.
-
-    Attributes:
-        strategy: one of ``SPLIT_STRATEGIES`` ("pre", "frac", "n", "list", "kfold").
-        text: the cell as written.
-        fraction: F of ``frac=F``.
-        count: N of ``n=N``.
-        folds: K of ``kfold=K:i``.
-        fold: i of ``kfold=K:i`` (0-based).
-    """
-
-    strategy: str
-    text: str
-    fraction: float | None = None
-    count: int | None = None
-    folds: int | None = None
-    fold: int | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Split cells
-
-
-def _split_error(text: str, reason: str = "") -> DatasetError:
-    detail = f" {reason}." if reason else ""
-    return DatasetError(f"Unknown or malformed split.{detail} Expected one of: {SPLIT_FORMS}. Received: split={text!r}")
-
-
-def _parse_frac(text: str, value: str) -> SplitSpec:
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise _split_error(text, "F must be a number") from None
-    if not 0 < fraction < 0.5:
-        raise _split_error(text, "F must be between 0 and 0.5 (exclusive)")
-    return SplitSpec("frac", text, fraction=fraction)
-
-
-def _parse_n(text: str, value: str) -> SplitSpec:
-    if not re.fullmatch(r"\d+", value) or int(value) < 1:
-        raise _split_error(text, "N must be a positive integer")
-    return SplitSpec("n", text, count=int(value))
-
-
-def _parse_kfold(text: str, value: str) -> SplitSpec:
-    match = re.fullmatch(r"(\d+):(\d+)", value)
-    if not match:
-        raise _split_error(text, "kfold needs K:i with integers K >= 2 and 0 <= i < K")
-    folds, fold = int(match.group(1)), int(match.group(2))
-    if folds < 2 or fold >= folds:
-        raise _split_error(text, f"kfold needs K >= 2 and 0 <= i < K (got K={folds}, i={fold})")
-    return SplitSpec("kfold", text, folds=folds, fold=fold)
-
-
-def _parse_plain(name: str) -> Callable[[str, str | None], SplitSpec]:
-    def parse(text: str, value: str | None) -> SplitSpec:
-        if value is not None:
-            raise _split_error(text, f"'{name}' takes no value")
-        return SplitSpec(name, text)
-
-    return parse
-
-
-_SPLIT_PARSERS: dict[str, Callable] = {
-    "pre": _parse_plain("pre"),
-    "frac": _parse_frac,
-    "n": _parse_n,
-    "list": _parse_plain("list"),
-    "kfold": _parse_kfold,
-}
-
-
-def parse_split(text: str) -> SplitSpec:
-    """Validates a ``split`` cell without touching any file.
-
-    Args:
-        text: ``pre``, ``frac=F`` (0<F<0.5), ``n=N``, ``list`` or ``kfold=K:i`` (0 <= i < K).
-
-    Returns:
-        The parsed SplitSpec.
-
-    Raises:
-        DatasetError: the cell is not one of the accepted forms.
-    """
-    if not isinstance(text, str):
-        raise _split_error(repr(text))
-    name, separator, value = text.strip().partition("=")
-    name = name.strip().lower()
-    parser = _SPLIT_PARSERS.get(name)
-    if parser is None or (name in ("frac", "n", "kfold") and not separator):
-        raise _split_error(text)
-    return parser(text, value.strip() if separator else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Split strategies
-
-
-def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded permutation of the rows that interleaves the classes in proportion.
-
-    Rows of each stratum (the row's label combination) are shuffled; each gets the key (rank + u) / size with
-    u uniform in [0, 1), and the rows are sorted by that key. Any prefix, or every K-th row, of the result then
-    holds each class in about its share of the whole: a stratified sample "where possible" (a class with too
-    few rows simply lands wherever its keys fall).
-
-    Args:
-        labels: (rows, classes) 0/1 array.
-        seed: the seed of the shuffle.
-
-    Returns:
-        An int array, a permutation of ``range(rows)``.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
-    keys = np.empty(len(labels))
-    for stratum in np.unique(strata):
-        members = np.flatnonzero(strata == stratum)
-        rng.shuffle(members)
-        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
-    return np.argsort(keys, kind="stable")
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Assigns each row to one of ``folds`` folds, stratified by class and reproducible from ``seed``.
-
-    The rows of each stratum (label combination) are shuffled and dealt round-robin over the folds, continuing
-    where the previous stratum stopped: each fold gets its share of every class (within one row), and the fold
-    sizes differ by at most one row.
-
-    Returns:
-        An int array (rows,) of fold numbers in 0 .. folds-1.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
-    assignment = np.empty(len(labels), dtype=int)
-    dealt = int(rng.integers(folds))
-    for stratum in rng.permutation(np.unique(strata)):
-        members = np.flatnonzero(strata == stratum)
-        rng.shuffle(members)
-        assignment[members] = (dealt + np.arange(len(members))) % folds
-        dealt += len(members)
-    return assignment
 
 
 def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int) -> None:
