@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from helpers import small_cnn_row, write_table
@@ -172,3 +174,22 @@ def test_head_only_cells_keep_earlier_row_keys():
     frozen = RunConfig.from_row({**small_cnn_row("d.csv"), "freeze": "backbone"}, 0)
     assert frozen.head_only and frozen.key("1") != row.key("1")
     assert RunConfig.from_row({**small_cnn_row("d.csv"), "freeze": "none"}, 0).key("1") == row.key("1")
+
+
+@pytest.mark.parametrize("cell,files,members,root", [
+    ("isic.csv", ["isic.csv"], [("isic.csv",)], "isic"),
+    ("data/isic-train.csv", ["data/isic-train.csv"], [("data/isic-train.csv",)], "data/isic"),
+    ("a.csv+b.csv;dev.csv;test.csv", ["a.csv+b.csv", "dev.csv", "test.csv"],
+     [("a.csv", "b.csv"), ("dev.csv",), ("test.csv",)], "a.csv+b.csv;dev.csv;test"),
+    ("book.xlsx#Sheet 2 ; dev.csv", ["book.xlsx#Sheet 2", "dev.csv"], [("book.xlsx#Sheet 2",), ("dev.csv",)],
+     "book.xlsx#Sheet 2 ; dev"),
+    ("a.csv+", ["a.csv+"], [("a.csv", "")], "a.csv+"),
+])
+def test_the_dataset_cell_is_parsed_once_into_files_and_union_members(cell, files, members, root):
+    row = RunConfig.from_row({**small_cnn_row(cell)}, 0)
+    assert isinstance(row.dataset, datasets.DatasetCell)
+    assert [entry.text for entry in row.dataset.files] == files
+    assert [entry.members for entry in row.dataset.files] == members
+    assert row.dataset.root == root
+    assert str(row.dataset) == cell and row.input_cells()["dataset"] == cell, "params show the cell as written"
+    assert RunConfig(**{**dataclasses.asdict(row), "dataset": cell}) == row, "a string is parsed alike"

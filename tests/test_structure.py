@@ -205,6 +205,56 @@ def test_the_table_reader_check_sees_every_way_of_reading():
     assert table_reading_calls(source) == [(5, "read_csv"), (6, "read_excel"), (7, "load_workbook"), (8, "reader")]
 
 
+#: The separators of the ``dataset`` cell: ``;`` between the files of a list split, ``+`` between union members.
+DATASET_CELL_SEPARATORS = {";", "+", "UNION_SEPARATOR", "LIST_SEPARATOR"}
+
+
+def dataset_cell_splits(source: str) -> list[int]:
+    """Lines that split a string on ``+`` (or its constants), or split anything named ``dataset`` on ``;``:
+    the ``dataset`` cell is parsed by :class:`timl.datasets.DatasetCell` alone (``classcolumns`` is split on ``;``
+    elsewhere)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "split"
+                and node.args):
+            continue
+        argument = node.args[0]
+        separator = (argument.value if isinstance(argument, ast.Constant) else
+                     argument.id if isinstance(argument, ast.Name) else None)
+        if separator not in DATASET_CELL_SEPARATORS:
+            continue
+        if separator != ";" or "dataset" in ast.unparse(node.func.value).lower():
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_dataset_cell_is_parsed_in_one_place():
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module != "timl.datasets.cell" for line in dataset_cell_splits(path.read_text())]
+    assert not offenders, f"the dataset cell split outside timl/datasets/cell.py (use DatasetCell): {offenders}"
+
+
+def test_the_dataset_cell_check_sees_every_split():
+    source = ("a = row.dataset.split(';')[0]\nb = entry.split('+')\nc = text.split(UNION_SEPARATOR)\n"
+              "d = row.classcolumns.split(';')\ne = config.dataset.text.split(LIST_SEPARATOR)\n")
+    assert dataset_cell_splits(source) == [1, 2, 3, 5]
+
+
+#: The stages of a row, in the order its data flows through them (``row`` calls them in turn).
+ROW_STAGES = ("timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.activations",
+              "timl.training.evaluate", "timl.training.record", "timl.training.row")
+
+
+def test_a_row_passes_each_stage_once():
+    """A stage imports only the stages before it: a row's data never flows back to a stage it left."""
+    graph = import_graph()
+    backwards = [f"{stage} -> {target}" for position, stage in enumerate(ROW_STAGES)
+                 for target in graph[stage] if target in ROW_STAGES[position + 1:]]
+    assert not backwards, f"a row's stage imports a later stage: {backwards}"
+    assert {"timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.evaluate",
+            "timl.training.record"} <= graph["timl.training.row"]
+
+
 #: The one module that types metric names; every other module of ``timl/`` imports them from it.
 METRIC_VOCABULARY = "timl.metric_names"
 
@@ -265,3 +315,36 @@ def test_the_metric_name_check_sees_every_way_of_typing_one():
     assert metric_name_literals(source) == [(4, "best/{}"), (4, "dev/balanced_accuracy"), (4, "val_loss"),
                                             (4, "valacc"), (4, "{}_class/"), (5, "inspect_{}/"),
                                             (5, "test_balanced_accuracy")]
+
+
+def _imports_of(path: Path) -> list[str]:
+    """Every module name an import statement of ``path`` names, at module level or inside functions."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.append(node.module or "")
+    return names
+
+
+def test_only_serving_imports_flask():
+    web = ("flask", "werkzeug")
+    offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.serving")
+                       and any(name.split(".")[0] in web for name in _imports_of(path)))
+    assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
+
+
+def test_the_review_store_and_the_export_command_reach_no_web_layer():
+    """The review store is a library of its own: the export command reads answers with no Flask imported."""
+    graph = import_graph()
+    for start in ("timl.review_store", "timl.review"):
+        reached, waiting = set(), [start]
+        while waiting:
+            module = waiting.pop()
+            if module not in reached:
+                reached.add(module)
+                waiting += graph.get(module, ())
+        web = sorted(module for module in reached if module.startswith("timl.serving"))
+        web += [name for name in _imports_of(_modules()[start]) if name.split(".")[0] in ("flask", "werkzeug")]
+        assert not web, f"{start} imports the web layer: {web}"

@@ -16,13 +16,16 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from timl import __version__
 from timl.errors import MissingFileError, ModelError
 from timl.images import Preprocessing
+
+if TYPE_CHECKING:
+    from timl.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -253,18 +256,18 @@ def _table_row(cells, model_name: str) -> int:
     return 0
 
 
-def _class_names_from_dataset(row) -> tuple[str, ...]:
+def _class_names_from_dataset(row: RunConfig) -> tuple[str, ...]:
     """The class columns of a row's dataset (``classcolumns`` default): every column but ``image_name``."""
     from timl import datasets, tables
 
-    dataset = row.dataset.split(";")[0].strip()
+    dataset = row.dataset.parts[0].text
     names = [f"{dataset}-train.csv"] if row.split == "pre" else [dataset, f"{dataset}.csv"]
     paths = [row.resolve_path(name) for name in names]
     path = next((candidate for candidate in paths if tables.table_exists(candidate)), None)
     if path is None:
         raise MissingFileError(f"{row.table_path}, row {row.row}: cannot read the class names, dataset file not "
                                f"found (looked for {', '.join(repr(str(p)) for p in paths)}). Give classcolumns "
-                               f"explicitly. Received: dataset={row.dataset!r}")
+                               f"explicitly. Received: dataset={row.dataset.text!r}")
     return datasets.class_columns(path)
 
 
@@ -291,9 +294,8 @@ def _from_config_table(model, config_table: str | Path,
         resizefilter = ORIGINAL_RESIZE_FILTER
     preprocessing = Preprocessing(int(model.input_shape[1]), resizefilter, row.colorspace)
     multi_label = models.get_method(row.method).multi_label
-    if row.classcolumns != "default":
-        return preprocessing, tuple(name.strip() for name in row.classcolumns.split(";") if name.strip()), multi_label
-    return preprocessing, _class_names_from_dataset(row), multi_label
+    names = row.class_column_names
+    return preprocessing, names if names is not None else _class_names_from_dataset(row), multi_label
 
 
 def _is_sigmoid(model) -> bool:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from timl import datasets, images, metric_names, models, tables
-from timl.datasets import CLASS_WEIGHT_MODES
+from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
 
@@ -66,9 +66,11 @@ class RunConfig:
     Attributes:
         row: the row's number in the table, counting data rows from 0 (the ``N`` of ``N-METHOD``).
         method: a name from the method registry (``python -m timl.train --list-methods``).
-        dataset: a ground-truth CSV or its root name (``data/isic`` for ``data/isic.csv``; split ``pre``: the root
-            of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``); except with ``pre``, a
-            file may be a union ``corrected.csv+isic.csv`` (the first file's label wins).
+        dataset: the ``dataset`` cell, parsed once (:class:`timl.datasets.DatasetCell`; ``str(dataset)`` is the
+            cell as written): a ground-truth CSV or its root name (``data/isic`` for ``data/isic.csv``; split
+            ``pre``: the root of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``); except
+            with ``pre``, a file may be a union ``corrected.csv+isic.csv`` (the first file's label wins). A string
+            given to the constructor is parsed.
         split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
         epochs: number of epochs, at least 1.
         imgaug: an augmentation preset.
@@ -95,7 +97,7 @@ class RunConfig:
 
     row: int
     method: str
-    dataset: str
+    dataset: DatasetCell
     split: str
     epochs: int
     imgaug: str = "none"
@@ -116,9 +118,30 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
 
+    def __post_init__(self):
+        if not isinstance(self.dataset, DatasetCell):  # a Python caller's string
+            object.__setattr__(self, "dataset", DatasetCell.parse(self.dataset))
+
     @property
     def run_name(self) -> str:
         return f"{self.row}-{self.method}"
+
+    @property
+    def class_column_names(self) -> tuple[str, ...] | None:
+        """The ``classcolumns`` cell as names, or None for ``default`` (every column of the dataset)."""
+        if self.classcolumns == "default":
+            return None
+        return tuple(name.strip() for name in self.classcolumns.split(";") if name.strip())
+
+    @property
+    def table_folder(self) -> Path | None:
+        """The folder of the table the row came from (None for a row built without a table)."""
+        return Path(self.table_path).parent if self.table_path else None
+
+    def dataset_base_dir(self) -> Path:
+        """Where the row's relative dataset paths start: the working directory, else the table's folder
+        (:meth:`timl.datasets.DatasetCell.base_dir`)."""
+        return self.dataset.base_dir(pre=self.split == "pre", table_folder=self.table_folder)
 
     @property
     def head_only(self) -> bool:
@@ -163,9 +186,10 @@ class RunConfig:
         for name, default in DEFAULTS.items():
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
-        for name in ("method", "dataset", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
+        for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
                      "classweights", "weights", "notes", "freeze", "activations", "metadata"):
             values[name] = cells[name]
+        values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
             values[name] = _parse_int(cells[name], name, minimum, problems)
         values["lr"] = _parse_lr(cells["lr"], problems)

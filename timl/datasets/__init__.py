@@ -17,19 +17,22 @@ every file, an image listed by several taking the first file's label, each file'
 Random splits are stratified by class (the row's label combination) where possible, and reproducible from a seed.
 This package imports no TensorFlow.
 
-Modules: ``tables`` (reading and checking CSVs that name images), ``lookup`` (finding image files),
-``weights`` (class weights), ``dataset`` (the Dataset), ``splits`` (split cells, split strategies, unions and
-:func:`load_dataset`) and ``provenance`` (the export record beside a CSV exported from expert reviews);
+Modules: ``cell`` (the ``dataset`` cell parsed once: :class:`DatasetCell`), ``tables`` (reading and checking
+CSVs that name images), ``lookup`` (finding image files),
+``weights`` (class weights), ``dataset`` (the Dataset), ``split_spec`` (the ``split`` cell parsed),
+``stratify`` (stratified orders and folds), ``splits`` (split strategies, unions and :func:`load_dataset`) and ``provenance`` (the export record beside a CSV exported from expert reviews);
 ``_common`` holds the helper their error messages share. Every public name is
 re-exported here.
 """
 
 from timl.datasets._common import MAX_LISTED
+from timl.datasets.cell import LIST_SEPARATOR, UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import find_images, image_paths
 from timl.datasets.provenance import REVIEW_EXPORT_KIND, provenance_path, read_provenance, write_provenance
-from timl.datasets.splits import (KFOLD_DEV_FRACTION, SPLIT_FORMS, SPLIT_STRATEGIES, UNION_SEPARATOR, SplitSpec,
-                                  load_dataset, parse_split, stratified_folds, stratified_order)
+from timl.datasets.split_spec import SPLIT_FORMS, SplitSpec, parse_split
+from timl.datasets.splits import KFOLD_DEV_FRACTION, SPLIT_STRATEGIES, load_dataset
+from timl.datasets.stratify import stratified_folds, stratified_order
 from timl.datasets.tables import (IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table,
                                   read_metadata)
 from timl.datasets.weights import CLASS_WEIGHT_MODES, CLASS_WEIGHTS, compute_class_weights
@@ -38,8 +41,11 @@ __all__ = [
     "CLASS_WEIGHTS",
     "CLASS_WEIGHT_MODES",
     "Dataset",
+    "DatasetCell",
+    "DatasetEntry",
     "IMAGE_COLUMN",
     "KFOLD_DEV_FRACTION",
+    "LIST_SEPARATOR",
     "MAX_LISTED",
     "REVIEW_EXPORT_KIND",
     "SPLITS",

@@ -1,8 +1,9 @@
 """Splitting a ground truth into train, dev and test sets, and loading a Dataset.
 
-Parses the ``split`` cell (:func:`parse_split`), applies the split strategy it names (``SPLIT_STRATEGIES``:
-pre, frac, n, list, kfold; random splits stratified by class and reproducible from a seed) and
-:func:`load_dataset`, which reads, checks and splits the ground truth and finds its images.
+Applies the split strategy a ``split`` cell names (``SPLIT_STRATEGIES``: pre, frac, n, list, kfold; the cell parsed
+by :mod:`timl.datasets.split_spec`; random splits stratified by class and reproducible from a seed, as
+:mod:`timl.datasets.stratify` orders them) in :func:`load_dataset`, which reads, checks and splits the ground truth
+and finds its images.
 
 A file of the ``dataset`` cell may be a union of CSVs joined with ``+`` (``corrected.csv+isic.csv``): their rows
 together, an image listed by several files taking its label from the first (experts' corrections first override
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -22,170 +22,22 @@ import pandas as pd
 
 from timl import tables
 from timl.datasets._common import _listed
+from timl.datasets.cell import UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.lookup import image_paths
+from timl.datasets.split_spec import SplitSpec, parse_split
+from timl.datasets.stratify import stratified_folds, stratified_order
 from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
 from timl.errors import DatasetError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-#: The forms a ``split`` cell may take, as error messages list them.
-SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
-
 #: Share of the non-test rows that becomes the dev set in ``kfold`` splits.
 KFOLD_DEV_FRACTION = 0.1
-
-#: Joins the ground-truth CSVs of a union in the ``dataset`` cell: ``corrected.csv+isic.csv``.
-UNION_SEPARATOR = "+"
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    """A parsed ``split`` cell.
-
-    Attributes:
-        strategy: one of ``SPLIT_STRATEGIES`` ("pre", "frac", "n", "list", "kfold").
-        text: the cell as written.
-        fraction: F of ``frac=F``.
-        count: N of ``n=N``.
-        folds: K of ``kfold=K:i``.
-        fold: i of ``kfold=K:i`` (0-based).
-    """
-
-    strategy: str
-    text: str
-    fraction: float | None = None
-    count: int | None = None
-    folds: int | None = None
-    fold: int | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Split cells
-
-
-def _split_error(text: str, reason: str = "") -> DatasetError:
-    detail = f" {reason}." if reason else ""
-    return DatasetError(f"Unknown or malformed split.{detail} Expected one of: {SPLIT_FORMS}. Received: split={text!r}")
-
-
-def _parse_frac(text: str, value: str) -> SplitSpec:
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise _split_error(text, "F must be a number") from None
-    if not 0 < fraction < 0.5:
-        raise _split_error(text, "F must be between 0 and 0.5 (exclusive)")
-    return SplitSpec("frac", text, fraction=fraction)
-
-
-def _parse_n(text: str, value: str) -> SplitSpec:
-    if not re.fullmatch(r"\d+", value) or int(value) < 1:
-        raise _split_error(text, "N must be a positive integer")
-    return SplitSpec("n", text, count=int(value))
-
-
-def _parse_kfold(text: str, value: str) -> SplitSpec:
-    match = re.fullmatch(r"(\d+):(\d+)", value)
-    if not match:
-        raise _split_error(text, "kfold needs K:i with integers K >= 2 and 0 <= i < K")
-    folds, fold = int(match.group(1)), int(match.group(2))
-    if folds < 2 or fold >= folds:
-        raise _split_error(text, f"kfold needs K >= 2 and 0 <= i < K (got K={folds}, i={fold})")
-    return SplitSpec("kfold", text, folds=folds, fold=fold)
-
-
-def _parse_plain(name: str) -> Callable[[str, str | None], SplitSpec]:
-    def parse(text: str, value: str | None) -> SplitSpec:
-        if value is not None:
-            raise _split_error(text, f"'{name}' takes no value")
-        return SplitSpec(name, text)
-
-    return parse
-
-
-_SPLIT_PARSERS: dict[str, Callable] = {
-    "pre": _parse_plain("pre"),
-    "frac": _parse_frac,
-    "n": _parse_n,
-    "list": _parse_plain("list"),
-    "kfold": _parse_kfold,
-}
-
-
-def parse_split(text: str) -> SplitSpec:
-    """Validates a ``split`` cell without touching any file.
-
-    Args:
-        text: ``pre``, ``frac=F`` (0<F<0.5), ``n=N``, ``list`` or ``kfold=K:i`` (0 <= i < K).
-
-    Returns:
-        The parsed SplitSpec.
-
-    Raises:
-        DatasetError: the cell is not one of the accepted forms.
-    """
-    if not isinstance(text, str):
-        raise _split_error(repr(text))
-    name, separator, value = text.strip().partition("=")
-    name = name.strip().lower()
-    parser = _SPLIT_PARSERS.get(name)
-    if parser is None or (name in ("frac", "n", "kfold") and not separator):
-        raise _split_error(text)
-    return parser(text, value.strip() if separator else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Split strategies
-
-
-def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded permutation of the rows that interleaves the classes in proportion.
-
-    Rows of each stratum (the row's label combination) are shuffled; each gets the key (rank + u) / size with
-    u uniform in [0, 1), and the rows are sorted by that key. Any prefix, or every K-th row, of the result then
-    holds each class in about its share of the whole: a stratified sample "where possible" (a class with too
-    few rows simply lands wherever its keys fall).
-
-    Args:
-        labels: (rows, classes) 0/1 array.
-        seed: the seed of the shuffle.
-
-    Returns:
-        An int array, a permutation of ``range(rows)``.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
-    keys = np.empty(len(labels))
-    for stratum in np.unique(strata):
-        members = np.flatnonzero(strata == stratum)
-        rng.shuffle(members)
-        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
-    return np.argsort(keys, kind="stable")
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Assigns each row to one of ``folds`` folds, stratified by class and reproducible from ``seed``.
-
-    The rows of each stratum (label combination) are shuffled and dealt round-robin over the folds, continuing
-    where the previous stratum stopped: each fold gets its share of every class (within one row), and the fold
-    sizes differ by at most one row.
-
-    Returns:
-        An int array (rows,) of fold numbers in 0 .. folds-1.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    strata = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1) if len(labels) else np.zeros(0, int)
-    assignment = np.empty(len(labels), dtype=int)
-    dealt = int(rng.integers(folds))
-    for stratum in rng.permutation(np.unique(strata)):
-        members = np.flatnonzero(strata == stratum)
-        rng.shuffle(members)
-        assignment[members] = (dealt + np.arange(len(members))) % folds
-        dealt += len(members)
-    return assignment
 
 
 def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int) -> None:
@@ -228,7 +80,7 @@ class _Request:
             image is looked up beside that file.
     """
 
-    dataset: str
+    dataset: DatasetCell
     classcolumns: str
     multi_label: bool
     seed: int
@@ -256,20 +108,19 @@ def _describe(files: tuple[Path, ...]) -> str:
     return UNION_SEPARATOR.join(str(path) for path in files)
 
 
-def _union_members(entry: str, base_dir: Path) -> tuple[Path, ...] | None:
+def _union_members(entry: DatasetEntry, base_dir: Path) -> tuple[Path, ...] | None:
     """The CSVs of a ``+`` union (each may be a root name, as a one-file dataset may), or None when ``entry``
     names one file (a file whose name holds a ``+`` included).
 
     Raises:
         DatasetError: an empty member (``a.csv+``).
     """
-    if UNION_SEPARATOR not in entry or tables.table_exists(_single_file_path(entry, base_dir)):
+    if not entry.is_union or tables.table_exists(_single_file_path(entry.text, base_dir)):
         return None
-    members = [member.strip() for member in entry.split(UNION_SEPARATOR)]
-    if not all(members):
+    if not all(entry.members):
         raise DatasetError(f"a '{UNION_SEPARATOR}' union needs a CSV file on each side of every "
-                           f"'{UNION_SEPARATOR}' (a.csv+b.csv). Received: dataset={entry!r}")
-    return tuple(_single_file_path(member, base_dir) for member in members)
+                           f"'{UNION_SEPARATOR}' (a.csv+b.csv). Received: dataset={entry.text!r}")
+    return tuple(_single_file_path(member, base_dir) for member in entry.members)
 
 
 def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFrame, tuple[str, ...]]:
@@ -285,7 +136,7 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
     for position, path in enumerate(members, 1):
         if not tables.table_exists(path):
             missing.append(f"Ground-truth CSV not found: file {position} of the '{UNION_SEPARATOR}' union, "
-                           f"{str(path)!r}. Received: dataset={request.dataset!r}")
+                           f"{str(path)!r}. Received: dataset={request.dataset.text!r}")
             continue
         try:
             read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label)))
@@ -320,16 +171,16 @@ def _read_entry(files: tuple[Path, ...], request: _Request) -> tuple[pd.DataFram
 
 
 def _single_file(spec: SplitSpec, request: _Request):
-    if ";" in request.dataset:
+    if request.dataset.is_list:
         raise DatasetError(f"split {spec.text!r} needs one CSV file; a ';'-separated list needs split=list. "
-                           f"Received: dataset={request.dataset!r}")
-    files = _union_members(request.dataset, request.base_dir)
+                           f"Received: dataset={request.dataset.text!r}")
+    files = _union_members(request.dataset.whole, request.base_dir)
     if files is None:
-        path = _single_file_path(request.dataset, request.base_dir)
+        path = _single_file_path(request.dataset.text, request.base_dir)
         if not tables.table_exists(path) and path.suffix.lower() != ".csv":
             raise MissingFileError(f"split {spec.text!r} reads one ground-truth CSV, named as a file or as its root "
                                    f"name (<root>.csv); found neither {str(path)!r} nor {str(path) + '.csv'!r}. "
-                                   f"Received: dataset={request.dataset!r}")
+                                   f"Received: dataset={request.dataset.text!r}")
         files = (path,)
     frame, class_names = _read_entry(files, request)
     return frame, class_names, files
@@ -358,34 +209,26 @@ def _split_kfold(spec: SplitSpec, request: _Request):
     return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
-def _pre_root(dataset: str) -> str:
-    root = dataset.strip()
-    for ending in ("-train.csv", ".csv"):
-        if root.lower().endswith(ending):
-            return root[: -len(ending)]
-    return root
-
-
 def _split_pre(spec: SplitSpec, request: _Request):
-    root = _resolve(_pre_root(request.dataset), request.base_dir)
+    root = _resolve(request.dataset.root, request.base_dir)
     files = {split: Path(f"{root}-{split}.csv") for split in SPLITS}
     missing = [str(files[split]) for split in ("train", "dev") if not files[split].is_file()]
     if missing:
         union = (f" (a '{UNION_SEPARATOR}' union works with split frac, n, kfold and list, not pre)"
-                 if UNION_SEPARATOR in request.dataset else "")
+                 if request.dataset.has_union else "")
         raise MissingFileError(f"split 'pre' reads <root>-train.csv, <root>-dev.csv and optionally <root>-test.csv; "
-                               f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset!r}")
+                               f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset.text!r}")
     return _read_files({split: (path,) if path.is_file() else None for split, path in files.items()}, request)
 
 
 def _split_list(spec: SplitSpec, request: _Request):
-    names = [name for name in request.dataset.split(";") if name.strip()]
-    if len(names) not in (2, 3):
+    entries = request.dataset.files
+    if len(entries) not in (2, 3):
         raise DatasetError(f"split 'list' needs 'train.csv;dev.csv' or 'train.csv;dev.csv;test.csv' in the dataset "
-                           f"cell ({len(names)} file(s) given). Received: dataset={request.dataset!r}")
+                           f"cell ({len(entries)} file(s) given). Received: dataset={request.dataset.text!r}")
     files: dict[str, tuple[Path, ...] | None] = {
-        split: _union_members(name.strip(), request.base_dir) or (_resolve(name, request.base_dir),)
-        for split, name in zip(SPLITS, names)}
+        split: _union_members(entry, request.base_dir) or (_resolve(entry.text, request.base_dir),)
+        for split, entry in zip(SPLITS, entries)}
     files.setdefault("test", None)
     return _read_files(files, request)
 
@@ -484,12 +327,13 @@ def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source:
     return result
 
 
-def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", multi_label: bool = False,
+def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = "default", multi_label: bool = False,
                  img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None) -> Dataset:
     """Reads, checks and splits a ground truth, and finds its images.
 
     Args:
-        dataset: a CSV file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
+        dataset: the ``dataset`` cell, parsed (:class:`DatasetCell`, as a row holds it) or as written: a CSV
+            file or its root name (``frac``, ``n``, ``kfold``: ``data/isic`` reads ``data/isic.csv``),
             a root name (``pre``: ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``).
             Except with ``pre``, a file may be a union ``a.csv+b.csv[+...]``: the rows of every file (same class
             columns), an image listed by several taking the first file's row. Relative paths are resolved
@@ -513,7 +357,7 @@ def load_dataset(dataset: str, split: str, *, classcolumns: str = "default", mul
     """
     spec = parse_split(split)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    request = _Request(str(dataset), classcolumns, multi_label, int(seed), base)
+    request = _Request(DatasetCell.parse(dataset), classcolumns, multi_label, int(seed), base)
     frames, class_names, files = SPLIT_STRATEGIES[spec.strategy](spec, request)
     entries = list(dict.fromkeys(files.values()))
     source = ";".join(_describe(entry) for entry in entries)

@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from timl import tracking
-from timl.datasets import IMAGE_COLUMN
+from timl.config import RunConfig
+from timl.datasets import IMAGE_COLUMN, SPLITS
 from timl.errors import DatasetError, MissingFileError, ModelError
-from timl.training.loop import Trained, fit_loop, resolve_weights, sample_weights
+from timl.training.data import RowData
+from timl.training.loop import Trained, fit_loop, sample_weights
+from timl.training.plan import RowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +60,25 @@ def view_file(folder: Path, name: str, view: int) -> Path:
     return Path(folder) / f"{name}-{view:010d}.npy"
 
 
-def _weights_id(config) -> str:
-    """What the backbone's weights are: imagenet, a seeded random initialisation, or a file's sha256."""
-    from timl import models
+def _weights_id(plan: RowPlan, weights: str) -> str:
+    """What the backbone's weights are (``weights`` resolved): imagenet, a seeded random initialisation, or a
+    file's sha256."""
     from timl.classifier import sha256_of
 
-    weights = resolve_weights(config)
     if weights == "default":
-        weights = models.get_method(config.method).default_weights
+        weights = plan.spec.default_weights
     if weights == "none":
-        return f"none-seed{config.seed}"
+        return f"none-seed{plan.config.seed}"
     if weights == "imagenet":
         return "imagenet"
     return f"file-{sha256_of(weights)[:16]}"
 
 
-def cache_folder(config, spec) -> Path:
-    """The cache folder of a row's activations: one per backbone, weights, image size, filter and colour space."""
-    settings = {"backbone": spec.backbone, "weights": _weights_id(config), "imgsize": config.imgsize,
+def cache_folder(plan: RowPlan, weights: str) -> Path:
+    """The cache folder of a row's activations: one per backbone, weights (resolved), image size, filter and
+    colour space."""
+    config, spec = plan.config, plan.spec
+    settings = {"backbone": spec.backbone, "weights": _weights_id(plan, weights), "imgsize": config.imgsize,
                 "resizefilter": config.resizefilter, "colorspace": config.colorspace}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root() / f"{spec.backbone}-{config.imgsize}px-{digest}"
@@ -133,24 +137,12 @@ def gather(folder: Path, names: list[str], views: int, *, compute=None) -> np.nd
     return np.stack([np.load(view_file(folder, name, view)) for name in names for view in range(views)])
 
 
-def read_metadata(config, dataset) -> dict[str, np.ndarray]:
-    """The metadata CSV's numbers of every image of every split (:func:`timl.datasets.read_metadata`).
-
-    Raises:
-        MissingFileError, DatasetError: no such file, cells that are not numbers, or images without a row.
-    """
-    from timl import datasets
-
-    path = config.resolve_path(config.metadata)
-    return {split: datasets.read_metadata(path, list(dataset.frame(split)[IMAGE_COLUMN]))
-            for split in ("train", "dev", "test") if dataset.sizes().get(split)}
-
-
-def _activations(config, spec, data, backbone) -> tuple[Path, dict[str, np.ndarray]]:
+def _activations(plan: RowPlan, data: RowData, backbone, weights: str) -> tuple[Path, dict[str, np.ndarray]]:
     """Every split's activations (every view for train, the image itself for dev and test)."""
+    config, spec = plan.config, plan.spec
     auto = config.activations == "auto"
     if auto:
-        folder = cache_folder(config, spec)
+        folder = cache_folder(plan, weights)
     else:
         folder = config.resolve_path(config.activations)
         if not folder.is_dir():
@@ -158,7 +150,7 @@ def _activations(config, spec, data, backbone) -> tuple[Path, dict[str, np.ndarr
                                    f"Expected auto or a folder written by predict --layer. Received: "
                                    f"activations={config.activations!r}")
     found = {}
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         if not data.dataset.sizes().get(split):
             continue
         names, paths = list(data.dataset.frame(split)[IMAGE_COLUMN]), data.dataset.paths(split)
@@ -187,14 +179,14 @@ def _inputs(features: np.ndarray, metadata: np.ndarray | None):
     return features if metadata is None else (features, metadata)
 
 
-def _pipelines(config, data, features: dict, metadata: dict | None, epoch):
+def _pipelines(config: RunConfig, data: RowData, features: dict, epoch):
     """The head's train (every view, reshuffled each epoch in the order the image pipeline draws for the same seed
     and epoch: see :func:`timl.images.epoch_order`) and dev pipelines."""
     import tensorflow as tf
 
     from timl import images
 
-    views = data.augmentation.multiplier
+    views, metadata = data.augmentation.multiplier, data.metadata
     labels = np.repeat(data.dataset.labels("train"), views, axis=0)
     train_metadata = np.repeat(metadata["train"], views, axis=0) if metadata else None
     columns = [_inputs(features["train"], train_metadata), labels]
@@ -210,28 +202,33 @@ def _pipelines(config, data, features: dict, metadata: dict | None, epoch):
     return train.prefetch(tf.data.AUTOTUNE), dev.prefetch(tf.data.AUTOTUNE)
 
 
-def fit_head(config, spec, data, checkpoint_dir: Path) -> Trained:
+def fit_head(plan: RowPlan, data: RowData, weights: str) -> Trained:
     """Trains the row's head on its backbone's activations; returns the whole model with the trained head.
+
+    Args:
+        plan: the row (``activations``: ``auto`` or a folder).
+        data: its data (no decoded images: only those the cache lacks are decoded; ``metadata`` when given).
+        weights: the backbone's weights, resolved (:func:`timl.training.plan.resolve_weights`).
 
     Returns:
         A :class:`Trained` whose model is backbone + head, with the dev and test probabilities (computed on the
         cached activations, as the whole model computes them on the images).
 
     Raises:
-        DatasetError, MissingFileError, ModelError: missing or mismatched activations or metadata.
+        DatasetError, MissingFileError, ModelError: missing or mismatched activations.
     """
     import keras
 
     from timl import models
 
+    config, spec, metadata = plan.config, plan.spec, data.metadata
     keras.utils.set_random_seed(config.seed)
-    metadata = read_metadata(config, data.dataset) if config.metadata else None
     metadata_size = metadata["train"].shape[1] if metadata else 0
     num_classes = len(data.dataset.class_names)
-    model = models.create_model(spec, num_classes, config.imgsize, weights=resolve_weights(config), lr=config.lr,
+    model = models.create_model(spec, num_classes, config.imgsize, weights=weights, lr=config.lr,
                                 seed=config.seed, metadata_size=metadata_size, freeze_backbone=True)
     backbone = models.backbone_of(model)
-    folder, features = _activations(config, spec, data, backbone)
+    folder, features = _activations(plan, data, backbone, weights)
     tracking.log_params({"replicas": 1, "activations_folder": str(folder), "metadata_size": metadata_size})
     head = models.create_head(spec, features["train"].shape[1:], num_classes, metadata_size=metadata_size,
                               lr=config.lr, seed=config.seed)
@@ -239,8 +236,8 @@ def fit_head(config, spec, data, checkpoint_dir: Path) -> Trained:
     from timl import images
 
     epoch = images.epoch_counter()
-    train_data, dev_data = _pipelines(config, data, features, metadata, epoch)
-    trained = fit_loop(config, spec, head, train_data, dev_data, checkpoint_dir, epoch_counter=epoch)
+    train_data, dev_data = _pipelines(config, data, features, epoch)
+    trained = fit_loop(plan, head, train_data, dev_data, epoch_counter=epoch)
     models.copy_head(trained.model, model)
     predictions = {split: np.asarray(trained.model.predict(_inputs(features[split], metadata[split] if metadata
                                                                    else None), batch_size=256, verbose=0))

@@ -26,29 +26,46 @@ REPORT_MODULES = ("timl.plots", "matplotlib.figure", "matplotlib.backends.backen
 
 
 @dataclasses.dataclass(frozen=True)
-class RowTask:
-    """One validated row, with what training it needs and where its run goes.
+class TableContext:
+    """What every row of a table shares: the table's run, its output folder and the options of its rows.
 
     Attributes:
-        config: the row (:class:`timl.config.RunConfig`).
-        parent_run_id: the table's run; the row's run is its child.
-        row_key: the row's stable key (tag ``timl.row_key``), by which ``--resume`` finds its run.
+        parent_run_id: the table's run; each row's run is its child.
         out_dir: the table's output folder.
         img_dir: the image folder for every row, or None for ``images/`` beside each dataset CSV.
         skip_roc: do not draw ROC plots.
-        checkpoint_dir: the row's checkpoint folder (an absolute path; every node of a cluster must reach it
-            for a retried task to continue where its worker died).
-        system_metrics: log MLflow's system metrics (CPU, memory, GPU) to the row's run.
+        checkpoint_root: the folder of the rows' checkpoint folders (``<root>/N``; an absolute path: every node
+            of a cluster must reach it for a retried task to continue where its worker died).
+        system_metrics: log MLflow's system metrics (CPU, memory, GPU) to each row's run.
     """
 
-    config: RunConfig
     parent_run_id: str
-    row_key: str
     out_dir: Path
     img_dir: str | Path | None = None
     skip_roc: bool = False
-    checkpoint_dir: Path | None = None
+    checkpoint_root: Path | None = None
     system_metrics: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RowTask:
+    """One validated row of a table, and the table it belongs to.
+
+    Attributes:
+        config: the row (:class:`timl.config.RunConfig`).
+        row_key: the row's stable key (tag ``timl.row_key``), by which ``--resume`` finds its run.
+        table: what the table's rows share (:class:`TableContext`).
+    """
+
+    config: RunConfig
+    row_key: str
+    table: TableContext
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """The row's checkpoint folder, ``<checkpoint_root>/N`` (None: the default, ``out_dir/.backup/N``)."""
+        root = self.table.checkpoint_root
+        return None if root is None else Path(root) / str(self.config.row)
 
 
 @dataclasses.dataclass
@@ -115,11 +132,12 @@ class LocalExecutor(Executor):
         self._rows_run += 1
         config = task.config
         began = time.time()
-        row_run = tracking.RowRun(task.parent_run_id, config.run_name, config.row, task.row_key,
-                                  system_metrics=task.system_metrics)
+        table = task.table
+        row_run = tracking.RowRun(table.parent_run_id, config.run_name, config.row, task.row_key,
+                                  system_metrics=table.system_metrics)
         try:
             with row_run:
-                headline = train_row(config, out_dir=task.out_dir, img_dir=task.img_dir, skip_roc=task.skip_roc,
+                headline = train_row(config, out_dir=table.out_dir, img_dir=table.img_dir, skip_roc=table.skip_roc,
                                      reports=self.reports, checkpoint_dir=task.checkpoint_dir, gpus=self.gpus)
         except KeyboardInterrupt:
             raise

@@ -1,7 +1,8 @@
-"""The fit of a row's model: its callbacks, resuming from a checkpoint, and what comes out (:class:`Trained`).
+"""The fit (the third stage of a row's flow): a row's model fitted on its images (:func:`fit_images`), and the
+loop every fit shares (:func:`fit_loop`: callbacks, resuming from a checkpoint, what comes out: :class:`Trained`).
 
-Shared by rows that train a whole model on images (:mod:`timl.training.row`) and rows that train a head on
-cached activations (:mod:`timl.training.activations`).
+Rows that train a head on cached activations build their head and pipelines in :mod:`timl.training.activations`
+and fit it with the same loop.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import dataclasses
 import datetime
 import logging
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from timl import tracking
-from timl.errors import ConfigError
+from timl.training.data import RowData
+from timl.training.plan import RowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,13 @@ logger = logging.getLogger(__name__)
 class Trained:
     """A fitted model with the best epoch's weights, every epoch's logs, and when and how long it trained."""
 
-    model: object
-    history: "object"  # pandas DataFrame, one row per epoch
+    model: object  # keras.Model
+    history: object  # pandas DataFrame, one row per epoch
     best_epoch: int
     seconds: float
     started: str
-    predictions: dict = dataclasses.field(default_factory=dict)  # split -> probabilities, when already known
+    predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # split -> probabilities, when
+    # already known (a head on cached activations)
 
 
 @contextlib.contextmanager
@@ -44,23 +46,6 @@ def timed() -> Iterator[dict]:
         box["seconds"] = time.time() - box["start"]
 
 
-def resolve_weights(config) -> str:
-    """The row's ``weights`` cell: default, imagenet, none, or the path of a weights file (beside the table).
-
-    Raises:
-        ConfigError: a weights file that does not exist.
-    """
-    from timl.models import WEIGHTS_CHOICES
-
-    if config.weights in WEIGHTS_CHOICES:
-        return config.weights
-    path = config.resolve_path(config.weights)
-    if not path.is_file():
-        raise ConfigError(f"{config.table_path}, row {config.row}: weights file not found. "
-                          f"Received: weights={config.weights!r}")
-    return str(path)
-
-
 def sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray:
     """Per-image weights from class weights: the largest weight of the image's classes, 1.0 for no class."""
     table = np.array([weights[index] for index in range(labels.shape[1])], dtype=np.float32)
@@ -69,16 +54,59 @@ def sample_weights(labels: np.ndarray, weights: dict[int, float]) -> np.ndarray:
     return np.where(positive.any(axis=1), weighted, 1.0).astype(np.float32)
 
 
-def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *, strategy=None,
-             epoch_counter=None) -> Trained:
-    """Fits a built, compiled model, continuing after the last epoch of a checkpoint in ``checkpoint_dir``.
+def _fit_inputs(plan: RowPlan, data: RowData, epoch=None):
+    """The train and dev tf.data pipelines of a row (class weights as per-image sample weights); ``epoch`` (an
+    :func:`timl.images.epoch_counter`) keys the train order and views to the epoch."""
+    from timl import images
+
+    config, dataset = plan.config, data.dataset
+    weights = dataset.class_weights(config.classweights) if config.classweights == "compute" else None
+    train_labels = dataset.labels("train")
+    train_data = images.make_dataset(data.arrays["train"], train_labels, batch_size=config.batchsize,
+                                     augmentation=config.imgaug, shuffle=True, seed=config.seed,
+                                     sample_weights=sample_weights(train_labels, weights) if weights else None,
+                                     epoch=epoch)
+    dev_data = images.make_dataset(data.arrays["dev"], dataset.labels("dev"), batch_size=config.batchsize)
+    return train_data, dev_data
+
+
+def fit_images(plan: RowPlan, data: RowData, weights: str) -> Trained:
+    """Builds the row's model and fits it on its decoded images, continuing after the last epoch of a checkpoint.
 
     Args:
-        config: the row.
-        spec: its method (quality metric, extra callbacks).
+        plan: the row (``freeze=backbone``: only the head trains; 2 or more ``gpus``: on every device of the
+            process, :func:`timl.training.devices.strategy_for`).
+        data: its data, decoded.
+        weights: the initial weights, resolved (:func:`timl.training.plan.resolve_weights`).
+
+    Returns:
+        The fitted model with the best epoch's weights and every epoch's logs.
+    """
+    import keras
+
+    from timl import images, models
+    from timl.training import devices
+
+    config = plan.config
+    keras.utils.set_random_seed(config.seed)
+    strategy = devices.strategy_for(plan.gpus)
+    tracking.log_params({"replicas": strategy.num_replicas_in_sync if strategy is not None else 1})
+    with devices.scope(strategy):
+        model = models.create_model(plan.spec, len(data.dataset.class_names), config.imgsize, weights=weights,
+                                    lr=config.lr, seed=config.seed, freeze_backbone=config.freeze == "backbone")
+    epoch = images.epoch_counter()
+    train_data, dev_data = _fit_inputs(plan, data, epoch)
+    return fit_loop(plan, model, train_data, dev_data, strategy=strategy, epoch_counter=epoch)
+
+
+def fit_loop(plan: RowPlan, model, train_data, dev_data, *, strategy=None, epoch_counter=None) -> Trained:
+    """Fits a built, compiled model, continuing after the last epoch of a checkpoint in the row's folder.
+
+    Args:
+        plan: the row (epochs; its method's quality metric and extra callbacks; its checkpoint folder, kept: the
+            row removes it once it is recorded).
         model: the model, built (and compiled) inside ``strategy``'s scope when there is one.
         train_data, dev_data: tf.data pipelines of (inputs, labels[, weights]) batches.
-        checkpoint_dir: the row's checkpoint folder (kept: the caller removes it once the row is recorded).
         strategy: the MirroredStrategy the model was built under, or None.
         epoch_counter: the train pipeline's :func:`timl.images.epoch_counter`, set as each epoch begins.
 
@@ -91,6 +119,7 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
     from timl.training import devices
     from timl.training.callbacks import BestWeights, EpochCheckpoint, EpochLogger, RaiseOnNaN, SetEpoch
 
+    spec, checkpoint_dir = plan.spec, plan.checkpoint_dir
     checkpoint = EpochCheckpoint(checkpoint_dir)
     with devices.scope(strategy):
         first_epoch = checkpoint.restore(model)
@@ -100,7 +129,7 @@ def fit_loop(config, spec, model, train_data, dev_data, checkpoint_dir: Path, *,
     best = BestWeights(spec.quality_metric, checkpoint_dir)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with timed() as timer:
-        model.fit(train_data, validation_data=dev_data, epochs=config.epochs, initial_epoch=first_epoch,
+        model.fit(train_data, validation_data=dev_data, epochs=plan.config.epochs, initial_epoch=first_epoch,
                   callbacks=[*([SetEpoch(epoch_counter)] if epoch_counter is not None else []), checkpoint, best,
                              RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
                   shuffle=False, verbose=2)

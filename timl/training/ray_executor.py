@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from timl import tracking, workers
+from timl.config import RunConfig
 from timl.errors import ConfigError, MissingFileError
 from timl.training.executors import (REPORT_MODULES, Executor, RowOutcome, RowTask, headline_message,
                                      release_memory)
@@ -109,13 +110,14 @@ class RayExecutor(Executor):
         config = task.config
         cpus = config.cpus if config.cpus is not None else self.row_cpus
         gpus = config.gpus if config.gpus is not None else self.row_gpus
-        run_id = tracking.create_row_run(task.parent_run_id, config.run_name, config.row, task.row_key)
-        payload = {"config": _portable_config(config), "run_id": run_id, "parent_run_id": task.parent_run_id,
+        table = task.table
+        run_id = tracking.create_row_run(table.parent_run_id, config.run_name, config.row, task.row_key)
+        payload = {"config": _portable_config(config), "run_id": run_id, "parent_run_id": table.parent_run_id,
                    "row_key": task.row_key, "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
                    "cwd": os.getcwd(),
-                   "img_dir": str(Path(task.img_dir).resolve()) if task.img_dir else None,
-                   "skip_roc": task.skip_roc, "checkpoint_dir": str(task.checkpoint_dir), "gpus": gpus,
-                   "system_metrics": task.system_metrics}
+                   "img_dir": str(Path(table.img_dir).resolve()) if table.img_dir else None,
+                   "skip_roc": table.skip_roc, "checkpoint_dir": str(task.checkpoint_dir), "gpus": gpus,
+                   "system_metrics": table.system_metrics}
         # TensorFlow's op threads sized to the row's CPUs, not the node's (its inter-op pool stays: with one
         # thread there, the input pipeline and the model no longer overlap; measured 40 % slower on one CPU)
         env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -139,9 +141,9 @@ class RayExecutor(Executor):
         if result["status"] != "FINISHED":  # the task could not end its run (a dead worker, an unreachable store)
             tracking.fail_run(submitted.run_id, result["message"])
         try:
-            tracking.download_artifacts(submitted.run_id, Path(task.out_dir))
+            tracking.download_artifacts(submitted.run_id, Path(task.table.out_dir))
         except tracking.tracking_errors() as error:
-            logger.warning("Could not copy the files of row %s into %s: %s", config.row, task.out_dir, error)
+            logger.warning("Could not copy the files of row %s into %s: %s", config.row, task.table.out_dir, error)
         return RowOutcome(config.row, config.run_name, result["status"], submitted.run_id, result["message"],
                           time.time() - submitted.started)
 
@@ -161,7 +163,7 @@ class _Submitted:
     started: float
 
 
-def _portable_config(config):
+def _portable_config(config: RunConfig) -> RunConfig:
     """The row with the table's path made absolute, so that a worker resolves its relative paths as here."""
     return dataclasses.replace(config, table_path=str(Path(config.table_path).resolve()) if config.table_path
                                else "")

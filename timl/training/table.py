@@ -22,9 +22,10 @@ from typing import Callable, Iterator
 
 from timl import __version__, tables, tracking
 from timl import config as config_module
+from timl.config import RunConfig
 from timl.errors import ConfigError
 from timl.metric_names import DEFAULT_SELECT_BY
-from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask
+from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask, TableContext
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,8 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
     owned = executor is None
     executor = executor or LocalExecutor(skip_roc=skip_roc)
     checkpoints = Path(checkpoint_dir).resolve() / parent_id if checkpoint_dir else out_dir.resolve() / ".backup"
-    tasks = _row_tasks(configs, selection, RowTask(None, parent_id, "", out_dir, img_dir, skip_roc, checkpoints,
-                                                   system_metrics), done, progress.row_ended)
+    table = TableContext(parent_id, out_dir, img_dir, skip_roc, checkpoints, system_metrics)
+    tasks = _row_tasks(configs, selection, table, done, progress.row_ended)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
             for outcome in outcomes:
@@ -187,11 +188,10 @@ def _finished_keys(parent_id: str) -> dict[str, str]:
             if run.info.status == "FINISHED" and run.data.tags.get(tracking.TAG_ROW_KEY)}
 
 
-def _row_tasks(configs: list, selection: list[int], table: RowTask, done: dict[str, str],
-               row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
-    """The selected rows as tasks, in table order (``table`` holds what every row shares; its checkpoint folder
-    is the root of the rows' folders). A row that failed validation gets its FAILED run and a row that already
-    FINISHED is skipped, each reported as the executor reaches it."""
+def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], table: TableContext,
+               done: dict[str, str], row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
+    """The selected rows as tasks of ``table``, in table order. A row that failed validation gets its FAILED run
+    and a row that already FINISHED is skipped, each reported as the executor reaches it."""
     for number in selection:
         item = configs[number]
         if isinstance(item, ConfigError):
@@ -201,7 +201,7 @@ def _row_tasks(configs: list, selection: list[int], table: RowTask, done: dict[s
         if key in done:
             row_ended(RowOutcome(number, item.run_name, "FINISHED", done[key], "skipped: already FINISHED"))
             continue
-        yield dataclasses.replace(table, config=item, row_key=key, checkpoint_dir=table.checkpoint_dir / str(number))
+        yield RowTask(item, key, table)
 
 
 def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowOutcome:

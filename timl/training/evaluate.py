@@ -1,0 +1,83 @@
+"""A row's evaluation (the fourth stage of a row's flow): the kept model, as a Classifier, predicts the dev and
+test sets and their reports start.
+
+A report's summary, per-image results and curves are computed here; its plots are drawn by the plot process
+(:mod:`timl.workers`) while the row records its model (:mod:`timl.training.record`), which then waits for them
+(:meth:`timl.evaluation.Report.finish`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from timl import metric_names as names
+from timl import workers
+from timl.datasets import IMAGE_COLUMN, Dataset
+from timl.evaluation import Report
+from timl.training.data import RowData
+from timl.training.loop import Trained
+from timl.training.plan import RowPlan
+
+if TYPE_CHECKING:
+    from timl.classifier import Classifier
+
+#: The splits a row reports on.
+REPORTED_SPLITS = (names.DEV, names.TEST)
+
+
+@dataclasses.dataclass
+class RowEvaluation:
+    """The kept model as a Classifier (what the row saves and logs) and the reports started for it, by split."""
+
+    classifier: Classifier
+    reports: dict[str, Report]
+
+
+def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Path, *, skip_roc: bool,
+                     reports: workers.Worker) -> RowEvaluation:
+    """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their reports.
+
+    Args:
+        plan: the row.
+        data: its data (the decoded dev and test images, unless ``trained`` holds their predictions).
+        trained: the fitted model.
+        out_dir: where the reports' files go (``N-dev-...``, ``N-test-...``).
+        skip_roc: write no ROC plots (nor any other report plot).
+        reports: the process that draws the report plots.
+
+    Returns:
+        The classifier and the reports, their plots still being drawn.
+    """
+    from timl.classifier import Classifier
+
+    classifier = Classifier(trained.model, data.preprocessing, data.dataset.class_names, plan.spec.multi_label)
+    started = {}
+    for split in REPORTED_SPLITS:
+        if data.dataset.sizes().get(split):
+            labels = data.dataset.labels(split)
+            probabilities = trained.predictions.get(split)
+            if probabilities is None:
+                probabilities = classifier.predict_arrays(data.arrays[split], plan.config.batchsize)
+            started[split] = _report_split(reports, out_dir, f"{plan.config.row}-{split}-", data.dataset, split,
+                                           labels, probabilities, skip_roc)
+    return RowEvaluation(classifier, started)
+
+
+def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset: Dataset, split: str, labels,
+                  probabilities, skip_roc: bool) -> Report:
+    """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots
+    (the plots drawn by the plot process)."""
+    from timl import evaluation
+
+    names = list(dataset.frame(split)[IMAGE_COLUMN])
+    options = {"multi_label": dataset.multi_label}
+    if skip_roc:
+        result = evaluation.evaluate(labels, probabilities, dataset.class_names, **options)
+        path = out_dir / f"{prefix}per_image_results.csv"
+        evaluation.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
+            path, index=False)
+        return evaluation.Report(result, [path], [])
+    return evaluation.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
+                                   prefix=prefix, worker=reports, **options)
