@@ -170,3 +170,26 @@ def test_the_table_reader_check_sees_every_way_of_reading():
               "pd.read_csv('t.csv', sep=';')\npd.read_excel('t.xlsx')\nload_workbook('t.xlsx')\n"
               "csv.reader(open('t.csv'))\nconfig.read_table('t.csv')\n")
     assert table_reading_calls(source) == [(5, "read_csv"), (6, "read_excel"), (7, "load_workbook"), (8, "reader")]
+
+
+#: Command modules beyond timl.cli.COMMANDS (the register command, the server on Flask's development server).
+EXTRA_COMMAND_MODULES = ("timl.register", "timl.networking.__main__")
+
+#: Options every command shares, declared once in timl/cli.py.
+SHARED_OPTIONS = ('"--tracking-uri"', '"--cuda-gpu"')
+
+
+def test_every_command_speaks_the_one_cli_vocabulary():
+    """Commands are declared with timl.cli's command()/group() (``-h`` and ``--help``, the example as epilog) and
+    take the shared options from timl.cli, so a flag is spelled, defaulted and explained in one place."""
+    import importlib
+
+    from timl.cli import COMMANDS, CONTEXT_SETTINGS
+
+    offenders = [f"{path.relative_to(REPO)}: {text}" for module, path in _modules().items() if module != "timl.cli"
+                 for text in ("context_settings=", "@click.command(", "@click.group(", *SHARED_OPTIONS)
+                 if text in path.read_text()]
+    assert not offenders, f"declare commands and shared options through timl.cli: {offenders}"
+    for module in (*COMMANDS.values(), *EXTRA_COMMAND_MODULES):
+        command = importlib.import_module(module).cli
+        assert command.context_settings == CONTEXT_SETTINGS and command.epilog, module
