@@ -69,8 +69,8 @@ def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
             options = dataclasses.replace(options, experiment=_experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"],
                                                                                options.tracking_uri))
     try:
-        with user_errors(), options.make_executor() as rows_executor:
-            outcome = training.train_table(input_table, options, executor=rows_executor, on_progress=print_progress)
+        with user_errors():
+            outcome = training.train_table(input_table, options, on_progress=print_progress)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
                    + (f" --out-dir {options.out_dir}" if options.out_dir else "") + ".", err=True)

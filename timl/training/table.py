@@ -86,6 +86,9 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         TypeError: a keyword that is no field of TableOptions.
     """
     options = TableOptions.with_keywords(options, keywords)
+    if executor is None:  # the options' executor, started before the table run opens and closed when it ends
+        with options.make_executor() as owned:
+            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress)
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(options.rows, len(configs))
@@ -95,8 +98,6 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
     done = _finished_keys(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     progress = _Progress(parent_id, out_dir, len(selection), on_row, on_progress)
-    owned = executor is None
-    executor = executor or options.make_executor()
     checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
                    else out_dir.resolve() / ".backup")
     tasks = _row_tasks(configs, selection, RowTask(None, parent_id, "", out_dir, options.img_dir, options.skip_roc,
@@ -110,8 +111,6 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        if owned:
-            executor.close()
         signal.signal(signal.SIGTERM, previous)
     return _end_table(parent_id, out_dir, progress.outcomes, options)
 
