@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -34,6 +37,20 @@ def test_listing_and_fetching(client, tmp_path):
                  "..\\secret.png", "%2E%2E%2Fsecret.png", str(tmp_path / "secret.png"), "review/a.png"):
         answer = client.get(f"/api/evaluate/images/{name}")
         assert answer.status_code == 404 and answer.is_json, name
+
+
+def test_review_images_analysis_and_answers_are_never_cached(client):
+    """Patients' images and the experts' answers: "private, no-store", for browsers and proxies alike."""
+    answer = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "A", "predicted": "A"}
+    responses = [client.get("/api/evaluate/images/a.png"), client.get("/api/evaluate/images/a.png/analysis"),
+                 client.get("/api/evaluate/images"), client.post("/api/evaluate/answers", json=answer),
+                 client.get("/api/evaluate/answers?reviewer=Dr.%20A"), client.get("/api/evaluate/answers.csv"),
+                 client.get("/api/evaluate/images/nope.png")]
+    assert [response.status_code for response in responses] == [200, 200, 200, 201, 200, 200, 404]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "private, no-store", response.request.path
+        assert "Expires" not in response.headers
+    assert responses[0].data == encoded() and responses[0].headers.get("ETag")  # still a conditional answer
 
 
 def test_answers_are_validated_and_downloadable(client):
@@ -114,6 +131,13 @@ def test_concurrent_answers_are_all_stored_in_wal_mode(client, tmp_path):
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def _scored_listing(app, client) -> dict:
+    """The uncertainty listing once the worker's background scoring (started by a first listing) has ended."""
+    assert client.get("/api/evaluate/images").status_code == 200
+    assert app.extensions["timl_model"].ranking.wait(timeout=120)
+    return client.get("/api/evaluate/images").get_json()
+
+
 def test_review_order_by_uncertainty_and_one_analysis_call_per_image(tmp_path):
     """EVALUATION_ORDER uncertainty puts the images the model is least sure of first (smallest margin between its
     two top classes); the analysis of a reviewed image is one call, with only the images asked for, at the size
@@ -134,7 +158,7 @@ def test_review_order_by_uncertainty_and_one_analysis_call_per_image(tmp_path):
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder),
                       "EVALUATION_DB": str(tmp_path / "a.db"), "EVALUATION_ORDER": "uncertainty"}, classifier=classifier)
     client = app.test_client()
-    listing = client.get("/api/evaluate/images").get_json()
+    listing = _scored_listing(app, client)
     assert listing["order"] == "uncertainty" and sorted(listing["images"]) == [f"img{i}.png" for i in range(6)]
     expected = {}
     for index in range(6):
@@ -151,6 +175,100 @@ def test_review_order_by_uncertainty_and_one_analysis_call_per_image(tmp_path):
     assert client.get("/api/evaluate/images/nope.png/analysis").status_code == 404
     bad = client.get("/api/evaluate/images/img5.png/analysis?images=everything")
     assert bad.status_code == 400 and "grey, heatmap, comp" in bad.get_json()["error"]
+
+
+def _gated(classifier, gate: threading.Semaphore, calls: list):
+    """The classifier, whose every model call records (its thread, its batch size) and then waits for the test to
+    release ``gate`` once (at most 30 s)."""
+
+    class Gated(type(classifier)):
+        def predict_arrays(self, images, *args, **kwargs):
+            calls.append((threading.get_ident(), len(images)))
+            gate.acquire(timeout=30)
+            return super().predict_arrays(images, *args, **kwargs)
+
+    return Gated(**{field.name: getattr(classifier, field.name) for field in dataclasses.fields(classifier)
+                    if field.init})
+
+
+def _wait_for_listing(client, scored: int) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        listing = client.get("/api/evaluate/images").get_json()
+        if listing["scored"] >= scored or time.monotonic() > deadline:
+            return listing
+        time.sleep(0.05)
+
+
+def test_uncertainty_order_is_computed_in_batches_outside_the_request(tmp_path):
+    """EVALUATION_ORDER uncertainty over 40 images: the first listing answers at once (name order, 0 of 40 scored)
+    while the model is held; the model is never called in a request and never with more than SCORING_BATCH images;
+    a listing during the scoring puts the scored images first; once done, the order is the model's own margins,
+    and later listings call the model no more."""
+    from PIL import Image
+
+    from timl.serving import create_app
+    from timl.serving.ranking import SCORING_BATCH
+
+    classifier = tiny_classifier()
+    folder = tmp_path / "review"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    names = [f"img{index:02d}.png" for index in range(40)]
+    for index, name in enumerate(names):
+        pixels = rng.random((20 + index % 7, 24, 3)) * rng.integers(30, 256, 3)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / name)
+    gate, calls = threading.Semaphore(0), []
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder),
+                      "EVALUATION_DB": str(tmp_path / "a.db"), "EVALUATION_ORDER": "uncertainty"},
+                     classifier=_gated(classifier, gate, calls))
+    client = app.test_client()
+
+    start = time.perf_counter()
+    first = client.get("/api/evaluate/images").get_json()
+    assert time.perf_counter() - start < 10  # the model is held for 30 s: the listing did not wait for it
+    assert first == {"images": names, "order": "uncertainty", "scored": 0, "total": 40, "uncertainty": {}}
+
+    gate.release()  # the first batch
+    partial = _wait_for_listing(client, SCORING_BATCH)
+    assert partial["scored"] == SCORING_BATCH and partial["total"] == 40
+    scored_first = names[:SCORING_BATCH]  # scored in name order
+    assert sorted(partial["images"][:SCORING_BATCH]) == scored_first
+    assert partial["images"][:SCORING_BATCH] == sorted(scored_first, key=lambda n: (-partial["uncertainty"][n], n))
+    assert partial["images"][SCORING_BATCH:] == names[SCORING_BATCH:]
+
+    gate.release()  # the second batch
+    final = _wait_for_listing(client, 40)
+    expected = {}
+    for name in names:
+        top = np.sort(classifier.predict_images([folder / name])[0])[::-1]
+        expected[name] = 1 - (top[0] - top[1])
+    assert final["scored"] == 40
+    assert all(abs(final["uncertainty"][name] - expected[name]) < 1e-5 for name in names)
+    assert final["images"] == sorted(names, key=lambda n: (-expected[n], n))
+    request_thread = threading.get_ident()  # the test client runs the app in this thread
+    assert [size for _, size in calls] == [SCORING_BATCH, 40 - SCORING_BATCH]
+    assert all(thread != request_thread for thread, _ in calls)
+    client.get("/api/evaluate/images")
+    assert len(calls) == 2  # cached per file
+
+
+def test_an_unreadable_review_image_does_not_break_the_uncertainty_order(tmp_path):
+    """A file that does not decode keeps no score and is listed after the scored images (the listing used to
+    answer 400 for the whole folder)."""
+    from timl.serving import create_app
+
+    folder = tmp_path / "review"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        (folder / name).write_bytes(encoded())
+    (folder / "b.png").write_bytes(b"not a PNG")
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder),
+                      "EVALUATION_DB": str(tmp_path / "a.db"), "EVALUATION_ORDER": "uncertainty"},
+                     classifier=tiny_classifier())
+    listing = _scored_listing(app, app.test_client())
+    assert listing["scored"] == 2 and listing["total"] == 3 and listing["images"][-1] == "b.png"
+    assert sorted(listing["uncertainty"]) == ["a.png", "c.png"]
 
 
 def test_info_names_the_model_not_its_path_and_the_pages_have_an_icon(tmp_path):

@@ -159,6 +159,86 @@ def test_16_bit_grey_is_scaled_not_clipped():
         assert 120 <= decoded[4, 0, 0] <= 135  # the middle of the ramp stays in the middle
 
 
+def test_16_bit_grey_rounds_every_value_as_dividing_by_65535():
+    """Every 16-bit value becomes round(value / 65535 * 255), the float64 formula the integer arithmetic replaced."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    decoded = np.asarray(decode_image(_png_bytes(Image.fromarray(values))))[..., 0]
+    assert np.array_equal(decoded, np.round(values / 65535.0 * 255.0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "RGBA", "LA", "P+transparency"])
+def test_banded_conversion_matches_the_whole_image_formula(mode):
+    """Images taller than one band of rows (BAND_ROWS) convert as the whole-image formula would: stretched from
+    the minimum to the maximum of the whole image (not of each band), alpha composited over white."""
+    from timl.images.decode import BAND_ROWS
+
+    rng = np.random.default_rng(5)
+    shape = (2 * BAND_ROWS + 37, 23)
+    if mode in ("I", "F"):
+        values = rng.normal(0, 1000, shape).astype(np.int32 if mode == "I" else np.float32)
+        values[-1, -1] = 5000  # the maximum in the last band, the minimum in the first
+        values[0, 0] = -5000
+        image = Image.fromarray(values)
+        array = values.astype(np.float64)
+        grey = np.round((array - array.min()) / (array.max() - array.min()) * 255.0).astype(np.uint8)
+        expected = grey[..., None].repeat(3, 2)
+    else:
+        rgba = Image.fromarray(rng.integers(0, 256, (*shape, 4), dtype=np.uint8), "RGBA")
+        image = rgba.convert(mode) if mode != "P+transparency" else rgba.convert("RGB").quantize(16)
+        if mode == "P+transparency":
+            image.info["transparency"] = 3
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        expected = np.asarray(Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"))
+    assert np.array_equal(np.asarray(decode_image(image)), expected)
+
+
+def _deflated_tiff(image: Image.Image) -> bytes:
+    return _png_bytes(image, "TIFF", compression="tiff_adobe_deflate")
+
+
+# Uploads that compress to a few kilobytes and decode to many megapixels, of the modes that need arithmetic or
+# compositing: before, a 6300x6300 16-bit PNG (77 kB) peaked at 28 bytes per pixel (1.1 GB) in float64 copies.
+PEAK_CASES = {
+    "16-bit PNG": (lambda: _png_bytes(Image.fromarray(np.zeros((6300, 6300), np.uint16)))),
+    "RGBA PNG": (lambda: _png_bytes(Image.new("RGBA", (4000, 4000), (10, 20, 30, 40)))),
+    "float TIFF": (lambda: _deflated_tiff(Image.fromarray(np.zeros((4000, 4000), np.float32)))),
+}
+# The peak resident memory of this process (VmHWM: ru_maxrss would count the parent's size at the fork), reset to
+# the current size (clear_refs 5) once the upload is read, just before decoding.
+PEAK_SCRIPT = """
+import json, re, sys
+from timl.images import decode_image
+
+def kilobytes(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+
+data = open(sys.argv[1], "rb").read()
+open("/proc/self/clear_refs", "w").write("5")
+start = kilobytes("VmRSS")
+image = decode_image(data, max_pixels=None)
+print(json.dumps({"pixels": image.size[0] * image.size[1], "peak": (kilobytes("VmHWM") - start) * 1024}))
+"""
+
+
+@pytest.mark.parametrize("case", sorted(PEAK_CASES))
+def test_decoding_memory_is_proportional_to_the_pixels(case, tmp_path):
+    """Decoding needs the source image and its RGB copy, not float64 or RGBA copies of the whole image: its peak
+    (above the process's memory before decoding, in a fresh process) stays under 12 bytes per pixel."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "upload"
+    path.write_bytes(PEAK_CASES[case]())
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True, text=True,
+                            check=True, timeout=120)
+    measured = json.loads(result.stdout)
+    per_pixel = measured["peak"] / measured["pixels"]
+    print(f"{case}: {measured['pixels'] / 1e6:.1f} Mpx, peak {measured['peak'] / 2**20:.0f} MiB, "
+          f"{per_pixel:.1f} bytes/pixel")
+    assert per_pixel < 12, f"{case}: {per_pixel:.1f} bytes per pixel"
+
+
 def test_bmp_decodes():
     assert decode_image(_png_bytes(Image.fromarray(_pattern()), "BMP")).size == (SIZE, SIZE)
 

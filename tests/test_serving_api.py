@@ -204,6 +204,73 @@ def test_own_pages_folder_and_a_root_rest_prefix(tmp_path, caplog):
     assert client.get("/ping").get_data(as_text=True) == "pong" and client.get("/info").status_code == 200
 
 
+def test_the_pages_folder_serves_no_hidden_file_and_no_link_out_of_it(tmp_path):
+    """STATIC_PAGES_DIR: only regular files inside the folder, none hidden; everything else is a 404 JSON."""
+    from timl.serving import create_app
+
+    pages, outside = tmp_path / "pages", tmp_path / "outside"
+    (pages / "sub").mkdir(parents=True)
+    (pages / ".git").mkdir()
+    outside.mkdir()
+    (pages / "mine.html").write_text("<p>mine</p>")
+    (pages / "sub" / "deeper.html").write_text("<p>deeper</p>")
+    (pages / "same.html").symlink_to(pages / "mine.html")  # a link that stays inside the folder is a page
+    for hidden in (".env", ".git/config", "sub/.secret.html"):
+        (pages / hidden).write_text("SECRET=inside")
+    (outside / "secret.txt").write_text("SECRET=outside")
+    (pages / "leak.html").symlink_to(outside / "secret.txt")
+    (pages / "away").symlink_to(outside, target_is_directory=True)
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "STATIC_PAGES_DIR": str(pages)},
+                        classifier=tiny_classifier()).test_client()
+    assert client.get("/static/mine.html").data == b"<p>mine</p>"
+    assert client.get("/static/sub/deeper.html").data == b"<p>deeper</p>"
+    assert client.get("/static/same.html").data == b"<p>mine</p>"
+    for name in (".env", ".git/config", "sub/.secret.html", "leak.html", "away/secret.txt", "sub", "sub/",
+                 "..%2Foutside%2Fsecret.txt", "sub/..%2F.env", "%2E%2E/outside/secret.txt", "nope.html",
+                 "a%00b.html", "x" * 300):
+        answer = client.get(f"/static/{name}")
+        assert answer.status_code == 404 and answer.is_json and "error" in answer.get_json(), name
+        assert b"SECRET" not in answer.data, name
+    assert client.get("/").get_json()["pages"] == ["/static/leak.html", "/static/mine.html", "/static/same.html"]
+
+
+def test_no_answer_names_a_server_path(tmp_path, caplog):
+    """/, /info and the 503 of a model that cannot be loaded give the model's name, never its folders; the
+    detail of a failed load is in the server log only."""
+    from timl.serving import create_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    client = create_app({"CLASSIFICATION_MODEL": str(models / "lesions.h5")},
+                        classifier=tiny_classifier()).test_client()
+    index, info = client.get("/"), client.get("/api/info")
+    assert index.get_json()["model"] == "lesions.h5" and info.get_json()["model"] == "lesions.h5"
+    assert info.get_json()["classification"] == {"model_file": "lesions.h5"}  # the key the original clients read
+    assert str(tmp_path) not in index.get_data(as_text=True) + info.get_data(as_text=True)
+    uri = create_app({"CLASSIFICATION_MODEL": "models:/skin-lesions/3"}, classifier=tiny_classifier()).test_client()
+    assert uri.get("/").get_json()["model"] == "models:/skin-lesions/3"  # a store's name, not a path: as it is
+
+    (models / "broken.h5").write_bytes(b"not a Keras file")
+    (models / "review").mkdir()
+    (models / "review" / "a.png").write_bytes(encoded())
+    for model in ("missing.h5", "broken.h5"):
+        client = create_app({"CLASSIFICATION_MODEL": str(models / model), "EVALUATION_ORDER": "uncertainty",
+                             "EVALUATION_IMAGES_DIR": str(models / "review"),
+                             "EVALUATION_DB": str(tmp_path / "answers.db")}).test_client()
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="timl.serving.app"):
+            answers = [client.get("/api/info"), post(client, "/api/classify", encoded()),
+                       client.get("/api/evaluate/images/a.png/analysis")]
+            listing = client.get("/api/evaluate/images")  # scored in the background: listed, nothing scored
+        assert listing.status_code == 200 and listing.get_json()["scored"] == 0
+        assert str(tmp_path) not in listing.get_data(as_text=True)
+        for answer in answers:
+            assert answer.status_code == 503 and answer.is_json, (model, answer.get_json())
+            assert answer.get_json()["error"] == "The model could not be loaded; see the server log for the details."
+            assert str(tmp_path) not in answer.get_data(as_text=True)
+        assert str(models / model) in caplog.text  # the detail, for the administrator
+
+
 # --- The gunicorn server's promises: loopback by default, stuck workers restarted ---
 
 def _serve(tmp_path, *options: str) -> tuple[subprocess.Popen, Path]:

@@ -1,10 +1,11 @@
 """The package's structure: no import cycle anywhere in ``timl/`` (lazy imports inside functions included), no
-MLflow call outside tracking and the pyfunc, no explanation method named outside the explainer registry, and
-light imports for the commands."""
+MLflow call outside tracking and the pyfunc, no explanation method named outside the explainer registry, no metric
+name typed outside the metric vocabulary, one reader of user tables, and light imports for the commands."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,68 @@ def test_the_table_reader_check_sees_every_way_of_reading():
               "pd.read_csv('t.csv', sep=';')\npd.read_excel('t.xlsx')\nload_workbook('t.xlsx')\n"
               "csv.reader(open('t.csv'))\nconfig.read_table('t.csv')\n")
     assert table_reading_calls(source) == [(5, "read_csv"), (6, "read_excel"), (7, "load_workbook"), (8, "reader")]
+
+
+#: The one module that types metric names; every other module of ``timl/`` imports them from it.
+METRIC_VOCABULARY = "timl.metric_names"
+
+
+def _metric_name_patterns() -> tuple[re.Pattern, frozenset[str]]:
+    """What a metric-name literal looks like, from the vocabulary itself: a text that starts with a group
+    (``dev/``, ``test/``, ``train/``, ``rows/``, ``best/``, ``inspect_<dataset>/``), holds a per-class group
+    (``dev_class/``, ``{split}_class/``) or starts with Keras' dev prefix (``val_loss``); and the exact names the
+    vocabulary maps (results columns showing a metric such as ``valacc`` or ``trainsize``, earlier names such as
+    ``train_time``, ``--select-by`` aliases)."""
+    from timl import metric_names as names
+
+    groups = [names.summary_group(split) for split in (names.TRAIN, names.DEV, names.TEST)]
+    groups += [names.ROWS_GROUP, names.BEST_GROUP]
+    pattern = re.compile("^(?:" + "|".join(map(re.escape, groups)) + r")|_class/|^inspect_[^/]*/|^"
+                         + re.escape(names.KERAS_DEV_PREFIX))
+    exact = frozenset([*names.ORIGINAL_METRIC_COLUMNS, *names.ORIGINAL_CLASS_COLUMNS, *names.SUMMARY_COLUMNS,
+                       *names.LEGACY_METRICS.values(), *names.SELECT_BY_ALIASES])
+    return pattern, exact
+
+
+def metric_name_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) of each string literal in a module's source that names a metric (:func:`_metric_name_patterns`).
+
+    Scope: every string constant of the code, f-strings read as one text with ``{}`` for each replacement
+    field (``f"best/{name}"`` is ``best/{}``). Documentation is out of scope: a string that stands alone as a
+    statement (module, class and function docstrings) and comments may mention any name.
+    """
+    pattern, exact = _metric_name_patterns()
+    tree = ast.parse(source)
+    skipped = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+               and isinstance(node.value, ast.Constant)}
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            skipped |= {id(part) for part in node.values}
+            texts.append((node, "".join(part.value if isinstance(part, ast.Constant) else "{}"
+                                        for part in node.values)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append((node, node.value))
+    return sorted((node.lineno, text) for node, text in texts
+                  if id(node) not in skipped and (pattern.search(text) or text in exact))
+
+
+def test_metric_names_are_typed_in_the_vocabulary_only():
+    offenders = [f"{path.relative_to(REPO)}:{line}: {text!r}" for module, path in _modules().items()
+                 if module != METRIC_VOCABULARY for line, text in metric_name_literals(path.read_text())]
+    assert not offenders, f"metric names typed outside timl/metric_names.py (import them from it): {offenders}"
+
+
+def test_the_metric_name_check_sees_every_way_of_typing_one():
+    source = ('"""Logs dev/accuracy and valacc."""\n'
+              'def f(split, name, status):\n'
+              '    """Returns val_accuracy."""\n'
+              '    return ["dev/balanced_accuracy", f"{split}_class/", f"best/{name}", "val_loss", "valacc",\n'
+              '            "test_balanced_accuracy", f"inspect_{name}/", "accuracy", f"inspect_{name}-{split}",\n'
+              '            "tests/data", "validation", f"{name}/samples", "train"]\n')
+    assert metric_name_literals(source) == [(4, "best/{}"), (4, "dev/balanced_accuracy"), (4, "val_loss"),
+                                            (4, "valacc"), (4, "{}_class/"), (5, "inspect_{}/"),
+                                            (5, "test_balanced_accuracy")]
 
 
 #: Command modules beyond timl.cli.COMMANDS (the register command, the server on Flask's development server).

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, models, tables
+from timl import datasets, images, metric_names, models, tables
 from timl.datasets import CLASS_WEIGHT_MODES
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -30,10 +30,9 @@ EXTRA_COLUMNS = ("weights", "lr", "seed", "notes")
 #: what it trains: they are not part of the row's key nor of the results table.
 RESOURCE_COLUMNS = ("cpus", "gpus")
 
-#: The original TIML's output columns, in its order (``notes`` doubles as an input column).
-OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "traintime", "trainacc", "trainmodel",
-                  "valsize", "valmalprop", "valacc", "valspec", "valsens", "testsize", "testmalprop", "testacc",
-                  "testspec", "testsens", "testauc", "exceptions", "notes")
+#: The original TIML's output columns, in its order (``notes`` doubles as an input column); most show a metric
+#: (:mod:`timl.metric_names`).
+OUTPUT_COLUMNS = metric_names.ORIGINAL_OUTPUT_COLUMNS
 
 #: Optional columns of rows that train only their method's head: ``freeze`` (``none`` or ``backbone``: the
 #: backbone keeps its loaded weights), ``activations`` (``auto``: on activations of the frozen backbone cached
@@ -44,9 +43,8 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
 
-#: Columns TIML on MLflow adds after the original ones.
-SUMMARY_COLUMNS = ("run_id", "val_accuracy", "val_balanced_accuracy", "val_auc", "test_accuracy",
-                   "test_balanced_accuracy", "test_auc")
+#: Columns TIML on MLflow adds after the original ones: the row's run and its summary scores.
+SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
                                     + OUTPUT_COLUMNS + SUMMARY_COLUMNS))

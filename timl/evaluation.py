@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from timl.errors import DatasetError
+from timl.metric_names import (PER_CLASS_METRICS, SCALAR_METRICS, class_group, per_class_metric_name,
+                               sanitize_metric_name, summary_group)
 
 logger = logging.getLogger(__name__)
 
@@ -52,44 +53,6 @@ ORIGINAL_SUMMARY_KEYS = ("samples", "classes", "class_prop", "accuracy", "specif
                          "global_accuracy", "mean_accuracy", "weighted_mean_accuracy", "mean_specificity",
                          "weighted_mean_specificity", "mean_sensitivity", "weighted_mean_sensitivity", "mean_f1",
                          "weighted_mean_f1", "auc")
-
-#: Per-class lists of the summary and the short names of their MLflow metrics (``{prefix}<short>_<class>``).
-PER_CLASS_METRICS = {"accuracy": "acc", "specificity": "spec", "sensitivity": "sens", "precision": "prec",
-                     "f1": "f1", "auc": "auc", "average_precision": "ap", "class_prop": "prop"}
-
-#: Summary scalars and their MLflow metric names (without prefix).
-SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "mean_auc": "auc",
-                  "mean_accuracy": "mean_accuracy", "weighted_mean_accuracy": "weighted_mean_accuracy",
-                  "mean_specificity": "mean_specificity", "weighted_mean_specificity": "weighted_mean_specificity",
-                  "mean_sensitivity": "mean_sensitivity", "weighted_mean_sensitivity": "weighted_mean_sensitivity",
-                  "mean_f1": "mean_f1", "weighted_mean_f1": "weighted_mean_f1", "exact_match": "exact_match",
-                  "hamming_loss": "hamming_loss", "samples": "samples"}
-
-_METRIC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-def sanitize_metric_name(name: str) -> str:
-    """Makes ``name`` a valid MLflow metric name part: keeps ``[A-Za-z0-9_-. /]``, replaces others by ``_``."""
-    return _METRIC_NAME_UNSAFE.sub("_", str(name))
-
-
-def per_class_metric_name(prefix: str, short: str, class_name: str) -> str:
-    """The MLflow name of one class's metric: ``{prefix}{short}_{class}``, the class sanitised.
-
-    The one naming rule of per-class metrics: training logs ``dev_class/acc_MEL`` (prefix
-    :func:`class_group`), inspect ``test_class/acc_MEL``, and the results table reads them back with it.
-    """
-    return f"{prefix}{short}_{sanitize_metric_name(class_name)}"
-
-
-def summary_group(split: str) -> str:
-    """The metric prefix of a split's summary scores (a section of MLflow's charts view): ``dev/``."""
-    return f"{sanitize_metric_name(split)}/"
-
-
-def class_group(split: str) -> str:
-    """The metric prefix of a split's per-class scores (their own section): ``dev_class/``."""
-    return f"{sanitize_metric_name(split)}_class/"
 
 
 def _check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
@@ -238,12 +201,15 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str
     ``{prefix}accuracy`` is the global accuracy, ``{prefix}auc`` the mean AUC; the other scalars keep their
     summary names (``{prefix}balanced_accuracy``, ``{prefix}mean_f1``, ...); per-class values become
     ``{class_prefix}acc_<class>``, ``spec_``, ``sens_``, ``prec_``, ``f1_``, ``auc_``, ``ap_`` and ``prop_``.
-    Class names are sanitised for MLflow (see :func:`sanitize_metric_name`); None values are skipped.
+    Class names are sanitised for MLflow (see :func:`timl.metric_names.sanitize_metric_name`); None values are
+    skipped.
 
     Args:
         summary: a dict returned by :func:`evaluate`.
-        prefix: prepended to every summary name, e.g. ``"test/"`` (:func:`summary_group`). Defaults to "".
-        class_prefix: prepended to every per-class name, e.g. ``"test_class/"`` (:func:`class_group`).
+        prefix: prepended to every summary name, e.g. ``"test/"`` (:func:`timl.metric_names.summary_group`).
+            Defaults to "".
+        class_prefix: prepended to every per-class name, e.g. ``"test_class/"``
+            (:func:`timl.metric_names.class_group`).
             Defaults to ``prefix``.
 
     Returns:
@@ -260,6 +226,16 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str
             if value is not None:
                 metrics[per_class_metric_name(class_prefix, short, class_name)] = float(value)
     return metrics
+
+
+def split_metrics(summary: dict[str, Any], split: str) -> dict[str, float]:
+    """A split's summary as the metrics of its groups: ``dev/accuracy``, ..., ``dev_class/acc_MEL``, ...
+
+    Args:
+        summary: a dict returned by :func:`evaluate`.
+        split: the split it scores (``dev``, ``test``, ``inspect_<dataset>``: :mod:`timl.metric_names`).
+    """
+    return summary_metrics(summary, summary_group(split), class_group(split))
 
 
 def format_class_values(values: Sequence[float | None], decimals: int = 3) -> str:

@@ -31,7 +31,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl import datasets, evaluation, tables
+from timl import datasets, evaluation, metric_names, tables
 from timl.cli import command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
@@ -212,7 +212,7 @@ def _load_inputs(test_csv: Path, predictions_csv: Path) -> dict[str, Any]:
 
 def dataset_name(test_csv: str | Path) -> str:
     """The ``<dataset>`` of the ``inspect_<dataset>/`` metric group: the test CSV's stem, sanitised for MLflow."""
-    return evaluation.sanitize_metric_name(Path(test_csv).stem)
+    return metric_names.sanitize_metric_name(Path(test_csv).stem)
 
 
 def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
@@ -223,14 +223,12 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
 
     tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {})}
     with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
-        tracking.log_batch(run_id, evaluation.summary_metrics(summary, evaluation.summary_group("test"),
-                                                              evaluation.class_group("test")), params, tracking_uri)
+        tracking.log_batch(run_id, evaluation.split_metrics(summary, metric_names.TEST), params, tracking_uri)
         tracking.log_folder(run_id, out_dir, tracking_uri=tracking_uri)
         if model_run_id:
             try:
-                group = f"inspect_{dataset}"
-                tracking.log_batch(model_run_id, evaluation.summary_metrics(summary, evaluation.summary_group(group),
-                                                                            evaluation.class_group(group)),
+                tracking.log_batch(model_run_id,
+                                   evaluation.split_metrics(summary, metric_names.inspect_split(dataset)),
                                    tracking_uri=tracking_uri)
             except tracking.tracking_errors() as error:
                 logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from timl.metric_names import DEV, TRAIN, epoch_series
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -26,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: The curves of the history plots: file stem -> (title, the history columns drawn when present).
 HISTORY_PLOTS = {
-    "loss": ("Loss", ("loss", "val_loss")),
-    "accuracy": ("Accuracy", ("accuracy", "val_accuracy", "binary_accuracy", "val_binary_accuracy")),
+    "loss": ("Loss", tuple(epoch_series("loss", split) for split in (TRAIN, DEV))),
+    "accuracy": ("Accuracy", tuple(epoch_series(name, split) for name in ("accuracy", "binary_accuracy")
+                                   for split in (TRAIN, DEV))),
 }
 
 

@@ -28,7 +28,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from timl import __version__, xai
 from timl.classifier import Classifier, confidence, from_metadata, load_keras_model, read_metadata
 from timl.errors import ModelError
-from timl.images import decode_image
+from timl.images import SERVING_MAX_PIXELS, decode_image
 from timl.xai.render import png_base64
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ DEFAULT_PARAMS = {"explain": "none", "layer": "", "class": "", "rise_masks": 200
 MAX_ROWS = 64
 MAX_ROWS_VARIABLE = "TIML_PYFUNC_MAX_ROWS"
 
-#: The pixel cap of an image the pyfunc decodes (about 25 megapixels: a dermoscopy camera's full frame).
-MAX_PIXELS = 25_000_000
+#: The pixel cap of an image the pyfunc decodes: the server's (about 25 megapixels, a dermoscopy camera's frame).
+MAX_PIXELS = SERVING_MAX_PIXELS
 
 #: The accepted values of the ``rise_masks`` param (each mask is one forward pass of the model).
 RISE_MASKS_RANGE = (1, 10_000)

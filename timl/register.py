@@ -10,20 +10,11 @@ import logging
 
 import click
 
+from timl import metric_names as names
 from timl.cli import command, tracking_uri_option, user_errors
 from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
-
-#: Names --select-by also accepts: the original results table's columns and the names of earlier TIML versions.
-METRIC_ALIASES = {"valacc": "dev/accuracy", "testacc": "test/accuracy", "valauc": "dev/auc", "testauc": "test/auc",
-                  "val_accuracy": "dev/accuracy", "val_balanced_accuracy": "dev/balanced_accuracy",
-                  "val_auc": "dev/auc", "test_accuracy": "test/accuracy",
-                  "test_balanced_accuracy": "test/balanced_accuracy", "test_auc": "test/auc"}
-
-#: The scores a registered version is tagged with, when its run has them.
-TAGGED_METRICS = ("dev/accuracy", "dev/balanced_accuracy", "dev/auc", "test/accuracy", "test/balanced_accuracy",
-                  "test/auc")
 
 
 def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> str:
@@ -43,7 +34,7 @@ def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> s
     description = (f"TIML {params.get('method', '?')} trained on {params.get('dataset', '?')} "
                    f"(split {params.get('split', '?')}, {params.get('epochs', '?')} epochs, "
                    f"imgsize {params.get('imgsize', '?')}), run {run_id}.{_datasets(run)}{_scores(metrics)}")
-    tags = {key: f"{metrics[key]:.4f}" for key in TAGGED_METRICS if key in metrics}
+    tags = {key: f"{metrics[key]:.4f}" for key in names.TAGGED_METRICS if key in metrics}
     tags.update({"dataset": params.get("dataset", ""), "method": params.get("method", ""), "run_id": run_id})
     pinned = _model_sha256(run)
     if pinned:
@@ -90,20 +81,22 @@ def _datasets(run) -> str:
 
 def _scores(metrics: dict) -> str:
     """`` Test: accuracy 0.912, balanced_accuracy 0.905, auc 0.981.``"""
-    test = [f"{name.split('/', 1)[1]} {metrics[name]:.3f}" for name in TAGGED_METRICS
-            if name.startswith("test/") and name in metrics]
+    group = names.summary_group(names.TEST)
+    test = [f"{name.removeprefix(group)} {metrics[name]:.3f}" for name in names.TAGGED_METRICS
+            if name.startswith(group) and name in metrics]
     return f" Test: {', '.join(test)}." if test else ""
 
 
-def best_run(parent_run_id: str, select_by: str = "dev/balanced_accuracy") -> str:
-    """The FINISHED row run of a table with the highest ``select_by`` metric.
+def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
+    """The FINISHED row run of a table with the highest ``select_by`` metric (a metric name, a results column or an
+    earlier name: :func:`timl.metric_names.resolve_select_by`).
 
     Raises:
         ConfigError: no finished row has that metric.
     """
     from timl import tracking
 
-    metric = METRIC_ALIASES.get(select_by, select_by)
+    metric = names.resolve_select_by(select_by)
     candidates = [run for run in tracking.child_runs(parent_run_id)
                   if run.info.status == "FINISHED" and metric in run.data.metrics]
     if not candidates:
@@ -112,7 +105,7 @@ def best_run(parent_run_id: str, select_by: str = "dev/balanced_accuracy") -> st
     return max(candidates, key=lambda run: run.data.metrics[metric]).info.run_id
 
 
-def register_best(parent_run_id: str, name: str, *, select_by: str = "dev/balanced_accuracy",
+def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAULT_SELECT_BY,
                   alias: str = "champion") -> str:
     """Registers the best row of a table run and points ``alias`` at it."""
     return register_run(best_run(parent_run_id, select_by), name, alias=alias)

@@ -19,11 +19,12 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from timl import metric_names as names
 from timl import tracking
 from timl.cli import command, tracking_uri_option, user_errors
 from timl.config import EXTRA_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
 from timl.errors import ConfigError
-from timl.evaluation import class_group, format_class_values, per_class_metric_name
+from timl.evaluation import format_class_values
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +35,12 @@ RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + OUTPUT_COLUMNS + EXTRA_COLU
 #: The original TIML's format of ``trainstart``.
 TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 
-#: Original per-class columns: column -> (split, metric short name) of the per-class metrics training logs
-#: (``dev_class/acc_MEL``: :func:`timl.evaluation.per_class_metric_name` with :func:`class_group`); one value per
-#: class, in class order.
-PER_CLASS_COLUMNS = {"malprop": ("train", "prop"), "valmalprop": ("dev", "prop"), "valacc": ("dev", "acc"),
-                     "valspec": ("dev", "spec"), "valsens": ("dev", "sens"), "testmalprop": ("test", "prop"),
-                     "testacc": ("test", "acc"), "testspec": ("test", "spec"), "testsens": ("test", "sens"),
-                     "testauc": ("test", "auc")}
-
-#: The other columns that come from a metric: column -> the metric of the kept model it shows.
-METRIC_COLUMNS = {"trainsize": "train/samples", "valsize": "dev/samples", "testsize": "test/samples",
-                  "trainacc": "train/accuracy", "traintime": "train/seconds",
-                  "val_accuracy": "dev/accuracy", "val_balanced_accuracy": "dev/balanced_accuracy",
-                  "val_auc": "dev/auc", "test_accuracy": "test/accuracy",
-                  "test_balanced_accuracy": "test/balanced_accuracy", "test_auc": "test/auc"}
-
-#: How runs of TIML before the grouped metric names called them (their results tables still rebuild).
-LEGACY_METRICS = {"train/samples": "trainsize", "dev/samples": "valsize", "test/samples": "testsize",
-                  "train/accuracy": "trainacc", "train/seconds": "train_time", "dev/accuracy": "val_accuracy",
-                  "dev/balanced_accuracy": "val_balanced_accuracy", "dev/auc": "val_auc",
-                  "test/accuracy": "test_accuracy", "test/balanced_accuracy": "test_balanced_accuracy",
-                  "test/auc": "test_auc"}
-LEGACY_CLASS_PREFIXES = {"train": "train", "dev": "val", "test": "test"}
+#: The columns that show a metric of the kept model: column -> metric name (:mod:`timl.metric_names`).
+METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS}
 
 
 def _number(value) -> str:
+    """A metric as the table writes it: an integer as such, else 4 decimals; empty when unknown."""
     if value is None:
         return ""
     if float(value).is_integer() and abs(value) < 1e12:
@@ -68,12 +50,12 @@ def _number(value) -> str:
 
 def _metric(metrics: dict, name: str):
     """A metric of the kept model, under its name or the one earlier TIML versions gave it."""
-    return metrics.get(name, metrics.get(LEGACY_METRICS.get(name, "")))
+    return metrics.get(name, metrics.get(names.LEGACY_METRICS.get(name, "")))
 
 
 def _per_class(metrics: dict, split: str, short: str, class_names: list[str]) -> str:
-    values = [metrics.get(per_class_metric_name(class_group(split), short, name),
-                          metrics.get(per_class_metric_name(LEGACY_CLASS_PREFIXES[split], short, name)))
+    values = [metrics.get(names.per_class_metric_name(names.class_group(split), short, name),
+                          metrics.get(names.per_class_metric_name(names.LEGACY_CLASS_PREFIXES[split], short, name)))
               for name in class_names]
     if all(value is None for value in values):
         return ""
@@ -85,6 +67,15 @@ def format_traintime(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return str(datetime.timedelta(seconds=round(float(seconds))))
+
+
+def _format_trainacc(accuracy: float | None) -> str:
+    """The training accuracy as the original TIML wrote it: 3 decimals; empty when unknown."""
+    return "" if accuracy is None else f"{accuracy:.3f}"
+
+
+#: How a metric column is written when not as a plain number (:func:`_number`): the original's formats.
+METRIC_FORMATS = {names.TRAIN_ACCURACY: _format_trainacc, names.TRAIN_SECONDS: format_traintime}
 
 
 def _trainstart(run) -> str:
@@ -104,20 +95,15 @@ def result_row(run) -> dict:
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     class_names = json.loads(params.get("class_names", "[]") or "[]")
     row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
-    for column, (split, short) in PER_CLASS_COLUMNS.items():
+    for column, (split, short) in names.ORIGINAL_CLASS_COLUMNS.items():
         row[column] = _per_class(metrics, split, short, class_names)
-    for column in ("trainsize", "valsize", "testsize"):
-        row[column] = _number(_metric(metrics, METRIC_COLUMNS[column]))
-    trainacc = _metric(metrics, METRIC_COLUMNS["trainacc"])
-    row["trainacc"] = "" if trainacc is None else f"{trainacc:.3f}"
+    for column, metric in METRIC_COLUMNS.items():
+        row[column] = METRIC_FORMATS.get(metric, _number)(_metric(metrics, metric))
     row["augmult"] = params.get("augmult", "")
     row["trainstart"] = _trainstart(run)
-    row["traintime"] = format_traintime(_metric(metrics, METRIC_COLUMNS["traintime"]))
     row["trainmodel"] = tags.get(tracking.TAG_TRAINMODEL, "")
     row["exceptions"] = tags.get(tracking.TAG_EXCEPTION, "")
     row["run_id"] = run.info.run_id
-    for column in SUMMARY_COLUMNS[1:]:
-        row[column] = _number(_metric(metrics, METRIC_COLUMNS[column]))
     row["row"] = int(tags.get(tracking.TAG_ROW, "-1"))
     row["status"] = run.info.status
     return row

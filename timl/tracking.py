@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from timl import __version__, tables
+from timl import __version__, metric_names, tables
 from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -239,10 +239,10 @@ def log_table_summary(run_id: str, counts: dict[str, int], best=None) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    metrics = {f"rows/{status.lower()}": count for status, count in counts.items()}
+    metrics = {metric_names.rows_metric(status): count for status, count in counts.items()}
     if best is not None:
-        metrics.update({f"best/{name.replace('/', '_')}": value for name, value in best.data.metrics.items()
-                        if name.startswith(("dev/", "test/")) and not name.endswith("/samples")})
+        metrics.update({metric_names.best_metric(name): value for name, value in best.data.metrics.items()
+                        if metric_names.is_best_score(name)})
         client.set_tag(run_id, TAG_BEST_RUN, best.info.run_id)
         client.set_tag(run_id, TAG_BEST_ROW, best.info.run_name)
     log_batch(run_id, metrics)

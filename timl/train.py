@@ -10,6 +10,7 @@ import sys
 import click
 
 from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
+from timl.metric_names import DEFAULT_SELECT_BY
 
 EXAMPLE = """\b
 Examples:
@@ -31,7 +32,7 @@ Examples:
 @click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots.")
 @cuda_gpu_option
 @click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
-@click.option("--select-by", default="dev/balanced_accuracy", show_default=True,
+@click.option("--select-by", default=DEFAULT_SELECT_BY, show_default=True,
               help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Train the rows one after the other in this process, or as tasks on a Ray cluster.")

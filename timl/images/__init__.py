@@ -13,7 +13,8 @@ package imports no TensorFlow.
 
 from timl.images.augment import AUGMENTATIONS, Augmentation, get_augmentation
 from timl.images.cache import DEFAULT_CACHE_BUDGET, cache_images, load_images
-from timl.images.decode import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, SUPPORTED_FORMATS, decode_image
+from timl.images.decode import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, SERVING_MAX_PIXELS, SUPPORTED_FORMATS,
+                                 decode_image)
 from timl.images.pipeline import epoch_counter, epoch_order, make_dataset
 from timl.images.preprocessing import COLOR_CONVERSIONS, COLOR_SPACES, RESIZE_FILTERS, Preprocessing
 
@@ -27,6 +28,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Preprocessing",
     "RESIZE_FILTERS",
+    "SERVING_MAX_PIXELS",
     "SUPPORTED_FORMATS",
     "cache_images",
     "decode_image",

@@ -24,21 +24,78 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "MPO")
 #: Default cap on decoded pixels (about 40 megapixels), below Pillow's own bomb limit.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+#: The server's default cap (``MAX_IMAGE_PIXELS``): 25 megapixels, above a dermatoscope's or a phone's photo
+#: (12 to 24 Mpx), so that concurrent uploads stay within a worker's memory.
+SERVING_MAX_PIXELS = 25_000_000
+
+
+#: The grey modes wider than 8 bits: 16-bit grey is divided by 65535, 32-bit integer and float grey are stretched
+#: from their minimum to their maximum.
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+#: Rows converted at a time where a mode needs arithmetic or alpha compositing: the temporary arrays of one band
+#: stay a few megabytes whatever the image's size, so decoding needs about the source image and its RGB copy.
+BAND_ROWS = 256
+
+
+def _bands(image: Image.Image):
+    """The image as bands of at most ``BAND_ROWS`` full rows, top to bottom: ``(top, band image)``."""
+    width, height = image.size
+    for top in range(0, height, BAND_ROWS):
+        yield top, image.crop((0, top, width, min(top + BAND_ROWS, height)))
+
+
+def _by_bands(image: Image.Image, convert_band) -> Image.Image:
+    """The RGB image that ``convert_band`` makes of each band of ``image``, pasted into one RGB image."""
+    rgb = Image.new("RGB", image.size)
+    for top, band in _bands(image):
+        rgb.paste(convert_band(band).convert("RGB"), (0, top))
+    return rgb
+
+
+def _sixteen_bit_band(band: Image.Image) -> Image.Image:
+    """16-bit grey to 8 bits: round(value / 65535 * 255), in integers (value * 255 / 65535 is value / 257, never
+    halfway between two integers, so (value + 128) // 257 is the same rounding)."""
+    pixels = np.asarray(band).astype(np.uint32)
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
+
+
+def _stretched_bands(image: Image.Image):
+    """The band converter of 32-bit integer and float grey: stretched from the image's minimum to its maximum
+    (all black when they are equal), in float64 one band at a time."""
+    lows, highs = [], []
+    for _, band in _bands(image):
+        pixels = np.asarray(band, dtype=np.float64)
+        lows.append(np.min(pixels))
+        highs.append(np.max(pixels))
+    low, high = float(np.min(lows)), float(np.max(highs))
+
+    def stretched(band: Image.Image) -> Image.Image:
+        pixels = np.asarray(band, dtype=np.float64)
+        pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+        return Image.fromarray(np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8))
+
+    return stretched
+
+
+def _composited_band(band: Image.Image) -> Image.Image:
+    """A band with transparency composited over white."""
+    rgba = band.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Converts grey, 16-bit, float, palette, alpha and CMYK images to 8-bit RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16"):
-            array = array / 65535.0
-        else:
-            low, high = float(np.min(array)), float(np.max(array))
-            array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-        image = Image.fromarray(np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8), mode="L")
+    """Converts grey, 16-bit, float, palette, alpha and CMYK images to 8-bit RGB.
+
+    The conversions that need arithmetic (wide grey) or compositing (alpha) run one band of rows at a time, so a
+    large image never has float64 or RGBA copies of its whole size.
+    """
+    if image.mode in WIDE_GREY_MODES:
+        convert_band = _sixteen_bit_band if image.mode.startswith("I;16") else _stretched_bands(image)
+        return _by_bands(image, convert_band)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        return _by_bands(image, _composited_band)
     return image.convert("RGB")
 
 
@@ -58,7 +115,8 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
         ImageError: the bytes are not a supported image, are truncated, or the image is too large.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(source))
+        transposed = ImageOps.exif_transpose(source)  # a copy: the caller's image never changes
+        return transposed if transposed.mode == "RGB" else _to_rgb(transposed)  # no second copy of an RGB image
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -77,7 +135,8 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
                     f"Cannot decode {label}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels."
                 )
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)  # the image is ours: no copy when it has no orientation
+            return _to_rgb(image)
     except ImageError:
         raise
     except FileNotFoundError as error:

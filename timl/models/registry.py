@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 
 from timl.errors import ModelError
+from timl.metric_names import DEV, epoch_series
 
 #: The values ``weights`` accepts besides a path to a .h5/.keras file.
 WEIGHTS_CHOICES = ("default", "imagenet", "none")
@@ -57,7 +58,7 @@ class MethodSpec:
     loss: str = "categorical_crossentropy"
     optimizer: str = "adam"
     lr: float = 1e-4
-    quality_metric: str = "val_accuracy"
+    quality_metric: str = epoch_series("accuracy", DEV)
     quality_mode: str = "max"
     default_weights: str = "imagenet"
     default_imgsize: int = 224
@@ -116,7 +117,7 @@ def _original(name: str, backbone: str, head: tuple[int, ...], *, dropout: float
     optimizer, text = ("nadam", "Nadam 1e-5") if multi_label else ("sgd_nesterov_decay", "SGD Nesterov 1e-5 decay 1e-4")
     return MethodSpec(name=name, backbone=backbone, head=head, dropout=dropout, multi_label=multi_label, loss=loss,
                       optimizer=optimizer, lr=1e-5, pooling="flatten", metrics=metrics, callbacks=callbacks,
-                      quality_metric="val_mean_f1" if multi_label else "val_accuracy", aliases=aliases,
+                      quality_metric=epoch_series("mean_f1" if multi_label else "accuracy", DEV), aliases=aliases,
                       description=f"ImageNet {BACKBONES[backbone].application}, flatten, dense {sizes}, dropout "
                                   f"{dropout:g}, {output}, {loss_text}, {text}",
                       differs=_NADAM_DIFFERS if multi_label else _SGD_DIFFERS)

@@ -24,7 +24,8 @@ from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, T
 from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
-from timl.serving.model import ModelHolder
+from timl.serving.memory import return_freed_images
+from timl.serving.model import ModelHolder, ModelUnavailable
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import reviews_blueprint
 
@@ -45,8 +46,34 @@ class UnknownChoice(ModelError):
     """An unknown explanation method or layer in the URL (404, with the valid ones)."""
 
 
-def _uploaded_image(config: ServerConfig):
-    """The decoded image of the multipart field ``file``; the file name is only echoed, never used as a path."""
+#: What a client is told when the model or a file the server needs cannot be loaded; the detail, which names
+#: server paths, goes to the server log only.
+NOT_LOADED = "The model could not be loaded; see the server log for the details."
+#: The model URIs that name a model in the tracking store, not a file of the server: shown as they are.
+STORE_URIS = ("models:/", "runs:/")
+
+
+def public_model_name(model: str) -> str:
+    """The configured model as a client may see it: a ``models:/`` or ``runs:/`` URI as it is, else the file's
+    name without its folders (``/srv/models/skin.h5`` -> ``skin.h5``): never a server path."""
+    if model.startswith(STORE_URIS):
+        return model
+    return model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def _uploaded_image(holder: ModelHolder, prepare=None):
+    """The decoded image of the multipart field ``file``; the file name is only echoed, never used as a path.
+
+    Decoded in one of the worker's decoding slots (DECODE_CONCURRENCY), under MAX_IMAGE_PIXELS.
+
+    Args:
+        holder: the worker's model holder (its configuration and decoding slots).
+        prepare: when given, ``prepare(image)`` is returned instead of the image, computed in the same slot (the
+            model input of a classification: the full-size image is freed before the slot is).
+
+    Returns:
+        The file name and the image (or what ``prepare`` made of it).
+    """
     from timl.images import decode_image
 
     upload = request.files.get("file")
@@ -55,7 +82,9 @@ def _uploaded_image(config: ServerConfig):
                          f"Received fields: {sorted(request.files) + sorted(request.form)}")
     filename = Path(upload.filename or "upload").name[:200]
     data = upload.read()
-    return filename, decode_image(data, max_pixels=config.max_image_pixels, name=f"the uploaded file {filename!r}")
+    with holder.decoding():
+        image = decode_image(data, max_pixels=holder.config.max_image_pixels, name=f"the uploaded file {filename!r}")
+        return filename, (prepare(image) if prepare is not None else image)
 
 
 def _query_number(name: str, kind, low, high):
@@ -122,14 +151,13 @@ def _analysis(holder: ModelHolder):
     already has (never uploaded), the explanation's images at the size the page shows."""
     from timl import xai
     from timl.classifier import confidence
-    from timl.images import decode_image
 
     def analyse(path: Path) -> dict:
         classifier = holder.classifier
         method = request.args.get("method") or xai.DEFAULT_EXPLAINER
         explainer, layer = _explainer_choice(classifier.model, method, request.args.get("layer") or None)
         size, kinds = _image_choices()
-        image = decode_image(path, max_pixels=holder.config.max_image_pixels, name=path.name)
+        image = holder.decode_file(path)
         probabilities = holder.classify(image)
         explanation = holder.explain(image, method, layer, None, 0, _explain_params(explainer), size, kinds)
         return {"image": path.name, "classes": list(classifier.class_names),
@@ -162,7 +190,8 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     def info():
         classifier = holder.classifier
         layers = xai.conv_layer_names(classifier.model)
-        return jsonify(classification={"model_file": config.model}, model=config.model,
+        model = public_model_name(config.model)  # the keys the original clients read, without the folders
+        return jsonify(classification={"model_file": model}, model=model,
                        model_info=holder.describe(), max_upload_mb=config.max_upload_mb,
                        classes=list(classifier.class_names),
                        input_size=classifier.preprocessing.imgsize, preprocessing=classifier.preprocessing.to_dict(),
@@ -176,8 +205,8 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     def classify():
         classifier = holder.classifier
         with holder.batcher.expect() as announcement:  # a batch being formed waits while this image decodes
-            filename, image = _uploaded_image(config)
-            probabilities = holder.classify(image, announcement)
+            filename, array = _uploaded_image(holder, classifier.preprocessing)
+            probabilities = holder.batcher.submit(array, announcement)
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names),
@@ -191,7 +220,7 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         seed = _query_number("seed", int, 0, 2**31 - 1)
         class_index = classifier.class_index(request.args.get("class"))
         size, kinds = _image_choices()
-        filename, image = _uploaded_image(config)
+        filename, image = _uploaded_image(holder)
         explanation = holder.explain(image, method, explained_layer, class_index, seed, params, size, kinds)
         return jsonify(filename=filename, method=method, layer=explanation["layer"] or layer,
                        args={"layer_name": explanation["layer"] or layer, **params},
@@ -207,8 +236,10 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
 
 
 STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (BadRequest, 400), (ImageError, 400),
-          (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503),
+          (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503), (ModelUnavailable, 503),
           (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
+#: Errors whose message names server files: the client gets NOT_LOADED, the server log the message.
+SERVER_SIDE = (ModelUnavailable, MissingFileError, ConfigError)
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -225,6 +256,10 @@ def _register_error_handlers(app: Flask) -> None:
         for kind, status in STATUS:
             if isinstance(error, kind):
                 headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
+                if isinstance(error, SERVER_SIDE):
+                    logger.error("Answered %d to %s %s: %s", status, request.method, request.path, error,
+                                 exc_info=error)
+                    return jsonify(error=NOT_LOADED), status, headers
                 return jsonify(error=str(error)), status, headers
         logger.exception("internal error")
         return jsonify(error="internal error"), 500
@@ -246,6 +281,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
         config = ServerConfig.from_mapping(config)
     elif not isinstance(config, ServerConfig):
         config = load_config(config)
+    return_freed_images()  # decoded images leave the worker's memory once answered
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config
@@ -269,7 +305,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     def static_page(name: str):
         if name == FAVICON and not (static_dir / FAVICON).is_file():
             return send_from_directory(STATIC_DIR, FAVICON)  # an own pages folder without an icon
-        return send_from_directory(static_dir, name)
+        return send_from_directory(static_dir, page_file(static_dir, name))
 
     @app.get("/favicon.ico")
     def favicon():  # browsers ask for it on every page
@@ -278,7 +314,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     @app.get("/")
     def index():
         pages = sorted(path.name for path in static_dir.glob("*.html")) if static_dir.is_dir() else []
-        return jsonify(service="TIML REST server", version=__version__, model=config.model,
+        return jsonify(service="TIML REST server", version=__version__, model=public_model_name(config.model),
                        api={name: f"{config.rest_prefix}/{name}" for name in ("ping", "info", "classify", "openapi.json")}
                        | {"explain": f"{config.rest_prefix}/explain/<method>/<layer>"},
                        pages=[f"{config.static_prefix}/{page}" for page in pages])
@@ -316,6 +352,26 @@ def _require_tokens(app: Flask, tokens: dict[str, str]) -> None:
             return jsonify(error=message), 401, {"WWW-Authenticate": 'Bearer realm="TIML"'}
         g.timl_user = user
         return None
+
+
+def page_file(folder: Path, name: str) -> str:
+    """The page ``name`` of the pages folder, as a path relative to it: a regular file inside the folder (a link
+    may point elsewhere in it), no part of the name hidden (``.env``, ``.git/config``).
+
+    Raises:
+        NotFound: anything else (404 JSON, the same answer as for a missing page).
+    """
+    root = folder.resolve()
+    hidden = any(part.startswith(".") or not part for part in name.replace("\\", "/").split("/"))
+    try:
+        path = None if hidden else (root / name).resolve()
+        inside = path is not None and path.is_relative_to(root) and path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        inside = False
+    if not inside:
+        raise NotFound(f"No such page; the pages are the files of the pages folder, none hidden. "
+                       f"Received: {name!r:.100}")
+    return path.relative_to(root).as_posix()
 
 
 def pages_dir(config: ServerConfig) -> Path:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from timl.errors import ConfigError
-from timl.images import DEFAULT_MAX_PIXELS
+from timl.images import SERVING_MAX_PIXELS
 
 FILE_NAME = "timl_server_config.json"
 MIN_TOKEN_LENGTH = 16
@@ -33,15 +33,22 @@ SAMPLE = {
     "STATIC_PAGES_URL_PREFIX_description": "URL prefix of the web pages: /static/classify.html.",
     "MAX_UPLOAD_MB": 10,
     "MAX_UPLOAD_MB_description": "Largest accepted upload in megabytes; larger requests get 413.",
-    "MAX_IMAGE_PIXELS": DEFAULT_MAX_PIXELS,
-    "MAX_IMAGE_PIXELS_description": "Largest accepted image in pixels (decompression bombs are refused).",
+    "MAX_IMAGE_PIXELS": SERVING_MAX_PIXELS,
+    "MAX_IMAGE_PIXELS_description": "Largest accepted image in pixels (decompression bombs are refused); decoding "
+                                    "one needs about 10 bytes per pixel.",
+    "DECODE_CONCURRENCY": 4,
+    "DECODE_CONCURRENCY_description": "Images decoded at once per worker (uploads and reviewed images); more wait "
+                                      "their turn, so a worker's decoding memory stays under about "
+                                      "DECODE_CONCURRENCY x MAX_IMAGE_PIXELS x 10 bytes.",
     "EVALUATION_IMAGES_DIR": "",
     "EVALUATION_IMAGES_DIR_description": "Folder of the images experts review on evaluate.html.",
     "EVALUATION_DB": "timl_evaluations.db",
     "EVALUATION_DB_description": "SQLite file where evaluate.html stores the experts' answers.",
     "EVALUATION_ORDER": "name",
     "EVALUATION_ORDER_description": "Order of the images to review: name, or uncertainty (the images the model "
-                                    "is least sure of first: smallest margin between its two top classes).",
+                                    "is least sure of first: smallest margin between its two top classes; "
+                                    "predicted in the background, 32 at a time: until done, the images scored "
+                                    "so far come first).",
     "TRACKING_URI": "",
     "TRACKING_URI_description": "MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI "
                                 "or sqlite:///mlflow.db).",
@@ -79,7 +86,8 @@ class ServerConfig:
     static_dir: str = ""
     static_prefix: str = "/static"
     max_upload_mb: float = 10
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_pixels: int = SERVING_MAX_PIXELS
+    decode_concurrency: int = 4
     evaluation_images_dir: str = ""
     evaluation_db: str = "timl_evaluations.db"
     evaluation_order: str = "name"
@@ -98,6 +106,7 @@ class ServerConfig:
         return {"CLASSIFICATION_MODEL": self.model, "REST_API_URL_PREFIX": self.rest_prefix,
                 "STATIC_PAGES_DIR": self.static_dir, "STATIC_PAGES_URL_PREFIX": self.static_prefix,
                 "MAX_UPLOAD_MB": self.max_upload_mb, "MAX_IMAGE_PIXELS": self.max_image_pixels,
+                "DECODE_CONCURRENCY": self.decode_concurrency,
                 "EVALUATION_IMAGES_DIR": self.evaluation_images_dir, "EVALUATION_DB": self.evaluation_db,
                 "EVALUATION_ORDER": self.evaluation_order,
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
@@ -151,7 +160,8 @@ class ServerConfig:
                        static_dir=path(str(values.get("STATIC_PAGES_DIR") or "")),
                        static_prefix=_prefix(values.get("STATIC_PAGES_URL_PREFIX", "/static")),
                        max_upload_mb=float(values.get("MAX_UPLOAD_MB", 10)),
-                       max_image_pixels=int(values.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)),
+                       max_image_pixels=int(values.get("MAX_IMAGE_PIXELS", SERVING_MAX_PIXELS)),
+                       decode_concurrency=_bounded(values, "DECODE_CONCURRENCY", int, 1, 256, source),
                        evaluation_images_dir=path(str(values.get("EVALUATION_IMAGES_DIR") or "")),
                        evaluation_db=path(str(values.get("EVALUATION_DB") or "timl_evaluations.db")),
                        evaluation_order=_choice(values, "EVALUATION_ORDER", ("name", "uncertainty"), source),

@@ -1,21 +1,32 @@
 """The model of a server worker: loaded once, on first use; classifications batched, explanations queued.
 
-:class:`ModelHolder` is what the routes use: :meth:`ModelHolder.classify` (decoding in the request's thread,
-the model call batched with concurrent requests: :mod:`timl.serving.batching`) and
-:meth:`ModelHolder.explain` (in an explanation slot: :mod:`timl.serving.explaining`).
+:class:`ModelHolder` is what the routes use: :meth:`ModelHolder.decoding` (one of DECODE_CONCURRENCY decoding
+slots), :meth:`ModelHolder.classify` (decoding in the request's thread, the model call batched with concurrent
+requests: :mod:`timl.serving.batching`), :meth:`ModelHolder.explain` (in an explanation slot:
+:mod:`timl.serving.explaining`) and :meth:`ModelHolder.uncertainty` (the review order, computed in the
+background: :mod:`timl.serving.ranking`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from timl.errors import TimlError
 from timl.serving.batching import Batcher
 from timl.serving.config import ServerConfig, load_server_classifier
 from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
+from timl.serving.ranking import UncertaintyRanking
+
+
+class ModelUnavailable(TimlError):
+    """The configured model could not be loaded (503). The message names server paths: it is for the server log
+    only, and a client is told no more than that the model could not be loaded."""
+
 
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
@@ -32,8 +43,9 @@ class ModelHolder:
         self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
-        self._uncertainty: dict = {}
         self._predictions: dict = {}
+        self._decode_slots = threading.BoundedSemaphore(config.decode_concurrency)
+        self.ranking = UncertaintyRanking(self._prepare_file, self._predict)
 
     @property
     def loaded(self) -> bool:
@@ -44,7 +56,11 @@ class ModelHolder:
         if self._classifier is None:
             with self._lock:
                 if self._classifier is None:
-                    self._classifier = load_server_classifier(self.config)
+                    try:
+                        self._classifier = load_server_classifier(self.config)
+                    except Exception as error:  # a missing, refused or unreadable model: tried again next time
+                        raise ModelUnavailable(f"The model {self.config.model} could not be loaded: "
+                                               f"{error}") from error
         return self._classifier
 
     def describe(self) -> dict:
@@ -74,32 +90,41 @@ class ModelHolder:
         """What every expert answer records of the model: its label and its classes."""
         return {"model": self.describe()["label"], "classes": list(self.classifier.class_names)}
 
-    def uncertainty(self, paths: list[Path]) -> list[float]:
-        """How unsure the model is of each image: 1 - (top probability - second), 1 for a tie; cached per file
-        (path, size and modification time), so a review queue is predicted once."""
+    @contextlib.contextmanager
+    def decoding(self):
+        """One of the worker's DECODE_CONCURRENCY decoding slots, held while an image is decoded (and, for a
+        classification, resized): more decodes wait their turn, so few full-size images are in memory at once."""
+        with self._decode_slots:
+            yield
+
+    def decode_file(self, path: Path):
+        """A server-side image (a review image) decoded in a decoding slot, under MAX_IMAGE_PIXELS."""
         from timl.images import decode_image
 
-        keys = [(str(path), *(lambda stat: (stat.st_size, stat.st_mtime_ns))(path.stat())) for path in paths]
-        missing = [(key, path) for key, path in zip(keys, paths) if key not in self._uncertainty]
-        if missing:
-            classifier = self.classifier
-            arrays = np.stack([classifier.preprocessing(decode_image(path)) for _, path in missing])
-            probabilities = classifier.predict_arrays(arrays)
-            top = np.sort(probabilities, axis=1)[:, ::-1]
-            margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
-            for (key, _), margin in zip(missing, margins):
-                self._uncertainty[key] = float(1 - margin)
-        return [self._uncertainty[key] for key in keys]
+        with self.decoding():
+            return decode_image(path, max_pixels=self.config.max_image_pixels, name=path.name)
+
+    def _prepare_file(self, path: Path) -> np.ndarray:
+        """The model input of a server-side image, decoded and resized in a decoding slot."""
+        from timl.images import decode_image
+
+        preprocessing = self.classifier.preprocessing
+        with self.decoding():
+            return preprocessing(decode_image(path, max_pixels=self.config.max_image_pixels, name=path.name))
+
+    def uncertainty(self, paths: list[Path]) -> list[float | None]:
+        """How unsure the model is of each image: 1 - (top probability - second), 1 for a tie; None for the images
+        not scored yet (or unreadable). Never waits: the images not scored yet are predicted in the background,
+        in batches, once per file (path, size and modification time); see :mod:`timl.serving.ranking`."""
+        return self.ranking.scores(paths)
 
     def prediction(self, path: Path) -> tuple[str, float]:
         """The model's predicted class of an image file and its probability, as an expert answer records them;
         cached per file (path, size and modification time)."""
-        from timl.images import decode_image
-
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._predictions:
-            probabilities = self.classify(decode_image(path, max_pixels=self.config.max_image_pixels, name=path.name))
+            probabilities = self.batcher.submit(self._prepare_file(path), None)
             index = int(probabilities.argmax())
             self._predictions[key] = (self.classifier.class_names[index], float(probabilities[index]))
         return self._predictions[key]

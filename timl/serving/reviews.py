@@ -28,6 +28,8 @@ ANSWER_FIELDS = ("image", "evaluator", "agree", "label", "predicted", "comment",
 CSV_COLUMNS = ("id", "created", "image", "evaluator", "agree", "label", "predicted", "comment", "user", "reviewer",
                "skipped", "confidence", "method", "model", "classes", "updated")
 MAX_TEXT = 2000
+#: The Cache-Control of every answer of the reviews (health data): no shared cache, no copy on disk.
+NOT_KEPT = "private, no-store"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, image TEXT NOT NULL, evaluator TEXT NOT NULL,
@@ -218,6 +220,16 @@ def _check_label(answer: dict, classes) -> None:
                           f"Received: label={answer['label']!r:.80}")
 
 
+def _uncertainty_order(names: list[str], scores: list[float | None]) -> dict:
+    """The listing in uncertainty order: the scored images first (most uncertain first, ties by name), then the
+    images not scored yet in name order; ``scored`` of ``total`` says how far scoring has come."""
+    ranked = sorted(((name, score) for name, score in zip(names, scores) if score is not None),
+                    key=lambda pair: (-pair[1], pair[0]))
+    waiting = [name for name, score in zip(names, scores) if score is None]
+    return {"images": [name for name, _ in ranked] + waiting, "order": "uncertainty", "scored": len(ranked),
+            "total": len(names), "uncertainty": {name: round(float(score), 6) for name, score in ranked}}
+
+
 def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = None,
                       uncertainty: Callable[[list[Path]], list[float]] | None = None,
                       analyse: Callable[[Path], dict] | None = None,
@@ -232,7 +244,8 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         model_facts: returns the served model's ``model`` (its name and version, or run) and ``classes``, stored
             with every answer.
         uncertainty: the model's uncertainty of each image file (higher first), for EVALUATION_ORDER
-            ``uncertainty``.
+            ``uncertainty``; None for an image not scored yet (listed after the scored ones, in name order). It
+            must answer at once: the scoring happens elsewhere (:mod:`timl.serving.ranking`).
         analyse: the classification and explanation of one image file (``GET images/<name>/analysis``).
         prediction: the served model's predicted class of an image file and its probability: every answer
             records these, never the ``predicted`` and ``confidence`` a client sends (an agreement is a vote for
@@ -245,6 +258,13 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
     folder = str(config.get("EVALUATION_IMAGES_DIR") or "")
     database = str(config.get("EVALUATION_DB") or "timl_evaluations.db")
     order = str(config.get("EVALUATION_ORDER") or "name")
+
+    @blueprint.after_request
+    def not_kept(response):
+        """Patients' images, the model's analysis of them and the experts' answers: kept by no browser or proxy."""
+        response.headers["Cache-Control"] = NOT_KEPT
+        response.headers.pop("Expires", None)
+        return response
 
     @blueprint.errorhandler(NotConfigured)
     def not_configured(error):
@@ -259,10 +279,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         listed = _listing(folder)
         names = list(listed)
         if order == "uncertainty" and uncertainty is not None and names:
-            scores = uncertainty([listed[name] for name in names])
-            ranked = sorted(zip(names, scores), key=lambda pair: (-pair[1], pair[0]))
-            return jsonify(images=[name for name, _ in ranked], order=order,
-                           uncertainty={name: round(float(score), 6) for name, score in ranked})
+            return jsonify(_uncertainty_order(names, uncertainty([listed[name] for name in names])))
         return jsonify(images=names, order="name")
 
     @blueprint.get("/images/<name>")
@@ -271,7 +288,7 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         if name not in listed:  # only names from the listing: user input never becomes a path
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
-        return send_file(listed[name], max_age=3600)
+        return send_file(listed[name], max_age=None)  # conditional (ETag), never cached: see not_kept
 
     @blueprint.get("/images/<name>/analysis")
     def analysis(name: str):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from timl import tracking
+from timl.metric_names import DEV, epoch_series
 from timl.errors import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -128,9 +129,10 @@ class BestWeights(keras.callbacks.Callback):
             self.best_value, self.best_epoch = saved["value"], saved["epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        logs = logs or {}
+        value = logs.get(self.monitor)
         if value is None:
-            value = (logs or {}).get("val_accuracy", -(logs or {}).get("val_loss", math.inf))
+            value = logs.get(epoch_series("accuracy", DEV), -logs.get(epoch_series("loss", DEV), math.inf))
         if value is not None and float(value) > self.best_value:
             self.best_value, self.best_epoch = float(value), epoch
             self.best_weights = self.model.get_weights()

@@ -135,7 +135,7 @@ class LocalExecutor(Executor):
 
 
 def headline_message(headline: dict) -> str:
-    """A finished row's scores as its progress line shows them: ``val_accuracy 0.912, ...``."""
+    """A finished row's scores as its progress line shows them: ``dev/accuracy 0.912, ...``."""
     return ", ".join(f"{key} {value:.3f}" for key, value in headline.items() if value is not None)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from timl.errors import ConfigError
+from timl.metric_names import DEFAULT_SELECT_BY
 
 #: The executors ``--executor`` chooses from.
 EXECUTORS = ("local", "ray")
@@ -62,7 +63,7 @@ class TableOptions:
     resume: bool = False
     skip_roc: bool = False
     register: str | None = None
-    select_by: str = "dev/balanced_accuracy"
+    select_by: str = DEFAULT_SELECT_BY
     executor: str = "local"
     ray_address: str | None = None
     row_cpus: float = 1

@@ -2,9 +2,9 @@
 
 In order: the Keras file and its metadata sidecar, the dev and test reports (their plots drawn by the plot
 process meanwhile), the model summary and history, the run's tags, the pyfunc model (:func:`timl.pyfunc.log_model`),
-then the final metrics, linked to the logged model. The per-class metrics keep the original TIML names
-(``valacc_MEL``, ``testsens_MEL``, ...): :func:`timl.evaluation.per_class_metric_name` with prefixes ``train``,
-``val`` and ``test``, which the results table reads back.
+then the final metrics, linked to the logged model: the ``train/``, ``dev/`` and ``test/`` summaries and their
+``train_class/``, ``dev_class/`` and ``test_class/`` per-class scores (``dev_class/acc_MEL``), named by
+:mod:`timl.metric_names`, whose results table reads them back into the original columns (``valacc``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import numpy as np
 
 from timl import plots, tracking, workers
 from timl.datasets import IMAGE_COLUMN
-from timl.evaluation import class_group, per_class_metric_name, summary_group, summary_metrics
+from timl import metric_names as names
+from timl.evaluation import split_metrics
 
 #: The splits a row reports on.
-REPORTED_SPLITS = ("dev", "test")
-
-#: The scores of the kept model a row's progress line shows, by their MLflow names.
-HEADLINE = ("dev/accuracy", "dev/balanced_accuracy", "test/accuracy", "test/balanced_accuracy")
-
+REPORTED_SPLITS = (names.DEV, names.TEST)
 
 #: The MLflow context of each split's dataset input.
 DATASET_CONTEXTS = {"train": "training", "dev": "validation", "test": "testing"}
@@ -110,10 +107,10 @@ def record_row(config, spec, data, trained, out_dir: Path, *, skip_roc: bool, re
     metrics = _train_metrics(data, trained)
     for split, report in reports_by_split.items():
         files += report.finish()
-        metrics.update(summary_metrics(report.summary, summary_group(split), class_group(split)))
+        metrics.update(split_metrics(report.summary, split))
     tracking.log_artifacts(files)
     tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
-    return {name: metrics.get(name) for name in HEADLINE if name in metrics}
+    return {name: metrics.get(name) for name in names.HEADLINE if name in metrics}
 
 
 def _save_model(config, spec, data, trained, out_dir: Path):
@@ -160,13 +157,13 @@ def _write_history(config, trained, out_dir: Path) -> list[Path]:
 def _train_metrics(data, trained) -> dict:
     """The train group: size, training time, best epoch, accuracy at the best epoch; and the train class
     proportions (the dev and test sizes and proportions come with their summaries)."""
-    group = summary_group("train")
-    metrics = {f"{group}samples": data.dataset.sizes()["train"], f"{group}seconds": trained.seconds,
-               f"{group}best_epoch": trained.best_epoch,
-               f"{group}accuracy": _history_value(trained.history, "accuracy", trained.best_epoch)}
+    metrics = {names.TRAIN_SAMPLES: data.dataset.sizes()["train"], names.TRAIN_SECONDS: trained.seconds,
+               names.TRAIN_BEST_EPOCH: trained.best_epoch,
+               names.TRAIN_ACCURACY: _history_value(trained.history, names.epoch_series("accuracy"),
+                                                    trained.best_epoch)}
     labels = data.dataset.labels("train")
     share = labels.mean(axis=0) if len(labels) else np.zeros(len(data.dataset.class_names))
-    metrics.update({per_class_metric_name(class_group("train"), "prop", name): float(value)
+    metrics.update({names.per_class_metric_name(names.class_group(names.TRAIN), "prop", name): float(value)
                     for name, value in zip(data.dataset.class_names, share)})
     return metrics
 

@@ -58,7 +58,8 @@ def train_row(config, *, out_dir: Path, img_dir=None, skip_roc: bool = False,
         gpus: the row's GPUs when its cell is empty (``--row-gpus``); 2 or more train under MirroredStrategy.
 
     Returns:
-        ``{"val_accuracy": ..., "val_balanced_accuracy": ..., "test_accuracy": ..., ...}``.
+        The kept model's headline scores (:data:`timl.metric_names.HEADLINE`), by metric name:
+        ``{"dev/accuracy": ..., "dev/balanced_accuracy": ..., "test/accuracy": ..., ...}``.
 
     Raises:
         DatasetError, ImageError, ModelError, TrainingError: the row cannot be trained (the caller marks the

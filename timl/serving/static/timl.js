@@ -2,16 +2,59 @@
 "use strict";
 
 const TIML = (() => {
-  // The REST prefix: ?rest= in the page's URL, else the server's timl-config.js (window.TIML_REST, which may be
-  // "" for a root prefix), else /api.
+  // The REST prefix: ?rest= in the page's URL when it is a path on this server, else the server's timl-config.js
+  // (window.TIML_REST, which may be "" for a root prefix), else /api. Any other ?rest= (another host, "//host",
+  // a javascript: URL) is refused with a message on the page: the token, the images and the answers go to this
+  // server only.
   const params = new URLSearchParams(window.location.search);
-  const rest = (params.get("rest") ?? window.TIML_REST ?? "/api").replace(/\/$/, "");
-  if (params.get("rest")) {  // keep the REST prefix when moving between the pages
+  const given = params.get("rest");
+  const checked = given === null ? null : sameOriginPath(given === "" ? "/" : given);
+  const rest = checked ?? (window.TIML_REST ?? "/api").replace(/\/$/, "");
+  if (given !== null && checked === null) {
+    refused(given);
+  } else if (checked !== null) {  // keep the REST prefix when moving between the pages
     document.querySelectorAll("nav a").forEach((link) => {
-      const url = new URL(link.href, window.location.href);
-      url.searchParams.set("rest", params.get("rest"));
+      const url = new URL(link.getAttribute("href"), window.location.href);
+      if (url.origin !== window.location.origin) return;
+      url.searchParams.set("rest", checked || "/");
       link.href = url.toString();
     });
+  }
+
+  /** The prefix ``value`` names when it is a path on this server ("/api", "/v2/timl/"), without its trailing
+   * slash ("" for "/"); null for anything else: another host ("https://x", "//x", "/\\x"), another scheme
+   * ("javascript:..."), a path the browser would read as another host once normalised ("/.//x"). */
+  function sameOriginPath(value) {
+    if (!value.startsWith("/") || /^\/[\/\\]/.test(value)) return null;
+    let url;
+    try { url = new URL(value, window.location.origin); } catch (error) { return null; }
+    if (url.origin !== window.location.origin || /^\/[\/\\]/.test(url.pathname)) return null;
+    return url.pathname.replace(/\/$/, "");
+  }
+
+  /** Says on the page, in plain words, that the ?rest= parameter was refused and what is used instead. */
+  function refused(value) {
+    const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+    const message = document.createElement("p");
+    message.id = "restRefused";
+    message.className = "status error";
+    message.setAttribute("role", "alert");
+    message.textContent = `The address parameter rest=${shown} was refused: only a path on this server is accepted `
+      + `(such as rest=/api). This page talks to this server's own REST API (${rest || "/"}) instead.`;
+    (document.querySelector("main") || document.body).before(message);
+  }
+
+  /** The absolute URL of a REST path (e.g. "/info") under the prefix; an Error for anything not on this server
+   * (no request, no link ever leaves it). */
+  function apiUrl(path) {
+    return sameOrigin(`${rest}${path}`);
+  }
+
+  /** ``address`` resolved against this page's server, as an absolute URL; an Error when it names another. */
+  function sameOrigin(address) {
+    const url = new URL(address, window.location.origin);
+    if (url.origin !== window.location.origin) throw new Error(`Refused to contact another server: ${url.origin}`);
+    return url.toString();
   }
 
   // API tokens (when the server's configuration names API_TOKENS_FILE, timl-config.js sets TIML_TOKENS): every
@@ -25,11 +68,12 @@ const TIML = (() => {
   }
 
   async function call(url, options = {}, retry = true) {
+    const address = sameOrigin(url);  // before any token is asked for or sent
     const headers = new Headers(options.headers || {});
     let token = sessionStorage.getItem(TOKEN_KEY);
     if (window.TIML_TOKENS && !token) token = askToken("This TIML server needs your access token:");
     if (token) headers.set("Authorization", `Bearer ${token}`);
-    const response = await fetch(url, { ...options, headers });
+    const response = await fetch(address, { ...options, headers });
     if (response.status === 401 && retry) {
       sessionStorage.removeItem(TOKEN_KEY);
       if (askToken("The server did not accept the token. Your access token:")) return call(url, options, false);
@@ -92,19 +136,20 @@ const TIML = (() => {
 
   return {
     rest,
+    url: apiUrl,
     call,
-    info: () => call(`${rest}/info`).then(json).then((answer) => {
+    info: () => call(apiUrl("/info")).then(json).then((answer) => {
       methodTitles = Object.fromEntries(Object.entries(answer.explainers || {}).map(([name, spec]) => [name, spec.title || name]));
       return answer;
     }),
-    classify: (file) => call(`${rest}/classify`, { method: "POST", body: form(file) }).then(json),
+    classify: (file) => call(apiUrl("/classify"), { method: "POST", body: form(file) }).then(json),
     explain: (file, method, layer, query = {}) => {
       const search = new URLSearchParams(query).toString();
-      const url = `${rest}/explain/${encodeURIComponent(method)}/${encodeURIComponent(layer || "-")}${search ? "?" + search : ""}`;
+      const url = apiUrl(`/explain/${encodeURIComponent(method)}/${encodeURIComponent(layer || "-")}${search ? "?" + search : ""}`);
       return call(url, { method: "POST", body: form(file) }).then(json);
     },
-    get: (path) => call(`${rest}${path}`).then(json),
-    post: (path, body) => call(`${rest}${path}`, {
+    get: (path) => call(apiUrl(path)).then(json),
+    post: (path, body) => call(apiUrl(path), {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     }).then(json),
 
@@ -353,11 +398,11 @@ function reviewPage() {
   let info = null, names = [], answers = {}, position = 0, analysis = null, generation = 0, reviewer = "";
 
   $("evaluator").value = localStorage.getItem("timl.reviewer") || "";
-  $("download").href = `${TIML.rest}/evaluate/answers.csv`;
+  $("download").href = TIML.url("/evaluate/answers.csv");  // checked: a URL on this server
   $("download").addEventListener("click", async (event) => {  // fetched with the API token, if the server needs one
     if (!window.TIML_TOKENS) return;
     event.preventDefault();
-    const response = await TIML.call(`${TIML.rest}/evaluate/answers.csv`);
+    const response = await TIML.call(TIML.url("/evaluate/answers.csv"));
     if (!response.ok) { status(`Cannot download the answers (HTTP ${response.status}).`, true); return; }
     const link = document.createElement("a");
     link.href = URL.createObjectURL(await response.blob());
@@ -424,7 +469,7 @@ function reviewPage() {
     $("imageName").textContent = `Image ${index + 1} of ${names.length}: ${name}`;
     status(`Classifying and explaining ${name}…`);
     try {
-      const response = await TIML.call(`${TIML.rest}/evaluate/images/${encodeURIComponent(name)}`);
+      const response = await TIML.call(TIML.url(`/evaluate/images/${encodeURIComponent(name)}`));
       if (!response.ok) throw new Error(`Cannot load ${name} (HTTP ${response.status}).`);
       const blob = await response.blob();
       if (mine !== generation) return;
