@@ -103,6 +103,12 @@ def test_not_configured(tmp_path):
     client = create_app({"CLASSIFICATION_MODEL": "tiny.h5"}, classifier=tiny_classifier()).test_client()
     answer = client.get("/api/evaluate/images")
     assert answer.status_code == 404 and "EVALUATION_IMAGES_DIR" in answer.get_json()["error"]
+    elsewhere = tmp_path / "no-such-folder"
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(elsewhere)},
+                        classifier=tiny_classifier()).test_client()
+    answer = client.get("/api/evaluate/images")  # the configured path is the server's: never told to a client
+    assert answer.status_code == 404 and "EVALUATION_IMAGES_DIR" in answer.get_json()["error"]
+    assert str(tmp_path) not in answer.get_data(as_text=True)
 
 
 def test_csv_cells_are_not_spreadsheet_formulas(client):

@@ -115,7 +115,7 @@ def test_the_rules_decide_which_images_and_labels_are_kept(original, tmp_path, o
 
 
 def test_the_sidecar_records_the_provenance(original, tmp_path):
-    from timl.serving.reviews import current_answers
+    from timl.review_store import current_answers
 
     out = tmp_path / "corrected.csv"
     result = _export("--db", str(original / "answers.db"), "--out", str(out), "--images", str(original / "images"),
@@ -212,7 +212,7 @@ def _other_sqlite(folder: Path) -> Path:
 
 
 def _empty_store(folder: Path) -> Path:
-    from timl.serving.reviews import current_answers
+    from timl.review_store import current_answers
 
     current_answers(str(folder / "empty.db"))  # creates the store
     return folder / "empty.db"

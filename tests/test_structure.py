@@ -235,6 +235,39 @@ def test_the_metric_name_check_sees_every_way_of_typing_one():
                                             (5, "test_balanced_accuracy")]
 
 
+def _imports_of(path: Path) -> list[str]:
+    """Every module name an import statement of ``path`` names, at module level or inside functions."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.append(node.module or "")
+    return names
+
+
+def test_only_serving_imports_flask():
+    web = ("flask", "werkzeug")
+    offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.serving")
+                       and any(name.split(".")[0] in web for name in _imports_of(path)))
+    assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
+
+
+def test_the_review_store_and_the_export_command_reach_no_web_layer():
+    """The review store is a library of its own: the export command reads answers with no Flask imported."""
+    graph = import_graph()
+    for start in ("timl.review_store", "timl.review"):
+        reached, waiting = set(), [start]
+        while waiting:
+            module = waiting.pop()
+            if module not in reached:
+                reached.add(module)
+                waiting += graph.get(module, ())
+        web = sorted(module for module in reached if module.startswith("timl.serving"))
+        web += [name for name in _imports_of(_modules()[start]) if name.split(".")[0] in ("flask", "werkzeug")]
+        assert not web, f"{start} imports the web layer: {web}"
+
+
 #: Command modules beyond timl.cli.COMMANDS (the register command, the server on Flask's development server).
 EXTRA_COMMAND_MODULES = ("timl.register", "timl.networking.__main__")
 

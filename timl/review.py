@@ -1,7 +1,7 @@
 """Expert answers back into training: the reviews of the evaluate page exported as a ground-truth CSV.
 
 ``python -m timl.review export --db timl_evaluations.db --out corrected.csv --images DIR`` reads each reviewer's
-current answer per image (:func:`timl.serving.reviews.current_answers`), ignores skipped ones and counts every
+current answer per image (:func:`timl.review_store.current_answers`), ignores skipped ones and counts every
 other answer as a vote: for the model's predicted class when the expert agreed, for the expert's label
 otherwise. Per image the rules decide (``--conflicts majority|drop``, ``--min-agreement K``); the images kept
 become a ground-truth CSV in TIML's format (``image_name`` without its suffix, one 0/1 column per class) with
@@ -16,13 +16,11 @@ row that trains on the CSV names that run as its data source.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -33,14 +31,12 @@ from timl import __version__
 from timl.cli import group, setup_logging, tracking_uri_option, user_errors
 from timl.datasets import IMAGE_COLUMN, MAX_LISTED, provenance_path, write_provenance
 from timl.errors import ConfigError, DatasetError, MissingFileError
+from timl.review_store import DEFAULT_DATABASE, stored_answers
 
 logger = logging.getLogger(__name__)
 
 #: How images whose reviewers disagree are decided: the most voted class (a tie is left out), or left out.
 CONFLICT_RULES = ("majority", "drop")
-
-#: The evaluate page's store when the server configuration names none (its EVALUATION_DB).
-DEFAULT_DATABASE = "timl_evaluations.db"
 
 DEFAULT_EXPERIMENT = "timl-review"
 
@@ -113,28 +109,6 @@ class ExportResult:
 # Reading the answers
 
 
-def _check_store(database: Path) -> None:
-    """Checks, read-only, that ``database`` is the evaluate page's SQLite store (an ``answers`` table).
-
-    Raises:
-        MissingFileError: no such file.
-        DatasetError: not an SQLite database, or one without the answers table.
-    """
-    if not database.is_file():
-        raise MissingFileError(f"Review database not found; give the server's EVALUATION_DB (default "
-                               f"{DEFAULT_DATABASE} in the folder the server ran in). Received: db={str(database)!r}")
-    try:
-        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as connection:
-            found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'answers'")
-            found = found.fetchone()
-    except sqlite3.Error as error:
-        raise DatasetError(f"{database}: not an SQLite database of expert answers ({error}). "
-                           f"Received: db={str(database)!r}") from error
-    if not found:
-        raise DatasetError(f"{database}: no 'answers' table, so not the store of the evaluate page (the server's "
-                           f"EVALUATION_DB). Received: db={str(database)!r}")
-
-
 def read_answers(database: str | Path) -> list[dict]:
     """Each reviewer's current answer per image in the evaluate page's store, skipped ones included.
 
@@ -142,21 +116,14 @@ def read_answers(database: str | Path) -> list[dict]:
         database: the SQLite store (the server's EVALUATION_DB).
 
     Returns:
-        The answers as :func:`timl.serving.reviews.current_answers` gives them, oldest first.
+        The answers as :func:`timl.review_store.current_answers` gives them, oldest first.
 
     Raises:
         MissingFileError: no such file.
         DatasetError: not the evaluate page's store, or a store without answers.
     """
-    from timl.serving.reviews import current_answers
-
     database = Path(database)
-    _check_store(database)
-    try:
-        answers = current_answers(str(database))
-    except (sqlite3.Error, OSError) as error:
-        raise DatasetError(f"{database}: the answers cannot be read ({error}). Received: db={str(database)!r}") \
-            from error
+    answers = stored_answers(database)
     if not answers:
         raise DatasetError(f"{database}: no answers yet; experts answer on the evaluate page "
                            f"(/static/evaluate.html). Received: db={str(database)!r}")

@@ -21,13 +21,14 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from timl import __version__
 from timl.errors import ConfigError, ImageError, MissingFileError, ModelError, TimlError
+from timl.review_store import AnswerError
 from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.memory import return_freed_images
 from timl.serving.model import ModelHolder, ModelUnavailable
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
-from timl.serving.reviews import reviews_blueprint
+from timl.serving.reviews import NotConfigured, reviews_blueprint
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +236,13 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
     return api
 
 
+#: Exception class -> status code, the first class the error is an instance of: the API's and the reviews' errors.
 STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (BadRequest, 400), (ImageError, 400),
+          (NotConfigured, 404), (AnswerError, 400),
           (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503), (ModelUnavailable, 503),
           (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
-#: Errors whose message names server files: the client gets NOT_LOADED, the server log the message.
+#: Errors whose message names server files: the client gets NOT_LOADED, the server log the message. Matched by
+#: the class STATUS found, so NotConfigured (a ConfigError for EVALUATION_IMAGES_DIR, 404) shows its message.
 SERVER_SIDE = (ModelUnavailable, MissingFileError, ConfigError)
 
 
@@ -256,7 +260,7 @@ def _register_error_handlers(app: Flask) -> None:
         for kind, status in STATUS:
             if isinstance(error, kind):
                 headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
-                if isinstance(error, SERVER_SIDE):
+                if kind in SERVER_SIDE:
                     logger.error("Answered %d to %s %s: %s", status, request.method, request.path, error,
                                  exc_info=error)
                     return jsonify(error=NOT_LOADED), status, headers

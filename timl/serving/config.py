@@ -16,6 +16,7 @@ from pathlib import Path
 
 from timl.errors import ConfigError
 from timl.images import SERVING_MAX_PIXELS
+from timl.review_store import DEFAULT_DATABASE
 
 FILE_NAME = "timl_server_config.json"
 MIN_TOKEN_LENGTH = 16
@@ -42,7 +43,7 @@ SAMPLE = {
                                       "DECODE_CONCURRENCY x MAX_IMAGE_PIXELS x 10 bytes.",
     "EVALUATION_IMAGES_DIR": "",
     "EVALUATION_IMAGES_DIR_description": "Folder of the images experts review on evaluate.html.",
-    "EVALUATION_DB": "timl_evaluations.db",
+    "EVALUATION_DB": DEFAULT_DATABASE,
     "EVALUATION_DB_description": "SQLite file where evaluate.html stores the experts' answers.",
     "EVALUATION_ORDER": "name",
     "EVALUATION_ORDER_description": "Order of the images to review: name, or uncertainty (the images the model "
@@ -89,7 +90,7 @@ class ServerConfig:
     max_image_pixels: int = SERVING_MAX_PIXELS
     decode_concurrency: int = 4
     evaluation_images_dir: str = ""
-    evaluation_db: str = "timl_evaluations.db"
+    evaluation_db: str = DEFAULT_DATABASE
     evaluation_order: str = "name"
     tracking_uri: str = ""
     batch_max_size: int = 8
@@ -163,7 +164,7 @@ class ServerConfig:
                        max_image_pixels=int(values.get("MAX_IMAGE_PIXELS", SERVING_MAX_PIXELS)),
                        decode_concurrency=_bounded(values, "DECODE_CONCURRENCY", int, 1, 256, source),
                        evaluation_images_dir=path(str(values.get("EVALUATION_IMAGES_DIR") or "")),
-                       evaluation_db=path(str(values.get("EVALUATION_DB") or "timl_evaluations.db")),
+                       evaluation_db=path(str(values.get("EVALUATION_DB") or DEFAULT_DATABASE)),
                        evaluation_order=_choice(values, "EVALUATION_ORDER", ("name", "uncertainty"), source),
                        tracking_uri=str(values.get("TRACKING_URI") or ""),
                        batch_max_size=_bounded(values, "BATCH_MAX_SIZE", int, 1, 1024, source),
