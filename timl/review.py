@@ -28,6 +28,7 @@ import click
 import pandas as pd
 
 from timl import __version__
+from timl.cli import group, setup_logging, tracking_uri_option, user_errors
 from timl.datasets import IMAGE_COLUMN, MAX_LISTED, provenance_path, write_provenance
 from timl.errors import ConfigError, DatasetError, MissingFileError
 from timl.review_store import DEFAULT_DATABASE, stored_answers
@@ -479,7 +480,7 @@ Example:
 """
 
 
-@click.group(name="review", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@group(name="review", epilog=EXAMPLE)
 def cli():
     """Expert answers back into training: export the evaluate page's reviews as a ground-truth CSV."""
 
@@ -499,14 +500,11 @@ def cli():
               help="Class columns, A;B;C. [default: the classes recorded with the answers, else those voted for]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="MLflow experiment of the run.")
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
+@tracking_uri_option(help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
 @click.option("--no-mlflow", is_flag=True, help="Record no MLflow run.")
 def export_command(database, out, images, min_agreement, conflicts, classes, overwrite, experiment, tracking_uri,
                    no_mlflow):
     """Write the experts' answers as a ground-truth CSV (with images/ beside it), its provenance and a run."""
-    from timl.cli import setup_logging, user_errors
-
     setup_logging()
     with user_errors():
         result = export_reviews(database, out, images=images, min_agreement=min_agreement, conflicts=conflicts,
