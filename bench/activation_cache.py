@@ -18,13 +18,10 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
-os.environ.setdefault("DO_NOT_TRACK", "true")
+import harness  # first: the benchmarks' environment
 
 
 def _table(path: Path, data: Path, method: str, epochs: int, imgsize: int, cached: bool) -> Path:
@@ -60,13 +57,8 @@ def main() -> None:
                         help="the backbone's share of a row's work grows with the image (ISIC rows use 224-227)")
     parser.add_argument("--method", default="VGG16-fc2k-ml", help="a method with a -do75 variant")
     args = parser.parse_args()
-    from timl.data import write_digits
-
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        os.chdir(work)
+    with harness.digits_workspace(args.imgsize) as work:
         os.environ["TIML_ACTIVATION_CACHE"] = str(work / "cache")
-        write_digits(work / "data", size=args.imgsize)
         uri = f"sqlite:///{work / 'mlflow.db'}"
         plain = _run(_table(work / "plain.csv", work / "data", args.method, args.epochs, args.imgsize, False),
                      work / "plain", uri)

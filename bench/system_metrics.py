@@ -13,15 +13,11 @@ logging, against the 10 s between samples.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
-os.environ.setdefault("DO_NOT_TRACK", "true")
+import harness  # first: the benchmarks' environment
 
 
 def _fit_seconds(table: Path, out: Path, uri: str, system_metrics: bool) -> float:
@@ -62,21 +58,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from timl.data import write_digits
-
-    pairs = []
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        os.chdir(work)
-        write_digits(work / "data")
+    with harness.digits_workspace() as work:
         table = work / "table.csv"
         table.write_text("method,dataset,split,epochs,imgaug,batchsize,imgsize\n"
                          f"SmallCNN,{work / 'data' / 'digits'},pre,{args.epochs},none,32,32\n")
         uri = f"sqlite:///{work / 'mlflow.db'}"
-        for repeat in range(args.repeats):
-            off = _fit_seconds(table, work / f"off{repeat}", uri, False)
-            on = _fit_seconds(table, work / f"on{repeat}", uri, True)
-            pairs.append((off, on))
+        pairs = harness.alternate(args.repeats,
+                                  lambda repeat: _fit_seconds(table, work / f"off{repeat}", uri, False),
+                                  lambda repeat: _fit_seconds(table, work / f"on{repeat}", uri, True))
         cost = _monitor_cost(uri)
     print(f"\n| measure ({args.epochs} epochs, fit time) | seconds |\n| --- | --- |")
     for off, on in pairs:

@@ -14,16 +14,12 @@ at most 1.15).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
-os.environ.setdefault("DO_NOT_TRACK", "true")
+import harness  # first: the benchmarks' environment
 
 
 def baseline(data_dir: Path, epochs: int, imgsize: int, batch_size: int) -> float:
@@ -49,6 +45,7 @@ def baseline(data_dir: Path, epochs: int, imgsize: int, batch_size: int) -> floa
 def timl_row(data_dir: Path, work: Path, epochs: int, imgsize: int, batch_size: int) -> float:
     from timl import tracking, training
 
+    work.mkdir()
     table = work / "table.csv"
     table.write_text("method,dataset,split,epochs,imgaug,batchsize,imgsize\n"
                      f"SmallCNN,{data_dir / 'digits'},pre,{epochs},none,{batch_size},{imgsize}\n")
@@ -70,19 +67,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="pairs (plain, timl) run alternately; medians are reported (timings here are noisy)")
     args = parser.parse_args()
-    from timl.data import write_digits
-
-    pairs = []
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        os.chdir(work)
-        write_digits(work / "data")
-        for repeat in range(args.repeats):
-            plain = baseline(work / "data", args.epochs, args.imgsize, args.batch_size)
-            run_dir = work / f"run{repeat}"
-            run_dir.mkdir()
-            ours = timl_row(work / "data", run_dir, args.epochs, args.imgsize, args.batch_size)
-            pairs.append((plain, ours))
+    with harness.digits_workspace() as work:
+        pairs = harness.alternate(args.repeats,
+                                  lambda repeat: baseline(work / "data", args.epochs, args.imgsize, args.batch_size),
+                                  lambda repeat: timl_row(work / "data", work / f"run{repeat}", args.epochs,
+                                                          args.imgsize, args.batch_size))
     print(f"\n| measure ({args.epochs} epochs) | seconds |\n| --- | --- |")
     for plain, ours in pairs:
         print(f"| plain model.fit / timl.train, one row | {plain:.1f} / {ours:.1f} (ratio {ours / plain:.2f}) |")

@@ -42,3 +42,27 @@ def test_mlflow_run_trains_a_table(tmp_path, mini_digits):
     assert len(parents) == 1 and len(rows) == 1
     assert rows[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_the_project_and_the_train_command_map_to_the_table_options():
+    """The MLproject's parameters and train's flags are TableOptions fields under the same names (the table
+    aside), with the same defaults (the project's '' is an option left out)."""
+    import dataclasses
+
+    import yaml
+
+    from timl.train import cli
+    from timl.training import TableOptions
+
+    fields = {field.name: field.default for field in dataclasses.fields(TableOptions)}
+    flags = cli.make_context("timl.train", []).params  # every flag at its default
+    assert set(flags) - set(fields) == {"input_table", "cuda_gpu", "list_methods", "verbose"}
+    assert set(fields) <= set(flags)
+    assert {name: flags[name] for name in fields} == fields
+    entry = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["main"]
+    parameters = dict(entry["parameters"])
+    assert parameters.pop("table")["default"] and "--input-table {table}" in entry["command"]
+    for name, parameter in parameters.items():
+        assert name in fields, name
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"], name
+        assert TableOptions(**{name: parameter["default"]}) == TableOptions(**{name: fields[name]}), name

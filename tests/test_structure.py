@@ -348,3 +348,26 @@ def test_the_review_store_and_the_export_command_reach_no_web_layer():
         web = sorted(module for module in reached if module.startswith("timl.serving"))
         web += [name for name in _imports_of(_modules()[start]) if name.split(".")[0] in ("flask", "werkzeug")]
         assert not web, f"{start} imports the web layer: {web}"
+
+
+#: Command modules beyond timl.cli.COMMANDS (the register command, the server on Flask's development server).
+EXTRA_COMMAND_MODULES = ("timl.register", "timl.networking.__main__")
+
+#: Options every command shares, declared once in timl/cli.py.
+SHARED_OPTIONS = ('"--tracking-uri"', '"--cuda-gpu"')
+
+
+def test_every_command_speaks_the_one_cli_vocabulary():
+    """Commands are declared with timl.cli's command()/group() (``-h`` and ``--help``, the example as epilog) and
+    take the shared options from timl.cli, so a flag is spelled, defaulted and explained in one place."""
+    import importlib
+
+    from timl.cli import COMMANDS, CONTEXT_SETTINGS
+
+    offenders = [f"{path.relative_to(REPO)}: {text}" for module, path in _modules().items() if module != "timl.cli"
+                 for text in ("context_settings=", "@click.command(", "@click.group(", *SHARED_OPTIONS)
+                 if text in path.read_text()]
+    assert not offenders, f"declare commands and shared options through timl.cli: {offenders}"
+    for module in (*COMMANDS.values(), *EXTRA_COMMAND_MODULES):
+        command = importlib.import_module(module).cli
+        assert command.context_settings == CONTEXT_SETTINGS and command.epilog, module

@@ -1,6 +1,8 @@
 """The ``timl`` command: one subcommand per stage, each also runnable as ``python -m timl.<stage>``.
 
-Subcommands are imported only when called, so ``timl --help`` is instant.
+Subcommands are imported only when called, so ``timl --help`` is instant. Every command is declared with
+:func:`command` (or :func:`group`), so each has ``-h``/``--help`` and its example as the epilog, and takes the
+options every command shares from here (:func:`tracking_uri_option`, :func:`cuda_gpu_option`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,38 @@ COMMANDS = {
     "client": "timl.client",
     "review": "timl.review",
 }
+
+
+#: Every command's context settings: ``-h`` as well as ``--help``.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+#: The help of ``--tracking-uri`` on every command that reads or writes the tracking store.
+TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+
+
+def command(epilog: str | None = None, **settings):
+    """``click.command`` with TIML's context settings (``-h``, ``--help``) and its example as the epilog.
+
+    Args:
+        epilog: the command's example(s), shown under its options.
+        **settings: further arguments of ``click.command`` (``name=...``).
+    """
+    return click.command(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+
+
+def group(epilog: str | None = None, **settings):
+    """``click.group`` with TIML's context settings; its subcommands (``@cli.command``) inherit them."""
+    return click.group(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+
+
+def tracking_uri_option(help: str = TRACKING_URI_HELP):  # noqa: A002 (click's name)
+    """``--tracking-uri``: the MLflow store a command reads or writes (None: MLflow's default)."""
+    return click.option("--tracking-uri", default=None, help=help)
+
+
+def cuda_gpu_option(function):
+    """``--cuda-gpu N``: use only GPU N (the original TIML's option; see :func:`select_gpu`)."""
+    return click.option("--cuda-gpu", type=int, help="Use only this GPU.")(function)
 
 
 @contextlib.contextmanager
@@ -87,8 +121,7 @@ class _LazyGroup(click.Group):
             raise
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Example: timl data digits demo_data && timl train --input-table experiments/quickstart.csv")
+@group(cls=_LazyGroup, epilog="Example: timl data digits demo_data && timl train --input-table experiments/quickstart.csv")
 def main():
     """TIML: train, compare, explain and serve image classifiers from a table of configurations."""
 

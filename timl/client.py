@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from timl.cli import command
+
 #: The answer's fields that hold base64 PNG images (the original TIML's explain answer).
 IMAGE_FIELDS = ("grey", "heatmap", "comp")
 
@@ -107,7 +109,7 @@ EXAMPLE = """Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.argument("url")
 @click.option("--save-images", "save_dir", type=click.Path(file_okay=False),

@@ -21,6 +21,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from timl.cli import group
 from timl.datasets import IMAGE_COLUMN, stratified_order
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def write_digits(out_dir: str | Path, *, size: int = 32, seed: int = 0) -> Path:
     return csv_path
 
 
-@click.group(epilog="Example: python -m timl.data digits demo-data")
+@group(epilog="Example: python -m timl.data digits demo-data")
 def cli():
     """Demo data sets for TIML."""
 

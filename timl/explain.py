@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from timl.cli import command, progress_printer, setup_logging, tracking_uri_option, user_errors
 from timl.errors import ModelError
 from timl.xai import DEFAULT_EXPLAINER, list_explainers
 
@@ -186,7 +187,7 @@ EXAMPLE = """Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.option("--model-uri", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS, models:/NAME/VERSION.")
 @click.option("--keras-model", type=click.Path(dir_okay=False), help="A .h5/.keras model file.")
 @click.option("--config-table", type=click.Path(dir_okay=False), help="The TIML table the .h5 model was trained from.")
@@ -206,13 +207,11 @@ EXAMPLE = """Examples:
 @click.option("--seed", type=int, help="Seed of the random methods (RISE, SmoothGrad).")
 @click.option("--out-dir", default="explanations", show_default=True, type=click.Path(file_okay=False))
 @click.option("--log-to-run", help="Also store the images as artifacts of this MLflow run.")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@tracking_uri_option()
 def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, methods, layer, class_cell, num_masks,
         mask_cells, keep_probability, seed, out_dir, log_to_run, tracking_uri):
     """Explain classifications with Grad-CAM, RISE and more."""
     from timl import tracking
-    from timl.cli import progress_printer, setup_logging, user_errors
-
     setup_logging()
     given = {"num_masks": num_masks, "mask_cells": mask_cells, "keep_probability": keep_probability, "seed": seed}
     params = {name: value for name, value in given.items() if value is not None}

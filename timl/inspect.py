@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from timl import datasets, evaluation, metric_names, tables
+from timl.cli import command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
 
@@ -293,7 +294,7 @@ Example:
 """
 
 
-@click.command(name="inspect", epilog=EXAMPLE)
+@command(name="inspect", epilog=EXAMPLE)
 @click.option("--test-csv", required=True, help="Ground truth: image_name and one 0/1 column per class.")
 @click.option("--predictions-csv", required=True,
               help="Predictions of timl.predict: image_name and one probability column per class.")
@@ -302,8 +303,7 @@ Example:
 @click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="MLflow experiment of the run.")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Decision threshold of multi-label predictions.")
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
+@tracking_uri_option(help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
 def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri):
     """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
     try:

@@ -19,6 +19,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
 from timl.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ EXAMPLE = """Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.option("--model-uri", help="MLflow model URI: runs:/ID/model, models:/NAME@ALIAS or models:/NAME/VERSION.")
 @click.option("--keras-model", type=click.Path(dir_okay=False), help="A .h5/.keras model file (instead of --model-uri).")
 @click.option("--config-table", type=click.Path(dir_okay=False), help="The TIML table the .h5 model was trained from.")
@@ -205,13 +206,11 @@ EXAMPLE = """Examples:
 @click.option("--batch-size", type=int, help="Images per batch (default: the config table's, else 32).")
 @click.option("--metadata", type=click.Path(dir_okay=False),
               help="CSV of image_name and per-image numbers, for a model trained with a metadata column.")
-@click.option("--cuda-gpu", type=int, help="Use only this GPU.")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@cuda_gpu_option
+@tracking_uri_option()
 def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_csv, generate_numpy, layer,
         threshold, batch_size, metadata, cuda_gpu, tracking_uri):
     """Predict the class of every image of a test dataframe."""
-    from timl.cli import select_gpu, setup_logging, user_errors
-
     setup_logging()
     select_gpu(cuda_gpu)
     with user_errors():

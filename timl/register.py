@@ -11,6 +11,7 @@ import logging
 import click
 
 from timl import metric_names as names
+from timl.cli import command, tracking_uri_option, user_errors
 from timl.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -110,17 +111,14 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
     return register_run(best_run(parent_run_id, select_by), name, alias=alias)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion")
+@command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion")
 @click.option("--run-id", required=True, help="The row run whose model to register.")
 @click.option("--name", required=True, help="Registered model name.")
 @click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@tracking_uri_option()
 def cli(run_id, name, alias, tracking_uri):
     """Register a trained row's model in the MLflow model registry."""
     from timl import tracking
-    from timl.cli import user_errors
-
     with user_errors():
         tracking.configure(tracking_uri)
         uri = register_run(run_id, name, alias=alias or None)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from timl import metric_names as names
 from timl import tracking
+from timl.cli import command, tracking_uri_option, user_errors
 from timl.config import EXTRA_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
 from timl.errors import ConfigError
 from timl.evaluation import format_class_values
@@ -155,16 +156,13 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Example: python -m timl.results --experiment quickstart -o automation_result.csv")
+@command(epilog="Example: python -m timl.results --experiment quickstart -o automation_result.csv")
 @click.option("--experiment", help="Every table run of this MLflow experiment.")
 @click.option("--parent-run", "parent_run", help="One table run (its parent run id).")
 @click.option("-o", "--output", default="automation_result.csv", show_default=True, type=click.Path())
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@tracking_uri_option()
 def cli(experiment, parent_run, output, tracking_uri):
     """Rebuild the TIML results table from the MLflow tracking store."""
-    from timl.cli import user_errors
-
     with user_errors():
         tracking.configure(tracking_uri)
         frame = build_results_table(parent_run_id=parent_run, experiment=experiment)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import click
 
+from timl.cli import command, setup_logging, user_errors
+
 EXAMPLE = """Example:
 
   python -m timl.serve --config serving/timl_server_config.json --bind 127.0.0.1:8080 --workers 2
@@ -64,7 +66,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     TimlApplication().run()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="timl_server_config.json (default: $TIML_SERVER_CONFIG, else ./, ~/.timl/, ~/).")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True,
@@ -78,8 +80,6 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API tokens (a trusted network only).")
 def cli(config_path, bind, workers, threads, timeout, backlog, insecure):
     """Serve a TIML model: REST API and web pages."""
-    from timl.cli import setup_logging, user_errors
-
     setup_logging()
     with user_errors():
         run(config_path, bind, workers, threads, timeout, backlog, insecure)

@@ -22,6 +22,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from timl.cli import command, setup_logging, user_errors
 from timl.datasets import SPLITS, read_ground_truth, read_image_table, stratified_folds, stratified_order
 from timl.errors import ConfigError, DatasetError
 
@@ -180,7 +181,7 @@ EXAMPLE = """Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.argument("dataset", type=click.Path(dir_okay=False))
 @click.option("--dev-fraction", type=float,
               help="Share of the rows for dev (default 0.1; with --folds: as many rows as the fold's test set).")
@@ -195,8 +196,6 @@ EXAMPLE = """Examples:
 @click.option("--overwrite", is_flag=True, help="Replace split files that already exist.")
 def cli(dataset, dev_fraction, test_fraction, folds, seed, out_dir, classcolumns, multi_label, overwrite):
     """Split DATASET (image_name + one-hot class columns) into train/dev/test files, stratified by class."""
-    from timl.cli import setup_logging, user_errors
-
     setup_logging()
     options = {"seed": seed, "out_dir": out_dir, "classcolumns": classcolumns, "multi_label": multi_label,
                "overwrite": overwrite}

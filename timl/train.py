@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 import sys
 
 import click
 
-from timl.cli import select_gpu, setup_logging, user_errors
+from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
 from timl.metric_names import DEFAULT_SELECT_BY
 
 EXAMPLE = """\b
@@ -19,16 +21,16 @@ Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.option("--input-table", type=click.Path(dir_okay=False), help="The training table (CSV), one row per model.")
 @click.option("--img-dir", type=click.Path(file_okay=False), help="Image folder (default: images/ beside the dataset CSV).")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Output folder (default: train_output-YYYYMMDD-hhmmss).")
 @click.option("--experiment", help="MLflow experiment (default: the table's file name).")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@tracking_uri_option()
 @click.option("--rows", help="Train only these rows, e.g. 0,2-4 (rows count from 0).")
 @click.option("--resume", is_flag=True, help="Skip rows whose run FINISHED (same --out-dir, else the newest run of this table).")
 @click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots.")
-@click.option("--cuda-gpu", type=int, help="Use only this GPU.")
+@cuda_gpu_option
 @click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
 @click.option("--select-by", default=DEFAULT_SELECT_BY, show_default=True,
               help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy).")
@@ -49,64 +51,64 @@ Examples:
               help="Log MLflow's system metrics (CPU, memory, GPU) to each row's run every 10 s.")
 @click.option("--list-methods", is_flag=True, help="List every training method and exit.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(input_table, img_dir, out_dir, experiment, tracking_uri, rows, resume, skip_roc, cuda_gpu, register,
-        select_by, executor, ray_address, row_cpus, row_gpus, row_retries, checkpoint_dir, system_metrics,
-        list_methods, verbose):
+def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
     """Train every row of a TIML table; each row becomes an MLflow run."""
     if list_methods:
-        from timl import models
-
-        for spec in models.list_methods():
-            aliases = f" (alias {', '.join(spec.aliases)})" if spec.aliases else ""
-            click.echo(f"{spec.name:24s} {spec.description}{aliases}")
+        _list_methods()
         return
     if not input_table:
         raise click.UsageError("Missing option '--input-table'.")
-    img_dir, out_dir, experiment = img_dir or None, out_dir or None, experiment or None  # MLproject passes ''
-    ray_address, checkpoint_dir = ray_address or None, checkpoint_dir or None
-    if ray_address and executor != "ray":
+    if table_options["ray_address"] and table_options["executor"] != "ray":
         raise click.UsageError("--ray-address needs --executor ray.")
-    if experiment is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`
-        experiment = _experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"], tracking_uri)
     setup_logging(verbose)
     select_gpu(cuda_gpu)
     from timl import training
 
+    with user_errors():  # the MLproject passes '' for a parameter left out: TableOptions reads it as None
+        options = training.TableOptions(**table_options)
+        if options.experiment is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`
+            options = dataclasses.replace(options, experiment=_experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"],
+                                                                               options.tracking_uri))
     try:
         with user_errors():
-            with _executor(executor, skip_roc, ray_address, row_cpus, row_gpus, row_retries) as rows_executor:
-                outcome = training.train_table(input_table, img_dir=img_dir, out_dir=out_dir, experiment=experiment,
-                                               tracking_uri=tracking_uri, rows=rows, resume=resume,
-                                               skip_roc=skip_roc, register=register, select_by=select_by,
-                                               executor=rows_executor, checkpoint_dir=checkpoint_dir,
-                                               system_metrics=system_metrics)
+            outcome = training.train_table(input_table, options, on_progress=print_progress)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
-                   + (f" --out-dir {out_dir}" if out_dir else "") + ".", err=True)
+                   + (f" --out-dir {options.out_dir}" if options.out_dir else "") + ".", err=True)
         sys.exit(130)
+    _report(outcome, options.tracking_uri)
+
+
+def print_progress(outcome, progress) -> None:
+    """Prints a row's end and the table's ETA: ``[2/5] row 1-VGG16: FINISHED in 42s - val_accuracy 0.912 | 3
+    left, about 0:02:06``."""
+    left = (f" | {progress.remaining} left, about {datetime.timedelta(seconds=round(progress.eta_seconds))}"
+            if progress.remaining else "")
+    click.echo(f"[{progress.done}/{progress.total}] row {outcome.name}: {outcome.status} in {outcome.seconds:.0f}s"
+               f"{' - ' + outcome.message if outcome.message else ''}{left}")
+
+
+def _report(outcome, tracking_uri: str | None) -> None:
+    """Prints where the results are; exits with status 1 when a row did not finish."""
+    from timl import tracking
+
     click.echo(f"Results: {outcome.results_path} (parent run {outcome.parent_run_id})")
     if outcome.registered:
         click.echo(f"Registered: {outcome.registered}")
-    from timl import tracking
-
-    click.echo(f"Compare the runs: mlflow ui --backend-store-uri {_store_hint(tracking_uri)}, then open "
-               f"{tracking.runs_page(outcome.parent_run_id)}")
+    click.echo(f"Compare the runs: mlflow ui --backend-store-uri {tracking_uri or tracking.tracking_uri()}, then "
+               f"open {tracking.runs_page(outcome.parent_run_id)}")
     if outcome.failed:
         for row in outcome.failed:
             click.echo(f"row {row.name} {row.status}: {row.message}", err=True)
         sys.exit(1)
 
 
-def _executor(kind: str, skip_roc: bool, ray_address: str | None, row_cpus: float, row_gpus: float,
-              row_retries: int):
-    """The executor the options ask for (closed by the ``with`` around the table)."""
-    if kind == "ray":
-        from timl.training.ray_executor import RayExecutor
+def _list_methods() -> None:
+    from timl import models
 
-        return RayExecutor(address=ray_address, row_cpus=row_cpus, row_gpus=row_gpus, max_retries=row_retries)
-    from timl.training import LocalExecutor
-
-    return LocalExecutor(skip_roc=skip_roc, gpus=row_gpus or None)
+    for spec in models.list_methods():
+        aliases = f" (alias {', '.join(spec.aliases)})" if spec.aliases else ""
+        click.echo(f"{spec.name:24s} {spec.description}{aliases}")
 
 
 def _experiment_name(experiment_id: str, tracking_uri: str | None) -> str | None:
@@ -114,12 +116,6 @@ def _experiment_name(experiment_id: str, tracking_uri: str | None) -> str | None
 
     tracking.configure(tracking_uri)
     return tracking.experiment_name(experiment_id)
-
-
-def _store_hint(tracking_uri: str | None) -> str:
-    from timl import tracking
-
-    return tracking_uri or tracking.tracking_uri()
 
 
 if __name__ == "__main__":

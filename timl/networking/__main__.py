@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from timl.cli import command
+
 EXAMPLE = """Examples:
 
 \b
@@ -43,7 +45,7 @@ def run(config_path: str | None = None, host: str = "127.0.0.1", port: int = 500
     app.run(host=host, port=port, threaded=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLE)
+@command(epilog=EXAMPLE)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="timl_server_config.json (default: $TIML_SERVER_CONFIG, else ./, ~/.timl/, ~/).")
 @click.option("--host", default="127.0.0.1", show_default=True,

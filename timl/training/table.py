@@ -24,8 +24,8 @@ from timl import __version__, tables, tracking
 from timl import config as config_module
 from timl.config import RunConfig
 from timl.errors import ConfigError
-from timl.metric_names import DEFAULT_SELECT_BY
-from timl.training.executors import Executor, LocalExecutor, RowOutcome, RowTask, TableContext
+from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
+from timl.training.options import TableOptions
 
 logger = logging.getLogger(__name__)
 
@@ -61,51 +61,47 @@ def _raise_terminated(signum, frame):
     raise _Terminated(f"terminated by signal {signum}")
 
 
-def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, out_dir: str | Path | None = None,
-                experiment: str | None = None, tracking_uri: str | None = None, rows: str | None = None,
-                resume: bool = False, skip_roc: bool = False, register: str | None = None,
-                select_by: str = DEFAULT_SELECT_BY, executor: Executor | None = None,
-                checkpoint_dir: str | Path | None = None, system_metrics: bool = True,
-                on_row: Callable[[RowOutcome], None] | None = None) -> TableOutcome:
+def train_table(input_table: str | Path, options: TableOptions | None = None, *, executor: Executor | None = None,
+                on_row: Callable[[RowOutcome], None] | None = None,
+                on_progress: Callable[[RowOutcome, TableProgress], None] | None = None,
+                **keywords) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
     Args:
         input_table: the training table (CSV, .xlsx, .ods or ``FILE.xlsx#Sheet``: :mod:`timl.tables`).
-        img_dir: the image folder for every row (default: ``images/`` beside each dataset CSV).
-        out_dir: the output folder (default ``train_output-YYYYMMDD-hhmmss``).
-        experiment: MLflow experiment (default: the table's file name without extension).
-        tracking_uri: MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
-        rows: a selection such as ``0,2-4`` (default: every row).
-        resume: reuse the parent run of the same out-dir (or of the newest run of the same table) and skip
-            rows whose run FINISHED.
-        skip_roc: do not draw ROC plots.
-        register: register the best row's model under this name, with alias ``champion``.
-        select_by: the metric that picks the best row for ``register`` (higher is better).
-        executor: what trains the rows (default: a :class:`LocalExecutor`, closed when the table ends; an
-            executor given here stays open for its owner).
-        checkpoint_dir: where rows checkpoint every epoch, as ``DIR/<table run id>/N`` (default
-            ``out_dir/.backup/N``). On a cluster, a folder every node reaches lets a retried row continue.
-        system_metrics: log MLflow's system metrics (CPU, memory, GPU, every 10 s) to each row's run.
+        options: the table-level options (:class:`TableOptions`: folders, experiment, tracking URI, rows, resume,
+            registration, executor, checkpoints). Defaults to None (every option's default).
+        executor: what trains the rows. Defaults to None: the executor ``options`` asks for, closed when the
+            table ends; an executor given here stays open for its owner.
         on_row: called with each row's outcome when the row has ended and the results table holds it.
+        on_progress: called with each row's outcome and the table's :class:`TableProgress` as the row ends,
+            before the results table is rewritten (the CLI prints its progress line there).
+        **keywords: fields of :class:`TableOptions` (``out_dir=..., experiment=...``) that replace those of
+            ``options``.
 
     Returns:
         A TableOutcome; ``outcome.failed`` lists rows that did not finish.
 
     Raises:
         ConfigError, MissingFileError: a whole-table problem (unknown column, missing table, bad --rows).
+        TypeError: a keyword that is no field of TableOptions.
     """
+    options = TableOptions.with_keywords(options, keywords)
+    if executor is None:  # the options' executor, started before the table run opens and closed when it ends
+        with options.make_executor() as owned:
+            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress)
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
-    selection = config_module.parse_row_selection(rows, len(configs))
-    tracking.configure(tracking_uri)
-    parent_id, out_dir = _open_table_run(table_path, experiment or table_path.stem, out_dir, resume)
-    done = _finished_keys(parent_id) if resume else {}
+    selection = config_module.parse_row_selection(options.rows, len(configs))
+    tracking.configure(options.tracking_uri)
+    parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
+                                         options.resume)
+    done = _finished_keys(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    progress = _Progress(parent_id, out_dir, len(selection), on_row)
-    owned = executor is None
-    executor = executor or LocalExecutor(skip_roc=skip_roc)
-    checkpoints = Path(checkpoint_dir).resolve() / parent_id if checkpoint_dir else out_dir.resolve() / ".backup"
-    table = TableContext(parent_id, out_dir, img_dir, skip_roc, checkpoints, system_metrics)
+    progress = _Progress(parent_id, out_dir, len(selection), on_row, on_progress)
+    checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
+                   else out_dir.resolve() / ".backup")
+    table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics)
     tasks = _row_tasks(configs, selection, table, done, progress.row_ended)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
@@ -116,17 +112,20 @@ def train_table(input_table: str | Path, *, img_dir: str | Path | None = None, o
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        if owned:
-            executor.close()
         signal.signal(signal.SIGTERM, previous)
+    return _end_table(parent_id, out_dir, progress.outcomes, options)
+
+
+def _end_table(parent_id: str, out_dir: Path, outcomes: list[RowOutcome], options: TableOptions) -> TableOutcome:
+    """Writes the results table, closes the table's run with its summary, registers the best row if asked."""
     results_path = _write_results(parent_id, out_dir)
-    _log_summary(parent_id, progress.outcomes, select_by)
-    tracking.end_run(parent_id, "FAILED" if any(o.status != "FINISHED" for o in progress.outcomes) else "FINISHED")
-    outcome = TableOutcome(parent_id, out_dir, progress.outcomes, results_path)
-    if register:
+    _log_summary(parent_id, outcomes, options.select_by)
+    tracking.end_run(parent_id, "FAILED" if any(o.status != "FINISHED" for o in outcomes) else "FINISHED")
+    outcome = TableOutcome(parent_id, out_dir, outcomes, results_path)
+    if options.register:
         from timl import register as registration
 
-        outcome.registered = registration.register_best(parent_id, register, select_by=select_by)
+        outcome.registered = registration.register_best(parent_id, options.register, select_by=options.select_by)
     return outcome
 
 
@@ -215,23 +214,38 @@ def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowO
     return RowOutcome(number, f"{number}-invalid", "FAILED", row_run.run_id, str(error))
 
 
-class _Progress:
-    """Each ended row: kept, written to the results tables, printed with the table's ETA, passed to on_row."""
+@dataclasses.dataclass(frozen=True)
+class TableProgress:
+    """Where the table stands as a row ends: rows ended so far, rows selected, seconds since the rows began."""
 
-    def __init__(self, parent_id: str, out_dir: Path, total: int, on_row: Callable[[RowOutcome], None] | None):
-        self.parent_id, self.out_dir, self.total, self.on_row = parent_id, out_dir, total, on_row
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done
+
+    @property
+    def eta_seconds(self) -> float:
+        """The time the remaining rows will take at the pace of those ended so far."""
+        return self.seconds / self.done * self.remaining
+
+
+class _Progress:
+    """Each ended row: kept, passed to on_progress, written to the results tables, passed to on_row."""
+
+    def __init__(self, parent_id: str, out_dir: Path, total: int, on_row: Callable[[RowOutcome], None] | None,
+                 on_progress: Callable[[RowOutcome, TableProgress], None] | None):
+        self.parent_id, self.out_dir, self.total = parent_id, out_dir, total
+        self.on_row, self.on_progress = on_row, on_progress
         self.outcomes: list[RowOutcome] = []
         self.started = time.time()
 
     def row_ended(self, outcome: RowOutcome) -> None:
         self.outcomes.append(outcome)
-        done = len(self.outcomes)
-        elapsed = time.time() - self.started
-        remaining = self.total - done
-        eta = elapsed / done * remaining
-        left = f" | {remaining} left, about {datetime.timedelta(seconds=round(eta))}" if remaining else ""
-        print(f"[{done}/{self.total}] row {outcome.name}: {outcome.status} in {outcome.seconds:.0f}s"
-              f"{' - ' + outcome.message if outcome.message else ''}{left}", flush=True)
+        if self.on_progress is not None:
+            self.on_progress(outcome, TableProgress(len(self.outcomes), self.total, time.time() - self.started))
         _write_results(self.parent_id, self.out_dir, row=outcome.row)
         if self.on_row is not None:
             self.on_row(outcome)

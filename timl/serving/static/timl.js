@@ -111,6 +111,25 @@ const TIML = (() => {
       <div class="stack"><img data-part="zoomImage" alt="The image, full size"><img data-part="zoomHeatmap" class="overlay" alt="" hidden></div>
       <button data-part="zoomClose" type="button">Close</button>
     </dialog>`;
+  /** The panels of the classify pages (desktop and tablet), by the id of the empty <section> each fills (see
+   * panel()): the classification (#predicted, #bars, #status) and the explanation's settings (#method,
+   * #explainButton, #layer in #layerField, #masks in #masksField), which classifyPage() wires. */
+  const PANEL_MARKUP = {
+    results: `
+      <h2 id="result-title">Classification</h2>
+      <p class="prediction">Most likely: <strong id="predicted">–</strong></p>
+      <div id="bars" class="bars" aria-live="polite"></div>
+      <p id="status" class="status" role="status"></p>`,
+    explain: `
+      <h2 id="explain-title">Why? Explanation</h2>
+      <label>Method <select id="method"></select></label>
+      <button id="explainButton" type="button" disabled>Explain</button>
+      <details class="advanced">
+        <summary>Advanced settings</summary>
+        <label id="layerField">Network layer explained <select id="layer"></select></label>
+        <label id="masksField" hidden>Random masks (more: finer, slower) <input id="masks" type="number" min="50" max="20000" step="50" value="500"></label>
+      </details>`,
+  };
   let methodTitles = {};  // the methods' names for people, from /info (the explainer registry)
   const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1 };
   const SUFFIXES = /\.(jpe?g|png|bmp|tiff?)$/i;
@@ -225,6 +244,11 @@ const TIML = (() => {
       dropZone.addEventListener("drop", (event) => event.dataTransfer.files[0] && callback(event.dataTransfer.files[0]));
     },
 
+    /** Fills an empty <section id="results"> or <section id="explain"> of a classify page with its panel. */
+    panel(root) {
+      root.innerHTML = PANEL_MARKUP[root.id];  // one markup for the desktop and the tablet page
+    },
+
     /**
      * The image viewer of the pages: the image, the explanation's heatmap over it (opacity slider, colour scale),
      * and a zoom dialog. Every result carries the name of the image it belongs to; clear() removes all of it.
@@ -288,6 +312,7 @@ const TIML = (() => {
 function classifyPage() {
   const $ = (id) => document.getElementById(id);
   const touch = document.body.classList.contains("touch");
+  TIML.panel($("results")); TIML.panel($("explain"));
   const viewer = TIML.viewer($("viewer"));
   let current = null, info = null;
   let generation = 0; // answers for an earlier image are dropped when a newer image was chosen meanwhile
