@@ -371,3 +371,14 @@ def test_every_command_speaks_the_one_cli_vocabulary():
     for module in (*COMMANDS.values(), *EXTRA_COMMAND_MODULES):
         command = importlib.import_module(module).cli
         assert command.context_settings == CONTEXT_SETTINGS and command.epilog, module
+
+
+#: The most lines a module of timl/ may have: a module over it answers more than one question.
+MAX_MODULE_LINES = 460
+
+
+def test_no_module_answers_several_questions():
+    """Modules stay small enough to answer one question each (issue 22: about 450 lines at most)."""
+    long = {f"{path.relative_to(REPO)}": lines for path in PACKAGE.rglob("*.py")
+            if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines; split them by concern: {long}"
