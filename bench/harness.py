@@ -1,5 +1,5 @@
 """What the benchmarks share: loopback-only settings, a work folder holding the digits demo data, and the loop
-that times two ways of doing the same work alternately.
+that times two ways of doing the same work alternately, and a TIML server on loopback for the serving benches.
 
 Imported by a bench run as ``python bench/NAME.py`` (its folder is on ``sys.path``); importing it sets the
 environment, so import it before TensorFlow or MLflow load.
@@ -8,8 +8,13 @@ environment, so import it before TensorFlow or MLflow load.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,3 +44,32 @@ def alternate(repeats: int, first: Callable[[int], float], second: Callable[[int
     """Runs ``first(repeat)`` then ``second(repeat)``, ``repeats`` times, so that a slow spell of the machine hits
     both alike; returns the pairs of what they returned (their seconds), for medians of pairs and of ratios."""
     return [(first(repeat), second(repeat)) for repeat in range(repeats)]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model_path: Path, settings: dict) -> tuple[subprocess.Popen, str]:
+    """A TIML server (gunicorn, 2 workers, loopback) on the model with extra configuration ``settings``;
+    returns it and its URL once it answers (RuntimeError after 180 s)."""
+    import requests
+
+    config = model_path.parent / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
+                               "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{base}/health", timeout=30).ok:
+                return server, base
+        except requests.RequestException:
+            time.sleep(0.5)
+    server.terminate()
+    raise RuntimeError("The server did not answer /health within 180 s.")

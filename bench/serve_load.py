@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from harness import start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
@@ -115,12 +113,6 @@ def decode_cost(model_path: Path, data: bytes, repeats: int = 30) -> float:
     return statistics.median(times)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def worker_memory(server_pid: int) -> list[int]:
     import psutil
 
@@ -162,27 +154,6 @@ def load(url: str, data: bytes, clients: int, seconds: float) -> dict:
     return {"rps": len(latencies) / elapsed, "p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99),
             "errors": len(errors), "requests": len(latencies) + len(errors),
             "client_cpu": client_cpu / max(1, len(latencies) + len(errors))}
-
-
-def start_server(model_path: Path, settings: dict) -> tuple[subprocess.Popen, str]:
-    """A TIML server (gunicorn, 2 workers) on the model with extra configuration ``settings``; returns it and its URL."""
-    import requests
-
-    folder = model_path.parent
-    config = folder / "timl_server_config.json"
-    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
-                               "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=30).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    return server, base
 
 
 def explain_clients(url: str, data: bytes, clients: int, stop: threading.Event) -> list:

@@ -20,13 +20,12 @@ import io
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from harness import start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
@@ -69,33 +68,6 @@ def small_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model_path: Path, settings: dict) -> tuple[subprocess.Popen, str]:
-    """A TIML server (gunicorn, 2 workers, loopback) on the model; returns it and its URL once it answers."""
-    import requests
-
-    config = model_path.parent / "timl_server_config.json"
-    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
-                               "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=30).ok:
-                return server, base
-        except requests.RequestException:
-            time.sleep(0.5)
-    server.terminate()
-    raise RuntimeError("The server did not answer /health within 180 s.")
 
 
 def burst(url: str, data: bytes, name: str, clients: int) -> tuple[list, float]:
