@@ -40,6 +40,11 @@ OUTPUT_COLUMNS = metric_names.ORIGINAL_OUTPUT_COLUMNS
 #: numbers joined to the head's input; needs ``activations``).
 HEAD_COLUMNS = ("freeze", "activations", "metadata")
 
+#: Optional columns of the split: ``groups`` (``COLUMN`` of the ground truth, or ``FILE.csv:COLUMN``: a table with
+#: ``image_name`` and that column, such as the ISIC metadata's ``lesion_id``), the images that stay on one side of
+#: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
+GROUP_COLUMNS = ("groups",)
+
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
 
@@ -47,7 +52,7 @@ FREEZE_CHOICES = ("none", "backbone")
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -56,7 +61,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
-            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": ""}
+            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +94,8 @@ class RunConfig:
             folder of activations (``<image_name>-0000000000.npy``, as ``predict --layer`` writes them).
         metadata: ``""`` or a CSV of ``image_name`` and per-image numbers joined to the head's input.
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
+        groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
+            ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
@@ -117,6 +124,7 @@ class RunConfig:
     freeze: str = "none"
     activations: str = ""
     metadata: str = ""
+    groups: str = ""
 
     def __post_init__(self):
         if not isinstance(self.dataset, DatasetCell):  # a Python caller's string
@@ -149,15 +157,17 @@ class RunConfig:
         return self.freeze == "backbone" or bool(self.activations)
 
     def input_cells(self) -> dict:
-        """The row's input cells as strings, as they go to MLflow params and the results table."""
-        return {name: "" if getattr(self, name) is None else str(getattr(self, name))
-                for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
+        """The row's input cells as strings, as they go to MLflow params and the results table (the group
+        columns only when set: a row without them logs what it logged before)."""
+        cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
+        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS if getattr(self, name)}}
 
     def key(self, version: str) -> str:
-        """A stable key of this row: a hash of its cells (head cells only when set, so rows of earlier tables
-        keep their keys), the table path and the project version."""
+        """A stable key of this row: a hash of its cells (head and group cells only when set, so rows of earlier
+        tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
-                 if name not in HEAD_COLUMNS or value != DEFAULTS[name]}
+                 if name not in HEAD_COLUMNS + GROUP_COLUMNS or value != DEFAULTS[name]}
         payload = json.dumps({"cells": cells, "row": self.row,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
                               "version": version}, sort_keys=True)
@@ -178,7 +188,8 @@ class RunConfig:
         Raises:
             ConfigError: naming the table, the row and every bad cell.
         """
-        cells = {name: _cell(row.get(name)) for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS}
+        cells = {name: _cell(row.get(name))
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -187,7 +198,7 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -258,6 +269,7 @@ def _check_choices(values: dict) -> list[str]:
     checks = (
         ("method", lambda v: models.get_method(v)),
         ("split", lambda v: datasets.parse_split(v)),
+        ("groups", lambda v: datasets.parse_groups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
         ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
@@ -327,7 +339,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
             f"{', '.join(SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]

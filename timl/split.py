@@ -11,6 +11,9 @@ The files are what the training table's splits read::
         dataset=D-fold00, split=pre   or   dataset=D-fold00-train.csv;D-fold00-dev.csv;D-fold00-test.csv, split=list
 
 With ``--test-fraction 0`` no test file is written (``split=pre`` reads train and dev, and a test file if present).
+With ``--groups COLUMN`` (a column of D.csv) or ``--groups FILE.csv:COLUMN`` (a table with ``image_name`` and that
+column, e.g. the ISIC metadata's ``lesion_id``) every group of images lands in one file of a split (whole groups
+dealt stratified by class: :func:`timl.datasets.grouped_assignment`), so the files share no group.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from timl.cli import command, setup_logging, user_errors
-from timl.datasets import SPLITS, read_ground_truth, read_image_table, stratified_folds, stratified_order
+from timl.datasets import (IMAGE_COLUMN, SPLITS, grouped_assignment, parse_groups, read_ground_truth, read_image_table,
+                           stratified_folds, stratified_order)
+from timl.datasets.groups import group_labels, groups_file, read_group_table
 from timl.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -32,17 +37,43 @@ logger = logging.getLogger(__name__)
 FOLD_FORMAT = "fold{:02d}"
 
 
-def _read(dataset: Path, classcolumns: str, multi_label: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """The input's rows (every column, as text) and its 0/1 labels, checked by :func:`read_ground_truth`."""
+def _read(dataset: Path, classcolumns: str, multi_label: bool,
+          groups: str | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """The input's rows (every column, as text), its 0/1 labels, checked by :func:`read_ground_truth`, and the
+    group label of each row (None without ``groups``)."""
+    spec = parse_groups(groups)
+    group_column = spec.column if spec is not None and not spec.file else None
     try:
-        truth, class_names = read_ground_truth(dataset, classcolumns, multi_label)
+        truth, class_names = read_ground_truth(dataset, classcolumns, multi_label, group_column=group_column)
     except DatasetError as error:
         if classcolumns.strip() != "default":
             raise
         raise DatasetError(f"{error}\nIf the file has columns other than the classes, name the class columns: "
                            "--classcolumns 'A;B;C' (classcolumns='A;B;C'); the other columns are copied. "
                            f"Received: classcolumns={classcolumns!r}") from None
-    return read_image_table(dataset), truth[list(class_names)].to_numpy()
+    names = truth[IMAGE_COLUMN]
+    if spec is None:
+        labels = None
+    elif group_column:
+        labels = group_labels(names, truth[group_column])
+    else:
+        table = read_group_table(spec, groups_file(spec, Path.cwd(), dataset.parent))
+        labels = group_labels(names, [table.get(name, "") for name in names])
+    return read_image_table(dataset), truth[list(class_names)].to_numpy(), labels
+
+
+def _parts(labels: np.ndarray, groups: np.ndarray | None, counts: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Row numbers of each split: the first ``counts[split]`` rows of the stratified order (train takes the rest),
+    or, with ``groups``, whole groups dealt in those shares."""
+    total = len(labels)
+    shares = {"dev": counts["dev"], "test": counts.get("test", 0)}
+    if groups is None:
+        order = stratified_order(labels, seed)
+        return {"train": order[shares["dev"] + shares["test"]:], "dev": order[:shares["dev"]],
+                "test": order[shares["dev"]:shares["dev"] + shares["test"]]}
+    part = grouped_assignment(labels, groups, [(total - sum(shares.values())) / total, shares["dev"] / total,
+                                               shares["test"] / total], seed)
+    return {split: np.flatnonzero(part == index) for index, split in enumerate(SPLITS)}
 
 
 def _check_fraction(name: str, value: float, low_open: bool = True) -> None:
@@ -86,7 +117,7 @@ def _write(frame: pd.DataFrame, parts: dict[str, np.ndarray], targets: dict[str,
 
 def split_dataset(dataset: str | Path, dev_fraction: float = 0.1, test_fraction: float = 0.1, *, seed: int = 0,
                   out_dir: str | Path | None = None, classcolumns: str = "default", multi_label: bool = False,
-                  overwrite: bool = False) -> list[Path]:
+                  overwrite: bool = False, groups: str | None = None) -> list[Path]:
     """Splits a ground-truth CSV into ``D-train.csv``, ``D-dev.csv`` and ``D-test.csv`` (read by ``split=pre``).
 
     Args:
@@ -99,6 +130,9 @@ def split_dataset(dataset: str | Path, dev_fraction: float = 0.1, test_fraction:
         classcolumns: ``default`` (every column but ``image_name``) or ``A;B;C``. Defaults to "default".
         multi_label: allow rows with any number of ones (default False: one-hot rows).
         overwrite: replace existing split files (default False: refuse).
+        groups: ``COLUMN`` (of the dataset, not a class column) or ``FILE.csv:COLUMN`` (a table with
+            ``image_name``; relative to the working directory, else beside the dataset): every group of images
+            goes whole into one file, the fractions then met as nearly as the groups allow. Defaults to None.
 
     Returns:
         The files written: train, dev and (unless ``test_fraction`` is 0) test.
@@ -116,11 +150,9 @@ def split_dataset(dataset: str | Path, dev_fraction: float = 0.1, test_fraction:
     splits = SPLITS if test_fraction > 0 else ("train", "dev")
     targets = _targets(dataset, out_dir, dataset.stem, splits)
     _refuse_existing(list(targets.values()), overwrite)
-    frame, labels = _read(dataset, classcolumns, multi_label)
-    order = stratified_order(labels, seed)
-    dev_count, test_count = round(dev_fraction * len(order)), round(test_fraction * len(order))
-    parts = {"train": order[dev_count + test_count:], "dev": order[:dev_count],
-             "test": order[dev_count:dev_count + test_count]}
+    frame, labels, group_of = _read(dataset, classcolumns, multi_label, groups)
+    counts = {"dev": round(dev_fraction * len(labels)), "test": round(test_fraction * len(labels))}
+    parts = _parts(labels, group_of, counts, seed)
     parts = {split: parts[split] for split in splits}
     _check_sizes(dataset, {split: len(rows) for split, rows in parts.items()},
                  f"dev_fraction={dev_fraction!r}, test_fraction={test_fraction!r}")
@@ -129,7 +161,7 @@ def split_dataset(dataset: str | Path, dev_fraction: float = 0.1, test_fraction:
 
 def split_folds(dataset: str | Path, folds: int = 5, dev_fraction: float | None = None, *, seed: int = 0,
                 out_dir: str | Path | None = None, classcolumns: str = "default", multi_label: bool = False,
-                overwrite: bool = False) -> list[Path]:
+                overwrite: bool = False, groups: str | None = None) -> list[Path]:
     """Splits a ground-truth CSV into ``folds`` folds: ``D-foldNN-train|dev|test.csv`` for NN = 00 .. folds-1.
 
     Each row is in the test set of exactly one fold; a fold's dev set is drawn (stratified) from the other
@@ -140,7 +172,8 @@ def split_folds(dataset: str | Path, folds: int = 5, dev_fraction: float | None 
         folds: number of folds, at least 2. Defaults to 5, as the original.
         dev_fraction: share of a fold's non-test rows for its dev set, in (0, 1). Defaults to None: the dev set is
             as large as the fold's test set, as the original.
-        seed, out_dir, classcolumns, multi_label, overwrite: as for :func:`split_dataset`.
+        seed, out_dir, classcolumns, multi_label, overwrite, groups: as for :func:`split_dataset` (with
+            ``groups``, the folds and each fold's dev set hold whole groups).
 
     Returns:
         The files written, fold by fold (train, dev, test).
@@ -157,14 +190,22 @@ def split_folds(dataset: str | Path, folds: int = 5, dev_fraction: float | None 
     targets = [_targets(dataset, out_dir, f"{dataset.stem}-{FOLD_FORMAT.format(fold)}", SPLITS)
                for fold in range(folds)]
     _refuse_existing([path for fold in targets for path in fold.values()], overwrite)
-    frame, labels = _read(dataset, classcolumns, multi_label)
-    assignment = stratified_folds(labels, folds, seed)
+    frame, labels, group_of = _read(dataset, classcolumns, multi_label, groups)
+    if group_of is None:
+        assignment = stratified_folds(labels, folds, seed)
+    else:
+        assignment = grouped_assignment(labels, group_of, np.full(folds, 1 / folds), seed)
     fold_parts = []
     for fold in range(folds):
         test, rest = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
         dev_count = len(test) if dev_fraction is None else round(dev_fraction * len(rest))
-        rest = rest[stratified_order(labels[rest], seed + 1)]
-        parts = {"train": rest[dev_count:], "dev": rest[:dev_count], "test": test}
+        if group_of is None:
+            rest = rest[stratified_order(labels[rest], seed + 1)]
+            parts = {"train": rest[dev_count:], "dev": rest[:dev_count], "test": test}
+        else:
+            part = grouped_assignment(labels[rest], group_of[rest], (1 - dev_count / len(rest), dev_count / len(rest)),
+                                      seed + 1) if len(rest) else np.zeros(0, int)
+            parts = {"train": rest[part == 0], "dev": rest[part == 1], "test": test}
         _check_sizes(dataset, {split: len(rows) for split, rows in parts.items()},
                      f"folds={folds!r}, dev_fraction={dev_fraction!r} (fold {fold})")
         fold_parts.append(parts)
@@ -178,6 +219,8 @@ EXAMPLE = """Examples:
       -> data/ISIC2019-train.csv, -dev.csv, -test.csv  (table: dataset=data/ISIC2019, split=pre)
   python -m timl.split data/ISIC2019.csv --folds 5 --out-dir folds
       -> folds/ISIC2019-fold00-train.csv, -dev.csv, -test.csv, ... fold04  (dataset=folds/ISIC2019-fold00, split=pre)
+  python -m timl.split data/ISIC2019.csv --groups ISIC_2019_Training_Metadata.csv:lesion_id
+      -> files that share no lesion  (table: dataset=data/ISIC2019, split=pre, groups=...:lesion_id)
 """
 
 
@@ -194,11 +237,13 @@ EXAMPLE = """Examples:
               help="The class columns: every column but image_name, or A;B;C (other columns are copied).")
 @click.option("--multi-label", is_flag=True, help="Rows may have any number of ones (default: one-hot rows).")
 @click.option("--overwrite", is_flag=True, help="Replace split files that already exist.")
-def cli(dataset, dev_fraction, test_fraction, folds, seed, out_dir, classcolumns, multi_label, overwrite):
+@click.option("--groups", default=None, help="Keep groups of images whole: COLUMN (of DATASET) or FILE.csv:COLUMN "
+                                             "(a table with image_name and COLUMN); the files share no group.")
+def cli(dataset, dev_fraction, test_fraction, folds, seed, out_dir, classcolumns, multi_label, overwrite, groups):
     """Split DATASET (image_name + one-hot class columns) into train/dev/test files, stratified by class."""
     setup_logging()
     options = {"seed": seed, "out_dir": out_dir, "classcolumns": classcolumns, "multi_label": multi_label,
-               "overwrite": overwrite}
+               "overwrite": overwrite, "groups": groups}
     with user_errors():
         if folds is not None:
             if test_fraction is not None:

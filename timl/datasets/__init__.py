@@ -15,12 +15,15 @@ Except with ``pre``, a file may be a union of CSVs joined with ``+`` (``correcte
 every file, an image listed by several taking the first file's label, each file's images found beside it.
 
 Random splits are stratified by class (the row's label combination) where possible, and reproducible from a seed.
+With a ``groups`` cell (``COLUMN`` of the ground truth or ``FILE.csv:COLUMN``), ``frac``, ``n`` and ``kfold`` keep
+every group of images (a lesion, a patient) on one side, and ``pre``/``list`` files that share a group are refused.
 This package imports no TensorFlow.
 
 Modules: ``cell`` (the ``dataset`` cell parsed once: :class:`DatasetCell`), ``tables`` (reading and checking
 CSVs that name images), ``lookup`` (finding image files),
 ``weights`` (class weights), ``dataset`` (the Dataset), ``split_spec`` (the ``split`` cell parsed),
-``stratify`` (stratified orders and folds), ``splits`` (split strategies, unions and :func:`load_dataset`) and ``provenance`` (the export record beside a CSV exported from expert reviews);
+``stratify`` (stratified orders and folds, and whole groups dealt to parts), ``groups`` (the ``groups`` cell:
+images that stay on one side of a split), ``splits`` (split strategies, unions and :func:`load_dataset`) and ``provenance`` (the export record beside a CSV exported from expert reviews);
 ``_common`` holds the helper their error messages share. Every public name is
 re-exported here.
 """
@@ -28,11 +31,12 @@ re-exported here.
 from timl.datasets._common import MAX_LISTED
 from timl.datasets.cell import LIST_SEPARATOR, UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
+from timl.datasets.groups import GROUPS_FORMS, GroupsSpec, parse_groups, shared_groups
 from timl.datasets.lookup import find_images, image_paths
 from timl.datasets.provenance import REVIEW_EXPORT_KIND, provenance_path, read_provenance, write_provenance
 from timl.datasets.split_spec import SPLIT_FORMS, SplitSpec, parse_split
 from timl.datasets.splits import KFOLD_DEV_FRACTION, SPLIT_STRATEGIES, load_dataset
-from timl.datasets.stratify import stratified_folds, stratified_order
+from timl.datasets.stratify import grouped_assignment, stratified_folds, stratified_order
 from timl.datasets.tables import (IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table,
                                   read_metadata)
 from timl.datasets.weights import CLASS_WEIGHT_MODES, CLASS_WEIGHTS, compute_class_weights
@@ -41,6 +45,8 @@ __all__ = [
     "CLASS_WEIGHTS",
     "CLASS_WEIGHT_MODES",
     "Dataset",
+    "GROUPS_FORMS",
+    "GroupsSpec",
     "DatasetCell",
     "DatasetEntry",
     "IMAGE_COLUMN",
@@ -56,8 +62,10 @@ __all__ = [
     "class_columns",
     "compute_class_weights",
     "find_images",
+    "grouped_assignment",
     "image_paths",
     "load_dataset",
+    "parse_groups",
     "parse_split",
     "provenance_path",
     "read_ground_truth",
@@ -65,6 +73,7 @@ __all__ = [
     "read_image_table",
     "read_metadata",
     "read_provenance",
+    "shared_groups",
     "stratified_folds",
     "stratified_order",
     "write_provenance",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from timl.datasets.groups import ungrouped_count
 from timl.datasets.weights import compute_class_weights
 from timl.errors import DatasetError
 
@@ -33,6 +34,8 @@ class Dataset:
         source: a description of the CSV file(s) the sets come from (``;`` between the files of a list or pre
             split, ``+`` between the files of a union).
         files: the CSV file(s) each split's rows come from, by split (several for a ``+`` union).
+        groups: split -> the group label of each row (:mod:`timl.datasets.groups`), when the split is grouped.
+        group_cell: the ``groups`` cell the labels come from ("" when the split is not grouped).
     """
 
     class_names: tuple[str, ...]
@@ -43,6 +46,23 @@ class Dataset:
     img_dir: Path
     source: str
     files: dict[str, tuple[Path, ...]] = dataclasses.field(default_factory=dict)
+    groups: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    group_cell: str = ""
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the split keeps groups of images whole (a ``groups`` cell)."""
+        return bool(self.group_cell)
+
+    def group_counts(self) -> dict[str, int]:
+        """The number of groups of each split (``{"train": n, "dev": n, "test": n or 0}``); empty if not grouped."""
+        if not self.grouped:
+            return {}
+        return {split: len(set(self.groups.get(split, ()))) for split in SPLITS}
+
+    def ungrouped_images(self) -> int:
+        """How many images have no group value (each its own group)."""
+        return sum(ungrouped_count(labels) for labels in self.groups.values())
 
     def frame(self, split: str) -> pd.DataFrame:
         """Returns the frame of ``split`` ("train", "dev" or "test").

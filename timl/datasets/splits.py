@@ -24,9 +24,10 @@ from timl import tables
 from timl.datasets._common import _listed
 from timl.datasets.cell import UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
+from timl.datasets.groups import GroupsSpec, group_labels, groups_file, parse_groups, read_group_table, refuse_shared
 from timl.datasets.lookup import image_paths
 from timl.datasets.split_spec import SplitSpec, parse_split
-from timl.datasets.stratify import stratified_folds, stratified_order
+from timl.datasets.stratify import grouped_assignment, stratified_folds, stratified_order
 from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
 from timl.errors import DatasetError, MissingFileError
 
@@ -52,15 +53,37 @@ def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     return frame.iloc[np.sort(order)].reset_index(drop=True)
 
 
-def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec, seed: int, source: str) -> dict:
-    order = stratified_order(frame[list(class_names)].to_numpy(), seed)
-    parts = {"train": _take(frame, order[2 * count:]), "dev": _take(frame, order[:count]),
-             "test": _take(frame, order[count:2 * count])}
+def _grouped_parts(frame: pd.DataFrame, class_names, groups: np.ndarray, shares, seed: int) -> list[pd.DataFrame]:
+    """The rows of ``frame`` dealt to parts of the given shares, every group whole (:func:`grouped_assignment`)."""
+    part = grouped_assignment(frame[list(class_names)].to_numpy(), groups, shares, seed)
+    return [frame[part == index].reset_index(drop=True) for index in range(len(shares))]
+
+
+def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec, seed: int, source: str,
+                  groups: np.ndarray | None = None) -> dict:
+    if groups is not None:
+        share = count / len(frame)
+        train, dev, test = _grouped_parts(frame, class_names, groups, (1 - 2 * share, share, share), seed)
+        parts = {"train": train, "dev": dev, "test": test}
+    else:
+        order = stratified_order(frame[list(class_names)].to_numpy(), seed)
+        parts = {"train": _take(frame, order[2 * count:]), "dev": _take(frame, order[:count]),
+                 "test": _take(frame, order[count:2 * count])}
     _check_not_empty(parts, spec, source, len(frame))
     return parts
 
 
-def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, source: str) -> dict:
+def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, source: str,
+                 groups: np.ndarray | None = None) -> dict:
+    if groups is not None:
+        shares = np.full(spec.folds, 1 / spec.folds)
+        in_test = grouped_assignment(frame[list(class_names)].to_numpy(), groups, shares, seed) == spec.fold
+        rest = frame[~in_test].reset_index(drop=True)
+        train, dev = _grouped_parts(rest, class_names, groups[~in_test],
+                                    (1 - KFOLD_DEV_FRACTION, KFOLD_DEV_FRACTION), seed + 1)
+        parts = {"train": train, "dev": dev, "test": frame[in_test].reset_index(drop=True)}
+        _check_not_empty(parts, spec, source, len(frame))
+        return parts
     in_test = stratified_folds(frame[list(class_names)].to_numpy(), spec.folds, seed) == spec.fold
     rest = frame[~in_test].reset_index(drop=True)
     rest_order = stratified_order(rest[list(class_names)].to_numpy(), seed + 1)
@@ -76,8 +99,10 @@ class _Request:
     """What a split strategy needs besides the split itself, and where the rows of ``+`` unions came from.
 
     Attributes:
+        groups: the ``groups`` cell parsed, or None.
         origins: image name -> the CSV of a ``+`` union its row was taken from (filled while reading), so its
             image is looked up beside that file.
+        group_of: image name -> its group label (filled while reading, with ``groups``).
     """
 
     dataset: DatasetCell
@@ -85,7 +110,20 @@ class _Request:
     multi_label: bool
     seed: int
     base_dir: Path
+    groups: GroupsSpec | None = None
     origins: dict[str, Path] = dataclasses.field(default_factory=dict)
+    group_of: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def group_column(self) -> str | None:
+        """The ground-truth column of the groups (``groups`` = ``COLUMN``), else None."""
+        return self.groups.column if self.groups is not None and not self.groups.file else None
+
+    def labels(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """The group label of each row of a frame read for this request; None without ``groups``."""
+        if self.groups is None:
+            return None
+        return np.array([self.group_of[name] for name in frame[IMAGE_COLUMN]], dtype=object)
 
 
 def _resolve(name: str, base_dir: Path) -> Path:
@@ -139,7 +177,8 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
                            f"{str(path)!r}. Received: dataset={request.dataset.text!r}")
             continue
         try:
-            read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label)))
+            read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label,
+                                                  group_column=request.group_column)))
         except DatasetError as error:
             problems.append(str(error))
     if read:
@@ -151,7 +190,8 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
         raise DatasetError("\n".join(missing + problems))
     if missing:
         raise MissingFileError("\n".join(missing))
-    union = pd.concat([frame[[IMAGE_COLUMN, *reference]] for _, frame, _ in read], ignore_index=True)
+    kept = [IMAGE_COLUMN, *reference, *([request.group_column] if request.group_column else [])]
+    union = pd.concat([frame[kept] for _, frame, _ in read], ignore_index=True)
     origin = [path for path, frame, _ in read for _ in range(len(frame))]
     first_listed = ~union[IMAGE_COLUMN].duplicated(keep="first").to_numpy()
     union = union[first_listed].reset_index(drop=True)
@@ -164,10 +204,30 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
 
 
 def _read_entry(files: tuple[Path, ...], request: _Request) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Reads one entry of the dataset cell: one ground-truth CSV, or the union of several."""
+    """Reads one entry of the dataset cell: one ground-truth CSV, or the union of several; with ``groups``, records
+    each image's group in ``request.group_of``."""
     if len(files) > 1:
-        return _read_union(files, request)
-    return read_ground_truth(files[0], request.classcolumns, request.multi_label)
+        frame, class_names = _read_union(files, request)
+    else:
+        frame, class_names = read_ground_truth(files[0], request.classcolumns, request.multi_label,
+                                               group_column=request.group_column)
+    if request.groups is not None:
+        frame = _read_groups(frame, files, request)
+    return frame, class_names
+
+
+def _read_groups(frame: pd.DataFrame, files: tuple[Path, ...], request: _Request) -> pd.DataFrame:
+    """Records the group of each row of ``frame`` (its ``groups`` column, dropped, or the ``FILE.csv:COLUMN``
+    table's value; an image without a value is a group of its own)."""
+    names = frame[IMAGE_COLUMN]
+    if request.group_column:
+        values = frame[request.group_column]
+        frame = frame.drop(columns=[request.group_column])
+    else:
+        table = read_group_table(request.groups, groups_file(request.groups, request.base_dir, files[0].parent))
+        values = [table.get(name, "") for name in names]
+    request.group_of.update(zip(names, group_labels(names, values)))
+    return frame
 
 
 def _single_file(spec: SplitSpec, request: _Request):
@@ -189,7 +249,7 @@ def _single_file(spec: SplitSpec, request: _Request):
 def _split_frac(spec: SplitSpec, request: _Request):
     frame, class_names, files = _single_file(spec, request)
     count = int(round(spec.fraction * len(frame)))
-    parts = _random_split(frame, class_names, count, spec, request.seed, _describe(files))
+    parts = _random_split(frame, class_names, count, spec, request.seed, _describe(files), request.labels(frame))
     return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
@@ -199,13 +259,14 @@ def _split_n(spec: SplitSpec, request: _Request):
         raise DatasetError(f"{_describe(files)}: split {spec.text!r} takes {spec.count} rows for dev and {spec.count} "
                            f"for test, leaving no train rows out of {len(frame)}. Use N < {(len(frame) + 1) // 2}. "
                            f"Received: split={spec.text!r}")
-    parts = _random_split(frame, class_names, spec.count, spec, request.seed, _describe(files))
+    parts = _random_split(frame, class_names, spec.count, spec, request.seed, _describe(files),
+                          request.labels(frame))
     return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
 def _split_kfold(spec: SplitSpec, request: _Request):
     frame, class_names, files = _single_file(spec, request)
-    parts = _kfold_split(frame, class_names, spec, request.seed, _describe(files))
+    parts = _kfold_split(frame, class_names, spec, request.seed, _describe(files), request.labels(frame))
     return parts, class_names, dict.fromkeys(SPLITS, files)
 
 
@@ -218,7 +279,7 @@ def _split_pre(spec: SplitSpec, request: _Request):
                  if request.dataset.has_union else "")
         raise MissingFileError(f"split 'pre' reads <root>-train.csv, <root>-dev.csv and optionally <root>-test.csv; "
                                f"not found: {', '.join(missing)}{union}. Received: dataset={request.dataset.text!r}")
-    return _read_files({split: (path,) if path.is_file() else None for split, path in files.items()}, request)
+    return _read_files({split: (path,) if path.is_file() else None for split, path in files.items()}, request, spec)
 
 
 def _split_list(spec: SplitSpec, request: _Request):
@@ -230,11 +291,12 @@ def _split_list(spec: SplitSpec, request: _Request):
         split: _union_members(entry, request.base_dir) or (_resolve(entry.text, request.base_dir),)
         for split, entry in zip(SPLITS, entries)}
     files.setdefault("test", None)
-    return _read_files(files, request)
+    return _read_files(files, request, spec)
 
 
-def _read_files(files: dict[str, tuple[Path, ...] | None], request: _Request):
-    """Reads the files of a pre/list split and gathers every problem of every file into one error."""
+def _read_files(files: dict[str, tuple[Path, ...] | None], request: _Request, spec: SplitSpec):
+    """Reads the files of a pre/list split and gathers every problem of every file into one error; with
+    ``groups``, refuses files that share a group."""
     frames: dict[str, pd.DataFrame | None] = {}
     class_sets: dict[str, tuple[str, ...]] = {}
     problems: list[str] = []
@@ -250,6 +312,10 @@ def _read_files(files: dict[str, tuple[Path, ...] | None], request: _Request):
         problems += _cross_checks(frames, class_sets, files)
     if problems:
         raise DatasetError("\n".join(problems))
+    if request.groups is not None:
+        refuse_shared({split: request.labels(frame) for split, frame in frames.items() if frame is not None},
+                      request.groups, ", ".join(_describe(entry) for entry in files.values() if entry),
+                      spec.text)
     return frames, class_sets["train"], {split: entry for split, entry in files.items() if entry is not None}
 
 
@@ -328,7 +394,8 @@ def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source:
 
 
 def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = "default", multi_label: bool = False,
-                 img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None) -> Dataset:
+                 img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None,
+                 groups: str | None = None) -> Dataset:
     """Reads, checks and splits a ground truth, and finds its images.
 
     Args:
@@ -346,18 +413,23 @@ def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = 
             ``base_dir``.
         seed: seed of random splits.
         base_dir: the folder relative paths start from.
+        groups: the ``groups`` cell: ``COLUMN`` of the ground truth or ``FILE.csv:COLUMN`` (a table with
+            ``image_name``, relative to ``base_dir`` else to the CSV's folder). With it, ``frac``, ``n`` and
+            ``kfold`` keep every group on one side (:func:`timl.datasets.grouped_assignment`) and ``pre``/``list``
+            files that share a group are refused; an image without a value is its own group. Defaults to None.
 
     Returns:
         The Dataset.
 
     Raises:
-        DatasetError: a malformed split, bad CSV content, an image in two splits, an empty split or union files
-            with different class columns; every problem of the file(s) in one message.
+        DatasetError: a malformed split or groups cell, bad CSV content, an image (with ``groups``: a group) in
+            two splits, an empty split, union files with different class columns, or a groups column that does
+            not exist; every problem of the file(s) in one message.
         MissingFileError: a CSV file or image files that do not exist (the first 20 missing names and the count).
     """
     spec = parse_split(split)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    request = _Request(DatasetCell.parse(dataset), classcolumns, multi_label, int(seed), base)
+    request = _Request(DatasetCell.parse(dataset), classcolumns, multi_label, int(seed), base, parse_groups(groups))
     frames, class_names, files = SPLIT_STRATEGIES[spec.strategy](spec, request)
     entries = list(dict.fromkeys(files.values()))
     source = ";".join(_describe(entry) for entry in entries)
@@ -365,6 +437,13 @@ def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = 
     frames = _attach_paths(frames, folder, source, request.origins if img_dir is None else {})
     logger.info("Dataset %s (split %s): %s", source, spec.text,
                 {name: 0 if frame is None else len(frame) for name, frame in frames.items()})
-    return Dataset(class_names=tuple(class_names), multi_label=multi_label, train=frames["train"], dev=frames["dev"],
-                   test=frames["test"], img_dir=folder, source=source,
-                   files={split: entry for split, entry in files.items() if frames[split] is not None})
+    labels = {split: request.labels(frame) for split, frame in frames.items() if frame is not None}
+    dataset = Dataset(class_names=tuple(class_names), multi_label=multi_label, train=frames["train"],
+                      dev=frames["dev"], test=frames["test"], img_dir=folder, source=source,
+                      files={split: entry for split, entry in files.items() if frames[split] is not None},
+                      groups=labels if request.groups is not None else {},
+                      group_cell=request.groups.text if request.groups is not None else "")
+    if dataset.grouped:
+        logger.info("Dataset %s grouped by %s: %s groups, %d image(s) without a group value (each its own group)",
+                    source, dataset.group_cell, dataset.group_counts(), dataset.ungrouped_images())
+    return dataset

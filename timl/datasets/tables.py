@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMN = "image_name"
 
 
-def _select_class_columns(columns: list[str], classcolumns: str, problems: list[str]) -> tuple[str, ...]:
-    available = [column for column in columns if column != IMAGE_COLUMN]
+def _select_class_columns(columns: list[str], classcolumns: str, problems: list[str],
+                          group_column: str | None = None) -> tuple[str, ...]:
+    available = [column for column in columns if column not in (IMAGE_COLUMN, group_column)]
     if classcolumns.strip() == "default":
         selected = available
     else:
@@ -129,17 +130,20 @@ def class_columns(path: str | Path) -> tuple[str, ...]:
     return tuple(column for column in read_image_table(path).columns if column != IMAGE_COLUMN)
 
 
-def read_ground_truth(path: str | Path, classcolumns: str = "default",
-                      multi_label: bool = False) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def read_ground_truth(path: str | Path, classcolumns: str = "default", multi_label: bool = False, *,
+                      group_column: str | None = None) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Reads and checks one ground-truth CSV.
 
     Args:
         path: the CSV file (``image_name`` then one 0/1 column per class).
         classcolumns: ``default`` (every column but ``image_name``) or a ``;``-separated list of columns.
         multi_label: if False (default), every row must be one-hot over the class columns.
+        group_column: a column of image groups (the ``groups`` cell's ``COLUMN``): never a class column, and
+            kept (as text) after the class columns. Defaults to None.
 
     Returns:
-        A frame with ``image_name`` (str) and the class columns (0/1 ints), and the class names.
+        A frame with ``image_name`` (str) and the class columns (0/1 ints) (and ``group_column``), and the class
+        names.
 
     Raises:
         MissingFileError: the file does not exist.
@@ -152,14 +156,22 @@ def read_ground_truth(path: str | Path, classcolumns: str = "default",
     if IMAGE_COLUMN not in frame.columns:
         raise DatasetError(f"{path}: missing the {IMAGE_COLUMN!r} column (the first column must name the images). "
                            f"Received columns: {', '.join(frame.columns)}")
-    class_names = _select_class_columns(list(frame.columns), classcolumns, problems)
+    if group_column is not None and group_column not in frame.columns:
+        problems.append(f"no column {group_column!r} for the groups (the groups cell names a column of the ground "
+                        f"truth, or FILE.csv:COLUMN). Available columns: {', '.join(frame.columns)}. "
+                        f"Received: groups={group_column!r}")
+        group_column = None
+    class_names = _select_class_columns(list(frame.columns), classcolumns, problems, group_column)
     values = _check_values(frame, class_names, problems)
     _check_rows(frame, values, multi_label, problems)
     if len(frame) == 0:
         problems.append("the file has no data rows")
     if problems:
         raise DatasetError(f"{path}: " + "; ".join(problems))
-    result = pd.concat([frame[[IMAGE_COLUMN]].reset_index(drop=True), values.reset_index(drop=True)], axis=1)
+    kept = [frame[[IMAGE_COLUMN]].reset_index(drop=True), values.reset_index(drop=True)]
+    if group_column is not None:
+        kept.append(frame[[group_column]].reset_index(drop=True))
+    result = pd.concat(kept, axis=1)
     return result, class_names
 
 

@@ -33,5 +33,9 @@ TAG_REVIEW_IMAGES = "timl.review.images"
 TAG_DATASET_SOURCE_RUN = "timl.dataset.{split}.source_run"
 TAG_DATASET_SOURCE = "timl.dataset.{split}.source"
 TAG_DATASET_REVIEWERS = "timl.dataset.{split}.reviewers"
+#: A row whose split keeps groups of images whole (its ``groups`` cell): the value is the cell.
+TAG_SPLIT_GROUPED = "timl.split.grouped"
+#: An inspection whose test images share groups with the model's training images: how many test images do.
+TAG_INSPECT_SHARED_GROUPS = "timl.inspect.shared_groups"
 #: The file in a table's output folder that names the table's (parent) run.
 PARENT_MARKER = "parent_run_id.txt"

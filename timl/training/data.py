@@ -80,7 +80,7 @@ def load_data(plan: RowPlan, img_dir: str | Path | None = None) -> RowData:
     config = plan.config
     dataset = datasets.load_dataset(config.dataset, config.split, classcolumns=config.classcolumns,
                                     multi_label=plan.spec.multi_label, img_dir=img_dir, seed=config.seed,
-                                    base_dir=config.dataset_base_dir())
+                                    base_dir=config.dataset_base_dir(), groups=config.groups or None)
     preprocessing = images.Preprocessing(config.imgsize, config.resizefilter, config.colorspace)
     return RowData(dataset, preprocessing, images.get_augmentation(config.imgaug))
 
@@ -129,8 +129,19 @@ def log_inputs(plan: RowPlan, data: RowData) -> None:
                          "augmult": data.augmentation.multiplier, "dataset_source": data.dataset.source,
                          "img_dir": str(data.dataset.img_dir), "lr_used": config.lr or spec.lr,
                          "weights_used": spec.default_weights if config.weights == "default" else config.weights,
-                         "quality_metric": spec.quality_metric})
+                         "quality_metric": spec.quality_metric, **group_params(data.dataset)})
+    if data.dataset.grouped:
+        tracking.set_tags({tracking.TAG_SPLIT_GROUPED: data.dataset.group_cell})
     log_datasets(data)
+
+
+def group_params(dataset: Dataset) -> dict:
+    """The params of a grouped split: the number of groups of each split (``num_groups_train``, ...) and of
+    images without a group value (``num_ungrouped_images``, each its own group); empty when not grouped."""
+    if not dataset.grouped:
+        return {}
+    counts = {f"num_groups_{split}": count for split, count in dataset.group_counts().items()}
+    return {**counts, "num_ungrouped_images": dataset.ungrouped_images()}
 
 
 def log_datasets(data: RowData) -> None:
