@@ -41,10 +41,12 @@ KFOLD_DEV_FRACTION = 0.1
 # Split strategies
 
 
-def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int) -> None:
+def _check_not_empty(parts: dict[str, pd.DataFrame], spec: SplitSpec, source: str, total: int,
+                     groups: np.ndarray | None = None) -> None:
     empty = [name for name, frame in parts.items() if frame is not None and len(frame) == 0]
     if empty:
-        raise DatasetError(f"{source}: split {spec.text!r} on {total} rows leaves the {' and '.join(empty)} "
+        whole = f" in {len(set(groups))} whole groups" if groups is not None else ""
+        raise DatasetError(f"{source}: split {spec.text!r} on {total} rows{whole} leaves the {' and '.join(empty)} "
                            f"set(s) empty; use fewer dev/test rows, fewer folds or more data. Received: "
                            f"split={spec.text!r}")
 
@@ -65,6 +67,7 @@ def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec,
         share = count / len(frame)
         train, dev, test = _grouped_parts(frame, class_names, groups, (1 - 2 * share, share, share), seed)
         parts = {"train": train, "dev": dev, "test": test}
+        _check_not_empty(parts, spec, source, len(frame), groups)
     else:
         order = stratified_order(frame[list(class_names)].to_numpy(), seed)
         parts = {"train": _take(frame, order[2 * count:]), "dev": _take(frame, order[:count]),
@@ -82,7 +85,7 @@ def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, s
         train, dev = _grouped_parts(rest, class_names, groups[~in_test],
                                     (1 - KFOLD_DEV_FRACTION, KFOLD_DEV_FRACTION), seed + 1)
         parts = {"train": train, "dev": dev, "test": frame[in_test].reset_index(drop=True)}
-        _check_not_empty(parts, spec, source, len(frame))
+        _check_not_empty(parts, spec, source, len(frame), groups)
         return parts
     in_test = stratified_folds(frame[list(class_names)].to_numpy(), spec.folds, seed) == spec.fold
     rest = frame[~in_test].reset_index(drop=True)
