@@ -270,3 +270,33 @@ def test_an_isic_table_with_lesion_groups_trains(tracking_uri, tmp_path):
     results = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
     assert list(results.columns).index("groups") > list(results.columns).index("metadata"), "after the others"
     assert results["groups"].tolist() == ["meta.csv:lesion_id", "", ""], "a row failed before its params: no cells"
+
+
+# ------------------------------------------------------------------------------------------------ inspect
+
+
+def test_inspect_warns_when_test_images_share_groups_with_training(tracking_uri, tmp_path, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from timl import inspect as timl_inspect
+
+    names = [f"img{index}" for index in range(6)]
+    truth = pd.DataFrame({"image_name": names, "A": [1, 0, 1, 0, 1, 0], "B": [0, 1, 0, 1, 0, 1],
+                          "lesion": ["L0", "L1", "L2", "L2", "", "L9"]})
+    truth.to_csv(tmp_path / "test.csv", index=False)
+    pd.DataFrame({"image_name": names, "A": 0.7, "B": 0.3}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"image_name": ["t0", "t1", "t2"], "lesion": ["L2", "L0", "L5"]}).to_csv(tmp_path / "train.csv",
+                                                                                          index=False)
+    with caplog.at_level("WARNING"):
+        result = timl_inspect.inspect(tmp_path / "test.csv", tmp_path / "p.csv", out_dir=tmp_path / "r",
+                                      train_csv=tmp_path / "train.csv", groups="lesion")
+    assert "3 of the 6 test images share a group" in caplog.text and "'L2'" in caplog.text
+    assert result.summary["classes"] == ["A", "B"], "the group column is no class"
+    tags = MlflowClient().get_run(result.run_id).data.tags
+    assert tags["timl.inspect.shared_groups"] == "3"
+    truth.drop(columns=["lesion"]).to_csv(tmp_path / "plain.csv", index=False)
+    clean = timl_inspect.inspect(tmp_path / "plain.csv", tmp_path / "p.csv", out_dir=tmp_path / "r2",
+                                 train_csv=tmp_path / "train.csv", groups="train.csv:lesion")
+    assert "timl.inspect.shared_groups" not in MlflowClient().get_run(clean.run_id).data.tags
+    with pytest.raises(Exception, match="both --train-csv and --groups"):
+        timl_inspect.inspect(tmp_path / "plain.csv", tmp_path / "p.csv", out_dir=tmp_path / "r3", groups="lesion")

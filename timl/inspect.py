@@ -7,6 +7,11 @@ MLflow run. When the predictions' sidecar (``P.csv.json``, written by ``timl.pre
 inspection run is tagged ``timl.model_run_id`` and the same metrics are logged on the model's run as
 ``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``).
 
+Leakage: with ``--train-csv`` (the model's training images) and ``--groups`` (``COLUMN`` of both CSVs, or
+``FILE.csv:COLUMN``, e.g. the ISIC metadata's ``lesion_id``), test images that share a group with a training
+image are counted, warned about and tagged on the run (``timl.inspect.shared_groups``): their scores are inflated.
+The training images are given, not looked up: the model's run records its dataset's digest, not its image names.
+
 The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
 ``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.evaluation.write_report`); TIML's other files
 sit beside them.
@@ -193,9 +198,11 @@ def _clear_report(out_dir: Path) -> None:
                 path.unlink()
 
 
-def _load_inputs(test_csv: Path, predictions_csv: Path) -> dict[str, Any]:
-    """Reads, matches and validates both CSVs and the sidecar."""
+def _load_inputs(test_csv: Path, predictions_csv: Path, group_column: str | None = None) -> dict[str, Any]:
+    """Reads, matches and validates both CSVs and the sidecar (a ground-truth ``group_column`` is no class)."""
     truth = _read_table(test_csv, "test")
+    if group_column in truth.columns:
+        truth = truth.drop(columns=[group_column])
     predictions = _read_table(predictions_csv, "predictions")
     sidecar = read_sidecar(predictions_csv)
     classes = [str(column) for column in truth.columns]
@@ -210,18 +217,39 @@ def _load_inputs(test_csv: Path, predictions_csv: Path) -> dict[str, Any]:
             "sidecar": sidecar, "multi_label": _is_multi_label(sidecar, y_true)}
 
 
+def shared_groups_count(test_csv: Path, train_csv: Path, groups: str) -> int:
+    """How many test images share a group with a training image (warned about, naming up to 20 groups).
+
+    Raises:
+        MissingFileError, DatasetError: a CSV or groups table not found, or no such group column.
+    """
+    spec = datasets.parse_groups(groups)
+    frames = {"test": (test_csv, _read_table(test_csv, "test").reset_index()),
+              "train": (train_csv, _read_table(train_csv, "train").reset_index())}
+    labels = datasets.read_groups_of(spec, frames, Path.cwd())
+    trained = set(labels["train"])
+    leaked = [label for label in labels["test"] if label in trained]
+    if leaked:
+        shared = datasets.shared_groups({"train": labels["train"], "test": np.array(leaked, dtype=object)})
+        logger.warning("%d of the %d test images share a group (%s) with training images of %s; their scores are "
+                       "inflated: %s", len(leaked), len(labels["test"]), spec.text, train_csv,
+                       ", ".join(shared[:MAX_LISTED]))
+    return len(leaked)
+
+
 def dataset_name(test_csv: str | Path) -> str:
     """The ``<dataset>`` of the ``inspect_<dataset>/`` metric group: the test CSV's stem, sanitised for MLflow."""
     return metric_names.sanitize_metric_name(Path(test_csv).stem)
 
 
 def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
-                   params: dict[str, Any], model_run_id: str | None, dataset: str) -> str:
+                   params: dict[str, Any], model_run_id: str | None, dataset: str, tags: dict | None = None) -> str:
     """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
     known, logs the same metrics on it as ``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``). Returns the inspection's run id."""
     from timl import tracking
 
-    tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {})}
+    tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {}),
+            **(tags or {})}
     with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
         tracking.log_metrics(evaluation.split_metrics(summary, metric_names.TEST), run_id=run_id,
                              tracking_uri=tracking_uri)
@@ -238,7 +266,8 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
 
 def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str | Path | None = None,
             overwrite: bool = False, experiment: str = DEFAULT_EXPERIMENT, threshold: float = 0.5,
-            tracking_uri: str | None = None) -> InspectResult:
+            tracking_uri: str | None = None, train_csv: str | Path | None = None,
+            groups: str | None = None) -> InspectResult:
     """Scores a predictions CSV against a ground-truth CSV, writes the report and records an MLflow run.
 
     Args:
@@ -254,6 +283,11 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
         threshold: the decision threshold of multi-label predictions. Defaults to 0.5.
         tracking_uri: the MLflow tracking URI. Defaults to MLflow's own (``MLFLOW_TRACKING_URI``, else
             ``sqlite:///mlflow.db`` in the working directory).
+        train_csv: the model's training images (``image_name``), to check for leakage with ``groups``.
+            Defaults to None.
+        groups: ``COLUMN`` (of both CSVs; no class column) or ``FILE.csv:COLUMN`` (relative to the working
+            directory, else beside the test CSV): test images sharing a group with a training image are warned
+            about and counted in the tag ``timl.inspect.shared_groups``. Defaults to None.
 
     Returns:
         An :class:`InspectResult` with the report folder, the summary and the MLflow run id.
@@ -261,11 +295,16 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     Raises:
         MissingFileError: a CSV does not exist.
         DatasetError: unreadable CSVs, different class columns or images, values that are not 0/1 or numbers.
-        ConfigError: ``out_dir`` exists and ``overwrite`` is False.
+        ConfigError: ``out_dir`` exists and ``overwrite`` is False, or only one of ``train_csv`` and ``groups``.
     """
     test_csv, predictions_csv = Path(test_csv), Path(predictions_csv)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(test_csv, predictions_csv)
-    inputs = _load_inputs(test_csv, predictions_csv)
+    if (train_csv is None) != (groups is None):
+        raise ConfigError("The leakage check needs both --train-csv and --groups. "
+                          f"Received: train_csv={train_csv!r}, groups={groups!r}")
+    spec = datasets.parse_groups(groups) if groups else None
+    inputs = _load_inputs(test_csv, predictions_csv, spec.column if spec and not spec.file else None)
+    shared = shared_groups_count(test_csv, Path(train_csv), groups) if spec else None
     _check_out_dir(out_dir, overwrite)
     if out_dir.exists():
         _clear_report(out_dir)
@@ -277,9 +316,17 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
               "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri")}
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
-                            model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv))
+                            model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv),
+                            tags=_leakage_tags(shared))
     logger.info("Inspection of %s written to %s (MLflow run %s)", predictions_csv, out_dir, run_id)
     return InspectResult(out_dir=out_dir, summary=summary, run_id=run_id)
+
+
+def _leakage_tags(shared: int | None) -> dict:
+    """The tag of an inspection whose test images share groups with training images (none when none do)."""
+    from timl import tracking
+
+    return {tracking.TAG_INSPECT_SHARED_GROUPS: str(shared)} if shared else {}
 
 
 def _format_metric(value: float | None) -> str:
@@ -304,11 +351,14 @@ Example:
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Decision threshold of multi-label predictions.")
 @tracking_uri_option(help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
-def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri):
+@click.option("--train-csv", default=None, help="The model's training images (image_name), for the leakage check.")
+@click.option("--groups", default=None, help="Groups of images (COLUMN of both CSVs, or FILE.csv:COLUMN): warn when "
+                                             "test images share a group with --train-csv's images.")
+def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri, train_csv, groups):
     """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
     try:
         result = inspect(test_csv, predictions_csv, out_dir=out_dir, overwrite=overwrite, experiment=experiment,
-                         threshold=threshold, tracking_uri=tracking_uri)
+                         threshold=threshold, tracking_uri=tracking_uri, train_csv=train_csv, groups=groups)
     except (TimlError, FileNotFoundError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)

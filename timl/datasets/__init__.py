@@ -31,7 +31,7 @@ re-exported here.
 from timl.datasets._common import MAX_LISTED
 from timl.datasets.cell import LIST_SEPARATOR, UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
-from timl.datasets.groups import GROUPS_FORMS, GroupsSpec, parse_groups, shared_groups
+from timl.datasets.groups import GROUPS_FORMS, GroupsSpec, parse_groups, read_groups_of, shared_groups
 from timl.datasets.lookup import find_images, image_paths
 from timl.datasets.provenance import REVIEW_EXPORT_KIND, provenance_path, read_provenance, write_provenance
 from timl.datasets.split_spec import SPLIT_FORMS, SplitSpec, parse_split
@@ -69,6 +69,7 @@ __all__ = [
     "parse_split",
     "provenance_path",
     "read_ground_truth",
+    "read_groups_of",
     "read_image_names",
     "read_image_table",
     "read_metadata",

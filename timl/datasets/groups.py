@@ -133,3 +133,27 @@ def refuse_shared(labels_by_split: dict[str, np.ndarray], spec: GroupsSpec, sour
                            f"(python -m timl.split DATASET --groups {spec.text}), or use split frac, n or kfold, "
                            f"which keep groups whole. Received: groups={spec.text!r}")
 
+
+
+def read_groups_of(spec: GroupsSpec, frames: dict[str, tuple[Path, object]], base_dir: Path) -> dict[str, np.ndarray]:
+    """The group label of each image of several image tables (``{role: (table path, frame with image_name)}``):
+    from each frame's ``COLUMN``, or from the ``FILE.csv:COLUMN`` table (relative to ``base_dir``, else beside the
+    first table).
+
+    Raises:
+        MissingFileError, DatasetError: a groups table not found, without ``image_name`` or without the column;
+            a frame without the column.
+    """
+    if spec.file:
+        first = next(iter(frames.values()))[0]
+        table = read_group_table(spec, groups_file(spec, base_dir, Path(first).parent))
+    labels = {}
+    for role, (path, frame) in frames.items():
+        names = list(frame[IMAGE_COLUMN])
+        if not spec.file and spec.column not in frame.columns:
+            raise DatasetError(f"{path}: no column {spec.column!r} for the groups (the {role} CSV needs it, or give "
+                               f"FILE.csv:COLUMN). Available columns: {', '.join(map(str, frame.columns))}. "
+                               f"Received: groups={spec.text!r}")
+        values = list(frame[spec.column]) if not spec.file else [table.get(name, "") for name in names]
+        labels[role] = group_labels(names, values)
+    return labels
