@@ -382,3 +382,23 @@ def test_no_module_answers_several_questions():
     long = {f"{path.relative_to(REPO)}": lines for path in PACKAGE.rglob("*.py")
             if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines; split them by concern: {long}"
+
+
+def group_cell_splits(source: str) -> list[int]:
+    """Lines that split or partition a string on ``:`` when the string is named after groups: the ``groups`` cell
+    (``COLUMN`` or ``FILE.csv:COLUMN``) is parsed by :func:`timl.datasets.parse_groups` alone."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("split", "rsplit", "partition", "rpartition") and node.args
+                and isinstance(node.args[0], ast.Constant) and node.args[0].value == ":"
+                and "group" in ast.unparse(node.func.value).lower()):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_groups_cell_is_parsed_in_one_place():
+    assert group_cell_splits("groups.split(':')\nhost.split(':')\n") == [1], "the rule sees what it looks for"
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module != "timl.datasets.groups" for line in group_cell_splits(path.read_text())]
+    assert not offenders, f"the groups cell split outside timl/datasets/groups.py (use parse_groups): {offenders}"
