@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from timl import datasets, evaluation, metric_names, tables
-from timl.cli import command, tracking_uri_option
+from timl.cli import bootstrap_option, command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
+from timl.intervals import DEFAULT_RESAMPLES, Bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
 
 def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str | Path | None = None,
             overwrite: bool = False, experiment: str = DEFAULT_EXPERIMENT, threshold: float = 0.5,
-            tracking_uri: str | None = None) -> InspectResult:
+            tracking_uri: str | None = None, bootstrap: int = DEFAULT_RESAMPLES) -> InspectResult:
     """Scores a predictions CSV against a ground-truth CSV, writes the report and records an MLflow run.
 
     Args:
@@ -254,6 +255,8 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
         threshold: the decision threshold of multi-label predictions. Defaults to 0.5.
         tracking_uri: the MLflow tracking URI. Defaults to MLflow's own (``MLFLOW_TRACKING_URI``, else
             ``sqlite:///mlflow.db`` in the working directory).
+        bootstrap: resamples of the 95% bootstrap interval beside every summary score, in the summary files and
+            the run (``test/balanced_accuracy_ci_low``, ...); 0 computes none. Defaults to 2000.
 
     Returns:
         An :class:`InspectResult` with the report folder, the summary and the MLflow run id.
@@ -270,11 +273,13 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     if out_dir.exists():
         _clear_report(out_dir)
     summary = evaluation.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
-                                      inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold)
+                                      inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold,
+                                      bootstrap=Bootstrap(resamples=bootstrap))
     sidecar = inputs["sidecar"] or {}
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
-              "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri")}
+              "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri"),
+              "bootstrap": bootstrap}
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
                             model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv))
@@ -304,11 +309,12 @@ Example:
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Decision threshold of multi-label predictions.")
 @tracking_uri_option(help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]")
-def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri):
+@bootstrap_option
+def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri, bootstrap):
     """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
     try:
         result = inspect(test_csv, predictions_csv, out_dir=out_dir, overwrite=overwrite, experiment=experiment,
-                         threshold=threshold, tracking_uri=tracking_uri)
+                         threshold=threshold, tracking_uri=tracking_uri, bootstrap=bootstrap)
     except (TimlError, FileNotFoundError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
