@@ -111,6 +111,11 @@ SUMMARY_COLUMNS = {"val_accuracy": DEV_ACCURACY, "val_balanced_accuracy": DEV_BA
                    "test_accuracy": TEST_ACCURACY, "test_balanced_accuracy": TEST_BALANCED_ACCURACY,
                    "test_auc": TEST_AUC}
 
+#: The columns ``timl.results --ci`` adds after all others: the summary columns' interval bounds, column ->
+#: metric (``test_balanced_accuracy_ci_low`` shows ``test/balanced_accuracy_ci_low``).
+INTERVAL_COLUMNS = {interval_name(column, bound): interval_name(metric, bound)
+                    for column, metric in SUMMARY_COLUMNS.items() for bound in INTERVAL_BOUNDS}
+
 #: How runs of TIML before the grouped names called the results table's metrics (their tables still rebuild).
 LEGACY_METRICS = {TRAIN_SAMPLES: "trainsize", "dev/samples": "valsize", "test/samples": "testsize",
                   TRAIN_ACCURACY: "trainacc", TRAIN_SECONDS: "train_time",
