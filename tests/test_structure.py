@@ -354,7 +354,7 @@ def test_the_review_store_and_the_export_command_reach_no_web_layer():
 EXTRA_COMMAND_MODULES = ("timl.register", "timl.networking.__main__")
 
 #: Options every command shares, declared once in timl/cli.py.
-SHARED_OPTIONS = ('"--tracking-uri"', '"--cuda-gpu"')
+SHARED_OPTIONS = ('"--tracking-uri"', '"--cuda-gpu"', '"--bootstrap"')
 
 
 def test_every_command_speaks_the_one_cli_vocabulary():
@@ -402,3 +402,15 @@ def test_the_groups_cell_is_parsed_in_one_place():
     offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
                  if module != "timl.datasets.groups" for line in group_cell_splits(path.read_text())]
     assert not offenders, f"the groups cell split outside timl/datasets/groups.py (use parse_groups): {offenders}"
+
+
+def test_bootstrap_resampling_lives_in_timl_intervals_alone():
+    """One resampler for every interval (rows, inspect, cross-validation): ``timl.intervals`` draws the resamples
+    with a seeded numpy Generator and scores them with array operations, importing no scikit-learn (a
+    per-resample loop) and nothing of TIML but the metric vocabulary; no other module draws a resample."""
+    path = PACKAGE / "intervals.py"
+    imports = [name for name in _imports_of(path) if name.startswith(("timl", "sklearn"))]
+    assert imports == ["timl.metric_names"], imports
+    offenders = [module for module, other in _modules().items() if module != "timl.intervals"
+                 and "resample_counts(" in other.read_text() and "from timl.intervals" not in other.read_text()]
+    assert not offenders, offenders

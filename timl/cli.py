@@ -2,7 +2,8 @@
 
 Subcommands are imported only when called, so ``timl --help`` is instant. Every command is declared with
 :func:`command` (or :func:`group`), so each has ``-h``/``--help`` and its example as the epilog, and takes the
-options every command shares from here (:func:`tracking_uri_option`, :func:`cuda_gpu_option`).
+options every command shares from here (:func:`tracking_uri_option`, :func:`cuda_gpu_option`,
+:func:`bootstrap_option`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def group(epilog: str | None = None, **settings):
 def tracking_uri_option(help: str = TRACKING_URI_HELP):  # noqa: A002 (click's name)
     """``--tracking-uri``: the MLflow store a command reads or writes (None: MLflow's default)."""
     return click.option("--tracking-uri", default=None, help=help)
+
+
+def bootstrap_option(function):
+    """``--bootstrap N``: resamples of the 95% bootstrap interval beside every summary score (0: none)."""
+    from timl.intervals import DEFAULT_RESAMPLES
+
+    return click.option("--bootstrap", type=click.IntRange(min=0), default=DEFAULT_RESAMPLES, show_default=True,
+                        help="Resamples of the 95% bootstrap interval (seeded) logged beside every summary score "
+                        "as _ci_low and _ci_high; 0 logs no intervals.")(function)
 
 
 def cuda_gpu_option(function):

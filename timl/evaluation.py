@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from timl.errors import DatasetError
+from timl.intervals import Bootstrap, class_intervals, interval_metrics
 from timl.metric_names import (PER_CLASS_METRICS, SCALAR_METRICS, class_group, per_class_metric_name,
                                sanitize_metric_name, summary_group)
 
@@ -138,8 +139,8 @@ def _confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.nd
             "fp": (y_pred & ~y_true).sum(axis=0), "fn": (~y_pred & y_true).sum(axis=0)}
 
 
-def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = False,
-             threshold: float = 0.5) -> dict[str, Any]:
+def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = False, threshold: float = 0.5,
+             bootstrap: Bootstrap | None = None) -> dict[str, Any]:
     """Scores predicted probabilities against a 0/1 ground truth.
 
     Args:
@@ -149,6 +150,8 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
         multi_label: if True, a class is predicted when its probability is >= ``threshold`` and the summary
             adds ``exact_match`` and ``hamming_loss``; otherwise the argmax is the prediction. Defaults to False.
         threshold: the multi-label decision threshold. Defaults to 0.5.
+        bootstrap: add 95% intervals, their keys last (:meth:`timl.intervals.Bootstrap.summary_values`).
+            Defaults to None (none).
 
     Returns:
         A flat dict: ``samples``, ``classes``, ``class_prop``; per-class lists ``accuracy``, ``specificity``,
@@ -192,7 +195,7 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
         summary["threshold"] = float(threshold)
         summary["exact_match"] = global_accuracy
         summary["hamming_loss"] = float((y_pred != y_true).mean())
-    return summary
+    return {**summary, **(bootstrap.summary_values(y_true, y_pred, y_prob) if bootstrap else {})}
 
 
 def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str | None = None) -> dict[str, float]:
@@ -202,7 +205,7 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str
     summary names (``{prefix}balanced_accuracy``, ``{prefix}mean_f1``, ...); per-class values become
     ``{class_prefix}acc_<class>``, ``spec_``, ``sens_``, ``prec_``, ``f1_``, ``auc_``, ``ap_`` and ``prop_``.
     Class names are sanitised for MLflow (see :func:`timl.metric_names.sanitize_metric_name`); None values are
-    skipped.
+    skipped. A summary with intervals adds their bounds (:func:`timl.intervals.interval_metrics`).
 
     Args:
         summary: a dict returned by :func:`evaluate`.
@@ -225,7 +228,7 @@ def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str
         for class_name, value in zip(summary["classes"], summary.get(key) or ()):
             if value is not None:
                 metrics[per_class_metric_name(class_prefix, short, class_name)] = float(value)
-    return metrics
+    return {**metrics, **interval_metrics(summary, prefix, class_prefix)}
 
 
 def split_metrics(summary: dict[str, Any], split: str) -> dict[str, float]:
@@ -378,7 +381,8 @@ def write_summary(summary: dict[str, Any], csv_path: str | Path, json_path: str 
 
 
 def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
-                 multi_label: bool = False, threshold: float = 0.5, prefix: str = "") -> dict[str, Any]:
+                 multi_label: bool = False, threshold: float = 0.5, prefix: str = "",
+                 bootstrap: Bootstrap | None = None) -> dict[str, Any]:
     """Evaluates predictions and writes the report files into ``out_dir`` (created if missing).
 
     Files, each name starting with ``prefix``: ``summary.csv``, ``summary.json``, ``per_image_results.csv``
@@ -396,12 +400,13 @@ def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
         multi_label: see :func:`evaluate`. Defaults to False.
         threshold: the multi-label decision threshold. Defaults to 0.5.
         prefix: prepended to every file name, e.g. ``"dev-"``. Defaults to "".
+        bootstrap: the intervals of the summary and of the ROC plots' AUC (see :func:`evaluate`). Defaults to None.
 
     Returns:
         The summary dict of :func:`evaluate`.
     """
     report = start_report(out_dir, image_names, y_true, y_prob, class_names, multi_label=multi_label,
-                          threshold=threshold, prefix=prefix)
+                          threshold=threshold, prefix=prefix, bootstrap=bootstrap)
     report.finish()
     return report.summary
 
@@ -425,7 +430,7 @@ class Report:
 
 def start_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob, class_names: Sequence[str], *,
                  multi_label: bool = False, threshold: float = 0.5, prefix: str = "",
-                 worker=None) -> Report:
+                 worker=None, bootstrap: Bootstrap | None = None) -> Report:
     """:func:`write_report`, with the plots drawn by ``worker`` (a :class:`timl.workers.Worker`; default: here,
     when :meth:`Report.finish` is called). The metrics, the tables and the curves are computed here."""
     from timl import plots, workers
@@ -434,7 +439,7 @@ def start_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {"multi_label": multi_label, "threshold": threshold}
-    summary = evaluate(y_true, y_prob, class_names, **options)
+    summary = evaluate(y_true, y_prob, class_names, bootstrap=bootstrap, **options)
     files = [out_dir / f"{prefix}{name}" for name in ("summary.csv", "summary.json", "per_image_results.csv",
                                                        "confusion_matrix.csv")]
     write_summary(summary, files[0], files[1])
@@ -445,7 +450,8 @@ def start_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
     drawings = [
         worker.submit(plots.plot_confusion_matrix, table.to_numpy(), [str(name) for name in table.index],
                       out_dir / f"{prefix}confusion_matrix.png", column_names=[str(name) for name in table.columns]),
-        worker.submit(plots.draw_roc, plots.roc_curves(y_true, y_prob, class_names), out_dir, prefix=prefix),
+        worker.submit(plots.draw_roc, plots.roc_curves(y_true, y_prob, class_names, class_intervals(summary, "auc")),
+                      out_dir, prefix=prefix),
         worker.submit(plots.draw_precision_recall, plots.precision_recall_curves(y_true, y_prob, class_names),
                       out_dir / f"{prefix}precision_recall.png")]
     logger.info("Evaluated %d images; the report goes to %s", summary["samples"], out_dir)

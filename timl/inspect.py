@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 
 from timl import datasets, evaluation, metric_names, tables
-from timl.cli import command, tracking_uri_option
+from timl.cli import bootstrap_option, command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
+from timl.intervals import DEFAULT_RESAMPLES, Bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_ur
 def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str | Path | None = None,
             overwrite: bool = False, experiment: str = DEFAULT_EXPERIMENT, threshold: float = 0.5,
             tracking_uri: str | None = None, train_csv: str | Path | None = None,
-            groups: str | None = None) -> InspectResult:
+            groups: str | None = None, bootstrap: int = DEFAULT_RESAMPLES) -> InspectResult:
     """Scores a predictions CSV against a ground-truth CSV, writes the report and records an MLflow run.
 
     Args:
@@ -288,6 +289,8 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
         groups: ``COLUMN`` (of both CSVs; no class column) or ``FILE.csv:COLUMN`` (relative to the working
             directory, else beside the test CSV): test images sharing a group with a training image are warned
             about and counted in the tag ``timl.inspect.shared_groups``. Defaults to None.
+        bootstrap: resamples of the 95% bootstrap interval beside every summary score, in the summary files and
+            the run (``test/balanced_accuracy_ci_low``, ...); 0 computes none. Defaults to 2000.
 
     Returns:
         An :class:`InspectResult` with the report folder, the summary and the MLflow run id.
@@ -309,11 +312,13 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     if out_dir.exists():
         _clear_report(out_dir)
     summary = evaluation.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
-                                      inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold)
+                                      inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold,
+                                      bootstrap=Bootstrap(resamples=bootstrap))
     sidecar = inputs["sidecar"] or {}
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
-              "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri")}
+              "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri"),
+              "bootstrap": bootstrap}
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
                             model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv),
@@ -354,11 +359,14 @@ Example:
 @click.option("--train-csv", default=None, help="The model's training images (image_name), for the leakage check.")
 @click.option("--groups", default=None, help="Groups of images (COLUMN of both CSVs, or FILE.csv:COLUMN): warn when "
                                              "test images share a group with --train-csv's images.")
-def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri, train_csv, groups):
+@bootstrap_option
+def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri, train_csv, groups,
+        bootstrap):
     """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
     try:
         result = inspect(test_csv, predictions_csv, out_dir=out_dir, overwrite=overwrite, experiment=experiment,
-                         threshold=threshold, tracking_uri=tracking_uri, train_csv=train_csv, groups=groups)
+                         threshold=threshold, tracking_uri=tracking_uri, train_csv=train_csv, groups=groups,
+                         bootstrap=bootstrap)
     except (TimlError, FileNotFoundError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -44,6 +44,36 @@ SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_
                   "mean_f1": "mean_f1", "weighted_mean_f1": "weighted_mean_f1", "exact_match": "exact_match",
                   "hamming_loss": "hamming_loss", "samples": "samples"}
 
+#: The summary scalars (keys of :data:`SCALAR_METRICS`) and per-class lists (keys of :data:`PER_CLASS_METRICS`)
+#: that get a bootstrap confidence interval (:mod:`timl.intervals`): accuracy, balanced accuracy, mean AUC, mean F1;
+#: per class sensitivity, specificity, AUC.
+INTERVAL_SCALARS = ("global_accuracy", "balanced_accuracy", "mean_auc", "mean_f1")
+INTERVAL_PER_CLASS = ("sensitivity", "specificity", "auc")
+
+#: The bounds of an interval, as suffixes of the score they bound: ``test/balanced_accuracy_ci_low``,
+#: ``test_class/sens_MEL_ci_high``; the summary files' keys too (``balanced_accuracy_ci_low``).
+INTERVAL_BOUNDS = ("ci_low", "ci_high")
+
+#: The summary files' record of how the intervals were formed: resamples and seed.
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = "bootstrap_resamples", "bootstrap_seed"
+
+
+def interval_name(name: str, bound: str) -> str:
+    """A bound of the interval of score ``name``: ``interval_name("test/auc", "ci_low")`` is ``test/auc_ci_low``.
+
+    Raises:
+        ValueError: a bound other than :data:`INTERVAL_BOUNDS`.
+    """
+    if bound not in INTERVAL_BOUNDS:
+        raise ValueError(f"An interval bound is one of {', '.join(INTERVAL_BOUNDS)}. Received: bound={bound!r}")
+    return f"{name}_{bound}"
+
+
+def is_interval(name: str) -> bool:
+    """Whether a metric is a bound of an interval (``..._ci_low``, ``..._ci_high``)."""
+    return name.endswith(tuple(f"_{bound}" for bound in INTERVAL_BOUNDS))
+
+
 #: The train group's own scores (the dev and test groups hold their evaluation summaries).
 TRAIN_SAMPLES, TRAIN_SECONDS, TRAIN_BEST_EPOCH, TRAIN_ACCURACY = (
     "train/samples", "train/seconds", "train/best_epoch", "train/accuracy")
@@ -80,6 +110,11 @@ ORIGINAL_CLASS_COLUMNS = {"malprop": (TRAIN, "prop"), "valmalprop": (DEV, "prop"
 SUMMARY_COLUMNS = {"val_accuracy": DEV_ACCURACY, "val_balanced_accuracy": DEV_BALANCED_ACCURACY, "val_auc": DEV_AUC,
                    "test_accuracy": TEST_ACCURACY, "test_balanced_accuracy": TEST_BALANCED_ACCURACY,
                    "test_auc": TEST_AUC}
+
+#: The columns ``timl.results --ci`` adds after all others: the summary columns' interval bounds, column ->
+#: metric (``test_balanced_accuracy_ci_low`` shows ``test/balanced_accuracy_ci_low``).
+INTERVAL_COLUMNS = {interval_name(column, bound): interval_name(metric, bound)
+                    for column, metric in SUMMARY_COLUMNS.items() for bound in INTERVAL_BOUNDS}
 
 #: How runs of TIML before the grouped names called the results table's metrics (their tables still rebuild).
 LEGACY_METRICS = {TRAIN_SAMPLES: "trainsize", "dev/samples": "valsize", "test/samples": "testsize",
@@ -155,8 +190,9 @@ def rows_metric(status: str) -> str:
 
 def is_best_score(name: str) -> bool:
     """Whether a row's metric is one of the scores its table run copies when the row is the best: the dev and
-    test summaries, sizes excepted."""
-    return name.startswith((summary_group(DEV), summary_group(TEST))) and not name.endswith("/samples")
+    test summaries, sizes and interval bounds excepted."""
+    return (name.startswith((summary_group(DEV), summary_group(TEST))) and not name.endswith("/samples")
+            and not is_interval(name))
 
 
 def best_metric(name: str) -> str:

@@ -90,13 +90,21 @@ def roc_file_name(index: int, class_name: str, prefix: str = "") -> str:
 @dataclasses.dataclass
 class Curve:
     """One class's curve: ``x`` and ``y`` (false positive and true positive rates, or recall and precision)
-    and its summary ``score`` (the AUC, or the average precision)."""
+    and its summary ``score`` (the AUC, or the average precision), with its confidence ``interval`` (low, high)
+    when known."""
 
     index: int
     name: str
     x: np.ndarray
     y: np.ndarray
     score: float
+    interval: tuple | None = None
+
+    def label(self, score_name: str) -> str:
+        """The legend entry: ``MEL (AUC = 0.9100)``, with an interval ``MEL (AUC = 0.9100, 95% CI [0.8800, 0.9400])``."""
+        low, high = self.interval or (None, None)
+        interval = "" if low is None or high is None else f", 95% CI [{low:.4f}, {high:.4f}]"
+        return f"{self.name} ({score_name} = {self.score:.4f}{interval})"
 
 
 @dataclasses.dataclass
@@ -198,8 +206,10 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
     return draw_roc(roc_curves(y_true, y_prob, class_names), out_dir, prefix)
 
 
-def roc_curves(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str]) -> Curves:
-    """The one-vs-rest ROC curve and AUC of each class that is neither absent from ``y_true`` nor in every row."""
+def roc_curves(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str],
+               intervals: Sequence[tuple] | None = None) -> Curves:
+    """The one-vs-rest ROC curve and AUC of each class that is neither absent from ``y_true`` nor in every row;
+    ``intervals``, one (low, high) per class, are the AUCs' confidence intervals for the legends."""
     from sklearn.metrics import auc, roc_curve
 
     y_true = np.asarray(y_true).astype(bool)
@@ -212,7 +222,8 @@ def roc_curves(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str
             continue
         false_positive_rate, true_positive_rate, _ = roc_curve(truth, y_prob[:, index])
         result.curves.append(Curve(index, str(name), false_positive_rate, true_positive_rate,
-                                   float(auc(false_positive_rate, true_positive_rate))))
+                                   float(auc(false_positive_rate, true_positive_rate)),
+                                   intervals[index] if intervals else None))
     return result
 
 
@@ -229,7 +240,7 @@ def draw_roc(roc: Curves, out_dir: str | Path, prefix: str = "") -> list[Path]:
     pending = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="timl-png") as encoder:
         for curve in roc.curves:
-            label = f"{curve.name} (AUC = {curve.score:.4f})"
+            label = curve.label("AUC")
             path = out_dir / roc_file_name(curve.index, curve.name, prefix)
             pending.append(class_plot.save(curve.x, curve.y, label, f"ROC of class {curve.name}", path, encoder))
             combined_axes.plot(curve.x, curve.y, label=label)
@@ -320,7 +331,7 @@ def draw_precision_recall(curves: Curves, path: str | Path) -> Path:
     """Draws the curves of :func:`precision_recall_curves` into one PNG file; returns ``path`` as a Path."""
     figure, axes = _new_figure(7.0, 6.0)
     for curve in curves.curves:
-        axes.step(curve.x, curve.y, where="post", label=f"{curve.name} (AP = {curve.score:.4f})")
+        axes.step(curve.x, curve.y, where="post", label=curve.label("AP"))
     axes.set(title="Precision-recall, one class vs. the rest", xlabel="recall (sensitivity)",
              ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     axes.grid(alpha=0.3)

@@ -90,8 +90,9 @@ def _trainstart(run) -> str:
     return datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime(TRAINSTART_FORMAT)
 
 
-def result_row(run) -> dict:
-    """One results-table row from one row run."""
+def result_row(run, ci: bool = False) -> dict:
+    """One results-table row from one row run; with ``ci``, the interval columns too
+    (:data:`timl.metric_names.INTERVAL_COLUMNS`)."""
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     class_names = json.loads(params.get("class_names", "[]") or "[]")
     row = {column: params.get(column, "") for column in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS}
@@ -99,6 +100,8 @@ def result_row(run) -> dict:
         row[column] = _per_class(metrics, split, short, class_names)
     for column, metric in METRIC_COLUMNS.items():
         row[column] = METRIC_FORMATS.get(metric, _number)(_metric(metrics, metric))
+    for column, metric in (names.INTERVAL_COLUMNS.items() if ci else ()):
+        row[column] = _number(metrics.get(metric))
     row["augmult"] = params.get("augmult", "")
     row["trainstart"] = _trainstart(run)
     row["trainmodel"] = tags.get(tracking.TAG_TRAINMODEL, "")
@@ -120,11 +123,18 @@ def _keep_one_per_row(runs: list) -> list:
 
 
 def build_results_table(*, parent_run_id: str | None = None, experiment: str | None = None,
-                        tracking_uri: str | None = None) -> pd.DataFrame:
+                        tracking_uri: str | None = None, ci: bool = False) -> pd.DataFrame:
     """Builds the results table of one table run, or of every table run of an experiment.
 
+    Args:
+        parent_run_id: the table run. Give this or ``experiment``.
+        experiment: every table run of this experiment.
+        tracking_uri: the tracking store. Defaults to MLflow's.
+        ci: add the 95% intervals of the summary columns after all others
+            (:data:`timl.metric_names.INTERVAL_COLUMNS`). Defaults to False.
+
     Returns:
-        A DataFrame with ``RESULT_COLUMNS`` (index: the table row number).
+        A DataFrame with ``RESULT_COLUMNS`` (index: the table row number), then with ``ci`` the interval columns.
 
     Raises:
         ConfigError: neither or both of parent_run_id and experiment, or an unknown experiment.
@@ -141,17 +151,22 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
         if not parents:
             raise ConfigError(f"No TIML table runs in experiment {experiment!r} of this tracking store.")
         runs = [run for parent in reversed(parents) for run in tracking.child_runs(parent.info.run_id)]
-    rows = [result_row(run) for run in _keep_one_per_row(runs)]
-    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS) + ["row", "status"])
+    rows = [result_row(run, ci) for run in _keep_one_per_row(runs)]
+    frame = pd.DataFrame(rows, columns=_columns(ci) + ["row", "status"])
     frame = frame.sort_values("row", kind="stable").set_index("row")
     return frame
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Writes a results table as CSV (the ``RESULT_COLUMNS``, no index); atomically."""
+def _columns(ci: bool) -> list[str]:
+    return list(RESULT_COLUMNS) + (list(names.INTERVAL_COLUMNS) if ci else [])
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, ci: bool = False) -> Path:
+    """Writes a results table as CSV (the ``RESULT_COLUMNS``, with ``ci`` the interval columns after them, no
+    index); atomically."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    frame.reindex(columns=list(RESULT_COLUMNS)).to_csv(temporary, index=False)
+    frame.reindex(columns=_columns(ci)).to_csv(temporary, index=False)
     temporary.replace(path)
     return path
 
@@ -160,13 +175,15 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 @click.option("--experiment", help="Every table run of this MLflow experiment.")
 @click.option("--parent-run", "parent_run", help="One table run (its parent run id).")
 @click.option("-o", "--output", default="automation_result.csv", show_default=True, type=click.Path())
+@click.option("--ci", is_flag=True, help="Add the 95% interval of each summary column (..._ci_low, ..._ci_high) "
+              "after all other columns.")
 @tracking_uri_option()
-def cli(experiment, parent_run, output, tracking_uri):
+def cli(experiment, parent_run, output, ci, tracking_uri):
     """Rebuild the TIML results table from the MLflow tracking store."""
     with user_errors():
         tracking.configure(tracking_uri)
-        frame = build_results_table(parent_run_id=parent_run, experiment=experiment)
-        write_table(frame, output)
+        frame = build_results_table(parent_run_id=parent_run, experiment=experiment, ci=ci)
+        write_table(frame, output, ci)
     click.echo(f"Wrote {len(frame)} rows to {output}")
 
 

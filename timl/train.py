@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
+from timl.cli import (bootstrap_option, command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option,
+                      user_errors)
 from timl.metric_names import DEFAULT_SELECT_BY
 
 EXAMPLE = """\b
@@ -49,6 +50,7 @@ Examples:
               "reaches lets a retried row continue where it stopped.")
 @click.option("--system-metrics/--no-system-metrics", default=True, show_default=True,
               help="Log MLflow's system metrics (CPU, memory, GPU) to each row's run every 10 s.")
+@bootstrap_option
 @click.option("--list-methods", is_flag=True, help="List every training method and exit.")
 @click.option("-v", "--verbose", is_flag=True)
 def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):

@@ -16,6 +16,7 @@ from timl import metric_names as names
 from timl import workers
 from timl.datasets import IMAGE_COLUMN, Dataset
 from timl.evaluation import Report
+from timl.intervals import DEFAULT_RESAMPLES, Bootstrap
 from timl.training.data import RowData
 from timl.training.loop import Trained
 from timl.training.plan import RowPlan
@@ -36,7 +37,7 @@ class RowEvaluation:
 
 
 def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Path, *, skip_roc: bool,
-                     reports: workers.Worker) -> RowEvaluation:
+                     reports: workers.Worker, bootstrap: int = DEFAULT_RESAMPLES) -> RowEvaluation:
     """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their reports.
 
     Args:
@@ -46,6 +47,7 @@ def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Pa
         out_dir: where the reports' files go (``N-dev-...``, ``N-test-...``).
         skip_roc: write no ROC plots (nor any other report plot).
         reports: the process that draws the report plots.
+        bootstrap: resamples of each score's 95% interval (0: none).
 
     Returns:
         The classifier and the reports, their plots still being drawn.
@@ -61,12 +63,13 @@ def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Pa
             if probabilities is None:
                 probabilities = classifier.predict_arrays(data.arrays[split], plan.config.batchsize)
             started[split] = _report_split(reports, out_dir, f"{plan.config.row}-{split}-", data.dataset, split,
-                                           labels, probabilities, skip_roc)
+                                           labels, probabilities, skip_roc,
+                                           Bootstrap(resamples=bootstrap, groups=data.dataset.groups.get(split)))
     return RowEvaluation(classifier, started)
 
 
 def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset: Dataset, split: str, labels,
-                  probabilities, skip_roc: bool) -> Report:
+                  probabilities, skip_roc: bool, bootstrap: Bootstrap) -> Report:
     """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots
     (the plots drawn by the plot process)."""
     from timl import evaluation
@@ -74,10 +77,10 @@ def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset: 
     names = list(dataset.frame(split)[IMAGE_COLUMN])
     options = {"multi_label": dataset.multi_label}
     if skip_roc:
-        result = evaluation.evaluate(labels, probabilities, dataset.class_names, **options)
+        result = evaluation.evaluate(labels, probabilities, dataset.class_names, bootstrap=bootstrap, **options)
         path = out_dir / f"{prefix}per_image_results.csv"
         evaluation.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
             path, index=False)
         return evaluation.Report(result, [path], [])
     return evaluation.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
-                                   prefix=prefix, worker=reports, **options)
+                                   prefix=prefix, worker=reports, bootstrap=bootstrap, **options)

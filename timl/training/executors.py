@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 
 from timl import plots, tracking, workers
 from timl.config import RunConfig
+from timl.intervals import DEFAULT_RESAMPLES
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class TableContext:
         checkpoint_root: the folder of the rows' checkpoint folders (``<root>/N``; an absolute path: every node
             of a cluster must reach it for a retried task to continue where its worker died).
         system_metrics: log MLflow's system metrics (CPU, memory, GPU) to each row's run.
+        bootstrap: resamples of the dev and test scores' 95% intervals (0: none).
     """
 
     parent_run_id: str
@@ -45,6 +47,7 @@ class TableContext:
     skip_roc: bool = False
     checkpoint_root: Path | None = None
     system_metrics: bool = True
+    bootstrap: int = DEFAULT_RESAMPLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +141,8 @@ class LocalExecutor(Executor):
         try:
             with row_run:
                 headline = train_row(config, out_dir=table.out_dir, img_dir=table.img_dir, skip_roc=table.skip_roc,
-                                     reports=self.reports, checkpoint_dir=task.checkpoint_dir, gpus=self.gpus)
+                                     reports=self.reports, checkpoint_dir=task.checkpoint_dir, gpus=self.gpus,
+                                     bootstrap=table.bootstrap)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # a failed row never takes the table down

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from timl.errors import ConfigError
+from timl.intervals import DEFAULT_RESAMPLES
 from timl.metric_names import DEFAULT_SELECT_BY
 
 #: The executors ``--executor`` chooses from.
@@ -50,6 +51,8 @@ class TableOptions:
             (``out_dir/.backup/N``). On a cluster, a folder every node reaches lets a retried row continue.
         system_metrics: log MLflow's system metrics (CPU, memory, GPU, every 10 s) to each row's run. Defaults
             to True.
+        bootstrap: resamples of the 95% bootstrap interval of every dev and test summary score (0: none).
+            Defaults to 2000 (:data:`timl.intervals.DEFAULT_RESAMPLES`).
 
     Raises:
         ConfigError: an unknown executor, or a resource count out of range.
@@ -71,11 +74,16 @@ class TableOptions:
     row_retries: int = 2
     checkpoint_dir: str | Path | None = None
     system_metrics: bool = True
+    bootstrap: int = DEFAULT_RESAMPLES
 
     def __post_init__(self):
         for name in _OPTIONAL_FIELDS:
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
+        if str(self.bootstrap).isdigit():  # the MLproject passes its parameters as text
+            object.__setattr__(self, "bootstrap", int(self.bootstrap))
+        else:
+            raise ConfigError(f"bootstrap is a number of resamples, 0 or more. Received: bootstrap={self.bootstrap!r}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"Unknown executor. Expected one of {', '.join(EXECUTORS)}. "
                               f"Received: executor={self.executor!r}")

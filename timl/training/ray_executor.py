@@ -117,7 +117,7 @@ class RayExecutor(Executor):
                    "cwd": os.getcwd(),
                    "img_dir": str(Path(table.img_dir).resolve()) if table.img_dir else None,
                    "skip_roc": table.skip_roc, "checkpoint_dir": str(task.checkpoint_dir), "gpus": gpus,
-                   "system_metrics": table.system_metrics}
+                   "system_metrics": table.system_metrics, "bootstrap": table.bootstrap}
         # TensorFlow's op threads sized to the row's CPUs, not the node's (its inter-op pool stays: with one
         # thread there, the input pipeline and the model no longer overlap; measured 40 % slower on one CPU)
         env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -211,7 +211,8 @@ def train_on_worker(payload: dict) -> dict:
             try:
                 headline = train_row(config, out_dir=work, img_dir=payload["img_dir"], skip_roc=payload["skip_roc"],
                                      reports=_reports(payload["skip_roc"]),
-                                     checkpoint_dir=Path(payload["checkpoint_dir"]), gpus=payload["gpus"])
+                                     checkpoint_dir=Path(payload["checkpoint_dir"]), gpus=payload["gpus"],
+                                     bootstrap=payload["bootstrap"])
             except MissingFileError as error:
                 raise MissingFileError(f"on Ray worker {host}: {error}") from error
         return {"status": "FINISHED", "message": headline_message(headline), "node": node, "host": host}

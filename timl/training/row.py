@@ -23,6 +23,7 @@ from pathlib import Path
 
 from timl import workers
 from timl.config import RunConfig
+from timl.intervals import DEFAULT_RESAMPLES
 from timl.training.data import RowData, prepare_data
 from timl.training.loop import Trained, fit_images
 from timl.training.plan import RowPlan, resolve_row, resolve_weights
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = None, skip_roc: bool = False,
               reports: workers.Worker | None = None, checkpoint_dir: Path | None = None,
-              gpus: float | None = None) -> dict:
+              gpus: float | None = None, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
     """Trains one row inside the active MLflow run and logs everything; returns the headline metrics.
 
     Args:
@@ -44,6 +45,7 @@ def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = 
         checkpoint_dir: the row's checkpoint folder (default ``out_dir/.backup/N``); a row that finds a
             checkpoint there continues after its last finished epoch.
         gpus: the row's GPUs when its cell is empty (``--row-gpus``); 2 or more train under MirroredStrategy.
+        bootstrap: resamples of the dev and test scores' 95% intervals (``--bootstrap``; 0: none).
 
     Returns:
         The kept model's headline scores (:data:`timl.metric_names.HEADLINE`), by metric name:
@@ -60,7 +62,7 @@ def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = 
     data = prepare_data(plan, img_dir)
     trained = fit(plan, data)
     evaluation = evaluate.start_evaluation(plan, data, trained, Path(out_dir), skip_roc=skip_roc,
-                                           reports=reports or workers.Worker(enabled=False))
+                                           reports=reports or workers.Worker(enabled=False), bootstrap=bootstrap)
     metrics = record.record_row(plan, data, trained, evaluation, Path(out_dir))
     shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)  # recorded: nothing left to resume
     return metrics

@@ -101,7 +101,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
     progress = _Progress(parent_id, out_dir, len(selection), on_row, on_progress)
     checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
                    else out_dir.resolve() / ".backup")
-    table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics)
+    table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics,
+                         options.bootstrap)
     tasks = _row_tasks(configs, selection, table, done, progress.row_ended)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
