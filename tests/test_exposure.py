@@ -4,6 +4,7 @@ each is stopped by its pid."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -58,6 +60,19 @@ def _stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], env: dict, log: Path, port: int) -> Iterator[str]:
+    """Starts a server process on ``port`` (its output in ``log``), waits until it answers anything and yields its
+    loopback URL; stops it on leaving."""
+    server = _start(command, env, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_any_answer(f"{base}/health", server, log)
+        yield base
+    finally:
+        _stop(server)
 
 
 def _wait_for_any_answer(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -121,26 +136,16 @@ def test_flask_run_beyond_loopback_answers_every_route_503(tmp_path, form):
     is only known once requests arrive, so each one is answered 503 with the ways out, logged once."""
     config, port, log = _folder(tmp_path), free_port(), tmp_path / "server.log"
     env = _environment(config, **({"FLASK_APP": "timl.networking.__main__.py"} if form == "manual" else {}))
-    server = _start([sys.executable, *FLASK_APPS[form], "--host", "0.0.0.0", "--port", str(port)], env, log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving([sys.executable, *FLASK_APPS[form], "--host", "0.0.0.0", "--port", str(port)], env, log, port) as base:
         _assert_every_route_refused(base, log, f"0.0.0.0:{port}")
-    finally:
-        _stop(server)
 
 
 @pytest.mark.slow
 def test_flask_run_beyond_loopback_serves_with_timl_insecure(tmp_path):
     config, port, log = _folder(tmp_path), free_port(), tmp_path / "server.log"
     env = _environment(config, TIML_INSECURE="1")
-    server = _start([sys.executable, *FLASK_APPS["app"], "--host", "0.0.0.0", "--port", str(port)], env, log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving([sys.executable, *FLASK_APPS["app"], "--host", "0.0.0.0", "--port", str(port)], env, log, port) as base:
         _assert_serves(base)
-    finally:
-        _stop(server)
     assert "Refusing" not in log.read_text()
 
 
@@ -160,13 +165,8 @@ def test_networking_module_refuses_to_start_beyond_loopback(tmp_path):
 def test_networking_module_beyond_loopback_serves_with_insecure_or_tokens(tmp_path, way):
     config, port, log = _folder(tmp_path, tokens=way == "tokens"), free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "timl.networking", "--host", "0.0.0.0", "--port", str(port)]
-    server = _start(command + (["--insecure"] if way == "--insecure" else []), _environment(config), log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving(command + (["--insecure"] if way == "--insecure" else []), _environment(config), log, port) as base:
         _assert_serves(base, TOKEN if way == "tokens" else None)
-    finally:
-        _stop(server)
 
 
 @pytest.mark.slow
@@ -175,26 +175,16 @@ def test_gunicorn_without_its_configuration_answers_every_route_503(tmp_path):
     address at start, so the app answers each request 503."""
     config, port, log = _folder(tmp_path), free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "gunicorn", "serving.wsgi:app", "-b", f"0.0.0.0:{port}", "-w", "1"]
-    server = _start(command, _environment(config), log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving(command, _environment(config), log, port) as base:
         _assert_every_route_refused(base, log, f"0.0.0.0:{port}")
-    finally:
-        _stop(server)
 
 
 @pytest.mark.slow
 def test_gunicorn_without_its_configuration_serves_with_tokens(tmp_path):
     config, port, log = _folder(tmp_path, tokens=True), free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "gunicorn", "serving.wsgi:app", "-b", f"0.0.0.0:{port}", "-w", "1"]
-    server = _start(command, _environment(config), log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving(command, _environment(config), log, port) as base:
         _assert_serves(base, TOKEN)
-    finally:
-        _stop(server)
 
 
 @pytest.mark.slow
@@ -203,13 +193,8 @@ def test_timl_serve_beyond_loopback_with_insecure_serves(tmp_path):
     config, port, log = _folder(tmp_path), free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "timl.serve", "--config", str(config), "--bind", f"0.0.0.0:{port}",
                "--workers", "1", "--insecure"]
-    server = _start(command, _environment(config), log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving(command, _environment(config), log, port) as base:
         _assert_serves(base)
-    finally:
-        _stop(server)
 
 
 def test_the_bound_address_of_gunicorn_and_werkzeug_environs():
@@ -340,10 +325,7 @@ def test_a_real_server_refuses_a_forged_host_and_origin(tmp_path):
     config, port, log = _folder(tmp_path), free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "timl.serve", "--config", str(config), "--bind", f"127.0.0.1:{port}",
                "--workers", "1"]
-    server = _start(command, _environment(config), log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_any_answer(f"{base}/health", server, log)
+    with _serving(command, _environment(config), log, port) as base:
         forged = requests.get(f"{base}/api/evaluate/answers.csv", headers={"Host": "evil.example"}, timeout=30)
         assert forged.status_code == 400 and "Host='evil.example'" in forged.json()["error"]
         image = requests.get(f"{base}/api/evaluate/images/a.png", headers={"Host": f"evil.example:{port}"}, timeout=30)
@@ -353,8 +335,6 @@ def test_a_real_server_refuses_a_forged_host_and_origin(tmp_path):
         same = _call(base, "POST", "/api/evaluate/answers", headers={"Origin": base})
         assert same.status_code == 201
         assert requests.get(f"{base}/api/evaluate/images/a.png", timeout=30).status_code == 200
-    finally:
-        _stop(server)
 
 
 #: In the page: read the answers and post one as the page's own origin; the two statuses.
