@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +129,21 @@ def logged_model_folder(store: Path, run_id: str) -> Path:
 
     model_id = mlflow.get_run(run_id).outputs.model_outputs[0].model_id
     return next(store.glob(f"mlruns/*/models/{model_id}/artifacts"))
+
+
+@contextlib.contextmanager
+def serving_in_thread(app):
+    """A real HTTP server for the WSGI ``app`` on a free loopback port, in a background thread; yields its URL and
+    shuts it down on leaving."""
+    from werkzeug.serving import make_server
+
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}"
+    finally:
+        http.shutdown()
 
 
 def free_port() -> int:

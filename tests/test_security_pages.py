@@ -4,7 +4,6 @@ loopback server plays the other host and records every request it receives."""
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import shutil
 import threading
@@ -12,7 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from helpers import chromium, encoded, tiny_classifier, wait_until
+from helpers import chromium, encoded, serving_in_thread, tiny_classifier, wait_until
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,
@@ -63,8 +62,6 @@ def other_host():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from werkzeug.serving import make_server
-
     from timl.serving import create_app
 
     folder = tmp_path_factory.mktemp("pages")
@@ -73,13 +70,8 @@ def server(tmp_path_factory):
     (folder / "upload.png").write_bytes(encoded(size=(64, 48)))
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder / "review"),
                       "EVALUATION_DB": str(folder / "answers.db")}, classifier=tiny_classifier())
-    http_server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{http_server.server_port}", "folder": folder}
-    finally:
-        http_server.shutdown()
+    with serving_in_thread(app) as url:
+        yield {"url": url, "folder": folder}
 
 
 @pytest.fixture(scope="module")

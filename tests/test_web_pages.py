@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import chromium, encoded, tiny_classifier, wait_until
+from helpers import chromium, encoded, serving_in_thread, tiny_classifier, wait_until
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,
@@ -32,22 +30,8 @@ def server(tmp_path_factory):
     (folder / "broken.png").write_bytes(b"not an image at all")
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(folder / "review"),
                       "EVALUATION_DB": str(folder / "answers.db")}, classifier=tiny_classifier())
-    with _serving(app) as url:
+    with serving_in_thread(app) as url:
         yield {"url": url, "folder": folder}
-
-
-@contextlib.contextmanager
-def _serving(app):
-    """A real HTTP server for ``app`` on a free port, in a background thread."""
-    from werkzeug.serving import make_server
-
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +102,7 @@ def test_pages_follow_a_configured_rest_prefix(browser, server):
 
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "/v2/timl",
                       "STATIC_PAGES_URL_PREFIX": "/pages"}, classifier=tiny_classifier())
-    with _serving(app) as url:
+    with serving_in_thread(app) as url:
         browser.get(f"{url}/pages/classify.html?rest=/v2/timl")
         _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#method option")) == 5)
         browser.find_element(By.ID, "file").send_keys(str(server["folder"] / "upload.png"))
@@ -137,7 +121,7 @@ def test_pages_know_the_manuals_rest_prefix_without_a_query(browser, server, tmp
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "REST_API_URL_PREFIX": "rest",
                       "STATIC_PAGES_URL_PREFIX": "web", "STATIC_PAGES_DIR": str(tmp_path / "html")},
                      classifier=tiny_classifier())
-    with _serving(app) as url:
+    with serving_in_thread(app) as url:
         _classify_and_explain(browser, {"url": url, "folder": server["folder"]}, "classify.html", tmp_path, "/web")
         assert browser.execute_script("return TIML.rest;") == "/rest"
         browser.find_element(By.LINK_TEXT, "Evaluate").click()
@@ -163,7 +147,7 @@ def test_pages_ask_for_the_api_token_and_answers_record_its_user(browser, tmp_pa
     app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
                       "EVALUATION_DB": str(tmp_path / "answers.db"), "API_TOKENS_FILE": str(tmp_path / "tokens.json")},
                      classifier=tiny_classifier())
-    with _serving(app) as url:
+    with serving_in_thread(app) as url:
         browser.get(f"{url}/static/evaluate.html")
         for typed in ("a-wrong-token-0123456789", token):  # the wrong one is refused (401), then asked again
             prompt = wait_until(browser, expected_conditions.alert_is_present(), timeout=60)
@@ -316,7 +300,7 @@ def test_two_reviewers_resume_go_back_skip_and_change_answers(browser, tmp_path)
             Select(browser.find_element(By.ID, "label")).select_by_value(label)
         browser.find_element(By.ID, "submit").click()
 
-    with _serving(app) as url:
+    with serving_in_thread(app) as url:
         browser.get(f"{url}/static/evaluate.html")
         browser.execute_script("localStorage.clear();")
         browser.get(f"{url}/static/evaluate.html")
