@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from timl import evaluation
+from timl import evaluation, reports
 from timl.errors import DatasetError
 
 CLASSES = ["MEL", "NV", "BCC"]
@@ -78,7 +78,7 @@ def test_matches_scikit_learn_on_random_predictions(seed):
     assert summary["precision"] == pytest.approx(precision)
     assert summary["sensitivity"] == pytest.approx(recall)
     assert summary["f1"] == pytest.approx(f1)
-    table = evaluation.confusion_table(y_true, y_prob, names)
+    table = reports.confusion_table(y_true, y_prob, names)
     expected = skm.confusion_matrix(true_labels, predicted_labels, labels=range(len(names)))
     np.testing.assert_array_equal(table.to_numpy(), expected)
     assert list(table.index) == names and list(table.columns) == names
@@ -107,7 +107,7 @@ def test_ties_take_the_first_class_and_count_half_in_auc():
     assert summary["global_accuracy"] == 0.5
     assert summary["sensitivity"] == [1.0, 0.0]
     assert summary["auc"] == [0.5, 0.5]
-    results = evaluation.per_image_results(["x", "y"], y_true, y_prob, ["a", "b"])
+    results = reports.per_image_results(["x", "y"], y_true, y_prob, ["a", "b"])
     assert list(results["inference"]) == ["[1,0]", "[1,0]"] and list(results["class_inference"]) == [0, 0]
 
 
@@ -146,7 +146,7 @@ def test_multi_label_matches_scikit_learn():
     assert summary["exact_match"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert summary["hamming_loss"] == pytest.approx(skm.hamming_loss(y_true, y_pred))
     assert summary["auc"] == pytest.approx(list(skm.roc_auc_score(y_true, y_prob, average=None)))
-    table = evaluation.confusion_table(y_true, y_prob, list("abcde"), multi_label=True, threshold=0.4)
+    table = reports.confusion_table(y_true, y_prob, list("abcde"), multi_label=True, threshold=0.4)
     expected = skm.multilabel_confusion_matrix(y_true, y_pred).reshape(5, 4)  # tn, fp, fn, tp
     np.testing.assert_array_equal(table[["TN", "FP", "FN", "TP"]].to_numpy(), expected)
 
@@ -181,16 +181,16 @@ def test_summary_metrics_names_and_sanitising():
 def test_per_image_results_keep_the_original_columns_and_contents():
     """The original TIML's per_image_results.csv: one-hot ground truth and inference, class indices, the
     probabilities as a 3-decimal array; TIML's class names follow in new columns."""
-    results = evaluation.per_image_results([f"img{i}" for i in range(6)], HAND_TRUE, HAND_PROB, CLASSES)
-    assert list(results.columns) == list(evaluation.PER_IMAGE_COLUMNS + evaluation.PER_IMAGE_EXTRA_COLUMNS)
-    assert evaluation.PER_IMAGE_COLUMNS == ("image", "groundtruth", "class_groundtruth", "pdist", "inference",
+    results = reports.per_image_results([f"img{i}" for i in range(6)], HAND_TRUE, HAND_PROB, CLASSES)
+    assert list(results.columns) == list(reports.PER_IMAGE_COLUMNS + reports.PER_IMAGE_EXTRA_COLUMNS)
+    assert reports.PER_IMAGE_COLUMNS == ("image", "groundtruth", "class_groundtruth", "pdist", "inference",
                                             "class_inference", "correct")
     second = results.iloc[1]
     assert (second["image"], second["groundtruth"], second["class_groundtruth"]) == ("img1", "[1,0,0]", 0)
     assert (second["pdist"], second["inference"], second["class_inference"]) == ("[0.400,0.500,0.100]", "[0,1,0]", 1)
     assert (second["name_groundtruth"], second["name_inference"]) == ("MEL", "NV")
     assert list(results["correct"]) == [True, False, True, True, True, False]
-    multi = evaluation.per_image_results(["a", "b"], [[1, 0, 1], [0, 0, 0]], [[0.9, 0.1, 0.6], [0.1, 0.2, 0.3]],
+    multi = reports.per_image_results(["a", "b"], [[1, 0, 1], [0, 0, 0]], [[0.9, 0.1, 0.6], [0.1, 0.2, 0.3]],
                                          CLASSES, multi_label=True)
     assert list(multi["groundtruth"]) == ["[1,0,1]", "[0,0,0]"] and list(multi["inference"]) == ["[1,0,1]", "[0,0,0]"]
     assert list(multi["class_groundtruth"]) == ["0;2", ""] and list(multi["name_inference"]) == ["MEL;BCC", ""]
@@ -205,7 +205,7 @@ def test_format_class_values_is_the_original_array_format():
 
 def test_write_report_files_with_prefix_and_absent_class(tmp_path):
     y_true, y_prob, names = random_case(5, samples=30, classes=3, absent=1)
-    summary = evaluation.write_report(tmp_path / "report", [f"i{k}" for k in range(30)], y_true, y_prob, names,
+    summary = reports.write_report(tmp_path / "report", [f"i{k}" for k in range(30)], y_true, y_prob, names,
                                       prefix="dev-")
     out = tmp_path / "report"
     expected = {"dev-summary.csv", "dev-summary.json", "dev-per_image_results.csv", "dev-ROC-0000-c0.png",
@@ -229,10 +229,10 @@ def test_summary_files_keep_the_original_keys_order_and_types(tmp_path):
     """summary.csv / summary.json as the original TIML's inspect wrote them: its keys first, in its order, per-class
     values as '[0.500,...]' strings, scalars as numbers; TIML's own keys after them."""
     summary = evaluation.evaluate(HAND_TRUE, HAND_PROB, CLASSES)
-    evaluation.write_summary(summary, tmp_path / "summary.csv", tmp_path / "summary.json")
+    reports.write_summary(summary, tmp_path / "summary.csv", tmp_path / "summary.json")
     loaded = json.loads((tmp_path / "summary.json").read_text())
     keys = list(loaded)
-    assert keys[:len(evaluation.ORIGINAL_SUMMARY_KEYS)] == list(evaluation.ORIGINAL_SUMMARY_KEYS)
+    assert keys[:len(reports.ORIGINAL_SUMMARY_KEYS)] == list(reports.ORIGINAL_SUMMARY_KEYS)
     assert {"precision", "average_precision", "balanced_accuracy", "mean_auc", "multi_label"} <= set(keys)
     assert loaded["samples"] == 6 and loaded["classes"] == "MEL;NV;BCC"
     assert loaded["accuracy"] == "[0.667,0.833,0.833]" and loaded["auc"] == "[0.875,1.000,1.000]"
@@ -244,6 +244,6 @@ def test_summary_files_keep_the_original_keys_order_and_types(tmp_path):
     assert frame.iloc[0]["class_prop"] == "[0.333,0.333,0.333]" and frame.iloc[0]["samples"] == "6"
     assert float(frame.iloc[0]["weighted_mean_f1"]) == pytest.approx(summary["weighted_mean_f1"])
     undefined = evaluation.evaluate([[0, 1, 0]], [[0.2, 0.7, 0.1]], CLASSES)
-    evaluation.write_summary(undefined, tmp_path / "u.csv", tmp_path / "u.json")
+    reports.write_summary(undefined, tmp_path / "u.csv", tmp_path / "u.json")
     assert json.loads((tmp_path / "u.json").read_text())["mean_auc"] is None
     assert pd.read_csv(tmp_path / "u.csv", dtype=str, keep_default_na=False).iloc[0]["mean_auc"] == ""

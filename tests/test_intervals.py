@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from timl import evaluation, intervals
+from timl import evaluation, intervals, reports
 from timl import metric_names as names
 from timl.intervals import Bootstrap
 
@@ -137,10 +137,10 @@ def test_interval_metrics_sit_beside_their_scores():
 
 def test_summary_files_keep_the_original_keys_first(tmp_path):
     y_true, y_prob = single_label_case()
-    evaluation.write_report(tmp_path, [str(index) for index in range(len(y_true))], y_true, y_prob, CLASSES,
+    reports.write_report(tmp_path, [str(index) for index in range(len(y_true))], y_true, y_prob, CLASSES,
                             bootstrap=Bootstrap(resamples=100))
     saved = json.loads((tmp_path / "summary.json").read_text())
-    plain = evaluation.summary_file_values(evaluation.evaluate(y_true, y_prob, CLASSES))
+    plain = reports.summary_file_values(evaluation.evaluate(y_true, y_prob, CLASSES))
     assert list(saved)[:len(plain)] == list(plain)
     added = list(saved)[len(plain):]
     assert "balanced_accuracy_ci_low" in added and added[-2:] == [names.BOOTSTRAP_RESAMPLES, names.BOOTSTRAP_SEED]

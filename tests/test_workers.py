@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from helpers import REPO, small_cnn_row, write_table
-from timl import evaluation, plots, workers
+from timl import plots, reports, workers
 
 
 def test_jobs_run_in_another_process():
@@ -37,9 +37,9 @@ def test_reports_drawn_by_the_worker_match_those_drawn_here(tmp_path):
     y_true = np.eye(3)[rng.integers(0, 3, 40)]
     y_prob = rng.random((40, 3))
     names = ["i%d" % k for k in range(40)]
-    here = evaluation.start_report(tmp_path / "here", names, y_true, y_prob, ["A", "B", "C"])
+    here = reports.start_report(tmp_path / "here", names, y_true, y_prob, ["A", "B", "C"])
     with workers.Worker(("timl.plots",)) as worker:
-        there = evaluation.start_report(tmp_path / "there", names, y_true, y_prob, ["A", "B", "C"], worker=worker)
+        there = reports.start_report(tmp_path / "there", names, y_true, y_prob, ["A", "B", "C"], worker=worker)
         files_there = there.finish()
     files_here = here.finish()
     assert [path.name for path in files_here] == [path.name for path in files_there]

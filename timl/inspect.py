@@ -13,7 +13,7 @@ image are counted, warned about and tagged on the run (``timl.inspect.shared_gro
 The training images are given, not looked up: the model's run records its dataset's digest, not its image names.
 
 The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
-``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.evaluation.write_report`); TIML's other files
+``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.reports.write_report`); TIML's other files
 sit beside them.
 
 File formats:
@@ -36,7 +36,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl import datasets, evaluation, metric_names, tables
+from timl import datasets, evaluation, metric_names, reports, tables
 from timl.cli import bootstrap_option, command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
@@ -311,7 +311,7 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     _check_out_dir(out_dir, overwrite)
     if out_dir.exists():
         _clear_report(out_dir)
-    summary = evaluation.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
+    summary = reports.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
                                       inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold,
                                       bootstrap=Bootstrap(resamples=bootstrap))
     sidecar = inputs["sidecar"] or {}

@@ -3,7 +3,7 @@ test sets and their reports start.
 
 A report's summary, per-image results and curves are computed here; its plots are drawn by the plot process
 (:mod:`timl.workers`) while the row records its model (:mod:`timl.training.record`), which then waits for them
-(:meth:`timl.evaluation.Report.finish`).
+(:meth:`timl.reports.Report.finish`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from timl import metric_names as names
 from timl import workers
 from timl.datasets import IMAGE_COLUMN, Dataset
-from timl.evaluation import Report
+from timl.reports import Report
 from timl.intervals import DEFAULT_RESAMPLES, Bootstrap
 from timl.training.data import RowData
 from timl.training.loop import Trained
@@ -68,19 +68,19 @@ def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Pa
     return RowEvaluation(classifier, started)
 
 
-def _report_split(reports: workers.Worker, out_dir: Path, prefix: str, dataset: Dataset, split: str, labels,
+def _report_split(plot_worker: workers.Worker, out_dir: Path, prefix: str, dataset: Dataset, split: str, labels,
                   probabilities, skip_roc: bool, bootstrap: Bootstrap) -> Report:
     """Evaluates one split with the inspect code: summary, per-image results, confusion matrix, ROC plots
     (the plots drawn by the plot process)."""
-    from timl import evaluation
+    from timl import evaluation, reports
 
     names = list(dataset.frame(split)[IMAGE_COLUMN])
     options = {"multi_label": dataset.multi_label}
     if skip_roc:
         result = evaluation.evaluate(labels, probabilities, dataset.class_names, bootstrap=bootstrap, **options)
         path = out_dir / f"{prefix}per_image_results.csv"
-        evaluation.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
+        reports.per_image_results(names, labels, probabilities, dataset.class_names, **options).to_csv(
             path, index=False)
-        return evaluation.Report(result, [path], [])
-    return evaluation.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
-                                   prefix=prefix, worker=reports, bootstrap=bootstrap, **options)
+        return reports.Report(result, [path], [])
+    return reports.start_report(out_dir, names, labels, probabilities, list(dataset.class_names),
+                                prefix=prefix, worker=plot_worker, bootstrap=bootstrap, **options)
