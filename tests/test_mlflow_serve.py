@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_cnn_row, train_in_own_store
+from helpers import small_cnn_row, train_in_own_store, write_table
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,26 @@ def test_register_command(registered):
     assert "models:/digits-first/1" in result.output
     result = CliRunner().invoke(cli, ["--run-id", "0" * 32, "--name", "x", "--tracking-uri", registered["uri"]])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_train_moves_the_champion_only_when_its_gates_hold(registered, mini_digits, tmp_path):
+    """A second table trained into the same store with --register and a gate its best row cannot pass: the row is
+    registered without the alias, the champion stays, and the command says which gate failed with both values."""
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from timl.train import cli
+
+    client = MlflowClient(tracking_uri=registered["uri"])
+    before = client.get_model_version_by_alias("digits", "champion")
+    table = write_table(tmp_path / "again.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=0)])
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--out-dir", str(tmp_path / "out"), "--skip-roc",
+                                      "--tracking-uri", registered["uri"], "--experiment", "registry",
+                                      "--register", "digits", "--gate", "test/balanced_accuracy >= champion + 1"])
+    assert result.exit_code == 1, result.output
+    assert "without the alias 'champion': models:/digits@champion stays at version" in result.output
+    assert "gate failed: test/balanced_accuracy >= champion + 1: candidate" in result.output
+    assert client.get_model_version_by_alias("digits", "champion").version == before.version
 
 
 def test_load_registered_model_in_a_fresh_process(registered, mini_digits):

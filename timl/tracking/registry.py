@@ -128,6 +128,18 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
     return str(version.version)
 
 
+def alias_version(name: str, alias: str):
+    """The ModelVersion of registered model ``name`` that ``alias`` points at; None when the model or the alias does
+    not exist (yet)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
 def model_card_facts(model_uri: str, run_id: str | None = None) -> dict:
     """What a person should see of an MLflow model (its card): ``name``, ``version``, ``date`` (ISO day) and ``run_id``.
 
