@@ -75,6 +75,59 @@ def test_train_moves_the_champion_only_when_its_gates_hold(registered, mini_digi
     assert client.get_model_version_by_alias("digits", "champion").version == before.version
 
 
+def test_every_registered_version_has_a_model_card(registered):
+    """The card of the registered digits model: use, classes, data with digests and counts, test scores with
+    intervals, what was not evaluated, software and the pinned sha256; the same card as Markdown."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from timl import tracking
+
+    client = MlflowClient(tracking_uri=registered["uri"])
+    version = client.get_model_version_by_alias("digits", "champion")
+    run = client.get_run(version.run_id)
+    files = tracking.version_files(f"models:/digits/{version.version}", tracking.TAG_MODEL_CARD)
+    card, markdown = json.loads(files["model_card.json"]), files["model_card.md"]
+    assert card["model"] == {"name": "digits", "version": version.version, "run_id": run.info.run_id,
+                             "method": "SmallCNN", "registered": card["model"]["registered"],
+                             "model_sha256": version.tags[tracking.TAG_MODEL_SHA256]}
+    assert "supports and does not make a diagnosis" in card["intended_use"]
+    assert card["classes"] == json.loads(run.data.params["class_names"]) and not card["multi_label"]
+    digests = {item.dataset.digest for item in run.inputs.dataset_inputs}
+    assert {item["digest"] for item in card["training_data"]["datasets"]} == digests and len(digests) == 3
+    assert {item["context"] for item in card["training_data"]["datasets"]} == {"training", "validation", "testing"}
+    test_counts = card["training_data"]["class_counts"]["test"]
+    assert test_counts["images"] == run.data.metrics["test/samples"]
+    assert sum(test_counts[name] for name in card["classes"]) == test_counts["images"]
+    score = card["test_scores"]["balanced_accuracy"]
+    assert score["value"] == run.data.metrics["test/balanced_accuracy"]
+    assert score["ci_low"] <= score["value"] <= score["ci_high"]
+    assert "ci_low" in card["test_scores_per_class"][f"sens_{card['classes'][0]}"]
+    assert card["calibration"] == {} and card["subgroups"] == {}
+    assert any(item.startswith("calibration") for item in card["not_evaluated"])
+    assert any(item.startswith("results by patient subgroup") for item in card["not_evaluated"])
+    assert {"timl", "keras", "mlflow", "python"} <= set(card["software"])
+    assert markdown.startswith(f"# Model card: digits v{version.version}")
+    for section in ("## Intended use", "## Training data", "## Test scores", "## Not evaluated", "## Software"):
+        assert section in markdown
+    assert f"| balanced_accuracy | {score['value']:.4g} | {score['ci_low']:.3f} to {score['ci_high']:.3f} |" in markdown
+
+
+def test_the_server_answers_the_model_card(registered):
+    """GET <rest>/model_card of a server serving models:/digits@champion: the card as JSON and as Markdown."""
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": "models:/digits@champion"}).test_client()
+    card = client.get("/api/model_card").get_json()
+    assert card["model"]["name"] == "digits" and "supports and does not make a diagnosis" in card["intended_use"]
+    info = client.get("/api/info").get_json()["model_info"]
+    assert card["model"]["version"] == info["version"]
+    answer = client.get("/api/model_card?format=md")
+    assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    assert answer.get_data(as_text=True).startswith(f"# Model card: digits v{info['version']}")
+
+
 def test_load_registered_model_in_a_fresh_process(registered, mini_digits):
     image = sorted((mini_digits / "images").glob("*.png"))[0]
     code = ("import base64, sys, mlflow, pandas as pd\n"

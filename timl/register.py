@@ -104,7 +104,29 @@ def register_candidate(run_id: str, name: str, *, alias: str | None = "champion"
         tags[tracking.TAG_MODEL_SHA256] = pinned
     moves = bool(alias) and (decision.moves or force)
     version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias if moves else None)
+    write_model_card(run, name, version, pinned)
     return Registration(f"models:/{name}/{version}", name, version, alias, decision, force and not decision.moves)
+
+
+def write_model_card(run, name: str, version: str, sha256: str | None) -> str:
+    """Writes the version's model card (:mod:`timl.model_card`) as ``model_card.json`` and ``model_card.md``,
+    artifacts of its run under ``model_card/<name>/v<version>``, and names that folder on the version (tag
+    ``timl.model_card``). Returns the folder."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from timl import model_card, tracking
+
+    card = model_card.model_card(run, name=name, version=version, sha256=sha256)
+    folder = f"model_card/{name}/v{version}"
+    with tempfile.TemporaryDirectory(prefix="timl-card-") as directory:
+        paths = [Path(directory) / model_card.CARD_JSON, Path(directory) / model_card.CARD_MARKDOWN]
+        paths[0].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        paths[1].write_text(model_card.card_markdown(card), encoding="utf-8")
+        tracking.log_artifacts(paths, folder, run_id=run.info.run_id)
+    tracking.set_version_tags(name, version, {tracking.TAG_MODEL_CARD: folder})
+    return folder
 
 
 def _decide(gates, run, name: str, alias: str | None) -> champion.Decision:

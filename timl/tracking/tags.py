@@ -43,3 +43,5 @@ PARENT_MARKER = "parent_run_id.txt"
 #: or different test data (``--force``): who forced it and what failed.
 TAG_CHAMPION_GATES = "timl.champion.gates"
 TAG_CHAMPION_OVERRIDE = "timl.champion.override"
+#: A registered version's model card: the artifact folder of the version's run holding model_card.json and .md.
+TAG_MODEL_CARD = "timl.model_card"
