@@ -65,7 +65,8 @@ def test_train_moves_the_champion_only_when_its_gates_hold(registered, mini_digi
 
     client = MlflowClient(tracking_uri=registered["uri"])
     before = client.get_model_version_by_alias("digits", "champion")
-    table = write_table(tmp_path / "again.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=0)])
+    seed = client.get_run(before.run_id).data.params["seed"]  # the champion's split: the same test set
+    table = write_table(tmp_path / "again.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=seed)])
     result = CliRunner().invoke(cli, ["--input-table", str(table), "--out-dir", str(tmp_path / "out"), "--skip-roc",
                                       "--tracking-uri", registered["uri"], "--experiment", "registry",
                                       "--register", "digits", "--gate", "test/balanced_accuracy >= champion + 1"])

@@ -220,3 +220,15 @@ def test_a_bad_gate_is_a_usage_error_that_registers_nothing(contenders, tracking
         assert result.exit_code == 2 and message in result.output and f"gate={gate!r}" in result.output, result.output
         assert "Expected" in result.output
     assert len(_client().search_model_versions("name='lesions'")) == 1
+
+
+def test_train_checks_its_gates_before_any_row_trains(tmp_path):
+    from timl.train import cli
+
+    table = tmp_path / "table.csv"
+    table.write_text("method,dataset\nSmallCNN,missing.csv\n")
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--register", "x", "--gate", "test/auc >> 1"])
+    assert result.exit_code == 2 and "Gate 'test/auc >> 1'" in result.output, result.output
+    assert "OP one of >=, <=, >, <" in result.output
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--gate", "test/auc > 0.5"])
+    assert result.exit_code == 2 and "--gate and --force-champion need --register NAME." in result.output

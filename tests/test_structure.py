@@ -414,3 +414,19 @@ def test_bootstrap_resampling_lives_in_timl_intervals_alone():
     offenders = [module for module, other in _modules().items() if module != "timl.intervals"
                  and "resample_counts(" in other.read_text() and "from timl.intervals" not in other.read_text()]
     assert not offenders, offenders
+
+
+def test_the_registry_is_written_by_the_register_command_alone():
+    """One place decides what a registered version and its aliases say (the gates, the override, the card):
+    ``timl.register``. Every other module (training's ``--register`` included) goes through it, never through
+    ``tracking.register_model`` or ``tracking.set_version_tags``; the gates and the card read the record only
+    (``timl.champion`` and ``timl.model_card`` import no MLflow, no TensorFlow and no training code)."""
+    writers = ("register_model(", "set_version_tags(", "set_registered_model_alias(")
+    offenders = [module for module, path in _modules().items()
+                 if module != "timl.register" and not _in_tracking(module)
+                 and any(call in path.read_text() for call in writers)]
+    assert not offenders, f"the registry written outside timl/register.py: {offenders}"
+    for module in ("champion", "model_card"):
+        imports = [name for name in _imports_of(PACKAGE / f"{module}.py") if name.startswith(("timl", "mlflow",
+                                                                                                "tensorflow", "keras"))]
+        assert set(imports) <= {"timl", "timl.metric_names", "timl.errors", "timl.tracking"}, (module, imports)

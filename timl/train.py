@@ -67,6 +67,8 @@ def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
         raise click.UsageError("Missing option '--input-table'.")
     if table_options["ray_address"] and table_options["executor"] != "ray":
         raise click.UsageError("--ray-address needs --executor ray.")
+    if (table_options["gate"] or table_options["force_champion"]) and not table_options["register"]:
+        raise click.UsageError("--gate and --force-champion need --register NAME.")
     setup_logging(verbose)
     select_gpu(cuda_gpu)
     from timl import training
