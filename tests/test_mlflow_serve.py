@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,7 +91,7 @@ def test_every_registered_version_has_a_model_card(registered):
     run = client.get_run(version.run_id)
     files = tracking.version_files(f"models:/digits/{version.version}", tracking.TAG_MODEL_CARD)
     card, markdown = json.loads(files["model_card.json"]), files["model_card.md"]
-    assert card["model"] == {"name": "digits", "version": version.version, "run_id": run.info.run_id,
+    assert card["model"] == {"name": "digits", "version": str(version.version), "run_id": run.info.run_id,
                              "method": "SmallCNN", "registered": card["model"]["registered"],
                              "model_sha256": version.tags[tracking.TAG_MODEL_SHA256]}
     assert "supports and does not make a diagnosis" in card["intended_use"]
@@ -98,6 +99,7 @@ def test_every_registered_version_has_a_model_card(registered):
     digests = {item.dataset.digest for item in run.inputs.dataset_inputs}
     assert {item["digest"] for item in card["training_data"]["datasets"]} == digests and len(digests) == 3
     assert {item["context"] for item in card["training_data"]["datasets"]} == {"training", "validation", "testing"}
+    assert all("/" not in item["source"] for item in card["training_data"]["datasets"]), "no path of the trainer"
     test_counts = card["training_data"]["class_counts"]["test"]
     assert test_counts["images"] == run.data.metrics["test/samples"]
     assert sum(test_counts[name] for name in card["classes"]) == test_counts["images"]
@@ -127,6 +129,29 @@ def test_the_server_answers_the_model_card(registered):
     answer = client.get("/api/model_card?format=md")
     assert answer.status_code == 200 and answer.mimetype == "text/plain"
     assert answer.get_data(as_text=True).startswith(f"# Model card: digits v{info['version']}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian's chromium and chromium-driver are not installed")
+def test_the_pages_link_the_model_card(registered, tmp_path):
+    """The classify page of a server serving the registered version: its model header links to the card."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    from helpers import chromium, serving_in_thread, wait_until
+    from timl.serving import create_app
+
+    browser = chromium(tmp_path / "profile")
+    try:
+        with serving_in_thread(create_app({"CLASSIFICATION_MODEL": "models:/digits@champion"})) as url:
+            browser.get(f"{url}/static/classify.html")
+            link = wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model a[data-part=modelCard]"))[0]
+            assert browser.find_element(By.ID, "model").text.startswith("Model: digits v")
+            assert link.text == "model card" and link.get_attribute("href") == f"{url}/api/model_card?format=md"
+            assert requests.get(link.get_attribute("href"), timeout=30).text.startswith("# Model card: digits v")
+    finally:
+        browser.quit()
 
 
 def test_load_registered_model_in_a_fresh_process(registered, mini_digits):

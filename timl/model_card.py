@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import re
 
 from timl import __version__
 from timl import metric_names as names
@@ -20,10 +21,13 @@ from timl import metric_names as names
 CARD_JSON, CARD_MARKDOWN = "model_card.json", "model_card.md"
 
 #: The packages whose versions a card names (read from their installed metadata: nothing is imported).
-SOFTWARE = ("keras", "tensorflow", "mlflow", "numpy", "scikit-learn")
+SOFTWARE = ("keras", "tensorflow", "tensorflow-cpu", "mlflow", "numpy", "scikit-learn")
 
 #: The metric group of results by subgroup (``test_group/<column>=<value>/...``, ``test_group/gap/...``).
 SUBGROUP_GROUP = f"{names.TEST}_group/"
+
+#: The folders of each file of a dataset's source (``/data/a.csv+/data/b.csv`` keeps ``a.csv+b.csv``).
+_FOLDERS = re.compile(r"[^+]*[/\\]")
 
 INTENDED_USE = ("Research and decision support: the model sorts images into the classes below to help a trained "
                 "reader prioritise and double-check. It supports and does not make a diagnosis; a qualified "
@@ -102,11 +106,13 @@ def _training_data(run, classes: list[str]) -> dict:
 
 
 def _source(dataset) -> str | None:
-    """The file(s) a logged dataset was read from (MLflow keeps the source as JSON)."""
+    """The file name(s) a logged dataset was read from, without their folders (the card is served: it names no
+    path of the machine that trained); MLflow keeps the source as JSON."""
     try:
-        return json.loads(dataset.source).get("uri") or dataset.source
+        source = json.loads(dataset.source).get("uri") or dataset.source
     except (TypeError, ValueError, AttributeError):
-        return dataset.source
+        source = dataset.source
+    return _FOLDERS.sub("", str(source)) if source else None
 
 
 def _software(run) -> dict:
