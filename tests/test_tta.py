@@ -215,3 +215,30 @@ def test_tta_cell_with_cached_activations_is_refused():
 
     with pytest.raises(ConfigError, match="column 'tta' predicts views"):
         RunConfig.from_row(small_cnn_row("d.csv", tta="hflip", activations="auto", freeze="backbone"), 0)
+
+
+def test_a_row_with_tta_scores_dev_and_test_over_the_views(tmp_path, mini_digits):
+    """The row logs its tta cell (param and results column) and its test scores are those of the averaged views;
+    the row beside it, without the cell, logs no tta param."""
+    from mlflow.tracking import MlflowClient
+
+    from helpers import train_in_own_store
+    from timl.classifier import classifier_from_keras_file
+    from timl import datasets, images, results, tables
+
+    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1), small_cnn_row(str(mini_digits / "mini.csv"),
+                                                                                  epochs=1, tta="hflip_rot4")]
+    outcome, uri = train_in_own_store(tmp_path, rows, "tta")
+    assert not outcome.failed
+    client = MlflowClient(tracking_uri=uri)
+    plain, augmented = (client.get_run(row.run_id) for row in outcome.rows)
+    assert "tta" not in plain.data.params and augmented.data.params["tta"] == "hflip_rot4"
+    assert [results.result_row(run)["tta"] for run in (plain, augmented)] == ["", "hflip_rot4"]
+    classifier = classifier_from_keras_file(next((tmp_path / "out").glob("1-keras_model-*.h5")))
+    test = tables.read_cells(next((tmp_path / "out").glob("1-test-per_image_results.csv")))
+    names = list(test["image"])
+    arrays = images.load_images(datasets.image_paths(names, mini_digits / "images", mini_digits / "mini.csv"),
+                                classifier.preprocessing)
+    written = np.array([json.loads(cell) for cell in test["pdist"]])  # three decimals
+    np.testing.assert_allclose(written, classifier.predict_arrays(arrays, 16, tta="hflip_rot4"), atol=6e-4)
+    assert not np.allclose(written, classifier.predict_arrays(arrays, 16), atol=6e-4)
