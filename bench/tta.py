@@ -40,7 +40,7 @@ def cost(classifier, images: int, repeats: int) -> tuple[float, float, float]:
 
     size = classifier.preprocessing.imgsize
     rng = np.random.default_rng(0)
-    distinct = rng.random((images * 8, size, size, 3), dtype=np.float32)
+    distinct = rng.integers(0, 256, (images * 8, size, size, 3), dtype=np.uint8)  # as load_images gives them
     originals = distinct[:images]
     classifier.predict_views(originals, "hflip_rot4", batch_size=images)  # warm-up: one trace per shape
     classifier.predict_arrays(distinct, batch_size=images * 8)

@@ -128,9 +128,9 @@ def predict_views(model, images: np.ndarray, preset: TtaPreset, batch_size: int 
     means, spreads = [], []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size])
-        if batch.dtype == np.uint8:
-            batch = batch.astype(np.float32) / 255.0
-        stacked = stack_views(batch, preset)
+        stacked = stack_views(batch, preset)  # uint8 views move a quarter of the bytes float32 would
+        if stacked.dtype == np.uint8:
+            stacked = stacked.astype(np.float32) / 255.0
         inputs = stacked if metadata is None else [
             stacked, np.tile(np.asarray(metadata[start:start + batch_size], np.float32), (preset.num_views, 1))]
         outputs = np.asarray(model.predict_on_batch(inputs), np.float64)
