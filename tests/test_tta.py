@@ -136,6 +136,11 @@ def test_inspect_scores_predictions_made_with_tta_with_or_without_their_sidecar(
     (tmp_path / "p.csv.json").unlink()  # the tta_std_<class> columns are then told apart by their names
     without = inspect(tmp_path / "truth.csv", tmp_path / "p.csv", out_dir=tmp_path / "b", bootstrap=0)
     assert with_sidecar.summary == without.summary
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    assert client.get_run(with_sidecar.run_id).data.params["tta"] == "hflip"  # the sidecar says how they were made
+    assert "tta" not in client.get_run(without.run_id).data.params
 
 
 def test_predict_refuses_tta_with_layer(model_and_images, tmp_path):
@@ -175,6 +180,8 @@ def test_server_setting_tta_batches_the_views_and_reports_their_spread(classifie
     np.testing.assert_allclose(body["prediction"], classifier.predict_views(array, "hflip_rot4").mean[0],
                                atol=1e-6)
     assert body["tta"] == "hflip_rot4" and len(body["tta_std"]) == 3
+    schema = client.get("/api/openapi.json").get_json()["components"]["schemas"]["Classification"]["properties"]
+    assert set(body) <= set(schema)  # every key of the answer is described
     health = client.get("/health").get_json()["batching"]
     assert health["model_calls"] == 1 and health["images"] == 1  # one image, its 8 views in one call
     plain = create_app({"CLASSIFICATION_MODEL": "tiny.h5"}, classifier=classifier).test_client()

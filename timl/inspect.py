@@ -321,7 +321,7 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
               "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri"),
-              "bootstrap": bootstrap}
+              "bootstrap": bootstrap, **({"tta": sidecar["tta"]} if sidecar.get("tta") else {})}  # predict --tta
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
                             model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv),
