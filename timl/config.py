@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, tables
+from timl import datasets, images, metric_names, models, tables, tta
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -45,6 +45,11 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 #: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
 GROUP_COLUMNS = ("groups",)
 
+#: Optional columns of a row's evaluation: ``tta`` (``none`` or a test-time augmentation preset of
+#: :data:`timl.tta.TTA_PRESETS`), the views the row's dev and test scores average over. A row without them keeps
+#: its params and its key.
+EVALUATION_COLUMNS = ("tta",)
+
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
 
@@ -52,7 +57,7 @@ FREEZE_CHOICES = ("none", "backbone")
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -61,7 +66,8 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
-            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": ""}
+            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
+            "tta": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +82,8 @@ class RunConfig:
             ``pre``: the root of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``); except
             with ``pre``, a file may be a union ``corrected.csv+isic.csv`` (the first file's label wins). A string
             given to the constructor is parsed.
-        split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
+        split: ``pre``, ``frac=F``, ``n=N``, ``list``, ``kfold=K:i`` or ``kfold=K`` (the row trains its K folds
+            as one cross-validation: :meth:`fold_configs`).
         epochs: number of epochs, at least 1.
         imgaug: an augmentation preset.
         batchsize: images per batch, at least 1.
@@ -96,10 +103,14 @@ class RunConfig:
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
+        tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
+            its views (:mod:`timl.tta`).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
             directory, then against the table's folder).
+        cv_fold: the fold this row trains of its cross-validation row (``kfold=K``, see :meth:`fold_configs`), or
+            None for a row as the table wrote it.
     """
 
     row: int
@@ -125,6 +136,8 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
     groups: str = ""
+    tta: str = "none"
+    cv_fold: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.dataset, DatasetCell):  # a Python caller's string
@@ -132,7 +145,31 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{self.row}-{self.method}"
+        """``N-METHOD``; a fold of a cross-validation ``N-METHOD-fold<i>``."""
+        suffix = "" if self.cv_fold is None else f"-fold{self.cv_fold}"
+        return f"{self.row}-{self.method}{suffix}"
+
+    @property
+    def file_stem(self) -> str:
+        """The start of the row's file names (``N-test-summary.csv``) and of its checkpoint folder: ``N``; a fold of
+        a cross-validation ``N-fold<i>``, so its folds' files stand side by side."""
+        return str(self.row) if self.cv_fold is None else f"{self.row}-fold{self.cv_fold}"
+
+    @property
+    def cross_validation(self) -> bool:
+        """Whether the row is a cross-validation (``split`` ``kfold=K``): its K folds train as child runs of one
+        cross-validation run (:mod:`timl.training.crossval`)."""
+        return datasets.parse_split(self.split).cross_validation
+
+    @property
+    def cv_run_name(self) -> str:
+        """The cross-validation run's name: ``N-METHOD-cv``."""
+        return f"{self.row}-{self.method}-cv"
+
+    def fold_configs(self) -> list["RunConfig"]:
+        """The K rows of a cross-validation row, ``kfold=K:0`` ... ``kfold=K:K-1``, each knowing its fold."""
+        folds = datasets.parse_split(self.split).folds
+        return [dataclasses.replace(self, split=f"kfold={folds}:{fold}", cv_fold=fold) for fold in range(folds)]
 
     @property
     def class_column_names(self) -> tuple[str, ...] | None:
@@ -157,18 +194,20 @@ class RunConfig:
         return self.freeze == "backbone" or bool(self.activations)
 
     def input_cells(self) -> dict:
-        """The row's input cells as strings, as they go to MLflow params and the results table (the group
-        columns only when set: a row without them logs what it logged before)."""
+        """The row's input cells as strings, as they go to MLflow params and the results table (the group and
+        evaluation columns only when set: a row without them logs what it logged before)."""
         cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
-        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS if getattr(self, name)}}
+        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS + EVALUATION_COLUMNS
+                            if getattr(self, name) != DEFAULTS[name]}}
 
     def key(self, version: str) -> str:
         """A stable key of this row: a hash of its cells (head and group cells only when set, so rows of earlier
         tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
-                 if name not in HEAD_COLUMNS + GROUP_COLUMNS or value != DEFAULTS[name]}
-        payload = json.dumps({"cells": cells, "row": self.row,
+                 if name not in HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS or value != DEFAULTS[name]}
+        fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
+        payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
                               "version": version}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -189,7 +228,8 @@ class RunConfig:
             ConfigError: naming the table, the row and every bad cell.
         """
         cells = {name: _cell(row.get(name))
-                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS}
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS
+                 + EVALUATION_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -198,7 +238,7 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -271,6 +311,7 @@ def _check_choices(values: dict) -> list[str]:
         ("split", lambda v: datasets.parse_split(v)),
         ("groups", lambda v: datasets.parse_groups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
+        ("tta", lambda v: tta.get_tta(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
         ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
     )
@@ -305,6 +346,10 @@ def _check_head_cells(values: dict) -> list[str]:
         problems.append("column 'activations' names a folder of one view per image (as predict --layer writes "
                         "it): use imgaug none, or activations=auto to cache every view. Received: "
                         f"imgaug={values['imgaug']!r}")
+    if values["activations"] and values["tta"] != DEFAULTS["tta"]:
+        problems.append("column 'tta' predicts views of the dev and test images, which a head trained on cached "
+                        "activations never decodes: leave tta empty (none) or drop activations. Received: "
+                        f"tta={values['tta']!r}, activations={values['activations']!r}")
     if values["metadata"] and not values["activations"]:
         problems.append("column 'metadata' joins per-image numbers to a head trained on cached activations: "
                         f"set activations (auto or a folder) too. Received: metadata={values['metadata']!r}, "
@@ -339,7 +384,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
             f"{', '.join(SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
