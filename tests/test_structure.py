@@ -416,6 +416,22 @@ def test_bootstrap_resampling_lives_in_timl_intervals_alone():
     assert not offenders, offenders
 
 
+def test_the_registry_is_written_by_the_register_command_alone():
+    """One place decides what a registered version and its aliases say (the gates, the override, the card):
+    ``timl.register``. Every other module (training's ``--register`` included) goes through it, never through
+    ``tracking.register_model`` or ``tracking.set_version_tags``; the gates and the card read the record only
+    (``timl.champion`` and ``timl.model_card`` import no MLflow, no TensorFlow and no training code)."""
+    writers = ("register_model(", "set_version_tags(", "set_registered_model_alias(")
+    offenders = [module for module, path in _modules().items()
+                 if module != "timl.register" and not _in_tracking(module)
+                 and any(call in path.read_text() for call in writers)]
+    assert not offenders, f"the registry written outside timl/register.py: {offenders}"
+    for module in ("champion", "model_card"):
+        imports = [name for name in _imports_of(PACKAGE / f"{module}.py") if name.startswith(("timl", "mlflow",
+                                                                                                "tensorflow", "keras"))]
+        assert set(imports) <= {"timl", "timl.metric_names", "timl.errors", "timl.tracking"}, (module, imports)
+
+
 def tta_literals(source: str) -> list[int]:
     """The lines of string constants that name a test-time augmentation preset or a spread column."""
     from timl.tta import TTA_PRESETS, TTA_STD_PREFIX
