@@ -39,19 +39,31 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 
 
+def unwrapped(epilog: str | None) -> str | None:
+    """The epilog with click's ``\\b`` marker before each paragraph, so examples are shown as written.
+
+    Click rewraps help paragraphs to the terminal's width, which would break a command line mid-option
+    (``--test-`` / ``dataframe``); a paragraph after a line holding only ``\\b`` is kept verbatim.
+    """
+    if not epilog:
+        return epilog
+    paragraphs = epilog.strip("\n").split("\n\n")
+    return "\n\n".join(text if text.startswith("\b") else "\b\n" + text for text in paragraphs)
+
+
 def command(epilog: str | None = None, **settings):
     """``click.command`` with TIML's context settings (``-h``, ``--help``) and its example as the epilog.
 
     Args:
-        epilog: the command's example(s), shown under its options.
+        epilog: the command's example(s), shown under its options as written (never rewrapped).
         **settings: further arguments of ``click.command`` (``name=...``).
     """
-    return click.command(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+    return click.command(context_settings=CONTEXT_SETTINGS, epilog=unwrapped(epilog), **settings)
 
 
 def group(epilog: str | None = None, **settings):
     """``click.group`` with TIML's context settings; its subcommands (``@cli.command``) inherit them."""
-    return click.group(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+    return click.group(context_settings=CONTEXT_SETTINGS, epilog=unwrapped(epilog), **settings)
 
 
 def tracking_uri_option(help: str = TRACKING_URI_HELP):  # noqa: A002 (click's name)
