@@ -295,3 +295,23 @@ def test_a_file_that_is_not_an_image_gets_a_plain_message(client):
     message = answer.get_json()["error"]
     assert answer.status_code == 400 and "not an image file" in message and "notes.jpg" in message
     assert "BytesIO" not in message and "0x" not in message
+
+
+def test_answers_read_back_with_the_types_they_were_posted_with(client):
+    """``agree`` and ``skipped`` are true/false both ways (a POST's booleans, not the store's 1/0)."""
+    answer = {"image": "a.png", "evaluator": "Dr. A", "agree": False, "label": "B", "predicted": "A"}
+    assert client.post("/api/evaluate/answers", json=answer).status_code == 201
+    skipped = {"image": "b.JPG", "evaluator": "Dr. A", "skipped": True}
+    assert client.post("/api/evaluate/answers", json=skipped).status_code == 201
+    read = client.get("/api/evaluate/answers?reviewer=Dr.%20A").get_json()["answers"]
+    assert [(row["image"], row["agree"], row["skipped"]) for row in read] == [("a.png", False, False),
+                                                                            ("b.JPG", False, True)]
+
+
+def test_an_image_and_its_analysis_are_found_without_the_files_suffix(client):
+    assert client.get("/api/evaluate/images/a").data == encoded()
+    analysis = client.get("/api/evaluate/images/b/analysis")
+    assert analysis.status_code == 200 and analysis.get_json() == client.get(
+        "/api/evaluate/images/b.JPG/analysis").get_json()
+    missing = client.get("/api/evaluate/images/nope/analysis")
+    assert missing.status_code == 404 and "with or without the file's suffix" in missing.get_json()["error"]

@@ -82,8 +82,7 @@ def _format_trainacc(accuracy: float | None) -> str:
 
 #: How a metric column is written when not as a score (:func:`_score`): counts as integers, the original's formats.
 METRIC_FORMATS = {names.TRAIN_ACCURACY: _format_trainacc, names.TRAIN_SECONDS: format_traintime,
-                  **{metric: _count for column, metric in names.ORIGINAL_METRIC_COLUMNS.items()
-                     if column in ("trainsize", "valsize", "testsize")}}
+                  **{metric: _count for metric in names.COUNT_METRICS}}
 
 #: The column ``timl.results --experiment`` adds after all others: the table run (parent run id) of each line.
 TABLE_RUN_COLUMN = "table_run"
