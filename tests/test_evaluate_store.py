@@ -315,3 +315,19 @@ def test_an_image_and_its_analysis_are_found_without_the_files_suffix(client):
         "/api/evaluate/images/b.JPG/analysis").get_json()
     missing = client.get("/api/evaluate/images/nope/analysis")
     assert missing.status_code == 404 and "with or without the file's suffix" in missing.get_json()["error"]
+
+
+def test_answers_record_the_model_as_a_uri_not_a_display_label(tmp_path):
+    """The review export's provenance names models by what loads them again (issue 25)."""
+    from timl.serving.config import ServerConfig
+    from timl.serving.model import ModelHolder
+
+    classifier = tiny_classifier()
+    holder = ModelHolder(ServerConfig.from_mapping({"CLASSIFICATION_MODEL": str(tmp_path / "lesions.h5")}),
+                         classifier)
+    assert holder.review_facts()["model"] == "lesions.h5", "a file by its name: never the server's path"
+    holder._description = {"name": "skin", "version": "3", "label": "skin v3 · 2026-11-30"}
+    assert holder.review_facts()["model"] == "models:/skin/3", "a registered version, its alias resolved"
+    holder._description = {"name": "a-run", "label": "a-run"}
+    classifier.source = {"model_uri": "runs:/0123abcd/model", "run_id": "0123abcd"}
+    assert holder.review_facts()["model"] == "runs:/0123abcd/model"
