@@ -80,3 +80,38 @@ def test_the_license_is_an_spdx_expression():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["license"] == "MIT", "a table license is deprecated by setuptools"
     assert any(requirement.startswith("setuptools>=77") for requirement in project["build-system"]["requires"])
+
+
+def test_progress_to_a_file_or_pipe_is_one_line_per_update(monkeypatch):
+    import io
+
+    from timl.cli import progress_printer
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, tty in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        progress = progress_printer("explained")
+        for done in (1, 2, 3):
+            progress(done, 3)
+        written = stream.getvalue()
+        if tty:
+            assert written.count("\r") == 3 and written.endswith("left)\n"), "a terminal keeps one line"
+        else:
+            assert "\r" not in written and len(written.splitlines()) == 3, "a log file gets a line per update"
+            assert written.splitlines()[-1].startswith("explained 3/3 images")
+
+
+def test_predict_progress_in_a_pipe_has_no_carriage_returns(monkeypatch):
+    import io
+    import time
+
+    from timl import predict
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    for done in (32, 64, 70):
+        predict._progress(done, 70, time.time())
+    assert "\r" not in stream.getvalue() and len(stream.getvalue().splitlines()) == 3

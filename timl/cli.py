@@ -97,9 +97,20 @@ def user_errors():
         sys.exit(2)
 
 
+def write_progress(text: str, finished: bool, stream=None) -> None:
+    """Writes one progress update: on a terminal over the previous one (carriage return, a newline when
+    ``finished``); to a file or pipe (not a TTY) as a line of its own, so a log holds no carriage-return frames."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        stream.write(f"\r{text}" + ("\n" if finished else ""))
+    else:
+        stream.write(text + "\n")
+    stream.flush()
+
+
 def progress_printer(verb: str):
     """A ``progress(done, total)`` callback that keeps one line on stderr: ``explained 12/40 images (1.9 img/s,
-    0:00:15 left)``."""
+    0:00:15 left)`` (:func:`write_progress`: a line per update when stderr is a file or pipe)."""
     import datetime
     import time
 
@@ -108,10 +119,7 @@ def progress_printer(verb: str):
     def progress(done: int, total: int) -> None:
         rate = done / max(time.time() - started, 1e-9)
         left = datetime.timedelta(seconds=round((total - done) / rate)) if rate else "?"
-        sys.stderr.write(f"\r{verb} {done}/{total} images ({rate:.1f} img/s, {left} left)")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        write_progress(f"{verb} {done}/{total} images ({rate:.1f} img/s, {left} left)", done == total)
 
     return progress
 
