@@ -139,6 +139,18 @@ def test_a_grouped_row_trains_on_the_cluster_and_records_its_groups(report):
     assert report["grouped_results"] == ["lesions.csv:lesion_id"]
 
 
+def test_the_folds_of_a_cross_validation_train_in_parallel_on_the_cluster(report):
+    cv = report["cv"]
+    assert report["cv_rc"] == 0 and cv["status"] == "FINISHED" and cv["kind"] == "cv"
+    assert cv["samples"] == 90 and cv["has_interval"], "the driver pooled the folds' out-of-fold predictions"
+    folds = cv["folds"]
+    assert len(folds) == 3 and {fold["status"] for fold in folds} == {"FINISHED"}
+    overlapping = [a for a in folds for b in folds if a is not b and a["start"] < b["end"] and b["start"] < a["end"]]
+    assert overlapping, "the folds ran at the same time"
+    assert cv["splits"] == ["kfold=3:0", "kfold=3:1", "kfold=3:2", "kfold=3"]
+    assert "0-cv-test-per_image_results.csv" in cv["files"] and "0-fold1-test-per_image_results.csv" in cv["files"]
+
+
 def test_the_scenario_stays_short(report):
     assert report["seconds"] < 400, report["seconds"]
 

@@ -4,7 +4,7 @@
 PostgreSQL, an mlflow server on it and a two-node Ray cluster (the head advertises one GPU), then trains tables
 with ``python -m timl.train --executor ray``: one while a Ray worker process is killed mid-row and the tracking
 server is down for 20 s, then again with ``--resume``; one whose images a worker cannot find; one stopped with
-SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; one row with a
+SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row; one row with a
 ``groups`` cell. It writes what it saw to WORK/report.json. Every process it starts lives in the namespace and ends
 with it.
 """
@@ -246,6 +246,26 @@ def grouped(work: Path, data: Path, cluster: RayCluster, server: TrackingServer,
                                             )["groups"].tolist()
 
 
+def cross_validation(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """A kfold=3 row: its three folds train in parallel on the cluster, then the driver summarises them."""
+    import pandas as pd
+
+    table = write_table(work / "cv.csv", [small_cnn_row(str(data / "mini.csv"), split="kfold=3", epochs=6)])
+    out = work / "cv-out"
+    driver = _train(cluster, server.uri, table, out, log=work / "cv.log")
+    report["cv_rc"] = driver.wait(timeout=300)
+    client = _client(server.uri)
+    [cv] = _row_runs(client, out)
+    fold_runs = client.search_runs([cv.info.experiment_id], f"tags.mlflow.parentRunId = '{cv.info.run_id}'")
+    report["cv"] = {"status": cv.info.status, "kind": cv.data.tags.get("timl.kind"),
+                    "samples": cv.data.metrics.get("test/samples"),
+                    "has_interval": "test/balanced_accuracy_ci_low" in cv.data.metrics,
+                    "folds": [{"status": run.info.status, "start": run.info.start_time, "end": run.info.end_time,
+                               "node": run.data.tags.get("timl.ray_node")} for run in fold_runs],
+                    "splits": pd.read_csv(out / "automation_result.csv")["split"].tolist(),
+                    "files": sorted(path.name for path in out.iterdir())}
+
+
 def main() -> None:
     work, data = Path(sys.argv[1]), Path(sys.argv[2])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -263,7 +283,8 @@ def main() -> None:
         cluster.start()
         report["nodes"] = cluster.nodes()
         report["ready"] = time.time() - report["started"]
-        for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance, grouped):
+        for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance,
+                     cross_validation, grouped):
             began = time.time()
             try:
                 step(work, data, cluster, server, report)
