@@ -28,7 +28,8 @@ def bench(tmp_path_factory):
 
 def _lesion_sides(dataset, lesions: pd.DataFrame) -> dict[str, set]:
     lesion_of = dict(zip(lesions["image_name"], lesions["lesion_id"]))
-    return {split: {lesion_of[name] for name in dataset.frame(split)["image_name"]} for split in ("train", "dev", "test")}
+    return {split: {lesion_of[name] for name in dataset.frame(split)["image_name"]}
+            for split in ("train", "dev", "test")}
 
 
 def test_the_lesion_split_keeps_each_lesion_on_one_side_and_the_image_split_does_not(bench):

@@ -4,9 +4,9 @@
 PostgreSQL, an mlflow server on it and a two-node Ray cluster (the head advertises one GPU), then trains tables
 with ``python -m timl.train --executor ray``: one while a Ray worker process is killed mid-row and the tracking
 server is down for 20 s, then again with ``--resume``; one whose images a worker cannot find; one stopped with
-SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row; one row with a
-``groups`` cell. It writes what it saw to WORK/report.json. Every process it starts lives in the namespace and ends
-with it.
+SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row;
+one row with a ``groups`` cell. It writes what it saw to WORK/report.json. Every process it starts lives in the
+namespace and ends with it.
 """
 
 from __future__ import annotations
