@@ -414,3 +414,40 @@ def test_bootstrap_resampling_lives_in_timl_intervals_alone():
     offenders = [module for module, other in _modules().items() if module != "timl.intervals"
                  and "resample_counts(" in other.read_text() and "from timl.intervals" not in other.read_text()]
     assert not offenders, offenders
+
+
+def test_the_registry_is_written_by_the_register_command_alone():
+    """One place decides what a registered version and its aliases say (the gates, the override, the card):
+    ``timl.register``. Every other module (training's ``--register`` included) goes through it, never through
+    ``tracking.register_model`` or ``tracking.set_version_tags``; the gates and the card read the record only
+    (``timl.champion`` and ``timl.model_card`` import no MLflow, no TensorFlow and no training code)."""
+    writers = ("register_model(", "set_version_tags(", "set_registered_model_alias(")
+    offenders = [module for module, path in _modules().items()
+                 if module != "timl.register" and not _in_tracking(module)
+                 and any(call in path.read_text() for call in writers)]
+    assert not offenders, f"the registry written outside timl/register.py: {offenders}"
+    for module in ("champion", "model_card"):
+        imports = [name for name in _imports_of(PACKAGE / f"{module}.py") if name.startswith(("timl", "mlflow",
+                                                                                                "tensorflow", "keras"))]
+        assert set(imports) <= {"timl", "timl.metric_names", "timl.errors", "timl.tracking"}, (module, imports)
+
+
+def tta_literals(source: str) -> list[int]:
+    """The lines of string constants that name a test-time augmentation preset or a spread column."""
+    from timl.tta import TTA_PRESETS, TTA_STD_PREFIX
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+                  and isinstance(node.value, str) and (node.value in TTA_PRESETS
+                                                       or node.value.startswith(TTA_STD_PREFIX)))
+
+
+def test_test_time_augmentation_lives_in_timl_tta_alone():
+    """One registry of test-time views for predict, the pyfunc, the server and the table column: no other module
+    names a preset or a ``tta_std_`` column (``timl/images/augment.py`` names its own ``imgaug`` presets), and the
+    views are computed from the ``imgaug`` presets' own index table, with no TensorFlow."""
+    assert tta_literals('x = "hflip_rot4"\ny = f"tta_std_{name}"\nz = "tta_std_A"\n') == [1, 2, 3], "the rule sees"
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module not in ("timl.tta", "timl.images.augment") for line in tta_literals(path.read_text())]
+    assert not offenders, f"a test-time augmentation name outside timl/tta.py (use timl.tta): {offenders}"
+    imports = [name for name in _imports_of(PACKAGE / "tta.py") if name.startswith(("timl", "tensorflow", "keras"))]
+    assert imports == ["timl.errors", "timl.images.augment"], imports

@@ -53,6 +53,11 @@ SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_
 INTERVAL_SCALARS = ("global_accuracy", "balanced_accuracy", "mean_auc", "mean_f1")
 INTERVAL_PER_CLASS = ("sensitivity", "specificity", "auc")
 
+#: The calibration scores of a split's summary, by the start of their short names (``test/ece``, ``test/mce``,
+#: ``test/brier``, ``test/nll``, and per-class variants such as ``test/ece_classwise``): the model card shows them
+#: apart from the other test scores.
+CALIBRATION_SCORES = ("ece", "mce", "brier", "nll")
+
 #: The bounds of an interval, as suffixes of the score they bound: ``test/balanced_accuracy_ci_low``,
 #: ``test_class/sens_MEL_ci_high``; the summary files' keys too (``balanced_accuracy_ci_low``).
 INTERVAL_BOUNDS = ("ci_low", "ci_high")

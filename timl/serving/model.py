@@ -28,6 +28,11 @@ class ModelUnavailable(TimlError):
     only, and a client is told no more than that the model could not be loaded."""
 
 
+class NoModelCard(TimlError, LookupError):
+    """The served model has no model card (404): it is not a registered version, or one registered before TIML
+    wrote cards."""
+
+
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
 
@@ -43,9 +48,10 @@ class ModelHolder:
         self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
+        self._card: dict | None = None
         self._predictions: dict = {}
         self._decode_slots = threading.BoundedSemaphore(config.decode_concurrency)
-        self.ranking = UncertaintyRanking(self._prepare_file, self._predict)
+        self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
 
     @property
     def loaded(self) -> bool:
@@ -86,6 +92,29 @@ class ModelHolder:
             self._description = facts
         return self._description
 
+    def model_card(self) -> dict:
+        """The model card of the served registered version (the one :meth:`describe` names): ``{"json": ...,
+        "markdown": ...}`` as ``timl.register`` wrote them.
+
+        Raises:
+            NoModelCard: the model is a file or a run, or its version has no card.
+        """
+        if self._card is None:
+            from timl import model_card, tracking
+
+            facts = self.describe()
+            files = (tracking.version_files(f"models:/{facts['name']}/{facts['version']}", tracking.TAG_MODEL_CARD)
+                     if facts.get("version") else None) or {}
+            if model_card.CARD_JSON not in files:
+                raise NoModelCard(f"The served model ({facts['label']}) has no model card. Cards are written when a "
+                                  "version is registered (python -m timl.register, or train --register); serve "
+                                  "models:/NAME@ALIAS or models:/NAME/VERSION of such a version to have one.")
+            import json
+
+            self._card = {"json": json.loads(files[model_card.CARD_JSON]),
+                          "markdown": files.get(model_card.CARD_MARKDOWN, "")}
+        return self._card
+
     def review_facts(self) -> dict:
         """What every expert answer records of the model: its label and its classes."""
         return {"model": self.describe()["label"], "classes": list(self.classifier.class_names)}
@@ -124,13 +153,29 @@ class ModelHolder:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._predictions:
-            probabilities = self.batcher.submit(self._prepare_file(path), None)
+            probabilities, _ = self.submit(self._prepare_file(path), None)
             index = int(probabilities.argmax())
             self._predictions[key] = (self.classifier.class_names[index], float(probabilities[index]))
         return self._predictions[key]
 
     def _predict(self, arrays: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))
+        """The batcher's model call: the probabilities (n, C); with the TTA setting, the mean over the views and
+        their spread stacked (n, 2, C), every view of the batch in one model call."""
+        if self.config.tta == "none":
+            return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))
+        views = self.classifier.predict_views(arrays, self.config.tta, batch_size=max(len(arrays), 1))
+        return np.stack([views.mean, views.std], axis=1)
+
+    def _probabilities(self, arrays: np.ndarray) -> np.ndarray:
+        """The probabilities (n, C) of a batch (with the TTA setting, averaged over the views)."""
+        outputs = self._predict(arrays)
+        return outputs[:, 0] if outputs.ndim == 3 else outputs
+
+    def submit(self, array: np.ndarray, announcement: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One preprocessed image through the batcher: its probabilities, and with the TTA setting the views'
+        spread per class (else None)."""
+        output = self.batcher.submit(array, announcement)
+        return (output[0], output[1]) if output.ndim == 2 else (output, None)
 
     def classify(self, image, announcement: dict | None = None) -> np.ndarray:
         """The probabilities of one decoded image; the model call is shared with concurrent requests.
@@ -141,7 +186,7 @@ class ModelHolder:
                 batch being formed waits for this request.
         """
         array = self.classifier.preprocessing(image)
-        return self.batcher.submit(array, announcement)
+        return self.submit(array, announcement)[0]
 
     def explain(self, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
                 params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
