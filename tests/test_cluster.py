@@ -152,7 +152,8 @@ def test_the_folds_of_a_cross_validation_train_in_parallel_on_the_cluster(report
 
 
 def test_the_scenario_stays_short(report):
-    assert report["seconds"] < 400, report["seconds"]
+    # 400 s before the cross-validation and grouped steps (about 40 s and 25 s of their own) joined the scenario
+    assert report["seconds"] < 480, report["seconds"]
 
 
 # ---------------------------------------------------------------------------------------------------------
