@@ -204,8 +204,9 @@ def _scores(metrics: dict) -> str:
 
 
 def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
-    """The FINISHED row run of a table (cross-validations aside) with the highest ``select_by`` metric (a metric name, a results column or an
-    earlier name: :func:`timl.metric_names.resolve_select_by`).
+    """The FINISHED row run of a table (cross-validations aside: they have no model) with the highest
+    ``select_by`` metric (a metric name, a results column or an earlier name:
+    :func:`timl.metric_names.resolve_select_by`).
 
     Raises:
         ConfigError: no finished row has that metric.
