@@ -272,6 +272,7 @@ def _metric_name_patterns() -> tuple[re.Pattern, frozenset[str]]:
     pattern = re.compile("^(?:" + "|".join(map(re.escape, groups)) + r")|_class/|^inspect_[^/]*/|^"
                          + re.escape(names.KERAS_DEV_PREFIX))
     exact = frozenset([*names.ORIGINAL_METRIC_COLUMNS, *names.ORIGINAL_CLASS_COLUMNS, *names.SUMMARY_COLUMNS,
+                       *names.CALIBRATION_SUMMARY_COLUMNS,
                        *names.LEGACY_METRICS.values(), *names.SELECT_BY_ALIASES])
     return pattern, exact
 

@@ -51,8 +51,12 @@ FREEZE_CHOICES = ("none", "backbone")
 #: Columns TIML on MLflow adds after the original ones: the row's run and its summary scores.
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
+#: The calibration scores the results table shows after all earlier columns (``val_ece``, ``test_nll``, ...).
+CALIBRATION_SUMMARY_COLUMNS = tuple(metric_names.CALIBRATION_SUMMARY_COLUMNS)
+
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS
+                                    + CALIBRATION_SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -340,7 +344,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
             f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
-            f"{', '.join(SUMMARY_COLUMNS)}."
+            f"{', '.join(SUMMARY_COLUMNS + CALIBRATION_SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:

@@ -36,13 +36,18 @@ KERAS_DEV_PREFIX = "val_"
 PER_CLASS_METRICS = {"accuracy": "acc", "specificity": "spec", "sensitivity": "sens", "precision": "prec",
                      "f1": "f1", "auc": "auc", "average_precision": "ap", "class_prop": "prop"}
 
+#: The calibration scalars of a summary (:mod:`timl.calibration`), a split's metrics under the same names
+#: (``test/ece``): expected and maximum calibration error, Brier score, negative log likelihood.
+CALIBRATION_SCALARS = ("ece", "mce", "brier", "nll")
+
 #: Scalars of an evaluation summary and their metric names (in a split's group: ``dev/accuracy``).
 SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "mean_auc": "auc",
                   "mean_accuracy": "mean_accuracy", "weighted_mean_accuracy": "weighted_mean_accuracy",
                   "mean_specificity": "mean_specificity", "weighted_mean_specificity": "weighted_mean_specificity",
                   "mean_sensitivity": "mean_sensitivity", "weighted_mean_sensitivity": "weighted_mean_sensitivity",
                   "mean_f1": "mean_f1", "weighted_mean_f1": "weighted_mean_f1", "exact_match": "exact_match",
-                  "hamming_loss": "hamming_loss", "samples": "samples"}
+                  "hamming_loss": "hamming_loss", "samples": "samples",
+                  **{key: key for key in CALIBRATION_SCALARS}}
 
 #: The summary scalars (keys of :data:`SCALAR_METRICS`) and per-class lists (keys of :data:`PER_CLASS_METRICS`)
 #: that get a bootstrap confidence interval (:mod:`timl.intervals`): accuracy, balanced accuracy, mean AUC, mean F1;
@@ -110,6 +115,11 @@ ORIGINAL_CLASS_COLUMNS = {"malprop": (TRAIN, "prop"), "valmalprop": (DEV, "prop"
 SUMMARY_COLUMNS = {"val_accuracy": DEV_ACCURACY, "val_balanced_accuracy": DEV_BALANCED_ACCURACY, "val_auc": DEV_AUC,
                    "test_accuracy": TEST_ACCURACY, "test_balanced_accuracy": TEST_BALANCED_ACCURACY,
                    "test_auc": TEST_AUC}
+
+#: The calibration columns TIML adds to the results table after all earlier ones: column -> the metric it shows
+#: (``test_ece`` shows ``test/ece``).
+CALIBRATION_SUMMARY_COLUMNS = {f"{column}_{name}": f"{split}/{name}" for split, column in ((DEV, "val"), (TEST, "test"))
+                       for name in CALIBRATION_SCALARS}
 
 #: The columns ``timl.results --ci`` adds after all others: the summary columns' interval bounds, column ->
 #: metric (``test_balanced_accuracy_ci_low`` shows ``test/balanced_accuracy_ci_low``).

@@ -22,21 +22,23 @@ import pandas as pd
 from timl import metric_names as names
 from timl import tracking
 from timl.cli import command, tracking_uri_option, user_errors
-from timl.config import EXTRA_COLUMNS, GROUP_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS
+from timl.config import (CALIBRATION_SUMMARY_COLUMNS, EXTRA_COLUMNS, GROUP_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS,
+                         OUTPUT_COLUMNS, SUMMARY_COLUMNS)
 from timl.errors import ConfigError
 from timl.evaluation import format_class_values
 
 logger = logging.getLogger(__name__)
 
-#: The columns of automation_result.csv, in order: the original TIML's (input, then output columns), then TIML's.
+#: The columns of automation_result.csv, in order: the original TIML's (input, then output columns), then TIML's
+#: (the calibration scores last).
 RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + OUTPUT_COLUMNS + EXTRA_COLUMNS + SUMMARY_COLUMNS
-                                     + HEAD_COLUMNS + GROUP_COLUMNS))
+                                     + HEAD_COLUMNS + GROUP_COLUMNS + CALIBRATION_SUMMARY_COLUMNS))
 
 #: The original TIML's format of ``trainstart``.
 TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 
 #: The columns that show a metric of the kept model: column -> metric name (:mod:`timl.metric_names`).
-METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS}
+METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS, **names.CALIBRATION_SUMMARY_COLUMNS}
 
 
 def _number(value) -> str:
