@@ -268,7 +268,7 @@ def _metric_name_patterns() -> tuple[re.Pattern, frozenset[str]]:
     from timl import metric_names as names
 
     groups = [names.summary_group(split) for split in (names.TRAIN, names.DEV, names.TEST)]
-    groups += [names.ROWS_GROUP, names.BEST_GROUP]
+    groups += [names.ROWS_GROUP, names.BEST_GROUP, names.CALIBRATION_GROUP]
     pattern = re.compile("^(?:" + "|".join(map(re.escape, groups)) + r")|_class/|^inspect_[^/]*/|^"
                          + re.escape(names.KERAS_DEV_PREFIX))
     exact = frozenset([*names.ORIGINAL_METRIC_COLUMNS, *names.ORIGINAL_CLASS_COLUMNS, *names.SUMMARY_COLUMNS,

@@ -18,6 +18,13 @@ Scores of one set of predictions, part of every summary of :func:`timl.evaluatio
 
 :func:`reliability_bins` gives the bins of the reliability diagram (:func:`timl.plots.draw_reliability`).
 
+Temperature scaling (a row's ``calibration`` cell ``temperature``, :mod:`timl.training.calibrate`):
+:func:`fit_temperatures` finds the temperature ``T`` that minimises the dev set's NLL of ``softmax(log p / T)``
+(one for a softmax model; ``log p`` is the logits up to a per-image constant, which softmax ignores) or, for a
+sigmoid model, one per class of ``sigmoid(logit(p) / T_k)``; :func:`apply_temperatures` applies them as the
+model's ``TemperatureScaling`` layer does (:mod:`timl.models.layers`). A positive temperature keeps the order
+of a softmax's probabilities and the side of 0.5 of a sigmoid's: the predicted classes never change.
+
 References: Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks", ICML 2017 (ECE, MCE,
 reliability diagrams, temperature scaling); Naeini, Cooper & Hauskrecht, AAAI 2015 (ECE, MCE); Brier, Monthly
 Weather Review 78 (1950); Kull et al., NeurIPS 2019 (classwise ECE).
@@ -38,6 +45,15 @@ BINS = 15
 CALIBRATION_KEYS = CALIBRATION_SCALARS
 
 _EPSILON = float(np.finfo(np.float64).eps)
+
+#: The values of a row's ``calibration`` cell: ``none`` (the original probabilities) or ``temperature``.
+CALIBRATION_METHODS = ("none", "temperature")
+
+#: The temperatures a fit searches, as bounds of ``log T``: from about 0.02 to 50.
+_LOG_TEMPERATURE_BOUNDS = (-4.0, 4.0)
+
+#: The smallest probability whose log is taken (float32 softmax outputs underflow to 0).
+TINY_PROBABILITY = 1e-30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,3 +162,61 @@ def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: 
     ece, mce = calibration_errors(y_true, y_prob, multi_label=multi_label)
     return {"ece": ece, "mce": mce, "brier": brier_score(y_true, y_prob, multi_label=multi_label),
             "nll": negative_log_likelihood(y_true, y_prob, multi_label=multi_label)}
+
+
+def _scores(y_prob: np.ndarray, multi_label: bool) -> np.ndarray:
+    """The logits a probability comes from, up to what the activation ignores: ``log p`` for softmax (up to a
+    per-image constant), ``logit(p)`` for sigmoid."""
+    if multi_label:
+        clipped = np.clip(y_prob, TINY_PROBABILITY, 1.0 - 1e-7)
+        return np.log(clipped) - np.log1p(-clipped)
+    return np.log(np.clip(y_prob, TINY_PROBABILITY, 1.0))
+
+
+def apply_temperatures(y_prob, temperatures, *, multi_label: bool = False) -> np.ndarray:
+    """Rescales probabilities by temperatures: ``softmax(log p / T)``, or per class ``sigmoid(logit(p) / T_k)``.
+
+    Args:
+        y_prob: (samples, classes) probabilities of a softmax (rows sum to 1) or of sigmoids.
+        temperatures: one temperature (softmax) or one per class (sigmoid), each > 0.
+        multi_label: sigmoid outputs. Defaults to False.
+    """
+    scaled = _scores(np.asarray(y_prob, dtype=float), multi_label) / np.asarray(temperatures, dtype=float)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-scaled))
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def _fit_one(y_true: np.ndarray, y_prob: np.ndarray, multi_label: bool) -> float:
+    """The temperature of least NLL on (y_true, y_prob); 1 when no temperature lowers it."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_temperature: float) -> float:
+        calibrated = apply_temperatures(y_prob, np.exp(log_temperature), multi_label=multi_label)
+        return negative_log_likelihood(y_true, calibrated, multi_label=multi_label)
+
+    found = minimize_scalar(loss, bounds=_LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x)) if found.fun < loss(0.0) else 1.0
+
+
+def fit_temperatures(y_true, y_prob, *, multi_label: bool = False) -> list[float]:
+    """Fits temperature scaling on a dev set: the temperature (softmax: one; sigmoid: one per class) that
+    minimises the negative log likelihood; a temperature that would not lower it stays 1, so the fitted NLL is
+    never above the original.
+
+    Args:
+        y_true: (samples, classes) 0/1 ground truth of the dev set.
+        y_prob: (samples, classes) the model's probabilities on it.
+        multi_label: sigmoid outputs. Defaults to False.
+
+    Returns:
+        The temperatures: a list of one (softmax) or one per class (sigmoid).
+
+    References: Guo et al., ICML 2017, section 4.2.
+    """
+    y_true, y_prob = np.asarray(y_true, dtype=bool), np.asarray(y_prob, dtype=float)
+    if not multi_label:
+        return [_fit_one(y_true, y_prob, False)]
+    return [_fit_one(y_true[:, [column]], y_prob[:, [column]], True) for column in range(y_true.shape[1])]

@@ -144,6 +144,29 @@ SELECT_BY_ALIASES = {"valacc": DEV_ACCURACY, "testacc": TEST_ACCURACY, "valauc":
 #: The groups of a table run's own metrics: its rows' end states and its best row's scores.
 ROWS_GROUP, BEST_GROUP = "rows/", "best/"
 
+#: The group of a calibrated row's temperatures (``calibration/temperature``, per class for sigmoid outputs:
+#: ``calibration/temperature_MEL``; :func:`temperature_metric`).
+CALIBRATION_GROUP = "calibration/"
+
+#: The suffix of a calibrated row's scores before calibration, beside the calibrated ones: ``dev/ece`` (after)
+#: and ``dev/ece_uncalibrated`` (before; :func:`uncalibrated_metric`).
+UNCALIBRATED_SUFFIX = "_uncalibrated"
+
+#: The scores a calibrated row logs before and after calibration, for dev and test.
+CALIBRATION_COMPARED = ("ece", "nll", "brier")
+
+
+def temperature_metric(class_name: str | None = None) -> str:
+    """The metric of a fitted temperature: ``calibration/temperature`` (softmax) or, per class (sigmoid),
+    ``calibration/temperature_<class>``."""
+    name = f"{CALIBRATION_GROUP}temperature"
+    return name if class_name is None else f"{name}_{sanitize_metric_name(class_name)}"
+
+
+def uncalibrated_metric(split: str, name: str) -> str:
+    """A split's score before calibration: ``uncalibrated_metric("test", "ece")`` is ``test/ece_uncalibrated``."""
+    return f"{summary_group(split)}{name}{UNCALIBRATED_SUFFIX}"
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
