@@ -60,7 +60,7 @@ def test_parse_split_accepts(text, strategy, field, value):
 
 
 @pytest.mark.parametrize("text", ["", "random", "frac", "frac=0.5", "frac=0", "frac=abc", "n=0", "n=-3", "n=1.5",
-                                  "kfold=5", "kfold=1:0", "kfold=5:5", "kfold=a:b", "pre=1"])
+                                  "kfold=1", "kfold=1:0", "kfold=5:5", "kfold=a:b", "pre=1"])
 def test_parse_split_rejects(text):
     with pytest.raises(DatasetError) as error:
         parse_split(text)

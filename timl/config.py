@@ -90,7 +90,8 @@ class RunConfig:
             ``pre``: the root of ``<root>-train.csv``, ...) or ``train.csv;dev.csv[;test.csv]`` (``list``); except
             with ``pre``, a file may be a union ``corrected.csv+isic.csv`` (the first file's label wins). A string
             given to the constructor is parsed.
-        split: ``pre``, ``frac=F``, ``n=N``, ``list`` or ``kfold=K:i``.
+        split: ``pre``, ``frac=F``, ``n=N``, ``list``, ``kfold=K:i`` or ``kfold=K`` (the row trains its K folds
+            as one cross-validation: :meth:`fold_configs`).
         epochs: number of epochs, at least 1.
         imgaug: an augmentation preset.
         batchsize: images per batch, at least 1.
@@ -115,6 +116,8 @@ class RunConfig:
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
             directory, then against the table's folder).
+        cv_fold: the fold this row trains of its cross-validation row (``kfold=K``, see :meth:`fold_configs`), or
+            None for a row as the table wrote it.
     """
 
     row: int
@@ -141,6 +144,7 @@ class RunConfig:
     metadata: str = ""
     groups: str = ""
     calibration: str = "none"
+    cv_fold: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.dataset, DatasetCell):  # a Python caller's string
@@ -148,7 +152,31 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{self.row}-{self.method}"
+        """``N-METHOD``; a fold of a cross-validation ``N-METHOD-fold<i>``."""
+        suffix = "" if self.cv_fold is None else f"-fold{self.cv_fold}"
+        return f"{self.row}-{self.method}{suffix}"
+
+    @property
+    def file_stem(self) -> str:
+        """The start of the row's file names (``N-test-summary.csv``) and of its checkpoint folder: ``N``; a fold of
+        a cross-validation ``N-fold<i>``, so its folds' files stand side by side."""
+        return str(self.row) if self.cv_fold is None else f"{self.row}-fold{self.cv_fold}"
+
+    @property
+    def cross_validation(self) -> bool:
+        """Whether the row is a cross-validation (``split`` ``kfold=K``): its K folds train as child runs of one
+        cross-validation run (:mod:`timl.training.crossval`)."""
+        return datasets.parse_split(self.split).cross_validation
+
+    @property
+    def cv_run_name(self) -> str:
+        """The cross-validation run's name: ``N-METHOD-cv``."""
+        return f"{self.row}-{self.method}-cv"
+
+    def fold_configs(self) -> list["RunConfig"]:
+        """The K rows of a cross-validation row, ``kfold=K:0`` ... ``kfold=K:K-1``, each knowing its fold."""
+        folds = datasets.parse_split(self.split).folds
+        return [dataclasses.replace(self, split=f"kfold={folds}:{fold}", cv_fold=fold) for fold in range(folds)]
 
     @property
     def class_column_names(self) -> tuple[str, ...] | None:
@@ -185,7 +213,8 @@ class RunConfig:
         tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
                  if name not in HEAD_COLUMNS + OPTIONAL_COLUMNS or value != DEFAULTS[name]}
-        payload = json.dumps({"cells": cells, "row": self.row,
+        fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
+        payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
                               "version": version}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -35,6 +35,7 @@ from timl.metric_names import (PER_CLASS_METRICS, SCALAR_METRICS, class_group, p
 
 logger = logging.getLogger(__name__)
 
+
 def check_inputs(y_true, y_prob, class_names, multi_label: bool, threshold: float):
     """Validates and converts the arrays of :func:`evaluate`; returns ``(y_true bool, y_prob float)``."""
     y_true = np.asarray(y_true)

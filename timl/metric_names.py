@@ -12,6 +12,9 @@ The record of a trained row, and what names it:
   :func:`per_class_metric_name`). ``timl.inspect`` logs its scores on the model's run as ``inspect_<dataset>/``
   and ``inspect_<dataset>_class/`` (:func:`inspect_split`), and on its own run as ``test/`` and ``test_class/``.
   A name never holds both a series and a summary, so a chart never mixes them.
+* A cross-validation run (split ``kfold=K``) holds the mean of each of its folds' scores under the score's own
+  name, the folds' standard deviation beside it (``test/auc_std``: :func:`spread_name`) and the interval of the
+  pooled out-of-fold predictions (``test/auc_ci_low``).
 * A table's run holds ``rows/<status>`` counts and the best row's ``best/<group>_<name>`` scores
   (:func:`rows_metric`, :func:`best_metric`).
 
@@ -77,6 +80,20 @@ def interval_name(name: str, bound: str) -> str:
 def is_interval(name: str) -> bool:
     """Whether a metric is a bound of an interval (``..._ci_low``, ``..._ci_high``)."""
     return name.endswith(tuple(f"_{bound}" for bound in INTERVAL_BOUNDS))
+
+
+#: The suffix of a cross-validation score's standard deviation across its folds: ``test/balanced_accuracy_std``.
+SPREAD_SUFFIX = "std"
+
+
+def spread_name(name: str) -> str:
+    """The standard deviation across folds of score ``name``: ``spread_name("test/auc")`` is ``test/auc_std``."""
+    return f"{name}_{SPREAD_SUFFIX}"
+
+
+def is_spread(name: str) -> bool:
+    """Whether a metric is a cross-validation's spread across folds (``..._std``)."""
+    return name.endswith(f"_{SPREAD_SUFFIX}")
 
 
 #: The train group's own scores (the dev and test groups hold their evaluation summaries).
@@ -225,7 +242,7 @@ def is_best_score(name: str) -> bool:
     """Whether a row's metric is one of the scores its table run copies when the row is the best: the dev and
     test summaries, sizes and interval bounds excepted."""
     return (name.startswith((summary_group(DEV), summary_group(TEST))) and not name.endswith("/samples")
-            and not is_interval(name))
+            and not is_interval(name) and not is_spread(name))
 
 
 def best_metric(name: str) -> str:

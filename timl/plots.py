@@ -259,6 +259,32 @@ def draw_roc(roc: Curves, out_dir: str | Path, prefix: str = "") -> list[Path]:
     return written
 
 
+def draw_fold_roc(rocs: Sequence, out_dir: str | Path, prefix: str = "") -> list[Path]:
+    """Draws each class's ROC across the folds of a cross-validation (:func:`timl.folds.fold_rocs`): every fold's
+    curve thin, the mean curve thick with a band of one standard deviation, the mean AUC ± its spread in the legend.
+
+    Returns:
+        The written files, ``{prefix}ROC-<iiii>-<class>.png`` (the original TIML's names).
+    """
+    from timl.folds import ROC_GRID
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for roc in rocs:
+        figure, axes = _new_figure()
+        for fold, ((false_positive_rate, true_positive_rate), area) in enumerate(zip(roc.curves, roc.aucs)):
+            axes.plot(false_positive_rate, true_positive_rate, linewidth=0.8, alpha=0.45,
+                      label=f"fold {fold} (AUC = {area:.4f})")
+        axes.plot(ROC_GRID, roc.mean_tpr, color="C0", linewidth=2.2, label=roc.label)
+        low, high = np.clip(roc.mean_tpr - roc.std_tpr, 0, 1), np.clip(roc.mean_tpr + roc.std_tpr, 0, 1)
+        axes.fill_between(ROC_GRID, low, high, color="C0", alpha=0.18, label="± 1 standard deviation")
+        _roc_axes(axes, f"ROC of class {roc.name}, cross-validation")
+        axes.legend(loc="lower right", fontsize=7)
+        written.append(_save(figure, out_dir / roc_file_name(roc.index, roc.name, prefix)))
+    return written
+
+
 def plot_confusion_matrix(matrix, class_names: Sequence[str], path: str | Path, *,
                           column_names: Sequence[str] | None = None, title: str = "Confusion matrix") -> Path:
     """Draws a confusion matrix as an annotated heat map.

@@ -88,7 +88,7 @@ def _scores(metrics: dict) -> str:
 
 
 def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
-    """The FINISHED row run of a table with the highest ``select_by`` metric (a metric name, a results column or an
+    """The FINISHED row run of a table (cross-validations aside) with the highest ``select_by`` metric (a metric name, a results column or an
     earlier name: :func:`timl.metric_names.resolve_select_by`).
 
     Raises:
@@ -97,8 +97,9 @@ def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> st
     from timl import tracking
 
     metric = names.resolve_select_by(select_by)
-    candidates = [run for run in tracking.child_runs(parent_run_id)
-                  if run.info.status == "FINISHED" and metric in run.data.metrics]
+    candidates = [run for run in tracking.child_runs(parent_run_id)  # a cross-validation has no model of its own
+                  if run.info.status == "FINISHED" and metric in run.data.metrics
+                  and run.data.tags.get(tracking.TAG_KIND) != tracking.KIND_CV]
     if not candidates:
         raise ConfigError(f"No finished row of table run {parent_run_id} has the metric {metric!r} "
                           "to select by. Received: select_by=" + repr(select_by))

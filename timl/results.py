@@ -4,6 +4,9 @@ Everything the table shows is in the store (params, metrics, tags), so anyone wi
 rebuild it at any time: ``python -m timl.results --experiment NAME`` or ``--parent-run ID``. Training writes its
 ``automation_result.csv`` with this same code.
 
+A cross-validation row (split ``kfold=K``) has a line per fold (split ``kfold=K:i``, its fold's scores), then its
+own line (split ``kfold=K``: the folds' mean scores).
+
 The table keeps the original TIML's layout: its input columns, then its output columns, in its order and
 formats (per-class arrays ``[0.500,1.000,0.250]``, ``trainacc`` with 3 decimals, ``trainstart``
 ``YYYYMMDD-hhmmss``, ``traintime`` ``H:MM:SS``); TIML's extra input columns and its summary columns follow.
@@ -117,10 +120,11 @@ def result_row(run, ci: bool = False) -> dict:
 
 
 def _keep_one_per_row(runs: list) -> list:
-    """For each (parent, row) keep the FINISHED run, else the newest (resumed tables have several)."""
+    """For each (parent, row, fold) keep the FINISHED run, else the newest (resumed tables have several)."""
     chosen: dict = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        key = (run.data.tags.get(tracking.TAG_PARENT), run.data.tags.get(tracking.TAG_ROW))
+        tags = run.data.tags
+        key = (tags.get(tracking.TAG_PARENT), tags.get(tracking.TAG_ROW), tags.get(tracking.TAG_FOLD))
         if key not in chosen or chosen[key].info.status != "FINISHED":
             chosen[key] = run
     return list(chosen.values())
@@ -149,16 +153,36 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
     if tracking_uri:
         tracking.configure(tracking_uri)
     if parent_run_id:
-        runs = tracking.child_runs(parent_run_id)
+        runs = _row_runs(parent_run_id)
     else:
         parents = tracking.table_runs(experiment)
         if not parents:
             raise ConfigError(f"No TIML table runs in experiment {experiment!r} of this tracking store.")
-        runs = [run for parent in reversed(parents) for run in tracking.child_runs(parent.info.run_id)]
-    rows = [result_row(run, ci) for run in _keep_one_per_row(runs)]
+        runs = [run for parent in reversed(parents) for run in _row_runs(parent.info.run_id)]
+    kept = _keep_one_per_row(runs)
+    rows = [result_row(run, ci) for run in kept]
     frame = pd.DataFrame(rows, columns=_columns(ci) + ["row", "status"])
-    frame = frame.sort_values("row", kind="stable").set_index("row")
+    frame["_line"] = [_line_order(run) for run in kept]
+    frame = frame.sort_values(["row", "_line"], kind="stable").drop(columns="_line").set_index("row")
     return frame
+
+
+def _row_runs(parent_run_id: str) -> list:
+    """The row runs of a table run; a cross-validation's folds' runs with it."""
+    runs = []
+    for run in tracking.child_runs(parent_run_id):
+        if run.data.tags.get(tracking.TAG_KIND) == tracking.KIND_CV:
+            runs += tracking.child_runs(run.info.run_id)
+        runs.append(run)
+    return runs
+
+
+def _line_order(run) -> int:
+    """Where a run's line goes among its row's: a fold by its index, a cross-validation after its folds."""
+    tags = run.data.tags
+    if tags.get(tracking.TAG_KIND) == tracking.KIND_CV:
+        return 1 << 30
+    return int(tags.get(tracking.TAG_FOLD, -1))
 
 
 def _columns(ci: bool) -> list[str]:

@@ -9,7 +9,8 @@ of a training table says how the rows become train, dev and test sets:
 - ``n=N``: N rows for dev, N rows for test, the rest for train.
 - ``list``: ``dataset`` is ``train.csv;dev.csv`` or ``train.csv;dev.csv;test.csv``.
 - ``kfold=K:i`` (K >= 2, 0 <= i < K): K-fold cross-validation; fold i is the test set, a 10% slice of the other
-  folds the dev set.
+  folds the dev set. ``kfold=K`` in a training table trains all K folds as one cross-validation
+  (:mod:`timl.training.crossval`); a dataset is loaded one fold at a time.
 
 Except with ``pre``, a file may be a union of CSVs joined with ``+`` (``corrected.csv+isic.csv``): the rows of
 every file, an image listed by several taking the first file's label, each file's images found beside it.
@@ -35,7 +36,7 @@ from timl.datasets.groups import GROUPS_FORMS, GroupsSpec, parse_groups, read_gr
 from timl.datasets.lookup import find_images, image_paths
 from timl.datasets.provenance import REVIEW_EXPORT_KIND, provenance_path, read_provenance, write_provenance
 from timl.datasets.split_spec import SPLIT_FORMS, SplitSpec, parse_split
-from timl.datasets.splits import KFOLD_DEV_FRACTION, SPLIT_STRATEGIES, load_dataset
+from timl.datasets.splits import KFOLD_DEV_FRACTION, SPLIT_STRATEGIES, image_groups, load_dataset
 from timl.datasets.stratify import grouped_assignment, stratified_folds, stratified_order
 from timl.datasets.tables import (IMAGE_COLUMN, class_columns, read_ground_truth, read_image_names, read_image_table,
                                   read_metadata)
@@ -65,6 +66,7 @@ __all__ = [
     "grouped_assignment",
     "image_paths",
     "load_dataset",
+    "image_groups",
     "parse_groups",
     "parse_split",
     "provenance_path",

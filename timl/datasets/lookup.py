@@ -11,7 +11,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import pandas as pd
+
 from timl.datasets._common import _listed
+from timl.datasets.cell import UNION_SEPARATOR
+from timl.datasets.tables import IMAGE_COLUMN
 from timl.errors import DatasetError, MissingFileError
 from timl.images import IMAGE_SUFFIXES
 
@@ -112,3 +116,46 @@ def image_paths(names: list[str], img_dir: str | Path, source: str | Path) -> li
             f"{', '.join(IMAGE_SUFFIXES)}, any case): {_listed(sorted(missing))}"
         )
     return [str(path) for path in paths]
+
+
+def _find_paths(names: list[str], img_dir: Path, source: str, origins: dict[str, Path]) -> list[str]:
+    """The image file of every name: in ``img_dir``, except rows of a ``+`` union (``origins``), found in the
+    ``images/`` folder beside their CSV. Every folder's missing images in one error."""
+    groups: dict[Path, list[int]] = {}
+    for position, name in enumerate(names):
+        groups.setdefault(origins[name].parent / "images" if name in origins else img_dir, []).append(position)
+    paths: list[str] = [""] * len(names)
+    problems = []
+    for folder, positions in groups.items():
+        listed_by = sorted({str(origins[names[p]]) for p in positions if names[p] in origins})
+        try:
+            found = image_paths([names[p] for p in positions], folder,
+                                UNION_SEPARATOR.join(listed_by) if len(groups) > 1 and listed_by else source)
+        except MissingFileError as error:
+            problems.append(str(error))
+            continue
+        for position, path in zip(positions, found):
+            paths[position] = path
+    if problems:
+        raise MissingFileError("\n".join(problems))
+    return paths
+
+
+def attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str,
+                  origins: dict[str, Path]) -> dict:
+    """Each frame of ``frames`` (split -> frame with ``image_name``, or None) with its images' files as ``path``
+    (see :func:`_find_paths`).
+
+    Raises:
+        MissingFileError: images not found, every folder's missing names in one message.
+    """
+    names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
+    paths = _find_paths(names, img_dir, source, origins)
+    result, start = {}, 0
+    for split, frame in frames.items():
+        if frame is None:
+            result[split] = None
+            continue
+        result[split] = frame.assign(path=paths[start:start + len(frame)]).reset_index(drop=True)
+        start += len(frame)
+    return result

@@ -1,5 +1,5 @@
 """The ``split`` cell of a training table, parsed without touching any file: :func:`parse_split` ->
-:class:`SplitSpec` (pre, frac=F, n=N, list, kfold=K:i)."""
+:class:`SplitSpec` (pre, frac=F, n=N, list, kfold=K:i, kfold=K)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 from timl.errors import DatasetError
 
 #: The forms a ``split`` cell may take, as error messages list them.
-SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i"
+SPLIT_FORMS = "pre, frac=F (0<F<0.5), n=N, list, kfold=K:i (fold i of K), kfold=K (all K folds, one cross-validation)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +22,8 @@ class SplitSpec:
         text: the cell as written.
         fraction: F of ``frac=F``.
         count: N of ``n=N``.
-        folds: K of ``kfold=K:i``.
-        fold: i of ``kfold=K:i`` (0-based).
+        folds: K of ``kfold=K:i`` and ``kfold=K``.
+        fold: i of ``kfold=K:i`` (0-based); None for ``kfold=K``, a cross-validation (every fold, one result).
     """
 
     strategy: str
@@ -32,6 +32,11 @@ class SplitSpec:
     count: int | None = None
     folds: int | None = None
     fold: int | None = None
+
+    @property
+    def cross_validation(self) -> bool:
+        """Whether the cell is ``kfold=K``: a table row that trains its K folds as one cross-validation."""
+        return self.strategy == "kfold" and self.fold is None
 
 
 def _split_error(text: str, reason: str = "") -> DatasetError:
@@ -56,10 +61,15 @@ def _parse_n(text: str, value: str) -> SplitSpec:
 
 
 def _parse_kfold(text: str, value: str) -> SplitSpec:
-    match = re.fullmatch(r"(\d+):(\d+)", value)
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", value)
     if not match:
-        raise _split_error(text, "kfold needs K:i with integers K >= 2 and 0 <= i < K")
-    folds, fold = int(match.group(1)), int(match.group(2))
+        raise _split_error(text, "kfold needs K (every fold) or K:i (fold i) with integers K >= 2 and 0 <= i < K")
+    folds = int(match.group(1))
+    if match.group(2) is None:
+        if folds < 2:
+            raise _split_error(text, f"kfold needs K >= 2 (got K={folds})")
+        return SplitSpec("kfold", text, folds=folds)
+    fold = int(match.group(2))
     if folds < 2 or fold >= folds:
         raise _split_error(text, f"kfold needs K >= 2 and 0 <= i < K (got K={folds}, i={fold})")
     return SplitSpec("kfold", text, folds=folds, fold=fold)
@@ -87,7 +97,7 @@ def parse_split(text: str) -> SplitSpec:
     """Validates a ``split`` cell without touching any file.
 
     Args:
-        text: ``pre``, ``frac=F`` (0<F<0.5), ``n=N``, ``list`` or ``kfold=K:i`` (0 <= i < K).
+        text: ``pre``, ``frac=F`` (0<F<0.5), ``n=N``, ``list``, ``kfold=K:i`` (0 <= i < K) or ``kfold=K``.
 
     Returns:
         The parsed SplitSpec.

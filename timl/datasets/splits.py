@@ -25,7 +25,7 @@ from timl.datasets._common import _listed
 from timl.datasets.cell import UNION_SEPARATOR, DatasetCell, DatasetEntry
 from timl.datasets.dataset import SPLITS, Dataset
 from timl.datasets.groups import GroupsSpec, group_labels, groups_file, parse_groups, read_group_table, refuse_shared
-from timl.datasets.lookup import image_paths
+from timl.datasets.lookup import attach_paths
 from timl.datasets.split_spec import SplitSpec, parse_split
 from timl.datasets.stratify import grouped_assignment, stratified_folds, stratified_order
 from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
@@ -78,6 +78,10 @@ def _random_split(frame: pd.DataFrame, class_names, count: int, spec: SplitSpec,
 
 def _kfold_split(frame: pd.DataFrame, class_names, spec: SplitSpec, seed: int, source: str,
                  groups: np.ndarray | None = None) -> dict:
+    if spec.cross_validation:
+        raise DatasetError(f"split {spec.text!r} is a cross-validation: a training table trains its {spec.folds} folds "
+                           f"(kfold={spec.folds}:0 ... kfold={spec.folds}:{spec.folds - 1}); one fold is loaded as "
+                           f"kfold={spec.folds}:i. Received: split={spec.text!r}")
     if groups is not None:
         shares = np.full(spec.folds, 1 / spec.folds)
         in_test = grouped_assignment(frame[list(class_names)].to_numpy(), groups, shares, seed) == spec.fold
@@ -359,43 +363,6 @@ SPLIT_STRATEGIES: dict[str, Callable] = {
 # Loading
 
 
-def _find_paths(names: list[str], img_dir: Path, source: str, origins: dict[str, Path]) -> list[str]:
-    """The image file of every name: in ``img_dir``, except rows of a ``+`` union (``origins``), found in the
-    ``images/`` folder beside their CSV. Every folder's missing images in one error."""
-    groups: dict[Path, list[int]] = {}
-    for position, name in enumerate(names):
-        groups.setdefault(origins[name].parent / "images" if name in origins else img_dir, []).append(position)
-    paths: list[str] = [""] * len(names)
-    problems = []
-    for folder, positions in groups.items():
-        listed_by = sorted({str(origins[names[p]]) for p in positions if names[p] in origins})
-        try:
-            found = image_paths([names[p] for p in positions], folder,
-                                UNION_SEPARATOR.join(listed_by) if len(groups) > 1 and listed_by else source)
-        except MissingFileError as error:
-            problems.append(str(error))
-            continue
-        for position, path in zip(positions, found):
-            paths[position] = path
-    if problems:
-        raise MissingFileError("\n".join(problems))
-    return paths
-
-
-def _attach_paths(frames: dict[str, pd.DataFrame | None], img_dir: Path, source: str,
-                  origins: dict[str, Path]) -> dict:
-    names = [name for frame in frames.values() if frame is not None for name in frame[IMAGE_COLUMN]]
-    paths = _find_paths(names, img_dir, source, origins)
-    result, start = {}, 0
-    for split, frame in frames.items():
-        if frame is None:
-            result[split] = None
-            continue
-        result[split] = frame.assign(path=paths[start:start + len(frame)]).reset_index(drop=True)
-        start += len(frame)
-    return result
-
-
 def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = "default", multi_label: bool = False,
                  img_dir: str | Path | None = None, seed: int = 0, base_dir: str | Path | None = None,
                  groups: str | None = None) -> Dataset:
@@ -437,7 +404,7 @@ def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = 
     entries = list(dict.fromkeys(files.values()))
     source = ";".join(_describe(entry) for entry in entries)
     folder = _resolve(str(img_dir), base) if img_dir is not None else entries[0][0].parent / "images"
-    frames = _attach_paths(frames, folder, source, request.origins if img_dir is None else {})
+    frames = attach_paths(frames, folder, source, request.origins if img_dir is None else {})
     logger.info("Dataset %s (split %s): %s", source, spec.text,
                 {name: 0 if frame is None else len(frame) for name, frame in frames.items()})
     labels = {split: request.labels(frame) for split, frame in frames.items() if frame is not None}
@@ -450,3 +417,14 @@ def load_dataset(dataset: str | DatasetCell, split: str, *, classcolumns: str = 
         logger.info("Dataset %s grouped by %s: %s groups, %d image(s) without a group value (each its own group)",
                     source, dataset.group_cell, dataset.group_counts(), dataset.ungrouped_images())
     return dataset
+
+
+def image_groups(dataset: str | DatasetCell, split: str, *, classcolumns: str = "default", multi_label: bool = False,
+                 seed: int = 0, base_dir: str | Path | None = None, groups: str) -> dict[str, str]:
+    """Image name -> group label of every image of a grouped dataset (:func:`load_dataset`'s arguments), read
+    without looking for the images: what a cross-validation's pooled intervals resample by."""
+    spec = parse_split(split)
+    request = _Request(DatasetCell.parse(dataset), classcolumns, multi_label, int(seed),
+                       Path(base_dir) if base_dir is not None else Path.cwd(), parse_groups(groups))
+    SPLIT_STRATEGIES[spec.strategy](spec, request)
+    return dict(request.group_of)

@@ -143,6 +143,16 @@ def logged_steps(run_id: str, key: str) -> set[int]:
     return {metric.step for metric in _client(None).get_metric_history(run_id, key)}
 
 
+def download_artifact(run_id: str, path: str, destination: Path) -> Path:
+    """Copies one artifact of a run (``path`` relative to its artifact root) into ``destination``; returns the copy.
+
+    Raises:
+        MlflowException, OSError: the run has no such artifact, or the store cannot be reached.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(_client(None).download_artifacts(run_id, path, str(destination)))
+
+
 def download_artifacts(run_id: str, destination: Path) -> list[Path]:
     """Copies a run's artifacts (its root files and folders) into ``destination``; returns what arrived."""
     client = _client(None)

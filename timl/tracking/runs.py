@@ -21,8 +21,8 @@ from timl import __version__, metric_names, tables
 from timl.errors import ConfigError
 from timl.tracking.logging import dataset_input, log_datasets, log_metrics, set_tags
 from timl.tracking.store import experiment_id, tracking_uri
-from timl.tracking.tags import (TAG_BEST_ROW, TAG_BEST_RUN, TAG_EXCEPTION, TAG_HOST, TAG_KIND, TAG_OUT_DIR,
-                                TAG_PARENT, TAG_PID, TAG_ROW, TAG_ROW_KEY, TAG_STATUS, TAG_TABLE)
+from timl.tracking.tags import (KIND_ROW, KIND_TABLE, TAG_BEST_ROW, TAG_BEST_RUN, TAG_EXCEPTION, TAG_FOLD, TAG_HOST,
+                                TAG_KIND, TAG_OUT_DIR, TAG_PARENT, TAG_PID, TAG_ROW, TAG_ROW_KEY, TAG_STATUS, TAG_TABLE)
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,8 @@ def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_
 
     client = MlflowClient()
     if resume_run_id:
-        client.update_run(resume_run_id, status="RUNNING")
-        client.set_tag(resume_run_id, TAG_PID, str(os.getpid()))
-        return resume_run_id
-    tags = {TAG_KIND: "table", TAG_TABLE: str(Path(table_path).resolve()), TAG_OUT_DIR: str(out_dir.resolve()),
+        return reopen_run(resume_run_id)
+    tags = {TAG_KIND: KIND_TABLE, TAG_TABLE: str(Path(table_path).resolve()), TAG_OUT_DIR: str(out_dir.resolve()),
             **process_tags()}
     launched_by = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made a run for us: it is the table run
     if launched_by:
@@ -73,6 +71,16 @@ def start_table_run(experiment: str, table_path: str, out_dir: Path, resume_run_
                                    tags={**tags, "mlflow.runName": name}).info.run_id
     client.log_artifact(run_id, str(tables.split_sheet(table_path)[0]))  # the file of FILE.xlsx#Sheet
     _log_table_dataset(run_id, Path(table_path))
+    return run_id
+
+
+def reopen_run(run_id: str) -> str:
+    """Sets an ended run RUNNING again, owned by this process (a resumed table or cross-validation); returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, TAG_PID, str(os.getpid()))
     return run_id
 
 
@@ -155,7 +163,7 @@ def table_runs(experiment: str) -> list:
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return list(MlflowClient().search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'table'",
+    return list(MlflowClient().search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = '{KIND_TABLE}'",
                                            order_by=["attributes.start_time DESC"], max_results=50000))
 
 
@@ -181,13 +189,26 @@ def close_dead_runs(runs: list) -> int:
     return closed
 
 
-def row_tags(row: int, row_key: str) -> dict:
-    """The tags of a row's run: its row number and key, and which process owns it."""
-    return {TAG_ROW: str(row), TAG_ROW_KEY: row_key, TAG_KIND: "row", **process_tags()}
+def finished_children(parent_run_id: str) -> dict[str, str]:
+    """Row key -> run id of a run's FINISHED children (the rows of a table, the folds of a cross-validation);
+    children left RUNNING by a dead process are closed KILLED first."""
+    children = child_runs(parent_run_id)
+    close_dead_runs(children)
+    return {run.data.tags.get(TAG_ROW_KEY): run.info.run_id for run in children
+            if run.info.status == "FINISHED" and run.data.tags.get(TAG_ROW_KEY)}
 
 
-def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str) -> str:
-    """Creates a row's child run without starting it here (for a row trained by another process); returns its id.
+def row_tags(row: int, row_key: str, fold: int | None = None, kind: str = KIND_ROW) -> dict:
+    """The tags of a row's run: its row number and key (a fold of a cross-validation: its fold), its kind, and
+    which process owns it."""
+    folds = {} if fold is None else {TAG_FOLD: str(fold)}
+    return {TAG_ROW: str(row), TAG_ROW_KEY: row_key, TAG_KIND: kind, **folds, **process_tags()}
+
+
+def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str, fold: int | None = None,
+                   kind: str = KIND_ROW) -> str:
+    """Creates a row's child run without starting it here (for a row trained by another process, or a
+    cross-validation run: ``kind`` cv); returns its id.
 
     The run has the tags a run started in this process would have (MLflow's source and user tags included).
     """
@@ -196,7 +217,8 @@ def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str) ->
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
-    tags = registry.resolve_tags({**row_tags(row, row_key), TAG_PARENT: parent_run_id, "mlflow.runName": run_name})
+    tags = registry.resolve_tags({**row_tags(row, row_key, fold, kind), TAG_PARENT: parent_run_id,
+                                  "mlflow.runName": run_name})
     return client.create_run(parent.info.experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
@@ -206,16 +228,17 @@ class RowRun:
     With ``system_metrics``, MLflow's own system-metrics monitor samples CPU, memory, disk, network (and GPUs where
     ``nvidia-ml-py`` finds them) into ``system/...`` metrics every 10 s while the run is active.
 
-    Without ``run_id`` it creates the run as it starts; with ``run_id`` it continues a run created by
+    A fold of a cross-validation gives its ``fold`` (tag ``timl.fold``). Without ``run_id`` it creates the run as it
+    starts; with ``run_id`` it continues a run created by
     :func:`create_row_run` (a row trained by a cluster worker, or retried there). MLflow's exit hook would mark an
     active run FINISHED even after an error, so the state is set here.
     """
 
     def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str, run_id: str | None = None,
-                 system_metrics: bool = False):
+                 system_metrics: bool = False, fold: int | None = None):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
-        self.tags = row_tags(row, row_key)
+        self.tags = row_tags(row, row_key, fold)
         self.run_id: str | None = run_id
         self.system_metrics = system_metrics
         self.status: str | None = None

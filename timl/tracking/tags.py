@@ -1,13 +1,18 @@
 """The names TIML writes into the MLflow record beside metrics and params: run tags and the parent-run marker.
 
 A table is a parent run (tag ``timl.kind`` = ``table``); each row is a child run (``timl.kind`` = ``row``) carrying
-its row number and a stable row key, so that ``--resume`` finds it again.
+its row number and a stable row key, so that ``--resume`` finds it again. A cross-validation row (split ``kfold=K``)
+is a child run of kind ``cv`` whose K folds are its own child runs (kind ``row``, tag ``timl.fold`` = i).
 """
 
 TAG_ROW_KEY = "timl.row_key"
 TAG_ROW = "timl.row"
 TAG_TABLE = "timl.table"
 TAG_KIND = "timl.kind"
+#: The kinds of TIML runs (tag ``timl.kind``): a table, a row (a fold of a cross-validation too), a cross-validation.
+KIND_TABLE, KIND_ROW, KIND_CV = "table", "row", "cv"
+#: A fold of a cross-validation: its index i (of ``kfold=K:i``).
+TAG_FOLD = "timl.fold"
 TAG_PID = "timl.pid"
 TAG_HOST = "timl.host"
 TAG_STATUS = "timl.status"

@@ -62,7 +62,7 @@ def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Pa
             probabilities = trained.predictions.get(split)
             if probabilities is None:
                 probabilities = classifier.predict_arrays(data.arrays[split], plan.config.batchsize)
-            started[split] = _report_split(reports, out_dir, f"{plan.config.row}-{split}-", data.dataset, split,
+            started[split] = _report_split(reports, out_dir, f"{plan.config.file_stem}-{split}-", data.dataset, split,
                                            labels, probabilities, skip_roc,
                                            Bootstrap(resamples=bootstrap, groups=data.dataset.groups.get(split)))
     return RowEvaluation(classifier, started)

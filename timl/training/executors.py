@@ -68,7 +68,7 @@ class RowTask:
     def checkpoint_dir(self) -> Path | None:
         """The row's checkpoint folder, ``<checkpoint_root>/N`` (None: the default, ``out_dir/.backup/N``)."""
         root = self.table.checkpoint_root
-        return None if root is None else Path(root) / str(self.config.row)
+        return None if root is None else Path(root) / self.config.file_stem
 
 
 @dataclasses.dataclass
@@ -137,7 +137,7 @@ class LocalExecutor(Executor):
         began = time.time()
         table = task.table
         row_run = tracking.RowRun(table.parent_run_id, config.run_name, config.row, task.row_key,
-                                  system_metrics=table.system_metrics)
+                                  system_metrics=table.system_metrics, fold=config.cv_fold)
         try:
             with row_run:
                 headline = train_row(config, out_dir=table.out_dir, img_dir=table.img_dir, skip_roc=table.skip_roc,

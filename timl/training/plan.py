@@ -46,7 +46,7 @@ def resolve_row(config: RunConfig, *, out_dir: Path, checkpoint_dir: Path | None
     from timl import models
 
     return RowPlan(config, models.get_method(config.method),
-                   Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / ".backup" / str(config.row),
+                   Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / ".backup" / config.file_stem,
                    config.gpus if config.gpus is not None else gpus)
 
 

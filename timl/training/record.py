@@ -60,7 +60,7 @@ def _save_model(plan: RowPlan, trained: Trained, classifier: Classifier, out_dir
     from timl.classifier import write_metadata
 
     stamp = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
-    keras_path = out_dir / f"{plan.config.row}-keras_model-{stamp}.h5"
+    keras_path = out_dir / f"{plan.config.file_stem}-keras_model-{stamp}.h5"
     trained.model.save(keras_path)
     metadata_path = write_metadata(keras_path, {**classifier.metadata(), "method": plan.spec.name,
                                                 "run_id": tracking.active_run_id()})
@@ -71,7 +71,7 @@ def _write_history(config: RunConfig, trained: Trained, out_dir: Path) -> list[P
     """``N-model_summary.txt``, ``N-history.csv`` and the loss/accuracy plots."""
     from timl import models
 
-    prefix = f"{config.row}-"
+    prefix = f"{config.file_stem}-"
     summary_path = out_dir / f"{prefix}model_summary.txt"
     summary_path.write_text(models.describe_model(trained.model))
     history_path = out_dir / f"{prefix}history.csv"

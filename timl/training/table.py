@@ -4,7 +4,8 @@
 executor (:mod:`timl.training.executors`). A row that failed validation gets a FAILED run of its own; a failed
 row never stops the others; Ctrl-C or SIGTERM ends the current row KILLED; ``resume`` skips rows whose run
 FINISHED and closes runs left RUNNING by a killed process. The results table is rebuilt from the tracking store
-after every row, so nothing finished is lost. As the original TIML did, the output folder gets a copy of the input
+after every row, so nothing finished is lost. A row whose split is ``kfold=K`` is a cross-validation: its K folds
+train as rows of their own under its cross-validation run (:mod:`timl.training.crossval`). As the original TIML did, the output folder gets a copy of the input
 table (``automation_input.csv``).
 """
 
@@ -24,6 +25,7 @@ from timl import __version__, tables, tracking
 from timl import config as config_module
 from timl.config import RunConfig
 from timl.errors import ConfigError
+from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
 from timl.training.options import TableOptions
 
@@ -96,19 +98,28 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
     tracking.configure(options.tracking_uri)
     parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
                                          options.resume)
-    done = _finished_keys(parent_id) if options.resume else {}
+    done = tracking.finished_children(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    progress = _Progress(parent_id, out_dir, len(selection), on_row, on_progress)
+    progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done), on_row, on_progress)
     checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
                    else out_dir.resolve() / ".backup")
     table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics,
                          options.bootstrap)
-    tasks = _row_tasks(configs, selection, table, done, progress.row_ended)
+    cross_validations = CrossValidations(table)
+
+    def row_ended(outcome: RowOutcome) -> None:  # a fold's end may complete its cross-validation
+        progress.row_ended(outcome)
+        completed = cross_validations.fold_ended(outcome)
+        if completed is not None:
+            progress.row_ended(completed)
+
+    tasks = _row_tasks(configs, selection, table, done, row_ended, cross_validations)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
             for outcome in outcomes:
-                progress.row_ended(outcome)
+                row_ended(outcome)
     except BaseException as error:  # never leave the table run RUNNING
+        cross_validations.abort()
         _write_results(parent_id, out_dir)
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
@@ -180,18 +191,23 @@ def _find_resume_run(out_dir: Path | None, experiment: str, table_path: Path) ->
     return None, out_dir
 
 
-def _finished_keys(parent_id: str) -> dict[str, str]:
-    """Row keys of the parent's FINISHED children; closes children left RUNNING by a dead process."""
-    children = tracking.child_runs(parent_id)
-    tracking.close_dead_runs(children)
-    return {run.data.tags.get(tracking.TAG_ROW_KEY): run.info.run_id for run in children
-            if run.info.status == "FINISHED" and run.data.tags.get(tracking.TAG_ROW_KEY)}
+def _outcome_count(configs: list[RunConfig | ConfigError], selection: list[int], done: dict[str, str]) -> int:
+    """How many outcomes the selected rows end with: one per row; a cross-validation not yet FINISHED its K folds'
+    and its own."""
+    def count(item) -> int:
+        if isinstance(item, RunConfig) and item.cross_validation and item.key(__version__) not in done:
+            return len(item.fold_configs()) + 1
+        return 1
+
+    return sum(count(configs[number]) for number in selection)
 
 
 def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], table: TableContext,
-               done: dict[str, str], row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
-    """The selected rows as tasks of ``table``, in table order. A row that failed validation gets its FAILED run
-    and a row that already FINISHED is skipped, each reported as the executor reaches it."""
+               done: dict[str, str], row_ended: Callable[[RowOutcome], None],
+               cross_validations: CrossValidations) -> Iterator[RowTask]:
+    """The selected rows as tasks of ``table``, in table order; a cross-validation row's as the tasks of its
+    folds. A row that failed validation gets its FAILED run and a row that already FINISHED is skipped, each
+    reported as the executor reaches it."""
     for number in selection:
         item = configs[number]
         if isinstance(item, ConfigError):
@@ -199,9 +215,12 @@ def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], tab
             continue
         key = item.key(__version__)
         if key in done:
-            row_ended(RowOutcome(number, item.run_name, "FINISHED", done[key], "skipped: already FINISHED"))
-            continue
-        yield RowTask(item, key, table)
+            name = item.cv_run_name if item.cross_validation else item.run_name
+            row_ended(RowOutcome(number, name, "FINISHED", done[key], "skipped: already FINISHED"))
+        elif item.cross_validation:
+            yield from cross_validations.tasks(item, key, row_ended)
+        else:
+            yield RowTask(item, key, table)
 
 
 def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowOutcome:
