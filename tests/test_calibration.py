@@ -254,3 +254,18 @@ def test_temperature_on_a_row_without_a_dev_set_or_probabilities_fails_with_the_
     trained.model = linear
     with pytest.raises(ConfigError, match=r"row 3, column 'calibration': .*softmax or sigmoid.*ends with linear"):
         calibrate(plan, no_dev, trained)
+
+
+def test_the_bootstrap_gives_the_brier_score_and_the_nll_intervals_from_the_same_resamples():
+    from timl.intervals import Bootstrap
+
+    y_true, y_prob = _overconfident(3, 400)
+    summary = evaluation.evaluate(y_true, y_prob, ["a", "b", "c"], bootstrap=Bootstrap(resamples=500))
+    for key in ("brier", "nll"):
+        assert summary[f"{key}_ci_low"] < summary[key] < summary[f"{key}_ci_high"]
+    assert "ece_ci_low" not in summary, "no interval for the binned ECE (its resampled values are biased)"
+    assert list(summary)[-2:] == ["bootstrap_resamples", "bootstrap_seed"]
+    metrics = evaluation.split_metrics(summary, "test")
+    assert metrics["test/nll_ci_low"] == summary["nll_ci_low"] and "test/brier_ci_high" in metrics
+    multi = evaluation.evaluate(y_true, y_prob, ["a", "b", "c"], multi_label=True, bootstrap=Bootstrap(resamples=200))
+    assert multi["brier_ci_low"] < multi["brier"] < multi["brier_ci_high"]

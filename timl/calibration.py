@@ -140,21 +140,30 @@ def calibration_errors(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: b
             float(max(binned.maximum_error() for binned in per_class)))
 
 
-def brier_score(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> float:
-    """The Brier score: single-label ``mean_i sum_k (p_ik - y_ik)^2``; multi-label the mean of the classes'
-    binary scores, ``mean_ik (p_ik - y_ik)^2``."""
+def image_brier(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> np.ndarray:
+    """Each image's Brier score: single-label ``sum_k (p_k - y_k)^2``; multi-label ``mean_k (p_k - y_k)^2``."""
     squared = (np.asarray(y_prob, dtype=float) - np.asarray(y_true, dtype=float)) ** 2
-    return float(squared.mean() if multi_label else squared.sum(axis=1).mean())
+    return squared.mean(axis=1) if multi_label else squared.sum(axis=1)
 
 
-def negative_log_likelihood(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> float:
-    """The mean negative log likelihood: single-label ``-log p_true``; multi-label the classes' binary log loss
-    ``-(y log p + (1 - y) log(1 - p))`` averaged over images and classes."""
+def image_log_loss(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> np.ndarray:
+    """Each image's negative log likelihood: single-label ``-log p_true``; multi-label the classes' binary log
+    loss ``-(y log p + (1 - y) log(1 - p))`` averaged over the classes."""
     y_true = np.asarray(y_true, dtype=bool)
     y_prob = np.clip(np.asarray(y_prob, dtype=float), _EPSILON, 1.0 - _EPSILON)
     if multi_label:
-        return float(-np.where(y_true, np.log(y_prob), np.log1p(-y_prob)).mean())
-    return float(-np.log(y_prob[y_true]).mean())
+        return -np.where(y_true, np.log(y_prob), np.log1p(-y_prob)).mean(axis=1)
+    return -np.log(np.where(y_true, y_prob, 1.0).prod(axis=1))
+
+
+def brier_score(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> float:
+    """The Brier score: the mean over images of :func:`image_brier`."""
+    return float(image_brier(y_true, y_prob, multi_label=multi_label).mean())
+
+
+def negative_log_likelihood(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> float:
+    """The mean negative log likelihood: the mean over images of :func:`image_log_loss`."""
+    return float(image_log_loss(y_true, y_prob, multi_label=multi_label).mean())
 
 
 def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, *, multi_label: bool = False) -> dict[str, float]:

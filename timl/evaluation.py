@@ -27,11 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from timl.calibration import calibration_summary
+from timl.calibration import calibration_summary, image_brier, image_log_loss
 from timl.errors import DatasetError
 from timl.intervals import Bootstrap, interval_metrics
-from timl.metric_names import (PER_CLASS_METRICS, SCALAR_METRICS, class_group, per_class_metric_name,
-                               sanitize_metric_name, summary_group)
+from timl.metric_names import (CALIBRATION_INTERVAL_SCALARS, PER_CLASS_METRICS, SCALAR_METRICS, class_group,
+                               per_class_metric_name, sanitize_metric_name, summary_group)
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,11 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
         summary["exact_match"] = global_accuracy
         summary["hamming_loss"] = float((y_pred != y_true).mean())
     summary.update(calibration_summary(y_true, y_prob, multi_label=multi_label))
-    return {**summary, **(bootstrap.summary_values(y_true, y_pred, y_prob) if bootstrap else {})}
+    if not bootstrap:
+        return summary
+    losses = dict(zip(CALIBRATION_INTERVAL_SCALARS, (image_brier(y_true, y_prob, multi_label=multi_label),
+                                                     image_log_loss(y_true, y_prob, multi_label=multi_label))))
+    return {**summary, **bootstrap.summary_values(y_true, y_pred, y_prob, losses)}
 
 
 def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str | None = None) -> dict[str, float]:

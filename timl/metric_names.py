@@ -58,6 +58,11 @@ SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_
 INTERVAL_SCALARS = ("global_accuracy", "balanced_accuracy", "mean_auc", "mean_f1")
 INTERVAL_PER_CLASS = ("sensitivity", "specificity", "auc")
 
+#: The summary scalars that are means of a per-image loss, whose intervals the bootstrap forms from the same
+#: resamples (:func:`timl.intervals.mean_intervals`): the Brier score and the NLL (not the binned ECE and MCE, whose
+#: resampled values are biased upwards).
+CALIBRATION_INTERVAL_SCALARS = ("brier", "nll")
+
 #: The bounds of an interval, as suffixes of the score they bound: ``test/balanced_accuracy_ci_low``,
 #: ``test_class/sens_MEL_ci_high``; the summary files' keys too (``balanced_accuracy_ci_low``).
 INTERVAL_BOUNDS = ("ci_low", "ci_high")
