@@ -128,6 +128,18 @@ def test_without_an_address_timl_starts_its_own_ray_instance(report):
     assert report["alone_rc"] == 0 and [row["status"] for row in report["alone_rows"]] == ["FINISHED"]
 
 
+def test_the_folds_of_a_cross_validation_train_in_parallel_on_the_cluster(report):
+    cv = report["cv"]
+    assert report["cv_rc"] == 0 and cv["status"] == "FINISHED" and cv["kind"] == "cv"
+    assert cv["samples"] == 90 and cv["has_interval"], "the driver pooled the folds' out-of-fold predictions"
+    folds = cv["folds"]
+    assert len(folds) == 3 and {fold["status"] for fold in folds} == {"FINISHED"}
+    overlapping = [a for a in folds for b in folds if a is not b and a["start"] < b["end"] and b["start"] < a["end"]]
+    assert overlapping, "the folds ran at the same time"
+    assert cv["splits"] == ["kfold=3:0", "kfold=3:1", "kfold=3:2", "kfold=3"]
+    assert "0-cv-test-per_image_results.csv" in cv["files"] and "0-fold1-test-per_image_results.csv" in cv["files"]
+
+
 def test_the_scenario_stays_short(report):
     assert report["seconds"] < 400, report["seconds"]
 

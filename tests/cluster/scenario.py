@@ -220,6 +220,26 @@ def local_instance(work: Path, data: Path, cluster: RayCluster, server: Tracking
     report["alone_rows"] = _describe_rows(_client(server.uri), work / "alone-out")
 
 
+def cross_validation(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """A kfold=3 row: its three folds train in parallel on the cluster, then the driver summarises them."""
+    import pandas as pd
+
+    table = write_table(work / "cv.csv", [small_cnn_row(str(data / "mini.csv"), split="kfold=3", epochs=6)])
+    out = work / "cv-out"
+    driver = _train(cluster, server.uri, table, out, log=work / "cv.log")
+    report["cv_rc"] = driver.wait(timeout=300)
+    client = _client(server.uri)
+    [cv] = _row_runs(client, out)
+    fold_runs = client.search_runs([cv.info.experiment_id], f"tags.mlflow.parentRunId = '{cv.info.run_id}'")
+    report["cv"] = {"status": cv.info.status, "kind": cv.data.tags.get("timl.kind"),
+                    "samples": cv.data.metrics.get("test/samples"),
+                    "has_interval": "test/balanced_accuracy_ci_low" in cv.data.metrics,
+                    "folds": [{"status": run.info.status, "start": run.info.start_time, "end": run.info.end_time,
+                               "node": run.data.tags.get("timl.ray_node")} for run in fold_runs],
+                    "splits": pd.read_csv(out / "automation_result.csv")["split"].tolist(),
+                    "files": sorted(path.name for path in out.iterdir())}
+
+
 def main() -> None:
     work, data = Path(sys.argv[1]), Path(sys.argv[2])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -237,7 +257,8 @@ def main() -> None:
         cluster.start()
         report["nodes"] = cluster.nodes()
         report["ready"] = time.time() - report["started"]
-        for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance):
+        for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance,
+                     cross_validation):
             began = time.time()
             try:
                 step(work, data, cluster, server, report)
