@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, tables
+from timl import datasets, images, metric_names, models, tables, tta
 from timl.calibration import CALIBRATION_METHODS
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
@@ -46,13 +46,18 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 #: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
 GROUP_COLUMNS = ("groups",)
 
+#: Optional columns of a row's evaluation: ``tta`` (``none`` or a test-time augmentation preset of
+#: :data:`timl.tta.TTA_PRESETS`), the views the row's dev and test scores average over. A row without them keeps
+#: its params and its key.
+EVALUATION_COLUMNS = ("tta",)
+
 #: Optional columns of the model's probabilities: ``calibration`` (``none``, the original behaviour, or
 #: ``temperature``: the probabilities rescaled by a temperature fitted on the dev set after training,
 #: :mod:`timl.training.calibrate`). A row without them keeps its params and its key.
 CALIBRATION_COLUMNS = ("calibration",)
 
 #: The columns whose cell goes to the row's params and key only when it differs from its default.
-OPTIONAL_COLUMNS = GROUP_COLUMNS + CALIBRATION_COLUMNS
+OPTIONAL_COLUMNS = GROUP_COLUMNS + EVALUATION_COLUMNS + CALIBRATION_COLUMNS
 
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
@@ -75,7 +80,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
-            "calibration": "none"}
+            "tta": "none", "calibration": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,8 @@ class RunConfig:
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
+        tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
+            its views (:mod:`timl.tta`).
         calibration: ``none`` or ``temperature`` (:data:`timl.calibration.CALIBRATION_METHODS`).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
@@ -143,6 +150,7 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
     groups: str = ""
+    tta: str = "none"
     calibration: str = "none"
     cv_fold: int | None = None
 
@@ -202,7 +210,7 @@ class RunConfig:
 
     def input_cells(self) -> dict:
         """The row's input cells as strings, as they go to MLflow params and the results table (the optional
-        columns, groups and calibration, only when set: a row without them logs what it logged before)."""
+        columns, groups, tta and calibration, only when set: a row without them logs what it logged before)."""
         cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
         return {**cells, **{name: getattr(self, name) for name in OPTIONAL_COLUMNS
@@ -244,7 +252,7 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups",
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta",
                      "calibration"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
@@ -318,6 +326,7 @@ def _check_choices(values: dict) -> list[str]:
         ("split", lambda v: datasets.parse_split(v)),
         ("groups", lambda v: datasets.parse_groups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
+        ("tta", lambda v: tta.get_tta(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
         ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
     )
@@ -355,6 +364,10 @@ def _check_head_cells(values: dict) -> list[str]:
         problems.append("column 'activations' names a folder of one view per image (as predict --layer writes "
                         "it): use imgaug none, or activations=auto to cache every view. Received: "
                         f"imgaug={values['imgaug']!r}")
+    if values["activations"] and values["tta"] != DEFAULTS["tta"]:
+        problems.append("column 'tta' predicts views of the dev and test images, which a head trained on cached "
+                        "activations never decodes: leave tta empty (none) or drop activations. Received: "
+                        f"tta={values['tta']!r}, activations={values['activations']!r}")
     if values["metadata"] and not values["activations"]:
         problems.append("column 'metadata' joins per-image numbers to a head trained on cached activations: "
                         f"set activations (auto or a folder) too. Received: metadata={values['metadata']!r}, "
