@@ -367,3 +367,29 @@ def draw_precision_recall(curves: Curves, path: str | Path) -> Path:
     if curves.curves:
         axes.legend(loc="lower left" if not curves.missing else "center left", fontsize=8)
     return _save(figure, path)
+
+
+def plot_forest(rows: Sequence[tuple], path: str | Path, *, title: str, reference: float | None = None) -> Path:
+    """A forest plot: one line per ``(label, value, low, high)``, top to bottom, the value as a point and its
+    interval as a horizontal bar (a row without a value is named with no mark), a dashed line at ``reference``.
+
+    Args:
+        rows: the labels and their values and bounds (None where undefined).
+        path: the PNG written.
+        title: the plot's title.
+        reference: a value to compare with (the whole set's score). Defaults to None (no line).
+    """
+    figure, axes = _new_figure(6.5, max(2.0, 0.9 + 0.32 * len(rows)))
+    positions = np.arange(len(rows))[::-1]
+    for position, (_, value, low, high) in zip(positions, rows):
+        if low is not None and high is not None:
+            axes.hlines(position, low, high, color="tab:blue", linewidth=2)
+        if value is not None:
+            axes.plot([value], [position], "o", color="tab:blue")
+    if reference is not None:
+        axes.axvline(reference, color="grey", linestyle="--", linewidth=1, label="all images")
+        axes.legend(loc="lower right", fontsize="small")
+    axes.set_yticks(positions, [row[0] for row in rows], fontsize="small")
+    axes.set(title=title, xlim=(-0.02, 1.02), ylim=(-0.7, len(rows) - 0.3))
+    axes.grid(axis="x", alpha=0.3)
+    return _save(figure, path, tight=True)
