@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, tables
+from timl import datasets, images, metric_names, models, subgroups, tables
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -42,8 +42,9 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 
 #: Optional columns of the split: ``groups`` (``COLUMN`` of the ground truth, or ``FILE.csv:COLUMN``: a table with
 #: ``image_name`` and that column, such as the ISIC metadata's ``lesion_id``), the images that stay on one side of
-#: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
-GROUP_COLUMNS = ("groups",)
+#: the split (:mod:`timl.datasets.groups`); ``subgroups`` (``FILE.csv:COLUMN[,COLUMN...]``, :mod:`timl.subgroups`),
+#: the test set scored by subgroup. A row without them keeps its params and its key.
+GROUP_COLUMNS = ("groups", "subgroups")
 
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
@@ -61,7 +62,8 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
-            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": ""}
+            "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
+            "subgroups": ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,9 @@ class RunConfig:
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
+        subgroups: ``""`` or ``FILE.csv:COLUMN[,COLUMN...]`` (a column in bands as ``age_approx:0,30,45,60``):
+            the test set is also scored by subgroup (:mod:`timl.subgroups`), relative to where the dataset's paths
+            start, else beside its test CSV.
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
@@ -128,6 +133,7 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
     groups: str = ""
+    subgroups: str = ""
     cv_fold: int | None = None
 
     def __post_init__(self):
@@ -227,7 +233,7 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "subgroups"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -299,6 +305,7 @@ def _check_choices(values: dict) -> list[str]:
         ("method", lambda v: models.get_method(v)),
         ("split", lambda v: datasets.parse_split(v)),
         ("groups", lambda v: datasets.parse_groups(v)),
+        ("subgroups", lambda v: subgroups.parse_subgroups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
         ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
