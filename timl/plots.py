@@ -60,15 +60,15 @@ def warm_up() -> None:
     figure.savefig(io.BytesIO(), format="png")
 
 
-def _save(figure, path: str | Path, *, tight: bool = False) -> Path:
-    """Writes a figure as PNG. Fixed margins suit the curve plots; ``tight`` (about twice as slow) fits
-    labels of any length, for the confusion matrix."""
+def _save(figure, path: str | Path, *, tight: bool = False, margins: dict | None = None) -> Path:
+    """Writes a figure as PNG. Fixed margins (``margins``, else :data:`CURVE_MARGINS`) suit the curve plots;
+    ``tight`` (about twice as slow) fits labels of any length, for the confusion matrix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         figure.tight_layout()
     else:
-        figure.subplots_adjust(**CURVE_MARGINS)
+        figure.subplots_adjust(**(margins or CURVE_MARGINS))
     figure.savefig(path, format="png")
     figure.clear()
     return path
@@ -379,7 +379,8 @@ def plot_forest(rows: Sequence[tuple], path: str | Path, *, title: str, referenc
         title: the plot's title.
         reference: a value to compare with (the whole set's score). Defaults to None (no line).
     """
-    figure, axes = _new_figure(6.5, max(2.0, 0.9 + 0.32 * len(rows)))
+    height = max(2.0, 0.9 + 0.32 * len(rows))
+    figure, axes = _new_figure(7.0, height)
     positions = np.arange(len(rows))[::-1]
     for position, (_, value, low, high) in zip(positions, rows):
         if low is not None and high is not None:
@@ -388,8 +389,12 @@ def plot_forest(rows: Sequence[tuple], path: str | Path, *, title: str, referenc
             axes.plot([value], [position], "o", color="tab:blue")
     if reference is not None:
         axes.axvline(reference, color="grey", linestyle="--", linewidth=1, label="all images")
-        axes.legend(loc="lower right", fontsize="small")
+        axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize="small", frameon=False)
     axes.set_yticks(positions, [row[0] for row in rows], fontsize="small")
-    axes.set(title=title, xlim=(-0.02, 1.02), ylim=(-0.7, len(rows) - 0.3))
+    axes.set_title(title, loc="right", fontsize="medium")
+    axes.set(xlim=(-0.02, 1.02), ylim=(-0.7, len(rows) - 0.3))
     axes.grid(axis="x", alpha=0.3)
-    return _save(figure, path, tight=True)
+    longest = max((len(str(row[0])) for row in rows), default=0)
+    margins = {"left": min(0.6, 0.03 + 0.0125 * longest), "right": 0.97, "bottom": 0.45 / height,
+               "top": 1 - 0.45 / height}
+    return _save(figure, path, margins=margins)
