@@ -97,8 +97,11 @@ def test_a_cross_validation_row_trains_its_folds_as_one_result(tracking_uri, tmp
 
     from timl import training
 
+    names_in_order = pd.read_csv(mini_digits / "mini.csv", dtype=str)["image_name"]
+    pd.DataFrame({"image_name": names_in_order, "lesion": [f"L{index // 2}" for index in range(len(names_in_order))]}
+                 ).to_csv(tmp_path / "lesions.csv", index=False)
     table = write_table(tmp_path / "table.csv", [small_cnn_row(str(mini_digits / "mini.csv"), split="kfold=3",
-                                                               epochs=1),
+                                                               epochs=1, groups=f"{tmp_path / 'lesions.csv'}:lesion"),
                                                  small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)])
     seen = []
     outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="cv", bootstrap=200,
@@ -131,6 +134,17 @@ def test_a_cross_validation_row_trains_its_folds_as_one_result(tracking_uri, tmp
     assert len(pooled) == 90 and pooled["image"].is_unique and sorted(pooled["fold"].unique()) == [0, 1, 2]
     assert list(pooled.columns)[:7] == ["image", "groundtruth", "class_groundtruth", "pdist", "inference",
                                         "class_inference", "correct"], "the original layout, the fold after it"
+    from timl import evaluation
+    from timl.intervals import Bootstrap
+
+    pooled_back = folds.read_per_image_results(tmp_path / "out" / "0-cv-test-per_image_results.csv", 3, fold=0)
+    lesions = np.array([f"L{list(names_in_order).index(name) // 2}" for name in pooled_back.image_names], dtype=object)
+    for groups, equal in ((lesions, True), (None, False)):
+        again = evaluation.split_metrics(evaluation.evaluate(pooled_back.y_true, pooled_back.y_prob, ["D0", "D1", "D2"],
+                                                             bootstrap=Bootstrap(200, groups=groups)), "test")
+        same = all(again[name] == pytest.approx(metrics[name]) for name in again if names.is_interval(name))
+        assert same == equal, "the pooled intervals resample whole lesions"
+    assert cv.data.params["groups"].endswith("lesions.csv:lesion"), "the folds' shared params"
     summary = json.loads((tmp_path / "out" / "0-cv-test-summary.json").read_text())
     assert summary["samples"] == 90 and summary["bootstrap_resamples"] == 200
     fold_table = pd.read_csv(tmp_path / "out" / "0-cv-folds.csv", dtype={"fold": str})

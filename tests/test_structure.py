@@ -427,3 +427,24 @@ def test_subgroups_are_scored_by_the_evaluation_and_parsed_in_one_place():
     offenders = [module for module, path in _modules().items() if module != "timl.subgroups.spec"
                  and "parse_subgroups(" in path.read_text() and "def parse_subgroups" in path.read_text()]
     assert not offenders, offenders
+
+
+def tta_literals(source: str) -> list[int]:
+    """The lines of string constants that name a test-time augmentation preset or a spread column."""
+    from timl.tta import TTA_PRESETS, TTA_STD_PREFIX
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+                  and isinstance(node.value, str) and (node.value in TTA_PRESETS
+                                                       or node.value.startswith(TTA_STD_PREFIX)))
+
+
+def test_test_time_augmentation_lives_in_timl_tta_alone():
+    """One registry of test-time views for predict, the pyfunc, the server and the table column: no other module
+    names a preset or a ``tta_std_`` column (``timl/images/augment.py`` names its own ``imgaug`` presets), and the
+    views are computed from the ``imgaug`` presets' own index table, with no TensorFlow."""
+    assert tta_literals('x = "hflip_rot4"\ny = f"tta_std_{name}"\nz = "tta_std_A"\n') == [1, 2, 3], "the rule sees"
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module not in ("timl.tta", "timl.images.augment") for line in tta_literals(path.read_text())]
+    assert not offenders, f"a test-time augmentation name outside timl/tta.py (use timl.tta): {offenders}"
+    imports = [name for name in _imports_of(PACKAGE / "tta.py") if name.startswith(("timl", "tensorflow", "keras"))]
+    assert imports == ["timl.errors", "timl.images.augment"], imports

@@ -152,26 +152,59 @@ class Classifier:
         """Whether the model takes per-image metadata as a second input (a row with a ``metadata`` column)."""
         return len(getattr(self.model, "inputs", ()) or ()) > 1
 
-    def predict_arrays(self, images: np.ndarray, batch_size: int = 32, metadata: np.ndarray | None = None
-                       ) -> np.ndarray:
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 32, metadata: np.ndarray | None = None,
+                       tta: str | None = None) -> np.ndarray:
         """Predicts preprocessed images (N, S, S, 3), float32 in [0, 1] or uint8 (converted batch by batch).
+
+        Args:
+            tta: a test-time augmentation preset (:data:`timl.tta.TTA_PRESETS`): the probabilities averaged over
+                its views (:meth:`predict_views`). Defaults to None (none).
 
         Raises:
             ModelError: the model takes metadata and none was given (or the reverse).
         """
+        if tta is not None and tta != "none":
+            return self.predict_views(images, tta, batch_size, metadata).mean
+        self._check_metadata(metadata)
+        return run_batches(self.model, images, batch_size, metadata=metadata)
+
+    def predict_views(self, images: np.ndarray, tta: str, batch_size: int = 32,
+                      metadata: np.ndarray | None = None, progress=None):
+        """Predicts every view of a test-time augmentation preset, each batch's views in one model call.
+
+        Args:
+            images: (N, S, S, 3) float32 in [0, 1] or uint8.
+            tta: a preset of :data:`timl.tta.TTA_PRESETS` (``none``: one view, the image itself).
+            batch_size: images per model call (each call holds their every view). Defaults to 32.
+            metadata: (N, K) per-image numbers of a model with a metadata input.
+            progress: optional ``progress(done, total)`` after each batch.
+
+        Returns:
+            A :class:`timl.tta.ViewPredictions`: the probabilities averaged over the views, and their spread.
+
+        Raises:
+            ConfigError: an unknown preset. ModelError: metadata missing (or given to a model of images alone).
+        """
+        from timl import tta as tta_module
+
+        preset = tta_module.get_tta(tta) or tta_module.TtaPreset(tta_module.NO_TTA, (0,), "The image itself.")
+        self._check_metadata(metadata)
+        return tta_module.predict_views(self.model, images, preset, batch_size, progress, metadata)
+
+    def _check_metadata(self, metadata) -> None:
         if self.takes_metadata != (metadata is not None):
             raise ModelError(
                 "This model takes per-image metadata besides the image (it was trained with a metadata column): "
                 "give it with python -m timl.predict --metadata CSV; explanations and the server need a model of "
                 "images alone." if self.takes_metadata else
                 "This model takes images alone; metadata was given. Received: metadata")
-        return run_batches(self.model, images, batch_size, metadata=metadata)
 
-    def predict_images(self, sources: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        """Decodes, preprocesses and predicts images given as paths, bytes or PIL images."""
+    def predict_images(self, sources: Sequence[Any], batch_size: int = 32, tta: str | None = None) -> np.ndarray:
+        """Decodes, preprocesses and predicts images given as paths, bytes or PIL images (``tta``: averaged over
+        the views of a test-time augmentation preset)."""
         arrays = np.stack([self.preprocessing(source) for source in sources]) if len(sources) else np.zeros(
             (0, self.preprocessing.imgsize, self.preprocessing.imgsize, 3), np.float32)
-        return self.predict_arrays(arrays, batch_size)
+        return self.predict_arrays(arrays, batch_size, tta=tta)
 
     def predicted(self, probabilities: np.ndarray) -> list[str]:
         """The class name of highest probability of each row."""

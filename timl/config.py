@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, subgroups, tables
+from timl import datasets, images, metric_names, models, subgroups, tables, tta
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -46,6 +46,11 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 #: the test set scored by subgroup. A row without them keeps its params and its key.
 GROUP_COLUMNS = ("groups", "subgroups")
 
+#: Optional columns of a row's evaluation: ``tta`` (``none`` or a test-time augmentation preset of
+#: :data:`timl.tta.TTA_PRESETS`), the views the row's dev and test scores average over. A row without them keeps
+#: its params and its key.
+EVALUATION_COLUMNS = ("tta",)
+
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
 
@@ -53,7 +58,7 @@ FREEZE_CHOICES = ("none", "backbone")
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -63,7 +68,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
-            "subgroups": ""}
+            "subgroups": "", "tta": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +107,8 @@ class RunConfig:
         subgroups: ``""`` or ``FILE.csv:COLUMN[,COLUMN...]`` (a column in bands as ``age_approx:0,30,45,60``):
             the test set is also scored by subgroup (:mod:`timl.subgroups`), relative to where the dataset's paths
             start, else beside its test CSV.
+        tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
+            its views (:mod:`timl.tta`).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
@@ -134,6 +141,7 @@ class RunConfig:
     metadata: str = ""
     groups: str = ""
     subgroups: str = ""
+    tta: str = "none"
     cv_fold: int | None = None
 
     def __post_init__(self):
@@ -191,17 +199,18 @@ class RunConfig:
         return self.freeze == "backbone" or bool(self.activations)
 
     def input_cells(self) -> dict:
-        """The row's input cells as strings, as they go to MLflow params and the results table (the group
-        columns only when set: a row without them logs what it logged before)."""
+        """The row's input cells as strings, as they go to MLflow params and the results table (the group and
+        evaluation columns only when set: a row without them logs what it logged before)."""
         cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
-        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS if getattr(self, name)}}
+        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS + EVALUATION_COLUMNS
+                            if getattr(self, name) != DEFAULTS[name]}}
 
     def key(self, version: str) -> str:
         """A stable key of this row: a hash of its cells (head and group cells only when set, so rows of earlier
         tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
-                 if name not in HEAD_COLUMNS + GROUP_COLUMNS or value != DEFAULTS[name]}
+                 if name not in HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS or value != DEFAULTS[name]}
         fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
         payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
@@ -224,7 +233,8 @@ class RunConfig:
             ConfigError: naming the table, the row and every bad cell.
         """
         cells = {name: _cell(row.get(name))
-                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS}
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS
+                 + EVALUATION_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -233,7 +243,8 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "subgroups"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "subgroups",
+                     "tta"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -307,6 +318,7 @@ def _check_choices(values: dict) -> list[str]:
         ("groups", lambda v: datasets.parse_groups(v)),
         ("subgroups", lambda v: subgroups.parse_subgroups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
+        ("tta", lambda v: tta.get_tta(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
         ("colorspace", lambda v: images.Preprocessing(16, "bilinear", v)),
     )
@@ -341,6 +353,10 @@ def _check_head_cells(values: dict) -> list[str]:
         problems.append("column 'activations' names a folder of one view per image (as predict --layer writes "
                         "it): use imgaug none, or activations=auto to cache every view. Received: "
                         f"imgaug={values['imgaug']!r}")
+    if values["activations"] and values["tta"] != DEFAULTS["tta"]:
+        problems.append("column 'tta' predicts views of the dev and test images, which a head trained on cached "
+                        "activations never decodes: leave tta empty (none) or drop activations. Received: "
+                        f"tta={values['tta']!r}, activations={values['activations']!r}")
     if values["metadata"] and not values["activations"]:
         problems.append("column 'metadata' joins per-image numbers to a head trained on cached activations: "
                         f"set activations (auto or a folder) too. Received: metadata={values['metadata']!r}, "
@@ -375,7 +391,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
             f"{', '.join(SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]

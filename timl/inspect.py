@@ -26,7 +26,7 @@ File formats:
 
 * ground truth: ``image_name`` and one 0/1 column per class;
 * predictions: ``image_name`` and one probability column per class (named as the class); the other columns
-  (``inferred_class``, ``inferred_index``, ``<class>_pred``) are ignored.
+  (``inferred_class``, ``inferred_index``, ``<class>_pred``, ``tta_std_<class>``) are ignored.
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ from timl.cli import bootstrap_option, command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
 from timl.intervals import DEFAULT_RESAMPLES, Bootstrap
+from timl.tta import TTA_STD_PREFIX
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "timl-inspect"
 
-#: Columns of a predictions CSV that are not class probabilities (besides ``<class>_pred``).
+#: Columns of a predictions CSV that are not class probabilities (besides ``<class>_pred`` and, from
+#: ``predict --tta``, ``tta_std_<class>``).
 PREDICTION_EXTRA_COLUMNS = ("inferred_class", "inferred_index")
 
 #: The files an inspection writes (glob patterns), removed from the folder before ``--overwrite`` rewrites it.
@@ -124,7 +126,8 @@ def _prediction_classes(frame: pd.DataFrame, sidecar: dict | None) -> list[str]:
     if sidecar and sidecar.get("class_names"):
         return [str(name) for name in sidecar["class_names"]]
     columns = [str(column) for column in frame.columns if column not in PREDICTION_EXTRA_COLUMNS]
-    return [column for column in columns if not (column.endswith("_pred") and column[:-5] in columns)]
+    return [column for column in columns if not (column.endswith("_pred") and column[:-5] in columns)
+            and not (column.startswith(TTA_STD_PREFIX) and column[len(TTA_STD_PREFIX):] in columns)]
 
 
 def _check_same_classes(truth_classes: list[str], predicted_classes: list[str], test_csv: Path,
@@ -358,7 +361,7 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
               "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri"),
-              "bootstrap": bootstrap,
+              "bootstrap": bootstrap, **({"tta": sidecar["tta"]} if sidecar.get("tta") else {}),  # predict --tta
               **({"subgroups": subgroup_spec.text, "subgroup_min_size": subgroup_min_size} if subgroup_spec else {})}
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,

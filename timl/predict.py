@@ -21,6 +21,7 @@ import pandas as pd
 
 from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
 from timl.errors import ModelError
+from timl.tta import NO_TTA, TTA_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
             model_uri: str | None = None, keras_model: str | Path | None = None,
             config_table: str | Path | None = None, generate_numpy: bool = False, layer: str | None = None,
             threshold: float = 0.5, batch_size: int | None = None, show_progress: bool = False,
-            metadata: str | Path | None = None) -> PredictResult:
+            metadata: str | Path | None = None, tta: str | None = None) -> PredictResult:
     """Predicts every image of a test dataframe and writes the predictions CSV and its sidecar.
 
     Args:
@@ -109,6 +110,9 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
         batch_size: images per batch (default: the config table's, else 32).
         metadata: a CSV of ``image_name`` and per-image numbers, for a model trained with a ``metadata`` column
             (its second input); every image needs a row.
+        tta: a test-time augmentation preset (:data:`timl.tta.TTA_PRESETS`): each image's probabilities are the
+            mean over its views (one model call per batch holds every view) and ``tta_std_<class>`` columns,
+            after the others, their standard deviation. Defaults to None (none).
 
     Raises:
         MissingFileError: missing test dataframe or images (all listed, before any model work).
@@ -116,7 +120,12 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
     """
     from timl import classifier as classifiers
     from timl import datasets, images
+    from timl import tta as tta_module
 
+    preset = tta_module.get_tta(tta, field="--tta")
+    if preset is not None and layer:
+        raise ModelError(f"--tta averages predictions; --layer writes activations: give one of them. "
+                         f"Received: tta={tta!r}, layer={layer!r}")
     test_path, output_csv = Path(test_dataframe), Path(output_csv)
     names = datasets.read_image_names(test_path)
     img_dir = Path(img_dir) if img_dir else test_path.parent / "images"
@@ -132,16 +141,29 @@ def predict(test_dataframe: str | Path, output_csv: str | Path, *, img_dir: str 
         _write_per_image(numpy_dir, names, activations)
         probabilities = activations
     else:
-        probabilities = _run_model(classifier.model, arrays, batch_size, show_progress, extra)
-        predictions_frame(names, probabilities, classifier.class_names, classifier.multi_label,
-                          threshold).to_csv(output_csv, index=False)
+        probabilities, spread = _predict_probabilities(classifier, arrays, batch_size, show_progress, extra, preset)
+        frame = predictions_frame(names, probabilities, classifier.class_names, classifier.multi_label, threshold)
+        if spread is not None:
+            frame[tta_module.std_columns(classifier.class_names)] = spread
+        frame.to_csv(output_csv, index=False)
     numpy_file = None
     if generate_numpy and not layer:
         numpy_file = output_csv.with_suffix(".npy")
         np.save(numpy_file, probabilities)
         _write_per_image(numpy_dir, names, probabilities)
-    sidecar = _write_sidecar(output_csv, classifier, test_path, img_dir, threshold, layer)
+    sidecar = _write_sidecar(output_csv, classifier, test_path, img_dir, threshold, layer, preset)
     return PredictResult(output_csv, sidecar, probabilities, numpy_file, numpy_dir)
+
+
+def _predict_probabilities(classifier, arrays: np.ndarray, batch_size: int, show_progress: bool, metadata,
+                           preset) -> tuple[np.ndarray, np.ndarray | None]:
+    """The probabilities, and with a test-time augmentation preset their spread over its views (else None)."""
+    if preset is None:
+        return _run_model(classifier.model, arrays, batch_size, show_progress, metadata), None
+    started = time.time()
+    progress = (lambda done, total: _progress(done, total, started)) if show_progress else None
+    views = classifier.predict_views(arrays, preset.name, batch_size, metadata, progress)
+    return views.mean, views.std
 
 
 def _metadata(classifier, metadata, names: list[str]):
@@ -170,7 +192,7 @@ def _config_batch_size(config_table) -> int | None:
 
 
 def _write_sidecar(output_csv: Path, classifier, test_path: Path, img_dir: Path, threshold: float,
-                   layer: str | None) -> Path:
+                   layer: str | None, preset=None) -> Path:
     """``P.csv.json``: where the predictions came from, so inspect can link its run to the model's run."""
     source = classifier.source
     payload = {"model_uri": source.get("model_uri"), "keras_model": source.get("keras_model"),
@@ -178,6 +200,8 @@ def _write_sidecar(output_csv: Path, classifier, test_path: Path, img_dir: Path,
                "multi_label": classifier.multi_label, "preprocessing": classifier.preprocessing.to_dict(),
                "threshold": threshold, "layer": layer, "test_dataframe": str(test_path.resolve()),
                "img_dir": str(img_dir.resolve()), "created": datetime.datetime.now().isoformat(timespec="seconds")}
+    if preset is not None:  # only then: a sidecar without test-time augmentation stays as it was
+        payload["tta"] = preset.name
     path = Path(str(output_csv) + ".json")
     path.write_text(json.dumps(payload, indent=2))
     return path
@@ -206,10 +230,13 @@ EXAMPLE = """Examples:
 @click.option("--batch-size", type=int, help="Images per batch (default: the config table's, else 32).")
 @click.option("--metadata", type=click.Path(dir_okay=False),
               help="CSV of image_name and per-image numbers, for a model trained with a metadata column.")
+@click.option("--tta", type=click.Choice(TTA_CHOICES), default=NO_TTA, show_default=True,
+              help="Test-time augmentation: average each image's probabilities over the preset's views "
+                   "(hflip: 2, hflip_rot4: 8; every view in one model call) and add tta_std_<class> columns.")
 @cuda_gpu_option
 @tracking_uri_option()
 def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_csv, generate_numpy, layer,
-        threshold, batch_size, metadata, cuda_gpu, tracking_uri):
+        threshold, batch_size, metadata, tta, cuda_gpu, tracking_uri):
     """Predict the class of every image of a test dataframe."""
     setup_logging()
     select_gpu(cuda_gpu)
@@ -220,7 +247,8 @@ def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_cs
             tracking.configure(tracking_uri)
         result = predict(test_dataframe, output_csv, img_dir=img_dir, model_uri=model_uri, keras_model=keras_model,
                          config_table=config_table, generate_numpy=generate_numpy, layer=layer,
-                         threshold=threshold, batch_size=batch_size, show_progress=True, metadata=metadata)
+                         threshold=threshold, batch_size=batch_size, show_progress=True, metadata=metadata,
+                         tta=tta)
     written = result.numpy_dir if layer else result.output_csv
     click.echo(f"Wrote {len(result.probabilities)} predictions to {written} (provenance: {result.sidecar})")
 

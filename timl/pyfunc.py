@@ -29,13 +29,14 @@ from timl import __version__, xai
 from timl.classifier import Classifier, confidence, from_metadata, load_keras_model, read_metadata
 from timl.errors import ModelError
 from timl.images import SERVING_MAX_PIXELS, decode_image
+from timl.tta import get_tta, std_columns
 from timl.xai.render import png_base64
 
 logger = logging.getLogger(__name__)
 
 #: The values of the ``explain`` param: none, or an explainer of the registry.
 EXPLAIN_CHOICES = ("none", *xai.list_explainers())
-DEFAULT_PARAMS = {"explain": "none", "layer": "", "class": "", "rise_masks": 2000}
+DEFAULT_PARAMS = {"explain": "none", "layer": "", "class": "", "rise_masks": 2000, "tta": "none"}
 
 #: Rows one request may hold, unless the environment variable ``TIML_PYFUNC_MAX_ROWS`` says otherwise.
 MAX_ROWS = 64
@@ -94,7 +95,9 @@ class TimlModel(mlflow.pyfunc.PythonModel):
     Input: a DataFrame with a column ``image`` of base64-encoded image files (in-process also bytes or PIL
     images; never paths: use :func:`predict_frame` for files), at most :func:`max_rows` rows. Output: one
     probability column per class, ``predicted_class``, ``confidence_<class>`` per class, and with
-    ``params={"explain": METHOD}`` base64 PNG columns ``grey``, ``heatmap``, ``comp``.
+    ``params={"explain": METHOD}`` base64 PNG columns ``grey``, ``heatmap``, ``comp``; with
+    ``params={"tta": PRESET}`` the probabilities are averaged over the preset's views and ``tta_std_<class>``
+    columns follow the others.
     """
 
     classifier: Classifier | None = None
@@ -136,28 +139,42 @@ def predict_frame(classifier: Classifier, images: Sequence[Any], params: dict | 
     Args:
         classifier: the model (e.g. ``timl.classifier.load_classifier(...)``).
         images: the images, in-process paths, bytes or PIL images.
-        params: ``explain``, ``layer``, ``class``, ``rise_masks`` as in :data:`DEFAULT_PARAMS` (its defaults).
+        params: ``explain``, ``layer``, ``class``, ``rise_masks``, ``tta`` as in :data:`DEFAULT_PARAMS` (its
+            defaults); ``tta`` a test-time augmentation preset (:data:`timl.tta.TTA_PRESETS`).
         max_pixels: the pixel cap of each image. Defaults to :data:`MAX_PIXELS`.
 
     Raises:
-        RequestError: ``rise_masks`` outside :data:`RISE_MASKS_RANGE`. ImageError, ModelError: an image that
+        RequestError: ``rise_masks`` outside :data:`RISE_MASKS_RANGE`, an unknown ``tta``. ImageError, ModelError: an image that
             does not decode, an unknown method, layer or class.
     """
     import pandas as pd
 
     params = {**DEFAULT_PARAMS, **(params or {})}
     explaining = _explanation_settings(classifier, params)  # every param checked before any image is decoded
+    preset = get_tta(params.get("tta"), field="tta", error=_tta_error)
     arrays = [classifier.preprocessing(decode_image(image, max_pixels=max_pixels, name=f"image {row}"))
               for row, image in enumerate(images)]
     size = classifier.preprocessing.imgsize
-    probabilities = classifier.predict_arrays(np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32))
+    arrays = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
+    spread = None
+    if preset is None:
+        probabilities = classifier.predict_arrays(arrays)
+    else:
+        views = classifier.predict_views(arrays, preset.name)
+        probabilities, spread = views.mean, views.std
     frame = pd.DataFrame(probabilities.astype(np.float64), columns=list(classifier.class_names))
     frame["predicted_class"] = classifier.predicted(probabilities)
     for index, name in enumerate(classifier.class_names):
         frame[f"confidence_{name}"] = confidence(probabilities)[:, index]
     if explaining is not None:
         _add_explanations(frame, classifier, images, explaining, max_pixels)
+    if spread is not None:
+        frame[std_columns(classifier.class_names)] = spread
     return frame
+
+
+def _tta_error(message: str) -> RequestError:
+    return RequestError(f"Param 'tta': {message}")
 
 
 def _explanation_settings(classifier: Classifier, params: dict) -> dict | None:

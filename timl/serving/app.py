@@ -207,11 +207,12 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         classifier = holder.classifier
         with holder.batcher.expect() as announcement:  # a batch being formed waits while this image decodes
             filename, array = _uploaded_image(holder, classifier.preprocessing)
-            probabilities = holder.batcher.submit(array, announcement)
+            probabilities, spread = holder.submit(array, announcement)
+        extra = {} if spread is None else {"tta": config.tta, "tta_std": [float(s) for s in spread]}
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names),
-                       predicted_class=classifier.class_names[int(probabilities.argmax())])
+                       predicted_class=classifier.class_names[int(probabilities.argmax())], **extra)
 
     @api.post("/explain/<method>/<path:layer>")
     def explain(method: str, layer: str):

@@ -17,6 +17,7 @@ from pathlib import Path
 from timl.errors import ConfigError
 from timl.images import SERVING_MAX_PIXELS
 from timl.review_store import DEFAULT_DATABASE
+from timl.tta import TTA_CHOICES
 
 FILE_NAME = "timl_server_config.json"
 MIN_TOKEN_LENGTH = 16
@@ -58,6 +59,11 @@ SAMPLE = {
     "BATCH_MAX_WAIT_MS": 10,
     "BATCH_MAX_WAIT_MS_description": "Longest a request waits for others to join its batch; it waits only while "
                                      "other requests are being decoded, so a lone request never waits.",
+    "TTA": "none",
+    "TTA_description": "Test-time augmentation of /classify: none, or a preset (hflip: the image and its mirror; "
+                       "hflip_rot4: and their quarter turns, 8 views; also vflip, rot4). The probabilities are "
+                       "averaged over the views, all of them in the model call of their batch; the answer adds "
+                       "tta_std (the views' spread per class).",
     "EXPLAIN_CONCURRENCY": 1,
     "EXPLAIN_CONCURRENCY_description": "Explanations computed at once per worker, each in its own process at the "
                                        "low CPU priority (nice 10: classification comes first).",
@@ -95,6 +101,7 @@ class ServerConfig:
     tracking_uri: str = ""
     batch_max_size: int = 8
     batch_max_wait_ms: float = 10
+    tta: str = "none"
     explain_concurrency: int = 1
     explain_queue: int = 4
     explain_timeout_s: float = 120
@@ -111,7 +118,7 @@ class ServerConfig:
                 "EVALUATION_IMAGES_DIR": self.evaluation_images_dir, "EVALUATION_DB": self.evaluation_db,
                 "EVALUATION_ORDER": self.evaluation_order,
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
-                "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
+                "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
                 "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts)}
 
@@ -169,6 +176,7 @@ class ServerConfig:
                        tracking_uri=str(values.get("TRACKING_URI") or ""),
                        batch_max_size=_bounded(values, "BATCH_MAX_SIZE", int, 1, 1024, source),
                        batch_max_wait_ms=_bounded(values, "BATCH_MAX_WAIT_MS", float, 0, 10_000, source),
+                       tta=_choice(values, "TTA", TTA_CHOICES, source),
                        explain_concurrency=_bounded(values, "EXPLAIN_CONCURRENCY", int, 1, 64, source),
                        explain_queue=_bounded(values, "EXPLAIN_QUEUE", int, 0, 10_000, source),
                        explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),

@@ -45,7 +45,7 @@ class ModelHolder:
         self._description: dict | None = None
         self._predictions: dict = {}
         self._decode_slots = threading.BoundedSemaphore(config.decode_concurrency)
-        self.ranking = UncertaintyRanking(self._prepare_file, self._predict)
+        self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
 
     @property
     def loaded(self) -> bool:
@@ -124,13 +124,29 @@ class ModelHolder:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._predictions:
-            probabilities = self.batcher.submit(self._prepare_file(path), None)
+            probabilities, _ = self.submit(self._prepare_file(path), None)
             index = int(probabilities.argmax())
             self._predictions[key] = (self.classifier.class_names[index], float(probabilities[index]))
         return self._predictions[key]
 
     def _predict(self, arrays: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))
+        """The batcher's model call: the probabilities (n, C); with the TTA setting, the mean over the views and
+        their spread stacked (n, 2, C), every view of the batch in one model call."""
+        if self.config.tta == "none":
+            return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))
+        views = self.classifier.predict_views(arrays, self.config.tta, batch_size=max(len(arrays), 1))
+        return np.stack([views.mean, views.std], axis=1)
+
+    def _probabilities(self, arrays: np.ndarray) -> np.ndarray:
+        """The probabilities (n, C) of a batch (with the TTA setting, averaged over the views)."""
+        outputs = self._predict(arrays)
+        return outputs[:, 0] if outputs.ndim == 3 else outputs
+
+    def submit(self, array: np.ndarray, announcement: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One preprocessed image through the batcher: its probabilities, and with the TTA setting the views'
+        spread per class (else None)."""
+        output = self.batcher.submit(array, announcement)
+        return (output[0], output[1]) if output.ndim == 2 else (output, None)
 
     def classify(self, image, announcement: dict | None = None) -> np.ndarray:
         """The probabilities of one decoded image; the model call is shared with concurrent requests.
@@ -141,7 +157,7 @@ class ModelHolder:
                 batch being formed waits for this request.
         """
         array = self.classifier.preprocessing(image)
-        return self.batcher.submit(array, announcement)
+        return self.submit(array, announcement)[0]
 
     def explain(self, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
                 params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:

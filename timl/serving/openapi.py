@@ -76,7 +76,11 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
             "Classification": {"type": "object", "properties": {
                 "filename": {"type": "string"}, "prediction": {"type": "array", "items": {"type": "number"}},
                 "confidence": {"type": "array", "items": {"type": "number"}},
-                "classes": {"type": "array", "items": {"type": "string"}}, "predicted_class": {"type": "string"}}},
+                "classes": {"type": "array", "items": {"type": "string"}}, "predicted_class": {"type": "string"},
+                "tta": {"type": "string", "description": "With the TTA setting: its preset (prediction is the mean "
+                                                         "over its views)"},
+                "tta_std": {"type": "array", "items": {"type": "number"},
+                            "description": "With the TTA setting: the views' standard deviation per class"}}},
             "Explanation": {"type": "object", "properties": {
                 "filename": {"type": "string"}, "method": {"type": "string"}, "layer": {"type": "string"},
                 "args": {"type": "object"}, "grey": {"type": "string"}, "heatmap": {"type": "string"},

@@ -43,7 +43,8 @@ class RowEvaluation:
 
 def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Path, *, skip_roc: bool,
                      reports: workers.Worker, bootstrap: int = DEFAULT_RESAMPLES) -> RowEvaluation:
-    """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their reports.
+    """Predicts dev and test (unless the fit already did: a head on cached activations) and starts their reports;
+    a row's ``tta`` cell averages the predictions over its test-time augmentation views.
 
     Args:
         plan: the row.
@@ -66,7 +67,8 @@ def start_evaluation(plan: RowPlan, data: RowData, trained: Trained, out_dir: Pa
             labels = data.dataset.labels(split)
             probabilities = trained.predictions.get(split)
             if probabilities is None:
-                probabilities = classifier.predict_arrays(data.arrays[split], plan.config.batchsize)
+                probabilities = classifier.predict_arrays(data.arrays[split], plan.config.batchsize,
+                                                          tta=plan.config.tta)
             predicted[split] = probabilities
             started[split] = _report_split(reports, out_dir, f"{plan.config.file_stem}-{split}-", data.dataset, split,
                                            labels, probabilities, skip_roc,
