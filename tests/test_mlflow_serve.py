@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_cnn_row, train_in_own_store
+from helpers import small_cnn_row, train_in_own_store, write_table
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,104 @@ def test_register_command(registered):
     assert "models:/digits-first/1" in result.output
     result = CliRunner().invoke(cli, ["--run-id", "0" * 32, "--name", "x", "--tracking-uri", registered["uri"]])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_train_moves_the_champion_only_when_its_gates_hold(registered, mini_digits, tmp_path):
+    """A second table trained into the same store with --register and a gate its best row cannot pass: the row is
+    registered without the alias, the champion stays, and the command says which gate failed with both values."""
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from timl.train import cli
+
+    client = MlflowClient(tracking_uri=registered["uri"])
+    before = client.get_model_version_by_alias("digits", "champion")
+    seed = client.get_run(before.run_id).data.params["seed"]  # the champion's split: the same test set
+    table = write_table(tmp_path / "again.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, seed=seed)])
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--out-dir", str(tmp_path / "out"), "--skip-roc",
+                                      "--tracking-uri", registered["uri"], "--experiment", "registry",
+                                      "--register", "digits", "--gate", "test/balanced_accuracy >= champion + 1"])
+    assert result.exit_code == 1, result.output
+    assert "without the alias 'champion': models:/digits@champion stays at version" in result.output
+    assert "gate failed: test/balanced_accuracy >= champion + 1: candidate" in result.output
+    assert client.get_model_version_by_alias("digits", "champion").version == before.version
+
+
+def test_every_registered_version_has_a_model_card(registered):
+    """The card of the registered digits model: use, classes, data with digests and counts, test scores with
+    intervals, what was not evaluated, software and the pinned sha256; the same card as Markdown."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from timl import tracking
+
+    client = MlflowClient(tracking_uri=registered["uri"])
+    version = client.get_model_version_by_alias("digits", "champion")
+    run = client.get_run(version.run_id)
+    files = tracking.version_files(f"models:/digits/{version.version}", tracking.TAG_MODEL_CARD)
+    card, markdown = json.loads(files["model_card.json"]), files["model_card.md"]
+    assert card["model"] == {"name": "digits", "version": str(version.version), "run_id": run.info.run_id,
+                             "method": "SmallCNN", "registered": card["model"]["registered"],
+                             "model_sha256": version.tags[tracking.TAG_MODEL_SHA256]}
+    assert "supports and does not make a diagnosis" in card["intended_use"]
+    assert card["classes"] == json.loads(run.data.params["class_names"]) and not card["multi_label"]
+    digests = {item.dataset.digest for item in run.inputs.dataset_inputs}
+    assert {item["digest"] for item in card["training_data"]["datasets"]} == digests and len(digests) == 3
+    assert {item["context"] for item in card["training_data"]["datasets"]} == {"training", "validation", "testing"}
+    assert all("/" not in item["source"] for item in card["training_data"]["datasets"]), "no path of the trainer"
+    test_counts = card["training_data"]["class_counts"]["test"]
+    assert test_counts["images"] == run.data.metrics["test/samples"]
+    assert sum(test_counts[name] for name in card["classes"]) == test_counts["images"]
+    score = card["test_scores"]["balanced_accuracy"]
+    assert score["value"] == run.data.metrics["test/balanced_accuracy"]
+    assert score["ci_low"] <= score["value"] <= score["ci_high"]
+    assert "ci_low" in card["test_scores_per_class"][f"sens_{card['classes'][0]}"]
+    assert card["calibration"] == {} and card["subgroups"] == {}
+    assert any(item.startswith("calibration") for item in card["not_evaluated"])
+    assert any(item.startswith("results by patient subgroup") for item in card["not_evaluated"])
+    assert {"timl", "keras", "mlflow", "python"} <= set(card["software"])
+    assert markdown.startswith(f"# Model card: digits v{version.version}")
+    for section in ("## Intended use", "## Training data", "## Test scores", "## Not evaluated", "## Software"):
+        assert section in markdown
+    assert f"| balanced_accuracy | {score['value']:.4g} | {score['ci_low']:.3f} to {score['ci_high']:.3f} |" in markdown
+
+
+def test_the_server_answers_the_model_card(registered):
+    """GET <rest>/model_card of a server serving models:/digits@champion: the card as JSON and as Markdown."""
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": "models:/digits@champion"}).test_client()
+    card = client.get("/api/model_card").get_json()
+    assert card["model"]["name"] == "digits" and "supports and does not make a diagnosis" in card["intended_use"]
+    info = client.get("/api/info").get_json()["model_info"]
+    assert card["model"]["version"] == info["version"]
+    answer = client.get("/api/model_card?format=md")
+    assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    assert answer.get_data(as_text=True).startswith(f"# Model card: digits v{info['version']}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian's chromium and chromium-driver are not installed")
+def test_the_pages_link_the_model_card(registered, tmp_path):
+    """The classify page of a server serving the registered version: its model header links to the card."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    from helpers import chromium, serving_in_thread, wait_until
+    from timl.serving import create_app
+
+    browser = chromium(tmp_path / "profile")
+    try:
+        with serving_in_thread(create_app({"CLASSIFICATION_MODEL": "models:/digits@champion"})) as url:
+            browser.get(f"{url}/static/classify.html")
+            link = wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model a[data-part=modelCard]"))[0]
+            assert browser.find_element(By.ID, "model").text.startswith("Model: digits v")
+            assert link.text == "model card" and link.get_attribute("href") == f"{url}/api/model_card?format=md"
+            assert requests.get(link.get_attribute("href"), timeout=30).text.startswith("# Model card: digits v")
+    finally:
+        browser.quit()
 
 
 def test_load_registered_model_in_a_fresh_process(registered, mini_digits):

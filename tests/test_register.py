@@ -15,9 +15,11 @@ def _client():
     return MlflowClient()
 
 
-def _row_with_model(parent: str, row: int, metrics: dict, status: str = "FINISHED") -> str:
-    """A row run with a logged pyfunc model ``model`` (a tiny one: registration does not look inside)."""
+def _row_with_model(parent: str, row: int, metrics: dict, status: str = "FINISHED", test_labels=None) -> str:
+    """A row run with a logged pyfunc model ``model`` (a tiny one: registration does not look inside) and, given
+    ``test_labels``, a logged test set (MLflow dataset input, context ``testing``) of that many images."""
     import mlflow
+    import pandas as pd
 
     class Echo(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):
@@ -28,6 +30,9 @@ def _row_with_model(parent: str, row: int, metrics: dict, status: str = "FINISHE
         mlflow.log_params({"method": "SmallCNN", "dataset": "gt.csv", "split": "n=5", "epochs": 2, "imgsize": 16})
         mlflow.log_metrics(metrics)
         mlflow.pyfunc.log_model(name="model", python_model=Echo())
+        if test_labels is not None:
+            frame = pd.DataFrame({"image": [f"{i:04d}" for i in range(len(test_labels))], "MEL": test_labels})
+            tracking.log_datasets([tracking.dataset_input(frame, source="gt.csv", name="gt-test", context="testing")])
     _client().set_terminated(run.info.run_id, status=status)
     return run.info.run_id
 
@@ -117,3 +122,113 @@ def test_a_registered_version_pins_its_keras_file(tracking_uri, tmp_path):
     with pytest.raises(ConfigError, match=rf"Refusing to register run {run_id}: its logged Keras file changed after "
                                           rf"training. Expected sha256 {pinned}"):
         register.register_run(run_id, "tiny")
+
+
+GATE = "test/balanced_accuracy >= champion + 0.01"
+
+
+@pytest.fixture
+def contenders(tracking_uri):
+    """Rows on the same test set (0.80 the champion, 0.85 better, 0.805 not better by 0.01) and one on other data."""
+    parent = _client().create_run(tracking.experiment_id("gates"), tags={tracking.TAG_KIND: "table"}).info.run_id
+    same = [1, 0, 1, 1]
+    rows = {name: _row_with_model(parent, row, {"test/balanced_accuracy": score, "test_group/gap/sens_MEL": gap},
+                                  test_labels=labels)
+            for row, (name, score, gap, labels) in enumerate([("champion", 0.80, 0.05, same), ("better", 0.85, 0.08, same),
+                                                              ("worse", 0.805, 0.02, same),
+                                                              ("elsewhere", 0.95, 0.01, [0, 0, 1, 1])])}
+    register.register_run(rows["champion"], "lesions")
+    return rows
+
+
+def _register(tracking_uri, run_id, *options):
+    return CliRunner().invoke(register.cli, ["--run-id", run_id, "--name", "lesions", "--tracking-uri", tracking_uri,
+                                             "--gate", GATE, "--gate", "test_group/gap/sens_MEL <= 0.10", *options])
+
+
+def _champion():
+    return _client().get_model_version_by_alias("lesions", "champion")
+
+
+def test_a_better_model_takes_the_champion_alias(contenders, tracking_uri):
+    result = _register(tracking_uri, contenders["better"])
+    assert result.exit_code == 0, result.output
+    assert "Registered models:/lesions/2 (models:/lesions@champion)" in result.output
+    assert f"{GATE}: candidate 0.8500, champion 0.8000 (needs >= 0.8100): holds" in result.output
+    assert _champion().run_id == contenders["better"]
+    assert "0.8500" in _champion().tags[tracking.TAG_CHAMPION_GATES]
+
+
+def test_a_worse_model_is_registered_but_the_champion_stays(contenders, tracking_uri):
+    result = _register(tracking_uri, contenders["worse"])
+    assert result.exit_code == 1, result.output
+    assert ("Registered models:/lesions/2 without the alias 'champion': models:/lesions@champion stays at version 1."
+            in result.output)
+    assert f"gate failed: {GATE}: candidate 0.8050, champion 0.8000 (needs >= 0.8100)" in result.output
+    assert "sens_MEL <= 0.10" not in result.output.split("gate failed")[-1], "only the failed gate is named"
+    assert _champion().run_id == contenders["champion"]
+    assert _client().get_model_version("lesions", "2").run_id == contenders["worse"], "still registered"
+    assert not _client().get_model_version("lesions", "2").aliases
+
+
+def test_force_moves_the_alias_and_records_the_override(contenders, tracking_uri):
+    import getpass
+
+    result = _register(tracking_uri, contenders["worse"], "--force")
+    assert result.exit_code == 0, result.output
+    assert "moved despite: gate failed" in result.output
+    assert _champion().run_id == contenders["worse"]
+    override = _champion().tags[tracking.TAG_CHAMPION_OVERRIDE]
+    assert override.startswith(f"forced by {getpass.getuser()} over version 1: gate failed: {GATE}: candidate 0.8050")
+
+
+def test_other_test_data_is_a_refusal_not_a_comparison(contenders, tracking_uri):
+    result = _register(tracking_uri, contenders["elsewhere"])
+    assert result.exit_code == 1, result.output
+    assert "Refusing to compare: different test data." in result.output and "gt-test (digest" in result.output
+    assert "candidate 0.9500" not in result.output, "nothing compared"
+    assert _champion().run_id == contenders["champion"]
+    no_data = _row_with_model(_client().get_run(contenders["champion"]).data.tags[tracking.TAG_PARENT], 9,
+                              {"test/balanced_accuracy": 0.99, "test_group/gap/sens_MEL": 0.0})
+    result = _register(tracking_uri, no_data)
+    assert result.exit_code == 1 and "logged no test dataset" in result.output
+
+
+def test_the_first_champion_needs_no_comparison_but_absolute_gates_hold(contenders, tracking_uri):
+    result = CliRunner().invoke(register.cli, ["--run-id", contenders["worse"], "--name", "new", "--tracking-uri",
+                                               tracking_uri, "--gate", GATE])
+    assert result.exit_code == 0 and "(models:/new@champion)" in result.output, result.output
+    result = CliRunner().invoke(register.cli, ["--run-id", contenders["better"], "--name", "strict", "--tracking-uri",
+                                               tracking_uri, "--gate", "test_group/gap/sens_MEL < 0.05"])
+    assert result.exit_code == 1 and "gate failed: test_group/gap/sens_MEL < 0.05: candidate 0.0800" in result.output
+
+
+BAD_GATES = [
+    ("test/balanced_accuracy", "does not parse"),
+    ("test/balanced_accuracy => champion", "does not parse"),
+    ("test/balanced_accuracy >= best + 0.1", "is neither a number nor champion"),
+    ("test/balanced_accuracy >= champion * 2", "is neither a number nor champion"),
+    ("test/balanced_acc >= champion", "names the metric 'test/balanced_acc', which neither the candidate run nor the "
+                                      "champion run has. Expected one of their metrics, e.g. test/balanced_accuracy"),
+]
+
+
+def test_a_bad_gate_is_a_usage_error_that_registers_nothing(contenders, tracking_uri):
+    for gate, message in BAD_GATES:
+        result = CliRunner().invoke(register.cli, ["--run-id", contenders["better"], "--name", "lesions",
+                                                   "--tracking-uri", tracking_uri, "--gate", gate])
+        assert result.exit_code == 2 and message in result.output and f"gate={gate!r}" in result.output, result.output
+        assert "Expected" in result.output
+    assert len(_client().search_model_versions("name='lesions'")) == 1
+
+
+def test_train_checks_its_gates_before_any_row_trains(tmp_path):
+    from timl.train import cli
+
+    table = tmp_path / "table.csv"
+    table.write_text("method,dataset\nSmallCNN,missing.csv\n")
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--register", "x", "--gate", "test/auc >> 1"])
+    assert result.exit_code == 2 and "Gate 'test/auc >> 1'" in result.output, result.output
+    assert "OP one of >=, <=, >, <" in result.output
+    result = CliRunner().invoke(cli, ["--input-table", str(table), "--gate", "test/auc > 0.5"])
+    assert result.exit_code == 2 and "--gate and --force-champion need --register NAME." in result.output

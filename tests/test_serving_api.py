@@ -48,6 +48,16 @@ def test_index_health_info_openapi(client):
     assert spec["openapi"].startswith("3.") and "/api/classify" in spec["paths"]
 
 
+def test_a_model_without_a_registered_version_has_no_model_card(client):
+    """A model file has no card (cards are written on registration): 404 saying how to get one; a bad format 400."""
+    answer = client.get("/api/model_card")
+    assert answer.status_code == 404 and "has no model card" in answer.get_json()["error"]
+    assert "python -m timl.register" in answer.get_json()["error"]
+    answer = client.get("/api/model_card?format=html")
+    assert answer.status_code == 400 and "format is json or md" in answer.get_json()["error"]
+    assert "/api/model_card" in client.get("/api/openapi.json").get_json()["paths"]
+
+
 def test_classify(client):
     answer = post(client, "/api/classify", encoded(), "../../etc/passwd.png")
     assert answer.status_code == 200

@@ -242,7 +242,7 @@ def test_the_dataset_cell_check_sees_every_split():
 
 #: The stages of a row, in the order its data flows through them (``row`` calls them in turn).
 ROW_STAGES = ("timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.activations",
-              "timl.training.evaluate", "timl.training.record", "timl.training.row")
+              "timl.training.calibrate", "timl.training.evaluate", "timl.training.record", "timl.training.row")
 
 
 def test_a_row_passes_each_stage_once():
@@ -251,8 +251,8 @@ def test_a_row_passes_each_stage_once():
     backwards = [f"{stage} -> {target}" for position, stage in enumerate(ROW_STAGES)
                  for target in graph[stage] if target in ROW_STAGES[position + 1:]]
     assert not backwards, f"a row's stage imports a later stage: {backwards}"
-    assert {"timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.evaluate",
-            "timl.training.record"} <= graph["timl.training.row"]
+    assert {"timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.calibrate",
+            "timl.training.evaluate", "timl.training.record"} <= graph["timl.training.row"]
 
 
 #: The one module that types metric names; every other module of ``timl/`` imports them from it.
@@ -268,10 +268,11 @@ def _metric_name_patterns() -> tuple[re.Pattern, frozenset[str]]:
     from timl import metric_names as names
 
     groups = [names.summary_group(split) for split in (names.TRAIN, names.DEV, names.TEST)]
-    groups += [names.ROWS_GROUP, names.BEST_GROUP]
+    groups += [names.ROWS_GROUP, names.BEST_GROUP, names.CALIBRATION_GROUP]
     pattern = re.compile("^(?:" + "|".join(map(re.escape, groups)) + r")|_class/|^inspect_[^/]*/|^"
                          + re.escape(names.KERAS_DEV_PREFIX))
     exact = frozenset([*names.ORIGINAL_METRIC_COLUMNS, *names.ORIGINAL_CLASS_COLUMNS, *names.SUMMARY_COLUMNS,
+                       *names.CALIBRATION_SUMMARY_COLUMNS,
                        *names.LEGACY_METRICS.values(), *names.SELECT_BY_ALIASES])
     return pattern, exact
 
@@ -427,6 +428,22 @@ def test_subgroups_are_scored_by_the_evaluation_and_parsed_in_one_place():
     offenders = [module for module, path in _modules().items() if module != "timl.subgroups.spec"
                  and "parse_subgroups(" in path.read_text() and "def parse_subgroups" in path.read_text()]
     assert not offenders, offenders
+
+
+def test_the_registry_is_written_by_the_register_command_alone():
+    """One place decides what a registered version and its aliases say (the gates, the override, the card):
+    ``timl.register``. Every other module (training's ``--register`` included) goes through it, never through
+    ``tracking.register_model`` or ``tracking.set_version_tags``; the gates and the card read the record only
+    (``timl.champion`` and ``timl.model_card`` import no MLflow, no TensorFlow and no training code)."""
+    writers = ("register_model(", "set_version_tags(", "set_registered_model_alias(")
+    offenders = [module for module, path in _modules().items()
+                 if module != "timl.register" and not _in_tracking(module)
+                 and any(call in path.read_text() for call in writers)]
+    assert not offenders, f"the registry written outside timl/register.py: {offenders}"
+    for module in ("champion", "model_card"):
+        imports = [name for name in _imports_of(PACKAGE / f"{module}.py") if name.startswith(("timl", "mlflow",
+                                                                                                "tensorflow", "keras"))]
+        assert set(imports) <= {"timl", "timl.metric_names", "timl.errors", "timl.tracking"}, (module, imports)
 
 
 def tta_literals(source: str) -> list[int]:

@@ -6,10 +6,13 @@ registers the best row of the table it trained (:func:`register_best`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 
 import click
 
+from timl import champion
 from timl import metric_names as names
 from timl.cli import command, tracking_uri_option, user_errors
 from timl.errors import ConfigError, ModelError
@@ -17,30 +20,143 @@ from timl.errors import ConfigError, ModelError
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """A registered version and what happened to the alias.
+
+    Attributes:
+        uri: ``models:/NAME/VERSION`` of the new version.
+        name, version, alias: the registered model, the new version, the alias asked for (None: none).
+        decision: the gates' verdict (:func:`timl.champion.decide`).
+        forced: whether ``force`` moved the alias despite the verdict.
+    """
+
+    uri: str
+    name: str
+    version: str
+    alias: str | None
+    decision: champion.Decision
+    forced: bool = False
+
+    @property
+    def alias_moved(self) -> bool:
+        return bool(self.alias) and (self.decision.moves or self.forced)
+
+    def summary(self) -> str:
+        """What the command prints: the version, where the alias is, each gate with both values, what failed."""
+        if not self.alias:
+            return f"Registered {self.uri}"
+        lines = [f"  {result.describe()}: {'holds' if result.holds else 'FAILED'}" for result in self.decision.results]
+        if not self.alias_moved:
+            return "\n".join([f"Registered {self.uri} without the alias {self.alias!r}: models:/{self.name}@"
+                               f"{self.alias} stays at version {self.decision.champion_version}.",
+                               *(f"  {reason}" for reason in self.decision.reasons())])
+        forced = [f"  moved despite: {reason} (--force, recorded on the version)" for reason in self.decision.reasons()]
+        return "\n".join([f"Registered {self.uri} (models:/{self.name}@{self.alias})", *lines,
+                           *(forced if self.forced else ())])
+
+
 def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> str:
-    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics and the
-    sha256 of its Keras file (tag ``timl.model_sha256``, checked whenever TIML loads the version).
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name`` and points ``alias`` at it
+    (:func:`register_candidate` without gates).
 
     Returns:
         ``models:/NAME/VERSION`` of the new version.
+    """
+    return register_candidate(run_id, name, alias=alias).uri
+
+
+def register_candidate(run_id: str, name: str, *, alias: str | None = "champion", gates=(),
+                       force: bool = False) -> Registration:
+    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics and the
+    sha256 of its Keras file (tag ``timl.model_sha256``, checked whenever TIML loads the version), and moves
+    ``alias`` to it when every gate holds against the version holding the alias (:func:`timl.champion.decide`).
+
+    Args:
+        run_id: the row run whose model to register.
+        name: the registered model.
+        alias: the alias to move. Defaults to ``champion``; None registers without one.
+        gates: ``METRIC OP EXPR`` texts (:class:`timl.champion.Gate`). Defaults to none: the alias moves.
+        force: move the alias even when a gate fails or the test data differ, recording who did it and what failed
+            (tag ``timl.champion.override``). Defaults to False.
+
+    Returns:
+        The :class:`Registration`: the version is registered whether or not the alias moves.
 
     Raises:
-        ConfigError: no such run, the run has no logged model, or its Keras file changed since training.
+        ConfigError: no such run, the run has no logged model, its Keras file changed since training, a gate that
+            does not parse or names a metric neither run has (checked before anything is registered).
     """
     from timl import tracking
 
+    parsed = champion.parse_gates(gates)
     run = tracking.get_run(run_id)
+    decision = _decide(parsed, run, name, alias)
     params, metrics = run.data.params, run.data.metrics
     description = (f"TIML {params.get('method', '?')} trained on {params.get('dataset', '?')} "
                    f"(split {params.get('split', '?')}, {params.get('epochs', '?')} epochs, "
                    f"imgsize {params.get('imgsize', '?')}), run {run_id}.{_datasets(run)}{_scores(metrics)}")
     tags = {key: f"{metrics[key]:.4f}" for key in names.TAGGED_METRICS if key in metrics}
     tags.update({"dataset": params.get("dataset", ""), "method": params.get("method", ""), "run_id": run_id})
+    tags.update(_decision_tags(decision, forced=force and not decision.moves))
     pinned = _model_sha256(run)
     if pinned:
         tags[tracking.TAG_MODEL_SHA256] = pinned
-    version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias)
-    return f"models:/{name}/{version}"
+    moves = bool(alias) and (decision.moves or force)
+    version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias if moves else None)
+    write_model_card(run, name, version, pinned)
+    return Registration(f"models:/{name}/{version}", name, version, alias, decision, force and not decision.moves)
+
+
+def write_model_card(run, name: str, version: str, sha256: str | None) -> str:
+    """Writes the version's model card (:mod:`timl.model_card`) as ``model_card.json`` and ``model_card.md``,
+    artifacts of its run under ``model_card/<name>/v<version>``, and names that folder on the version (tag
+    ``timl.model_card``). Returns the folder."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from timl import model_card, tracking
+
+    card = model_card.model_card(run, name=name, version=version, sha256=sha256)
+    folder = f"model_card/{name}/v{version}"
+    with tempfile.TemporaryDirectory(prefix="timl-card-") as directory:
+        paths = [Path(directory) / model_card.CARD_JSON, Path(directory) / model_card.CARD_MARKDOWN]
+        paths[0].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        paths[1].write_text(model_card.card_markdown(card), encoding="utf-8")
+        tracking.log_artifacts(paths, folder, run_id=run.info.run_id)
+    tracking.set_version_tags(name, version, {tracking.TAG_MODEL_CARD: folder})
+    return folder
+
+
+def _decide(gates, run, name: str, alias: str | None) -> champion.Decision:
+    """The gates' verdict on ``run`` against the version ``alias`` points at (no alias: nothing to decide)."""
+    from timl import tracking
+
+    if not alias:
+        return champion.Decision(None)
+    holder = tracking.alias_version(name, alias)
+    holder_run = tracking.get_run(holder.run_id) if holder is not None and gates else None
+    return champion.decide(gates, run, holder_run, str(holder.version) if holder is not None else None)
+
+
+def _decision_tags(decision: champion.Decision, *, forced: bool) -> dict:
+    """The version's record of the gates (each with both values) and of an override (user, what failed)."""
+    import getpass
+
+    from timl import tracking
+
+    tags = {}
+    if decision.results:
+        tags[tracking.TAG_CHAMPION_GATES] = "; ".join(result.describe() for result in decision.results)[:4900]
+    if forced:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        tags[tracking.TAG_CHAMPION_OVERRIDE] = (f"forced by {user} over version {decision.champion_version}: "
+                                                + "; ".join(decision.reasons()))[:4900]
+    return tags
 
 
 def _model_sha256(run) -> str | None:
@@ -88,8 +204,9 @@ def _scores(metrics: dict) -> str:
 
 
 def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
-    """The FINISHED row run of a table (cross-validations aside) with the highest ``select_by`` metric (a metric name, a results column or an
-    earlier name: :func:`timl.metric_names.resolve_select_by`).
+    """The FINISHED row run of a table (cross-validations aside: they have no model) with the highest
+    ``select_by`` metric (a metric name, a results column or an earlier name:
+    :func:`timl.metric_names.resolve_select_by`).
 
     Raises:
         ConfigError: no finished row has that metric.
@@ -112,18 +229,27 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
     return register_run(best_run(parent_run_id, select_by), name, alias=alias)
 
 
-@command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion")
+@command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion "
+               f"--gate {champion.EXAMPLE_GATES[0]!r}")
 @click.option("--run-id", required=True, help="The row run whose model to register.")
 @click.option("--name", required=True, help="Registered model name.")
 @click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
+@click.option("--gate", "gates", multiple=True, metavar="'METRIC OP EXPR'",
+              help="Move the alias only when this holds against the version holding it, on the same test data "
+              f"(repeatable; OP >=, <=, >, <; EXPR a number or {champion.CHAMPION} [+|- number]). Otherwise the "
+              "version is registered without the alias and the command exits 1.")
+@click.option("--force", is_flag=True, help="Move the alias even when a gate fails or the test data differ; the "
+              "version records who forced it and what failed.")
 @tracking_uri_option()
-def cli(run_id, name, alias, tracking_uri):
+def cli(run_id, name, alias, gates, force, tracking_uri):
     """Register a trained row's model in the MLflow model registry."""
     from timl import tracking
     with user_errors():
         tracking.configure(tracking_uri)
-        uri = register_run(run_id, name, alias=alias or None)
-    click.echo(f"Registered {uri}" + (f" (models:/{name}@{alias})" if alias else ""))
+        registration = register_candidate(run_id, name, alias=alias or None, gates=gates, force=force)
+    click.echo(registration.summary())
+    if registration.alias and not registration.alias_moved:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

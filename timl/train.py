@@ -35,6 +35,11 @@ Examples:
 @click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
 @click.option("--select-by", default=DEFAULT_SELECT_BY, show_default=True,
               help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy).")
+@click.option("--gate", multiple=True, metavar="'METRIC OP EXPR'",
+              help="With --register: move 'champion' only when this holds against the current champion on the "
+              "same test data (repeatable; see python -m timl.register --help).")
+@click.option("--force-champion", is_flag=True, help="With --register and --gate: move 'champion' even when a "
+              "gate fails or the test data differ (recorded on the version).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Train the rows one after the other in this process, or as tasks on a Ray cluster.")
 @click.option("--ray-address", help="With --executor ray: the cluster to join (auto, HOST:PORT); default: start "
@@ -62,6 +67,8 @@ def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
         raise click.UsageError("Missing option '--input-table'.")
     if table_options["ray_address"] and table_options["executor"] != "ray":
         raise click.UsageError("--ray-address needs --executor ray.")
+    if (table_options["gate"] or table_options["force_champion"]) and not table_options["register"]:
+        raise click.UsageError("--gate and --force-champion need --register NAME.")
     setup_logging(verbose)
     select_gpu(cuda_gpu)
     from timl import training
@@ -91,17 +98,21 @@ def print_progress(outcome, progress) -> None:
 
 
 def _report(outcome, tracking_uri: str | None) -> None:
-    """Prints where the results are; exits with status 1 when a row did not finish."""
+    """Prints where the results are; exits with status 1 when a row did not finish or ``--gate`` kept the champion."""
     from timl import tracking
 
     click.echo(f"Results: {outcome.results_path} (parent run {outcome.parent_run_id})")
-    if outcome.registered:
+    if outcome.registration and (outcome.registration.decision.results or outcome.registration.decision.refusal):
+        click.echo(outcome.registration.summary())
+    elif outcome.registered:
         click.echo(f"Registered: {outcome.registered}")
     click.echo(f"Compare the runs: mlflow ui --backend-store-uri {tracking_uri or tracking.tracking_uri()}, then "
                f"open {tracking.runs_page(outcome.parent_run_id)}")
     if outcome.failed:
         for row in outcome.failed:
             click.echo(f"row {row.name} {row.status}: {row.message}", err=True)
+        sys.exit(1)
+    if outcome.registration and outcome.registration.alias and not outcome.registration.alias_moved:
         sys.exit(1)
 
 

@@ -1,7 +1,7 @@
 """The TIML REST server: a Flask app factory with the original TIML REST API and the web pages.
 
 The original routes under the REST prefix: ``ping``, ``echo/<text>``, ``info``, ``classify`` and
-``explain/<method>/<layer>``; the pages under the static prefix learn the REST prefix from ``timl-config.js``.
+``explain/<method>/<layer>``, and ``model_card`` (a registered version's card, JSON or ``?format=md``); the pages under the static prefix learn the REST prefix from ``timl-config.js``.
 
 ``create_app(config)`` builds one app; its model is loaded once, at the first request that needs it (so each
 gunicorn worker loads it once, after the fork). Every error is JSON: exception classes map to status codes in
@@ -26,7 +26,7 @@ from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.memory import return_freed_images
-from timl.serving.model import ModelHolder, ModelUnavailable
+from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import NotConfigured, reviews_blueprint
 
@@ -173,7 +173,7 @@ def _analysis(holder: ModelHolder):
 
 
 def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
-    """The REST API: info, classify, explain, openapi.json."""
+    """The REST API: info, model_card, classify, explain, openapi.json."""
     from timl import xai
     from timl.classifier import confidence
 
@@ -201,6 +201,15 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
                                    for name, spec in xai.EXPLAINERS.items()}, default_method=xai.DEFAULT_EXPLAINER,
                        layers=layers,
                        default_layer=xai.last_conv_layer(classifier.model) if layers else None, version=__version__)
+
+    @api.get("/model_card")
+    def model_card():
+        if request.args.get("format", "json") not in ("json", "md"):
+            raise BadRequest(f"format is json or md. Received: format={request.args.get('format')!r}")
+        card = holder.model_card()
+        if request.args.get("format") == "md":  # plain text: a browser shows it, nothing in it runs as HTML
+            return Response(card["markdown"], mimetype="text/plain")
+        return jsonify(card["json"])
 
     @api.post("/classify")
     def classify():
@@ -238,8 +247,8 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
 
 
 #: Exception class -> status code, the first class the error is an instance of: the API's and the reviews' errors.
-STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (BadRequest, 400), (ImageError, 400),
-          (NotConfigured, 404), (AnswerError, 400),
+STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (NoModelCard, 404), (BadRequest, 400),
+          (ImageError, 400), (NotConfigured, 404), (AnswerError, 400),
           (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503), (ModelUnavailable, 503),
           (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
 #: Errors whose message names server files: the client gets NOT_LOADED, the server log the message. Matched by

@@ -28,6 +28,11 @@ class ModelUnavailable(TimlError):
     only, and a client is told no more than that the model could not be loaded."""
 
 
+class NoModelCard(TimlError, LookupError):
+    """The served model has no model card (404): it is not a registered version, or one registered before TIML
+    wrote cards."""
+
+
 class ModelHolder:
     """One worker's model: loaded once, on first use, thread-safely; its batcher and its explanation queue.
 
@@ -43,6 +48,7 @@ class ModelHolder:
         self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
+        self._card: dict | None = None
         self._predictions: dict = {}
         self._decode_slots = threading.BoundedSemaphore(config.decode_concurrency)
         self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
@@ -85,6 +91,29 @@ class ModelHolder:
             facts["label"] = f"{facts['name']}{version}" + (f" · {facts['date']}" if facts.get("date") else "")
             self._description = facts
         return self._description
+
+    def model_card(self) -> dict:
+        """The model card of the served registered version (the one :meth:`describe` names): ``{"json": ...,
+        "markdown": ...}`` as ``timl.register`` wrote them.
+
+        Raises:
+            NoModelCard: the model is a file or a run, or its version has no card.
+        """
+        if self._card is None:
+            from timl import model_card, tracking
+
+            facts = self.describe()
+            files = (tracking.version_files(f"models:/{facts['name']}/{facts['version']}", tracking.TAG_MODEL_CARD)
+                     if facts.get("version") else None) or {}
+            if model_card.CARD_JSON not in files:
+                raise NoModelCard(f"The served model ({facts['label']}) has no model card. Cards are written when a "
+                                  "version is registered (python -m timl.register, or train --register); serve "
+                                  "models:/NAME@ALIAS or models:/NAME/VERSION of such a version to have one.")
+            import json
+
+            self._card = {"json": json.loads(files[model_card.CARD_JSON]),
+                          "markdown": files.get(model_card.CARD_MARKDOWN, "")}
+        return self._card
 
     def review_facts(self) -> dict:
         """What every expert answer records of the model: its label and its classes."""

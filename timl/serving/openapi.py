@@ -50,6 +50,15 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
                                                        "answered), its classes and what can be explained",
                                             "responses": {"200": {"description": "Model information",
                                                                   "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            f"{rest_prefix}/model_card": {"get": {
+                "summary": "The served registered version's model card: intended use, data, test scores with "
+                           "intervals, what was not evaluated (JSON, or Markdown with format=md)",
+                "parameters": [{"name": "format", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["json", "md"], "default": "json"}}],
+                "responses": {"200": {"description": "The model card",
+                                      "content": {"application/json": {"schema": {"type": "object"}},
+                                                  "text/plain": {"schema": {"type": "string"}}}},
+                              "404": _error("The served model is not a registered version with a card")}}},
             f"{rest_prefix}/classify": {"post": {
                 "summary": "Classify one image", "requestBody": _upload(),
                 "responses": {"200": {"description": "Probabilities and TIML confidences per class",

@@ -4,7 +4,8 @@
 - :mod:`~timl.tracking.runs`: table (parent) and row (child) runs, their states, closing dead runs, command runs;
 - :mod:`~timl.tracking.logging`: one ``log_*`` family (params, metrics, tags, artifacts, datasets) whose
   ``run_id=None`` means the active run;
-- :mod:`~timl.tracking.registry`: logged models' files, the model registry, a model card's facts;
+- :mod:`~timl.tracking.registry`: logged models' files, the model registry (versions, aliases, version tags and
+  the files they name), a model card's facts;
 - :mod:`~timl.tracking.tags`: the run tags TIML writes.
 
 Nothing else calls MLflow directly, except :mod:`timl.pyfunc`, which defines the logged model itself. Callers use
@@ -15,8 +16,8 @@ importing the package stays light.
 from timl.tracking.logging import (active_run_id, dataset_input, download_artifact, download_artifacts,
                                    log_artifacts, log_datasets, log_folder, log_metrics, log_params, logged_steps,
                                    set_tags)
-from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, download_model_files, model_card_facts,
-                                    register_model)
+from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, alias_version, download_model_files,
+                                    model_card_facts, register_model, set_version_tags, version_files)
 from timl.tracking.runs import (MEMORY_HINT, RowRun, child_runs, close_dead_runs, command_run, create_row_run,
                                 end_run, error_text, fail_run, finished_children, get_run, git_commit, kill_run,
                                 log_table_summary, process_tags, reopen_run, row_tags, runs_page, start_table_run,

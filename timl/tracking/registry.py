@@ -128,6 +128,49 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
     return str(version.version)
 
 
+def alias_version(name: str, alias: str):
+    """The ModelVersion of registered model ``name`` that ``alias`` points at; None when the model or the alias does
+    not exist (yet)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_version_tags(name: str, version: str, tags: dict) -> None:
+    """Sets tags on registered version ``name``/``version``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_files(model_uri: str, tag: str) -> dict[str, str] | None:
+    """The text files of the artifact folder that tag ``tag`` of the registered version ``model_uri`` names (a
+    folder of the version's run, e.g. its model card): ``{file name: text}``; None when ``model_uri`` names no
+    registered version, the version has no such tag, or the folder cannot be read."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        version = _registered_version(model_uri)
+        folder = version.tags.get(tag) if version is not None else None
+        if not folder or not version.run_id:
+            return None
+        with tempfile.TemporaryDirectory(prefix="timl-version-") as destination:
+            local = Path(MlflowClient().download_artifacts(version.run_id, folder, destination))
+            return {path.name: path.read_text(encoding="utf-8") for path in sorted(local.iterdir()) if path.is_file()}
+    except (MlflowException, OSError, ValueError) as error:
+        logger.warning("Cannot read %s of %s: %s", tag, model_uri, error)
+        return None
+
+
 def model_card_facts(model_uri: str, run_id: str | None = None) -> dict:
     """What a person should see of an MLflow model (its card): ``name``, ``version``, ``date`` (ISO day) and ``run_id``.
 

@@ -44,3 +44,9 @@ TAG_SPLIT_GROUPED = "timl.split.grouped"
 TAG_INSPECT_SHARED_GROUPS = "timl.inspect.shared_groups"
 #: The file in a table's output folder that names the table's (parent) run.
 PARENT_MARKER = "parent_run_id.txt"
+#: A registered version whose alias was moved by ``--gate``: each gate with both values; one moved despite failed gates
+#: or different test data (``--force``): who forced it and what failed.
+TAG_CHAMPION_GATES = "timl.champion.gates"
+TAG_CHAMPION_OVERRIDE = "timl.champion.override"
+#: A registered version's model card: the artifact folder of the version's run holding model_card.json and .md.
+TAG_MODEL_CARD = "timl.model_card"

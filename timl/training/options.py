@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from timl.champion import parse_gates
 from timl.errors import ConfigError
 from timl.intervals import DEFAULT_RESAMPLES
 from timl.metric_names import DEFAULT_SELECT_BY
@@ -38,6 +39,11 @@ class TableOptions:
         register: register the best row's model under this name, with alias ``champion``. Defaults to None.
         select_by: the metric that picks the best row for ``register`` (higher is better). Defaults to
             ``dev/balanced_accuracy``.
+        gate: with ``register``, move ``champion`` to the best row only when each of these ``METRIC OP EXPR``
+            holds against the current champion on the same test data (:mod:`timl.champion`). Defaults to ()
+            (the alias moves).
+        force_champion: with ``gate``, move ``champion`` even when a gate fails or the test data differ,
+            recording who did and what failed. Defaults to False.
         executor: what trains the rows, one of :data:`EXECUTORS`: ``local`` (one after the other in this
             process) or ``ray`` (tasks on a Ray cluster). An executor handed to ``train_table`` overrides it.
             Defaults to ``local``.
@@ -55,7 +61,7 @@ class TableOptions:
             Defaults to 2000 (:data:`timl.intervals.DEFAULT_RESAMPLES`).
 
     Raises:
-        ConfigError: an unknown executor, or a resource count out of range.
+        ConfigError: an unknown executor, a resource count out of range, or a gate that does not parse.
     """
 
     img_dir: str | Path | None = None
@@ -67,6 +73,8 @@ class TableOptions:
     skip_roc: bool = False
     register: str | None = None
     select_by: str = DEFAULT_SELECT_BY
+    gate: tuple[str, ...] = ()
+    force_champion: bool = False
     executor: str = "local"
     ray_address: str | None = None
     row_cpus: float = 1
@@ -80,6 +88,8 @@ class TableOptions:
         for name in _OPTIONAL_FIELDS:
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
+        object.__setattr__(self, "gate", tuple(self.gate or ()))
+        parse_gates(self.gate)  # a gate that does not parse stops the table before any row trains
         if str(self.bootstrap).isdigit():  # the MLproject passes its parameters as text
             object.__setattr__(self, "bootstrap", int(self.bootstrap))
         else:

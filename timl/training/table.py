@@ -44,6 +44,7 @@ class TableOutcome:
     rows: list[RowOutcome]
     results_path: Path
     registered: str | None = None
+    registration: object | None = None  # the timl.register.Registration of `registered`: where the alias went
 
     @property
     def failed(self) -> list[RowOutcome]:
@@ -137,7 +138,10 @@ def _end_table(parent_id: str, out_dir: Path, outcomes: list[RowOutcome], option
     if options.register:
         from timl import register as registration
 
-        outcome.registered = registration.register_best(parent_id, options.register, select_by=options.select_by)
+        outcome.registration = registration.register_candidate(
+            registration.best_run(parent_id, options.select_by), options.register, gates=options.gate,
+            force=options.force_champion)
+        outcome.registered = outcome.registration.uri
     return outcome
 
 

@@ -158,6 +158,27 @@ const TIML = (() => {
     /** The model as the header shows it: name, version and date (never a server path). */
     modelLabel: (info) => `Model: ${info.model_info?.label || "unnamed"} · ${info.classes.length} classes`,
 
+    /** Writes the model header: its label and, for a registered version, a link to its model card
+     * (GET <rest>/model_card?format=md, fetched with the API token when the server needs one). */
+    showModel(element, info) {
+      element.textContent = TIML.modelLabel(info);
+      if (!info.model_info?.version) return;
+      const link = document.createElement("a");
+      link.href = apiUrl("/model_card?format=md");  // checked: a URL on this server
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.dataset.part = "modelCard";
+      link.textContent = "model card";
+      link.addEventListener("click", async (event) => {
+        if (!window.TIML_TOKENS) return;
+        event.preventDefault();
+        const response = await TIML.call(link.href);
+        if (!response.ok) { link.textContent = `model card: HTTP ${response.status}`; return; }
+        window.open(URL.createObjectURL(await response.blob()), "_blank", "noopener");
+      });
+      element.append(" · ", link);
+    },
+
     /** A plain-language reason why a file cannot be sent, checked before uploading; null when it can. */
     checkFile(file, info) {
       if (!file) return "No file was chosen.";
@@ -328,7 +349,7 @@ function classifyPage() {
   TIML.info().then((answer) => {
     info = answer;
     TIML.fillChoices(info, $("method"), $("layer"));
-    $("model").textContent = TIML.modelLabel(info);
+    TIML.showModel($("model"), info);
     updateAdvanced();
   }).catch((error) => status(`Cannot reach the model: ${error.message}`, true));
 
@@ -538,7 +559,7 @@ function reviewPage() {
     try {
       info = await TIML.info();
     } catch (error) { status(`Cannot reach the model: ${error.message}`, true); return; }
-    $("model").textContent = TIML.modelLabel(info);
+    TIML.showModel($("model"), info);
     $("label").replaceChildren(new Option("(choose when you disagree)", ""), ...info.classes.map((c) => new Option(c, c)));
     TIML.fillChoices(info, $("method"), null);
     $("method").value = info.default_method || info.explain_methods[0];
