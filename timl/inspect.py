@@ -12,11 +12,9 @@ Leakage: with ``--train-csv`` (the model's training images) and ``--groups`` (``
 image are counted, warned about and tagged on the run (``timl.inspect.shared_groups``): their scores are inflated.
 The training images are given, not looked up: the model's run records its dataset's digest, not its image names.
 
-Subgroups: with ``--subgroups FILE.csv:COLUMN[,COLUMN...]`` (e.g. ``meta.csv:sex,age_approx:0,30,45,60,75``,
-:mod:`timl.subgroups`) each group of each column is scored alone with its intervals, written as
-``subgroups.csv`` and forest plots ``subgroups-<score>.png``, and logged as ``test_group/<column>/<value>/...``
-with the gaps ``test_group/gap/...`` (on the model's run as ``inspect_<dataset>_group/...``). Groups under
-``--subgroup-min-size`` images are listed, not scored; images the table does not describe form ``unknown``.
+Subgroups: ``--subgroups FILE.csv:COLUMN[,COLUMN...]`` (e.g. ``meta.csv:sex,age_approx:0,30,45,60``) scores each
+group alone with its intervals (:mod:`timl.subgroups`): ``subgroups.csv``, ``subgroups-<score>.png``, metrics
+``test_group/<column>/<value>/...`` and ``test_group/gap/...`` (on the model's run ``inspect_<dataset>_group/``).
 
 The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
 ``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.reports.write_report`); TIML's other files
