@@ -23,8 +23,8 @@ CARD_JSON, CARD_MARKDOWN = "model_card.json", "model_card.md"
 #: The packages whose versions a card names (read from their installed metadata: nothing is imported).
 SOFTWARE = ("keras", "tensorflow", "tensorflow-cpu", "mlflow", "numpy", "scikit-learn")
 
-#: The metric group of results by subgroup (``test_group/<column>=<value>/...``, ``test_group/gap/...``).
-SUBGROUP_GROUP = f"{names.TEST}_group/"
+#: The metric group of results by subgroup (``test_group/<column>/<value>/...``, ``test_group/gap/...``).
+SUBGROUP_GROUP = names.subgroup_group(names.TEST)
 
 #: The folders of each file of a dataset's source (``/data/a.csv+/data/b.csv`` keeps ``a.csv+b.csv``).
 _FOLDERS = re.compile(r"[^+]*[/\\]")
