@@ -251,3 +251,23 @@ def test_a_training_row_scores_its_test_set_by_subgroup(tracking_uri, mini_digit
     assert run.data.params["subgroups"] == "hands.csv:hand", "found in the working directory"
     assert list((tmp_path / "out").glob("*-test-subgroups.csv")) and list((tmp_path / "out").glob(
         "*-test-subgroups-balanced_accuracy.png"))
+
+
+def test_the_model_card_shows_the_subgroups_of_an_inspection_logged_on_the_model():
+    """An inspection with --subgroups logs inspect_<dataset>_group/... on the model's run: the card shows it."""
+    from types import SimpleNamespace
+
+    from timl import model_card
+
+    metrics = {"test/accuracy": 0.9, "inspect_isic_group/sex/female/balanced_accuracy": 0.8,
+               "inspect_isic_group/sex/female/balanced_accuracy_ci_low": 0.7,
+               "inspect_isic_group/sex/female/balanced_accuracy_ci_high": 0.88,
+               "inspect_isic_group/gap/balanced_accuracy": 0.05, "inspect_isic/accuracy": 0.85}
+    run = SimpleNamespace(data=SimpleNamespace(params={"class_names": '["A", "B"]', "method": "SmallCNN"},
+                                               metrics=metrics, tags={}),
+                          info=SimpleNamespace(run_id="r1"), inputs=None)
+    card = model_card.model_card(run, name="m", version="1", sha256=None)
+    assert card["subgroups"]["inspect_isic_group/sex/female/balanced_accuracy"] == {
+        "value": 0.8, "ci_low": 0.7, "ci_high": 0.88}
+    assert "inspect_isic_group/gap/balanced_accuracy" in card["subgroups"]
+    assert not any("subgroup" in item for item in card["not_evaluated"])

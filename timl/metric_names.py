@@ -284,6 +284,14 @@ def subgroup_group(split: str) -> str:
     return f"{sanitize_metric_name(split)}_group/"
 
 
+def inspection_subgroup_groups(metrics) -> list[str]:
+    """The subgroup prefixes of the inspections logged on a model's run (``inspect_<dataset>_group/``), found in
+    its metric names."""
+    prefix, suffix = inspect_split(""), subgroup_group("")
+    return sorted({name[:name.index(suffix) + len(suffix)] for name in metrics
+                   if name.startswith(prefix) and suffix in name})
+
+
 def subgroup_name_part(value: str) -> str:
     """A column or a value as one level of a subgroup metric name: sanitised, ``/`` (``head/neck``) as ``_``."""
     return sanitize_metric_name(value).replace("/", "_")
