@@ -13,7 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, tables, tta
+from timl import datasets, images, metric_names, models, subgroups, tables, tta
+from timl.calibration import CALIBRATION_METHODS
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -42,13 +43,22 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 
 #: Optional columns of the split: ``groups`` (``COLUMN`` of the ground truth, or ``FILE.csv:COLUMN``: a table with
 #: ``image_name`` and that column, such as the ISIC metadata's ``lesion_id``), the images that stay on one side of
-#: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
-GROUP_COLUMNS = ("groups",)
+#: the split (:mod:`timl.datasets.groups`); ``subgroups`` (``FILE.csv:COLUMN[,COLUMN...]``, :mod:`timl.subgroups`),
+#: the test set scored by subgroup. A row without them keeps its params and its key.
+GROUP_COLUMNS = ("groups", "subgroups")
 
 #: Optional columns of a row's evaluation: ``tta`` (``none`` or a test-time augmentation preset of
 #: :data:`timl.tta.TTA_PRESETS`), the views the row's dev and test scores average over. A row without them keeps
 #: its params and its key.
 EVALUATION_COLUMNS = ("tta",)
+
+#: Optional columns of the model's probabilities: ``calibration`` (``none``, the original behaviour, or
+#: ``temperature``: the probabilities rescaled by a temperature fitted on the dev set after training,
+#: :mod:`timl.training.calibrate`). A row without them keeps its params and its key.
+CALIBRATION_COLUMNS = ("calibration",)
+
+#: The columns whose cell goes to the row's params and key only when it differs from its default.
+OPTIONAL_COLUMNS = GROUP_COLUMNS + EVALUATION_COLUMNS + CALIBRATION_COLUMNS
 
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
@@ -56,8 +66,12 @@ FREEZE_CHOICES = ("none", "backbone")
 #: Columns TIML on MLflow adds after the original ones: the row's run and its summary scores.
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
+#: The calibration scores the results table shows after all earlier columns (``val_ece``, ``test_nll``, ...).
+CALIBRATION_SUMMARY_COLUMNS = tuple(metric_names.CALIBRATION_SUMMARY_COLUMNS)
+
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + OPTIONAL_COLUMNS
+                                    + CALIBRATION_SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -67,7 +81,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
-            "tta": "none"}
+            "subgroups": "", "tta": "none", "calibration": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +117,12 @@ class RunConfig:
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
+        subgroups: ``""`` or ``FILE.csv:COLUMN[,COLUMN...]`` (a column in bands as ``age_approx:0,30,45,60``):
+            the test set is also scored by subgroup (:mod:`timl.subgroups`), relative to where the dataset's paths
+            start, else beside its test CSV.
         tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
             its views (:mod:`timl.tta`).
+        calibration: ``none`` or ``temperature`` (:data:`timl.calibration.CALIBRATION_METHODS`).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
@@ -136,7 +154,9 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
     groups: str = ""
+    subgroups: str = ""
     tta: str = "none"
+    calibration: str = "none"
     cv_fold: int | None = None
 
     def __post_init__(self):
@@ -194,18 +214,18 @@ class RunConfig:
         return self.freeze == "backbone" or bool(self.activations)
 
     def input_cells(self) -> dict:
-        """The row's input cells as strings, as they go to MLflow params and the results table (the group and
-        evaluation columns only when set: a row without them logs what it logged before)."""
+        """The row's input cells as strings, as they go to MLflow params and the results table (the optional
+        columns, groups, tta and calibration, only when set: a row without them logs what it logged before)."""
         cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
-        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS + EVALUATION_COLUMNS
+        return {**cells, **{name: getattr(self, name) for name in OPTIONAL_COLUMNS
                             if getattr(self, name) != DEFAULTS[name]}}
 
     def key(self, version: str) -> str:
         """A stable key of this row: a hash of its cells (head and group cells only when set, so rows of earlier
         tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
-                 if name not in HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS or value != DEFAULTS[name]}
+                 if name not in HEAD_COLUMNS + OPTIONAL_COLUMNS or value != DEFAULTS[name]}
         fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
         payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
@@ -228,8 +248,7 @@ class RunConfig:
             ConfigError: naming the table, the row and every bad cell.
         """
         cells = {name: _cell(row.get(name))
-                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS
-                 + EVALUATION_COLUMNS}
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -238,7 +257,8 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "subgroups",
+                     "tta", "calibration"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -310,6 +330,7 @@ def _check_choices(values: dict) -> list[str]:
         ("method", lambda v: models.get_method(v)),
         ("split", lambda v: datasets.parse_split(v)),
         ("groups", lambda v: datasets.parse_groups(v)),
+        ("subgroups", lambda v: subgroups.parse_subgroups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
         ("tta", lambda v: tta.get_tta(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),
@@ -320,6 +341,9 @@ def _check_choices(values: dict) -> list[str]:
             check(values[name])
         except ValueError as error:
             problems.append(f"column '{name}': {error}")
+    if values["calibration"] not in CALIBRATION_METHODS:
+        problems.append(f"column 'calibration' must be one of: {', '.join(CALIBRATION_METHODS)}. "
+                        f"Received: calibration={values['calibration']!r}")
     if values["classweights"] not in CLASS_WEIGHT_MODES:
         problems.append(f"column 'classweights' must be one of: {', '.join(CLASS_WEIGHT_MODES)}. "
                         f"Received: classweights={values['classweights']!r}")
@@ -384,8 +408,8 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
-            f"{', '.join(SUMMARY_COLUMNS)}."
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(SUMMARY_COLUMNS + CALIBRATION_SUMMARY_COLUMNS)}."
         )
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
