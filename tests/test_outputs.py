@@ -28,15 +28,15 @@ def test_failed_rows_keep_their_cells_in_the_results_table(tracking_uri, tmp_pat
 
 
 def test_help_examples_are_never_wrapped_mid_option():
-    from timl import explain, predict
+    from timl import explain, predict, register
 
-    for module in (predict, explain):
+    for module in (predict, explain, register):
         result = CliRunner().invoke(module.cli, ["--help"], terminal_width=80)
         assert result.exit_code == 0
         examples = result.output[result.output.index("Examples:"):]
         for line in examples.splitlines():
             assert not line.rstrip().endswith("-"), f"{module.__name__} --help wraps an example: {line!r}"
-        assert "--test-dataframe test.csv" in result.output
+    assert "--test-dataframe test.csv" in CliRunner().invoke(predict.cli, ["--help"], terminal_width=80).output
 
 
 def test_the_data_help_names_the_folder_the_readme_and_makefile_use():
