@@ -465,3 +465,20 @@ def test_test_time_augmentation_lives_in_timl_tta_alone():
     assert not offenders, f"a test-time augmentation name outside timl/tta.py (use timl.tta): {offenders}"
     imports = [name for name in _imports_of(PACKAGE / "tta.py") if name.startswith(("timl", "tensorflow", "keras"))]
     assert imports == ["timl.errors", "timl.images.augment"], imports
+
+
+def carriage_return_writes(source: str) -> list[int]:
+    """The lines of ``source`` that write a carriage return to a stream (a progress frame)."""
+    import re
+
+    return [number for number, line in enumerate(source.splitlines(), start=1)
+            if re.search(r"""\.write\(\s*f?["']\\r""", line)]
+
+
+def test_progress_frames_are_written_by_the_one_progress_writer():
+    """Progress is written by ``timl.cli.write_progress`` alone, so a file or pipe gets a line per update, never
+    carriage-return frames (issue 25)."""
+    assert carriage_return_writes('sys.stderr.write(f"\\rpredicted {n}")\nstream.write("\\rx")\n') == [1, 2]
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module != "timl.cli" for line in carriage_return_writes(path.read_text())]
+    assert not offenders, f"a progress frame written outside timl.cli.write_progress: {offenders}"

@@ -395,7 +395,7 @@ def read_cells(path: str | Path):
 
 def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row (empty rows
-    are no rows).
+    are no rows). A row's ConfigError carries the row's cells as written, ``error.cells`` (column -> text).
 
     Raises:
         MissingFileError: the table does not exist.
@@ -420,6 +420,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
         try:
             rows.append(RunConfig.from_row(row, number, str(path)))
         except ConfigError as error:
+            error.cells = {str(name): str(value) for name, value in row.items()}  # as written: its run's params
             rows.append(error)
     return rows
 

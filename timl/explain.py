@@ -57,11 +57,22 @@ def explain_image(classifier, source, name: str, methods: list[str], out_dir: Pa
                     if key == "seed" or key in xai.get_explainer(method).defaults}
         explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
                                   preprocessing=classifier.preprocessing, **accepted)
+        logger.info("%s", explained_what(name, explanation, classifier.class_names, predicted))
         for kind, picture in (("grey", explanation.grey), ("heatmap", explanation.heatmap),
                               ("comp", explanation.composite)):
             picture.save(out_dir / f"{name}-{method}-{kind}.png")
         explanations[method] = explanation
     return ExplainedImage(name, predicted, truth, explanations)
+
+
+def explained_what(name: str, explanation, class_names, predicted: str) -> str:
+    """One line saying what an explanation explains: the image, the method, the class and the layer, e.g.
+    ``0007: gradcam explained class 7 (the predicted class) at layer conv2d_1``."""
+    explained = class_names[explanation.class_index]
+    chosen = "the predicted class" if explained == predicted else f"predicted: {predicted}"
+    where = (f"at layer {explanation.layer}" if explanation.layer
+             else "over the input pixels (this method uses no layer)")
+    return f"{name}: {explanation.method} explained class {explained} ({chosen}) {where}"
 
 
 def draw_pages(results: list[ExplainedImage], methods: list[str], out_dir: Path, sources: dict) -> list[Path]:

@@ -19,7 +19,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
+from timl.cli import (command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors,
+                      write_progress)
 from timl.errors import ModelError
 from timl.tta import NO_TTA, TTA_CHOICES
 
@@ -42,10 +43,7 @@ class PredictResult:
 
 def _progress(done: int, total: int, started: float) -> None:
     rate = done / max(time.time() - started, 1e-9)
-    sys.stderr.write(f"\rpredicted {done}/{total} images ({rate:.1f} img/s)")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+    write_progress(f"predicted {done}/{total} images ({rate:.1f} img/s)", done == total)
 
 
 def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool, metadata=None) -> np.ndarray:

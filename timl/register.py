@@ -248,9 +248,9 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
     return register_run(best_run(parent_run_id, select_by), name, alias=alias)
 
 
-@command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion "
-               f"--gate {champion.EXAMPLE_GATES[0]!r}; the best row of a finished table: python -m timl.register "
-               "--out-dir train_output-quickstart --name digits")
+@command(epilog="Examples:\n  python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion \\\n"
+               f"      --gate {champion.EXAMPLE_GATES[0]!r}\n  the best row of a finished table:\n"
+               "  python -m timl.register --out-dir train_output-quickstart --name digits")
 @click.option("--run-id", help="The row run whose model to register (the run_id column of automation_result.csv).")
 @click.option("--table-run", help="Or: the best row of this table run (its parent run id), without training.")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Or: the best row of the table whose output "

@@ -116,8 +116,18 @@ class ModelHolder:
         return self._card
 
     def review_facts(self) -> dict:
-        """What every expert answer records of the model: its label and its classes."""
-        return {"model": self.describe()["label"], "classes": list(self.classifier.class_names)}
+        """What every expert answer records of the model: its URI (:meth:`model_uri`) and its classes."""
+        return {"model": self.model_uri(), "classes": list(self.classifier.class_names)}
+
+    def model_uri(self) -> str:
+        """The served model as a URI a review's provenance can load again: ``models:/NAME/VERSION`` for a
+        registered version (an alias resolved to its version), else the configured ``runs:/`` or ``models:/`` URI;
+        a model file by its file name (the server's paths are never told to clients)."""
+        facts = self.describe()
+        if facts.get("version"):
+            return f"models:/{facts['name']}/{facts['version']}"
+        source = self.classifier.source or {}
+        return source.get("model_uri") or Path(self.config.model).name
 
     @contextlib.contextmanager
     def decoding(self):

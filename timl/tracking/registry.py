@@ -4,6 +4,7 @@ registering a run's model as a version with its description, tags and alias, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -104,6 +105,26 @@ def download_model_files(model_uri: str, destination: Path) -> ModelFiles:
                       f"{version.name}/{version.version}", version.tags.get(TAG_MODEL_SHA256))
 
 
+class _LoggedModelNotice(logging.Filter):
+    """Drops MLflow 3's notice that a run's model is a logged model (``models:/m-ID``), not run artifacts: TIML
+    logs every model that way, so registering ``runs:/ID/model`` always takes that (documented) path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Run with id ") and "has no artifacts at artifact path" in message)
+
+
+@contextlib.contextmanager
+def _quiet_logged_model_notice():
+    """While registering: MLflow's registry logger without that one notice (its other warnings stay)."""
+    registry_logger, notice = logging.getLogger("mlflow.tracking._model_registry.fluent"), _LoggedModelNotice()
+    registry_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        registry_logger.removeFilter(notice)
+
+
 def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
     """Registers ``runs:/RUN_ID/model`` as a new version of ``name`` with a description, tags and an alias.
 
@@ -119,7 +140,8 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
 
     client = MlflowClient()
     try:
-        version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)  # tags set as it is created
+        with _quiet_logged_model_notice():
+            version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)  # tags set as it is created
     except MlflowException as error:
         raise ConfigError(f"Run {run_id} has no logged model 'model' to register ({error}).") from error
     client.update_model_version(name, version.version, description=description)

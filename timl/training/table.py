@@ -228,10 +228,12 @@ def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], tab
 
 
 def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowOutcome:
-    """A row that failed validation still gets a FAILED run, so the results table shows it and why."""
+    """A row that failed validation still gets a FAILED run, so the results table shows it, why, and its cells
+    as written (logged as the run's params: the method, dataset, ... of the row to fix)."""
     row_run = tracking.RowRun(parent_id, f"{number}-invalid", number, f"invalid-{number}-{time.time()}")
     try:
         with row_run:
+            tracking.log_params(getattr(error, "cells", {}))
             raise error
     except ConfigError:
         pass
