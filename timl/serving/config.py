@@ -284,5 +284,5 @@ def load_server_classifier(config: ServerConfig):
         tables = [Path(model).parent / name for name in CONFIG_TABLES]
         table = next((path for path in tables if path.is_file()), None)
         return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
-    tracking.configure(config.tracking_uri or None)
+    tracking.configure(config.tracking_uri or None, create=False)
     return load_classifier(model_uri=model)

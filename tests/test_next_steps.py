@@ -1,0 +1,90 @@
+"""Errors that say what to do next (issue 25): each message names the next step a user would take."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from timl import tracking
+from timl.errors import ConfigError, ModelError
+
+
+def _registered(name: str = "digits", alias: str = "champion") -> str:
+    """A registered model ``name`` whose version 1 holds ``alias`` (a tiny pyfunc: resolution does not look inside)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return run.info.run_id
+
+
+def test_an_unknown_alias_names_the_store_and_the_models_it_has(tracking_uri):
+    from timl.classifier import load_classifier
+
+    _registered()
+    with pytest.raises(ModelError) as raised:
+        load_classifier(model_uri="models:/x@champion")
+    message = str(raised.value)
+    assert tracking_uri in message and "models:/digits" in message and "@champion (v1)" in message
+    assert "python -m timl.register" in message
+
+
+def test_an_empty_store_says_to_register_first(tracking_uri):
+    from timl.classifier import load_classifier
+
+    tracking.configure(tracking_uri)
+    with pytest.raises(ModelError, match="has no registered models: register it first: python -m timl.register"):
+        load_classifier(model_uri="models:/digits@champion")
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_read_only_command_creates_no_store(tmp_path, monkeypatch, command):
+    """predict/explain given a model URI and the default store in a folder without one: no empty mlflow.db is
+    left behind, and the message says there is no store yet and what to run."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "test.csv").write_text("image,A,B\nx,1,0\n")
+    module = importlib.import_module(f"timl.{command}")
+    arguments = {"predict": ["--test-dataframe", "test.csv", "--output-csv", "out.csv"],
+                 "explain": ["--image", "x.png"]}[command]
+    result = CliRunner().invoke(module.cli, ["--model-uri", "models:/digits@champion", *arguments])
+    assert result.exit_code == 2, result.output
+    assert "There is no tracking store yet at sqlite:///mlflow.db" in result.output
+    assert "--tracking-uri" in result.output and "python -m timl.train" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_keras_file_given_as_model_uri_suggests_keras_model(tmp_path):
+    from timl.classifier import load_classifier
+
+    with pytest.raises(ModelError, match="give it as --keras-model models/best.h5"):
+        load_classifier(model_uri="models/best.h5")
+
+
+def test_registering_a_table_run_lists_its_rows(tracking_uri):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from timl import register
+
+    client = MlflowClient()
+    parent = client.create_run(tracking.experiment_id("reg"), tags={tracking.TAG_KIND: "table"}).info.run_id
+    with mlflow.start_run(experiment_id=client.get_run(parent).info.experiment_id, run_name="row-0",
+                          tags={tracking.TAG_PARENT: parent}) as row:
+        pass
+    with pytest.raises(ConfigError) as raised:
+        register.register_candidate(parent, "digits")
+    message = str(raised.value)
+    assert f"Run {parent} is a table run" in message and "Give --run-id of one of its rows' runs" in message
+    assert f"row-0 {row.info.run_id}" in message
+    result = CliRunner().invoke(register.cli, ["--run-id", parent, "--name", "digits"])
+    assert result.exit_code == 2 and "is a table run" in result.output
