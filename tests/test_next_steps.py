@@ -88,3 +88,68 @@ def test_registering_a_table_run_lists_its_rows(tracking_uri):
     assert f"row-0 {row.info.run_id}" in message
     result = CliRunner().invoke(register.cli, ["--run-id", parent, "--name", "digits"])
     assert result.exit_code == 2 and "is a table run" in result.output
+
+
+def _serve(tmp_path, config: dict, port: int):
+    """``python -m timl.serve`` with ``config`` on 127.0.0.1:``port``, run to its end (it should refuse to start)."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "timl_server_config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run([sys.executable, "-m", "timl.serve", "--config", str(path), "--bind", f"127.0.0.1:{port}",
+                           "--workers", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_on_a_port_in_use_names_bind(tmp_path):
+    import socket
+
+    from helpers import saved_model
+
+    model = saved_model(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _serve(tmp_path, {"CLASSIFICATION_MODEL": model.name}, port)
+    assert result.returncode == 2, result.stderr
+    assert f"Port {port} on 127.0.0.1 is in use" in result.stderr and f"--bind 127.0.0.1:{port + 1}" in result.stderr
+    assert "Connection in use" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["missing.h5", "models:/no-such-model@champion"])
+def test_serve_refuses_a_model_it_cannot_load(tmp_path, monkeypatch, model):
+    from helpers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.configure()  # an empty store: the registered model is not there
+    result = _serve(tmp_path, {"CLASSIFICATION_MODEL": model}, free_port())
+    assert result.returncode == 2, result.stderr
+    assert "Not starting the server: CLASSIFICATION_MODEL in" in result.stderr and model in result.stderr
+    assert ("not a file" if model.endswith(".h5") else "register it first") in result.stderr
+
+
+def test_health_is_not_ok_when_the_model_cannot_load(tmp_path, caplog):
+    from timl.serving import create_app
+
+    with caplog.at_level("ERROR", logger="timl.serving.app"):
+        client = create_app({"CLASSIFICATION_MODEL": str(tmp_path / "gone.h5")}).test_client()
+    assert f"{tmp_path / 'gone.h5'}, which is not a file" in caplog.text  # said in the log at start
+    answer = client.get("/health")
+    assert answer.status_code == 503
+    body = answer.get_json()
+    assert body["status"] == "error" and "gone.h5 cannot be loaded" in body["error"] and "server log" in body["error"]
+    assert str(tmp_path) not in body["error"]  # no server path to an unauthenticated client
+
+
+def test_health_turns_ok_once_the_model_is_there(tmp_path):
+    from helpers import saved_model
+
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": str(tmp_path / "tiny.h5")}).test_client()
+    assert client.get("/health").status_code == 503
+    saved_model(tmp_path)
+    answer = client.get("/health")
+    assert answer.status_code == 200 and answer.get_json()["status"] == "ok"

@@ -16,7 +16,7 @@ importing the package stays light.
 from timl.tracking.logging import (active_run_id, dataset_input, download_artifact, download_artifacts,
                                    log_artifacts, log_datasets, log_folder, log_metrics, log_params, logged_steps,
                                    set_tags)
-from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, alias_version, download_model_files,
+from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, alias_version, check_model_uri, download_model_files,
                                     model_card_facts, register_model, registry_overview, set_version_tags,
                                     version_files)
 from timl.tracking.runs import (MEMORY_HINT, RowRun, child_runs, close_dead_runs, command_run, create_row_run,

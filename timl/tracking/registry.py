@@ -131,6 +131,27 @@ def registry_overview(limit: int = 20) -> str:
             f"or {register}.")
 
 
+def check_model_uri(model_uri: str) -> None:
+    """Checks, without downloading it, that ``model_uri`` names a model of the store in use: a registered version
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) or a run's logged folder (``runs:/RUN_ID/PATH``).
+
+    Raises:
+        ModelError: no such version or run artifact; the message lists what the store has (:func:`registry_overview`).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri[len("runs:/"):].partition("/")
+            if not MlflowClient().list_artifacts(run_id, path.strip("/") or None):
+                raise MlflowException(f"run {run_id} has no artifact {path!r}")
+        else:
+            _registered_version(model_uri)
+    except MlflowException as error:
+        raise ModelError(f"No model {model_uri} ({error}). {registry_overview()}") from error
+
+
 def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
     """Registers ``runs:/RUN_ID/model`` as a new version of ``name`` with a description, tags and an alias.
 
