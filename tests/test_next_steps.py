@@ -153,3 +153,16 @@ def test_health_turns_ok_once_the_model_is_there(tmp_path):
     saved_model(tmp_path)
     answer = client.get("/health")
     assert answer.status_code == 200 and answer.get_json()["status"] == "ok"
+
+
+def test_an_unknown_column_gets_a_did_you_mean_and_notes_once(tmp_path):
+    from timl.config import read_table
+
+    table = tmp_path / "table.csv"
+    table.write_text("method,datset,split,epochs,imgsze\nSmallCNN,gt.csv,n=5,1,16\n")
+    with pytest.raises(ConfigError) as raised:
+        read_table(table)
+    message = str(raised.value)
+    assert "unknown column(s) 'datset', 'imgsze'" in message
+    assert "'datset': did you mean 'dataset'? 'imgsze': did you mean 'imgsize'?" in message
+    assert message.count("notes") == 1 and "Known columns: method, dataset" in message
