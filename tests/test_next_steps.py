@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from timl import tracking
-from timl.errors import ConfigError, ModelError
+from timl.errors import ConfigError, DatasetError, ModelError
 
 
 def _registered(name: str = "digits", alias: str = "champion") -> str:
@@ -166,3 +166,20 @@ def test_an_unknown_column_gets_a_did_you_mean_and_notes_once(tmp_path):
     assert "unknown column(s) 'datset', 'imgsze'" in message
     assert "'datset': did you mean 'dataset'? 'imgsze': did you mean 'imgsize'?" in message
     assert message.count("notes") == 1 and "Known columns: method, dataset" in message
+
+
+@pytest.mark.parametrize("cell, split", [("train.csv;dev.csv;test.csv", "list"), ("train.csv+dev.csv+test.csv", "n=5")])
+def test_an_unknown_class_column_is_said_first_and_once(tmp_path, cell, split):
+    """Three ground-truth files of 300 rows and a classcolumns cell naming a class they lack: the message says so
+    once, with no line-by-line "has 0 ones" for the rows (which were one-hot over the columns they have)."""
+    from timl.datasets import load_dataset
+
+    for offset, name in enumerate(("train.csv", "dev.csv", "test.csv")):
+        rows = "".join(f"img{offset}_{index},{index % 2},{1 - index % 2}\n" for index in range(300))
+        (tmp_path / name).write_text("image_name,A,B\n" + rows)
+    with pytest.raises(DatasetError) as raised:
+        load_dataset(";".join(str(tmp_path / part) for part in cell.split(";")) if ";" in cell else
+                     "+".join(str(tmp_path / part) for part in cell.split("+")), split, classcolumns="A;MEL")
+    message = str(raised.value)
+    assert message.count("unknown class column(s) 'MEL' in classcolumns") == 1, message
+    assert "Available columns: A, B" in message and "ones" not in message and len(message) < 400
