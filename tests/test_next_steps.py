@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from timl import tracking
-from timl.errors import ConfigError, DatasetError, ModelError
+from timl.errors import ConfigError, DatasetError, MissingFileError, ModelError
 
 
 def _registered(name: str = "digits", alias: str = "champion") -> str:
@@ -183,3 +183,31 @@ def test_an_unknown_class_column_is_said_first_and_once(tmp_path, cell, split):
     message = str(raised.value)
     assert message.count("unknown class column(s) 'MEL' in classcolumns") == 1, message
     assert "Available columns: A, B" in message and "ones" not in message and len(message) < 400
+
+
+def test_a_missing_image_folder_names_img_dir(tmp_path):
+    from timl.datasets import load_dataset
+
+    (tmp_path / "gt.csv").write_text("image_name,A,B\n" + "".join(f"i{index},1,0\ni{index}b,0,1\n" for index in range(3)))
+    with pytest.raises(MissingFileError, match="Give the folder that holds the images with --img-dir"):
+        load_dataset(str(tmp_path / "gt.csv"), "n=2", img_dir=tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("typo", ["--img-dir", "--input-table"])
+def test_train_checks_its_paths_before_any_run(tracking_uri, tmp_path, typo):
+    """A typo in --img-dir or --input-table: exit 2 naming the option, and no table run (no FAILED rows) in the store."""
+    from mlflow.tracking import MlflowClient
+
+    from helpers import small_cnn_row, write_table
+    from timl import train
+
+    table = write_table(tmp_path / "table.csv", [small_cnn_row("gt.csv")])
+    arguments = {"--img-dir": ["--input-table", str(table), "--img-dir", str(tmp_path / "imgaes")],
+                 "--input-table": ["--input-table", str(tmp_path / "tabel.csv")]}[typo]
+    result = CliRunner().invoke(train.cli, arguments)
+    assert result.exit_code == 2, result.output
+    expected = (f"--img-dir {tmp_path / 'imgaes'}: no such folder" if typo == "--img-dir" else
+                f"Training table not found")
+    assert expected in result.output and ("tabel.csv" in result.output or typo == "--img-dir")
+    runs = MlflowClient().search_runs([experiment.experiment_id for experiment in MlflowClient().search_experiments()])
+    assert runs == []
