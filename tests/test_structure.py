@@ -451,3 +451,21 @@ def test_test_time_augmentation_lives_in_timl_tta_alone():
     assert not offenders, f"a test-time augmentation name outside timl/tta.py (use timl.tta): {offenders}"
     imports = [name for name in _imports_of(PACKAGE / "tta.py") if name.startswith(("timl", "tensorflow", "keras"))]
     assert imports == ["timl.errors", "timl.images.augment"], imports
+
+
+#: The modules that may create a tracking store (they write runs or versions); every other caller of
+#: ``tracking.configure`` only reads and passes ``create=False`` (issue 25: no empty mlflow.db from a read).
+STORE_WRITERS = {"timl.train", "timl.training.table", "timl.training.ray_executor", "timl.register", "timl.review"}
+
+
+def test_commands_that_only_read_create_no_store():
+    offenders = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "configure"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "tracking"
+                    and module not in STORE_WRITERS
+                    and not any(keyword.arg == "create" and isinstance(keyword.value, ast.Constant)
+                                and keyword.value.value is False for keyword in node.keywords)):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db: pass create=False: {offenders}"

@@ -76,8 +76,9 @@ def check_store_exists(uri: str) -> None:
              if uri == DEFAULT_TRACKING_URI else uri)
     raise ModelError(f"There is no tracking store yet at {where}: nothing was trained or registered there. Run the "
                      "command in the folder where you trained (python -m timl.train ...), or give --tracking-uri "
-                     "(or MLFLOW_TRACKING_URI) of the store that holds your runs; then register a model: "
-                     "python -m timl.register --run-id RUN_ID --name NAME (or give --keras-model FILE.keras).")
+                     "(or MLFLOW_TRACKING_URI) of the store that holds your runs. To serve or predict with a model "
+                     "of it, register it first: python -m timl.register --run-id RUN_ID --name NAME (or give "
+                     "--keras-model FILE.keras).")
 
 
 def _tune_sqlite(uri: str) -> None:
