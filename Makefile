@@ -1,5 +1,6 @@
 # TIML: two commands on a fresh machine with Python >= 3.11 and make.
-#   make demo   creates .venv, installs, writes the digits demo data, trains experiments/quickstart.csv
+#   make demo   creates .venv, installs, writes the digits demo data, trains experiments/quickstart.csv and
+#               registers its best row as models:/digits@champion
 #   make test   creates .venv if needed, installs the dev extra, runs the whole suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +25,7 @@ demo_data/digits.csv: | $(STAMP)
 	$(PY) -m timl.data digits demo_data
 
 demo: $(STAMP) demo_data/digits.csv
-	$(PY) -m timl.train --input-table experiments/quickstart.csv --experiment quickstart --out-dir train_output-quickstart
+	$(PY) -m timl.train --input-table experiments/quickstart.csv --experiment quickstart --out-dir train_output-quickstart --register digits
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)"
 

@@ -210,7 +210,7 @@ def test_write_report_files_with_prefix_and_absent_class(tmp_path):
     out = tmp_path / "report"
     expected = {"dev-summary.csv", "dev-summary.json", "dev-per_image_results.csv", "dev-ROC-0000-c0.png",
                 "dev-ROC-0002-c2.png", "dev-ROC-all.png", "dev-confusion_matrix.csv", "dev-confusion_matrix.png",
-                "dev-precision_recall.png"}
+                "dev-precision_recall.png", "dev-reliability.png"}
     assert {path.name for path in out.iterdir()} == expected
     table = pd.read_csv(out / "dev-summary.csv", dtype=str, keep_default_na=False)
     assert len(table) == 1, "one row, one column per key (the original's layout)"

@@ -23,7 +23,7 @@ SUMMARY_KEYS = {"samples", "classes", "class_prop", "accuracy", "specificity", "
                 "weighted_mean_sensitivity", "mean_f1", "weighted_mean_f1", "mean_auc"}
 REPORT_FILES = {"summary.csv", "summary.json", "per_image_results.csv", "ROC-0000-MEL.png", "ROC-0001-NV.png",
                 "ROC-0002-BCC.png", "ROC-all.png", "confusion_matrix.csv", "confusion_matrix.png",
-                "precision_recall.png"}
+                "precision_recall.png", "reliability.png"}
 
 
 @pytest.fixture(scope="module")

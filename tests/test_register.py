@@ -81,6 +81,29 @@ def test_the_command(table, tracking_uri):
     assert result.exit_code == 2 and "has no logged model 'model'" in result.output
 
 
+def test_the_best_row_of_a_finished_table_registers_without_training_and_once(table, tracking_uri, tmp_path):
+    parent, rows = table
+    out = tmp_path / "train_output-x"
+    out.mkdir()
+    (out / tracking.PARENT_MARKER).write_text(parent + "\n")
+
+    def invoke(*options):
+        return CliRunner().invoke(register.cli, [*options, "--tracking-uri", tracking_uri])
+
+    result = invoke("--out-dir", str(out), "--name", "best", "--select-by", "valacc")
+    assert result.exit_code == 0, result.output
+    assert f"The best row of table run {parent} by dev/accuracy: run {rows[1]}" in result.output
+    assert "Registered models:/best/1 (models:/best@champion)" in result.output
+    again = invoke("--table-run", parent, "--name", "best", "--select-by", "valacc")
+    assert again.exit_code == 0 and "Already registered as models:/best/1 (models:/best@champion)" in again.output
+    assert len(_client().search_model_versions("name = 'best'")) == 1, "no duplicate version"
+    assert register.register_run(rows[1], "best") == "models:/best/1"
+    for options, expected in ((("--run-id", rows[0], "--table-run", parent), "Give exactly one of --run-id"),
+                              ((), "none of them"), (("--out-dir", str(tmp_path)), "no parent_run_id.txt")):
+        result = invoke(*options, "--name", "x")
+        assert result.exit_code == 2 and expected in result.output, result.output
+
+
 def test_a_registered_model_is_described_by_name_version_and_date(table):
     """What the server's pages show in their header (``/info`` model_info) for models:/ and runs:/ URIs."""
     import datetime

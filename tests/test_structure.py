@@ -242,7 +242,7 @@ def test_the_dataset_cell_check_sees_every_split():
 
 #: The stages of a row, in the order its data flows through them (``row`` calls them in turn).
 ROW_STAGES = ("timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.activations",
-              "timl.training.evaluate", "timl.training.record", "timl.training.row")
+              "timl.training.calibrate", "timl.training.evaluate", "timl.training.record", "timl.training.row")
 
 
 def test_a_row_passes_each_stage_once():
@@ -251,8 +251,8 @@ def test_a_row_passes_each_stage_once():
     backwards = [f"{stage} -> {target}" for position, stage in enumerate(ROW_STAGES)
                  for target in graph[stage] if target in ROW_STAGES[position + 1:]]
     assert not backwards, f"a row's stage imports a later stage: {backwards}"
-    assert {"timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.evaluate",
-            "timl.training.record"} <= graph["timl.training.row"]
+    assert {"timl.training.plan", "timl.training.data", "timl.training.loop", "timl.training.calibrate",
+            "timl.training.evaluate", "timl.training.record"} <= graph["timl.training.row"]
 
 
 #: The one module that types metric names; every other module of ``timl/`` imports them from it.
@@ -268,10 +268,11 @@ def _metric_name_patterns() -> tuple[re.Pattern, frozenset[str]]:
     from timl import metric_names as names
 
     groups = [names.summary_group(split) for split in (names.TRAIN, names.DEV, names.TEST)]
-    groups += [names.ROWS_GROUP, names.BEST_GROUP]
+    groups += [names.ROWS_GROUP, names.BEST_GROUP, names.CALIBRATION_GROUP]
     pattern = re.compile("^(?:" + "|".join(map(re.escape, groups)) + r")|_class/|^inspect_[^/]*/|^"
                          + re.escape(names.KERAS_DEV_PREFIX))
     exact = frozenset([*names.ORIGINAL_METRIC_COLUMNS, *names.ORIGINAL_CLASS_COLUMNS, *names.SUMMARY_COLUMNS,
+                       *names.CALIBRATION_SUMMARY_COLUMNS,
                        *names.LEGACY_METRICS.values(), *names.SELECT_BY_ALIASES])
     return pattern, exact
 

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from timl import datasets, images, metric_names, models, tables, tta
+from timl.calibration import CALIBRATION_METHODS
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
@@ -50,14 +51,26 @@ GROUP_COLUMNS = ("groups",)
 #: its params and its key.
 EVALUATION_COLUMNS = ("tta",)
 
+#: Optional columns of the model's probabilities: ``calibration`` (``none``, the original behaviour, or
+#: ``temperature``: the probabilities rescaled by a temperature fitted on the dev set after training,
+#: :mod:`timl.training.calibrate`). A row without them keeps its params and its key.
+CALIBRATION_COLUMNS = ("calibration",)
+
+#: The columns whose cell goes to the row's params and key only when it differs from its default.
+OPTIONAL_COLUMNS = GROUP_COLUMNS + EVALUATION_COLUMNS + CALIBRATION_COLUMNS
+
 #: The values of ``freeze``.
 FREEZE_CHOICES = ("none", "backbone")
 
 #: Columns TIML on MLflow adds after the original ones: the row's run and its summary scores.
 SUMMARY_COLUMNS = ("run_id", *metric_names.SUMMARY_COLUMNS)
 
+#: The calibration scores the results table shows after all earlier columns (``val_ece``, ``test_nll``, ...).
+CALIBRATION_SUMMARY_COLUMNS = tuple(metric_names.CALIBRATION_SUMMARY_COLUMNS)
+
 KNOWN_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS
-                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS))
+                                    + OUTPUT_COLUMNS + SUMMARY_COLUMNS + OPTIONAL_COLUMNS
+                                    + CALIBRATION_SUMMARY_COLUMNS))
 REQUIRED_COLUMNS = ("method", "dataset", "split", "epochs")
 
 #: The input columns that hold numbers: a decimal comma in them (``0,001`` in a ``;``-separated table, as
@@ -67,7 +80,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
-            "tta": "none"}
+            "tta": "none", "calibration": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +118,7 @@ class RunConfig:
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
         tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
             its views (:mod:`timl.tta`).
+        calibration: ``none`` or ``temperature`` (:data:`timl.calibration.CALIBRATION_METHODS`).
         gpus: GPUs the row's task asks for (None: the executor's ``--row-gpus``); two or more train the row
             under ``tf.distribute.MirroredStrategy``.
         table_path: the table the row came from (relative paths in the row resolve against the working
@@ -137,6 +151,7 @@ class RunConfig:
     metadata: str = ""
     groups: str = ""
     tta: str = "none"
+    calibration: str = "none"
     cv_fold: int | None = None
 
     def __post_init__(self):
@@ -194,18 +209,18 @@ class RunConfig:
         return self.freeze == "backbone" or bool(self.activations)
 
     def input_cells(self) -> dict:
-        """The row's input cells as strings, as they go to MLflow params and the results table (the group and
-        evaluation columns only when set: a row without them logs what it logged before)."""
+        """The row's input cells as strings, as they go to MLflow params and the results table (the optional
+        columns, groups, tta and calibration, only when set: a row without them logs what it logged before)."""
         cells = {name: "" if getattr(self, name) is None else str(getattr(self, name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS}
-        return {**cells, **{name: getattr(self, name) for name in GROUP_COLUMNS + EVALUATION_COLUMNS
+        return {**cells, **{name: getattr(self, name) for name in OPTIONAL_COLUMNS
                             if getattr(self, name) != DEFAULTS[name]}}
 
     def key(self, version: str) -> str:
         """A stable key of this row: a hash of its cells (head and group cells only when set, so rows of earlier
         tables keep their keys), the table path and the project version."""
         cells = {name: value for name, value in self.input_cells().items()
-                 if name not in HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS or value != DEFAULTS[name]}
+                 if name not in HEAD_COLUMNS + OPTIONAL_COLUMNS or value != DEFAULTS[name]}
         fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
         payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
@@ -228,8 +243,7 @@ class RunConfig:
             ConfigError: naming the table, the row and every bad cell.
         """
         cells = {name: _cell(row.get(name))
-                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS
-                 + EVALUATION_COLUMNS}
+                 for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
             if not cells[name]:
@@ -238,7 +252,8 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta",
+                     "calibration"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -320,6 +335,9 @@ def _check_choices(values: dict) -> list[str]:
             check(values[name])
         except ValueError as error:
             problems.append(f"column '{name}': {error}")
+    if values["calibration"] not in CALIBRATION_METHODS:
+        problems.append(f"column 'calibration' must be one of: {', '.join(CALIBRATION_METHODS)}. "
+                        f"Received: calibration={values['calibration']!r}")
     if values["classweights"] not in CLASS_WEIGHT_MODES:
         problems.append(f"column 'classweights' must be one of: {', '.join(CLASS_WEIGHT_MODES)}. "
                         f"Received: classweights={values['classweights']!r}")
@@ -397,7 +415,15 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     columns = list(frame.columns)
     unknown = [column for column in columns if column not in KNOWN_COLUMNS]
     if unknown:
+<<<<<<< HEAD
         raise ConfigError(unknown_columns_message(path, unknown))
+=======
+        raise ConfigError(
+            f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
+            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
+            f"{', '.join(SUMMARY_COLUMNS + CALIBRATION_SUMMARY_COLUMNS)}."
+        )
+>>>>>>> main
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
         raise ConfigError(f"{path}: missing required column(s) {', '.join(missing)}. Received columns: "

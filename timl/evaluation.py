@@ -4,8 +4,9 @@ One code path scores every set of predictions TIML makes: the dev and test sets 
 ``inspect`` command. The summary keeps the original TIML keys (``samples``, ``classes``, ``class_prop``, the
 per-class ``accuracy``, ``specificity``, ``sensitivity`` and ``f1``, ``global_accuracy`` and their plain and
 prevalence-weighted means) and adds the balanced multiclass accuracy (the ISIC 2019 challenge's ranking
-metric), per-class precision, AUC and average precision, and the mean AUC. The report files keep the original's
-layouts (:mod:`timl.reports`); in memory, per-class values are lists.
+metric), per-class precision, AUC and average precision, the mean AUC, and the calibration of the probabilities
+(expected and maximum calibration error, Brier score, negative log likelihood: :mod:`timl.calibration`). The
+report files keep the original's layouts (:mod:`timl.reports`); in memory, per-class values are lists.
 
 Conventions:
 
@@ -26,10 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from timl.calibration import calibration_summary, image_brier, image_log_loss
 from timl.errors import DatasetError
 from timl.intervals import Bootstrap, interval_metrics
-from timl.metric_names import (PER_CLASS_METRICS, SCALAR_METRICS, class_group, per_class_metric_name,
-                               sanitize_metric_name, summary_group)
+from timl.metric_names import (CALIBRATION_INTERVAL_SCALARS, PER_CLASS_METRICS, SCALAR_METRICS, class_group,
+                               per_class_metric_name, sanitize_metric_name, summary_group)
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +138,8 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
         ``sensitivity``, ``precision``, ``f1``, ``auc``, ``average_precision`` (None where undefined);
         ``global_accuracy``, ``balanced_accuracy``, ``mean_``/``weighted_mean_`` accuracy, specificity,
         sensitivity and f1, ``mean_auc``; ``multi_label``; for multi-label also ``threshold``,
-        ``exact_match`` and ``hamming_loss``.
+        ``exact_match`` and ``hamming_loss``; then the calibration scores ``ece``, ``mce``, ``brier`` and
+        ``nll`` (:func:`timl.calibration.calibration_summary`).
 
     Raises:
         DatasetError: shapes that do not match, values that are not 0/1, non-finite probabilities, or a
@@ -173,7 +176,12 @@ def evaluate(y_true, y_prob, class_names: Sequence[str], *, multi_label: bool = 
         summary["threshold"] = float(threshold)
         summary["exact_match"] = global_accuracy
         summary["hamming_loss"] = float((y_pred != y_true).mean())
-    return {**summary, **(bootstrap.summary_values(y_true, y_pred, y_prob) if bootstrap else {})}
+    summary.update(calibration_summary(y_true, y_prob, multi_label=multi_label))
+    if not bootstrap:
+        return summary
+    losses = dict(zip(CALIBRATION_INTERVAL_SCALARS, (image_brier(y_true, y_prob, multi_label=multi_label),
+                                                     image_log_loss(y_true, y_prob, multi_label=multi_label))))
+    return {**summary, **bootstrap.summary_values(y_true, y_pred, y_prob, losses)}
 
 
 def summary_metrics(summary: dict[str, Any], prefix: str = "", class_prefix: str | None = None) -> dict[str, float]:

@@ -24,9 +24,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from timl.metric_names import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, INTERVAL_BOUNDS, INTERVAL_PER_CLASS,
-                               INTERVAL_SCALARS, PER_CLASS_METRICS, SCALAR_METRICS, interval_name,
-                               per_class_metric_name)
+from timl.metric_names import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CALIBRATION_INTERVAL_SCALARS, INTERVAL_BOUNDS,
+                               INTERVAL_PER_CLASS, INTERVAL_SCALARS, PER_CLASS_METRICS, SCALAR_METRICS,
+                               interval_name, per_class_metric_name)
 
 #: Resamples of an interval unless told otherwise (``--bootstrap``; 0 turns intervals off).
 DEFAULT_RESAMPLES = 2000
@@ -226,6 +226,26 @@ def bootstrap_intervals(y_true, y_pred, y_prob, *, resamples: int = DEFAULT_RESA
     return intervals
 
 
+def mean_intervals(values: dict[str, np.ndarray], *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                   groups: Sequence | None = None, confidence: float = CONFIDENCE) -> dict[str, tuple]:
+    """Percentile bootstrap intervals of means of per-image values (the Brier score, the NLL), from the resamples
+    :func:`bootstrap_intervals` draws with the same seed and groups.
+
+    Args:
+        values: score name -> one value per image.
+        resamples, seed, groups, confidence: as :func:`bootstrap_intervals`.
+
+    Returns:
+        ``{name: (low, high)}``.
+    """
+    keys = list(values)
+    matrix = np.stack([np.asarray(values[key], dtype=float) for key in keys], axis=1)
+    chunks = [_ratio(counts @ matrix, counts.sum(axis=1)[:, None])
+              for counts in resample_counts(len(matrix), int(resamples), seed=seed, groups=groups)]
+    low, high = _percentiles(np.concatenate(chunks), confidence)
+    return {key: (_plain(low[index]), _plain(high[index])) for index, key in enumerate(keys)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Bootstrap:
     """How the intervals of one evaluation are formed (:func:`timl.evaluation.evaluate`'s ``bootstrap``).
@@ -242,10 +262,12 @@ class Bootstrap:
     groups: Sequence | None = None
     confidence: float = CONFIDENCE
 
-    def summary_values(self, y_true, y_pred, y_prob) -> dict[str, Any]:
+    def summary_values(self, y_true, y_pred, y_prob, losses: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """The summary keys of the intervals: ``global_accuracy_ci_low``, ..., per class
-        ``sensitivity_ci_low`` (a list), ..., then ``bootstrap_resamples`` and ``bootstrap_seed``; none when
-        ``resamples`` is 0."""
+        ``sensitivity_ci_low`` (a list), ..., then those of the means of ``losses`` (score name -> one value per
+        image, e.g. the Brier score and the NLL of :mod:`timl.calibration`: ``brier_ci_low``, ...; see
+        :func:`mean_intervals`), then ``bootstrap_resamples`` and ``bootstrap_seed``; none when ``resamples``
+        is 0."""
         if not self.resamples:
             return {}
         intervals = bootstrap_intervals(y_true, y_pred, y_prob, resamples=self.resamples, seed=self.seed,
@@ -255,6 +277,10 @@ class Bootstrap:
             for position, bound in enumerate(INTERVAL_BOUNDS):
                 values[interval_name(key, bound)] = (interval[position] if key in INTERVAL_SCALARS
                                                      else [pair[position] for pair in interval])
+        for key, interval in (mean_intervals(losses, resamples=self.resamples, seed=self.seed, groups=self.groups,
+                                             confidence=self.confidence) if losses else {}).items():
+            values.update({interval_name(key, bound): interval[position]
+                           for position, bound in enumerate(INTERVAL_BOUNDS)})
         return {**values, BOOTSTRAP_RESAMPLES: int(self.resamples), BOOTSTRAP_SEED: int(self.seed)}
 
 
@@ -269,7 +295,7 @@ def interval_metrics(summary: dict[str, Any], prefix: str, class_prefix: str) ->
     """
     metrics: dict[str, float] = {}
     for bound in INTERVAL_BOUNDS:
-        for key in INTERVAL_SCALARS:
+        for key in INTERVAL_SCALARS + CALIBRATION_INTERVAL_SCALARS:
             value = summary.get(interval_name(key, bound))
             if value is not None:
                 metrics[interval_name(f"{prefix}{SCALAR_METRICS[key]}", bound)] = float(value)

@@ -39,13 +39,18 @@ KERAS_DEV_PREFIX = "val_"
 PER_CLASS_METRICS = {"accuracy": "acc", "specificity": "spec", "sensitivity": "sens", "precision": "prec",
                      "f1": "f1", "auc": "auc", "average_precision": "ap", "class_prop": "prop"}
 
+#: The calibration scalars of a summary (:mod:`timl.calibration`), a split's metrics under the same names
+#: (``test/ece``): expected and maximum calibration error, Brier score, negative log likelihood.
+CALIBRATION_SCALARS = ("ece", "mce", "brier", "nll")
+
 #: Scalars of an evaluation summary and their metric names (in a split's group: ``dev/accuracy``).
 SCALAR_METRICS = {"global_accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "mean_auc": "auc",
                   "mean_accuracy": "mean_accuracy", "weighted_mean_accuracy": "weighted_mean_accuracy",
                   "mean_specificity": "mean_specificity", "weighted_mean_specificity": "weighted_mean_specificity",
                   "mean_sensitivity": "mean_sensitivity", "weighted_mean_sensitivity": "weighted_mean_sensitivity",
                   "mean_f1": "mean_f1", "weighted_mean_f1": "weighted_mean_f1", "exact_match": "exact_match",
-                  "hamming_loss": "hamming_loss", "samples": "samples"}
+                  "hamming_loss": "hamming_loss", "samples": "samples",
+                  **{key: key for key in CALIBRATION_SCALARS}}
 
 #: The summary scalars (keys of :data:`SCALAR_METRICS`) and per-class lists (keys of :data:`PER_CLASS_METRICS`)
 #: that get a bootstrap confidence interval (:mod:`timl.intervals`): accuracy, balanced accuracy, mean AUC, mean F1;
@@ -56,7 +61,12 @@ INTERVAL_PER_CLASS = ("sensitivity", "specificity", "auc")
 #: The calibration scores of a split's summary, by the start of their short names (``test/ece``, ``test/mce``,
 #: ``test/brier``, ``test/nll``, and per-class variants such as ``test/ece_classwise``): the model card shows them
 #: apart from the other test scores.
-CALIBRATION_SCORES = ("ece", "mce", "brier", "nll")
+CALIBRATION_SCORES = CALIBRATION_SCALARS
+
+#: The summary scalars that are means of a per-image loss, whose intervals the bootstrap forms from the same
+#: resamples (:func:`timl.intervals.mean_intervals`): the Brier score and the NLL (not the binned ECE and MCE, whose
+#: resampled values are biased upwards).
+CALIBRATION_INTERVAL_SCALARS = ("brier", "nll")
 
 #: The bounds of an interval, as suffixes of the score they bound: ``test/balanced_accuracy_ci_low``,
 #: ``test_class/sens_MEL_ci_high``; the summary files' keys too (``balanced_accuracy_ci_low``).
@@ -133,6 +143,11 @@ SUMMARY_COLUMNS = {"val_accuracy": DEV_ACCURACY, "val_balanced_accuracy": DEV_BA
                    "test_accuracy": TEST_ACCURACY, "test_balanced_accuracy": TEST_BALANCED_ACCURACY,
                    "test_auc": TEST_AUC}
 
+#: The calibration columns TIML adds to the results table after all earlier ones: column -> the metric it shows
+#: (``test_ece`` shows ``test/ece``).
+CALIBRATION_SUMMARY_COLUMNS = {f"{column}_{name}": f"{split}/{name}"
+                               for split, column in ((DEV, "val"), (TEST, "test")) for name in CALIBRATION_SCALARS}
+
 #: The columns ``timl.results --ci`` adds after all others: the summary columns' interval bounds, column ->
 #: metric (``test_balanced_accuracy_ci_low`` shows ``test/balanced_accuracy_ci_low``).
 INTERVAL_COLUMNS = {interval_name(column, bound): interval_name(metric, bound)
@@ -155,6 +170,29 @@ SELECT_BY_ALIASES = {"valacc": DEV_ACCURACY, "testacc": TEST_ACCURACY, "valauc":
 
 #: The groups of a table run's own metrics: its rows' end states and its best row's scores.
 ROWS_GROUP, BEST_GROUP = "rows/", "best/"
+
+#: The group of a calibrated row's temperatures (``calibration/temperature``, per class for sigmoid outputs:
+#: ``calibration/temperature_MEL``; :func:`temperature_metric`).
+CALIBRATION_GROUP = "calibration/"
+
+#: The suffix of a calibrated row's scores before calibration, beside the calibrated ones: ``dev/ece`` (after)
+#: and ``dev/ece_uncalibrated`` (before; :func:`uncalibrated_metric`).
+UNCALIBRATED_SUFFIX = "_uncalibrated"
+
+#: The scores a calibrated row logs before and after calibration, for dev and test.
+CALIBRATION_COMPARED = ("ece", "nll", "brier")
+
+
+def temperature_metric(class_name: str | None = None) -> str:
+    """The metric of a fitted temperature: ``calibration/temperature`` (softmax) or, per class (sigmoid),
+    ``calibration/temperature_<class>``."""
+    name = f"{CALIBRATION_GROUP}temperature"
+    return name if class_name is None else f"{name}_{sanitize_metric_name(class_name)}"
+
+
+def uncalibrated_metric(split: str, name: str) -> str:
+    """A split's score before calibration: ``uncalibrated_metric("test", "ece")`` is ``test/ece_uncalibrated``."""
+    return f"{summary_group(split)}{name}{UNCALIBRATED_SUFFIX}"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 

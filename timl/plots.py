@@ -1,4 +1,5 @@
-"""Plots of a training run and of an evaluation: loss/accuracy curves, ROC, confusion matrix, precision-recall.
+"""Plots of a training run and of an evaluation: loss/accuracy curves, ROC, confusion matrix, precision-recall,
+reliability diagram.
 
 Every function draws on its own :class:`matplotlib.figure.Figure` rendered by the Agg canvas, never through
 ``pyplot``: nothing is drawn on screen, no global figure list grows, and plotting is safe in the threads of a web
@@ -23,6 +24,8 @@ from timl.metric_names import DEV, TRAIN, epoch_series
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from timl.calibration import ReliabilityBins
 
 logger = logging.getLogger(__name__)
 
@@ -367,3 +370,40 @@ def draw_precision_recall(curves: Curves, path: str | Path) -> Path:
     if curves.curves:
         axes.legend(loc="lower left" if not curves.missing else "center left", fontsize=8)
     return _save(figure, path)
+
+
+def draw_reliability(bins: "ReliabilityBins", path: str | Path, *, ece: float | None = None) -> Path:
+    """Draws a reliability diagram: above, each confidence bin's accuracy against its mean confidence (bars;
+    the diagonal is perfect calibration, each bar labelled with its count); below, the bins' counts.
+
+    Args:
+        bins: the bins (:func:`timl.calibration.reliability_bins`).
+        path: the PNG file to write.
+        ece: the expected calibration error shown in the title. Defaults to None (computed from ``bins``).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.0, 6.5), dpi=100)
+    FigureCanvasAgg(figure)
+    upper, lower = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    width = np.diff(bins.edges)
+    filled = bins.counts > 0
+    left = bins.edges[:-1][filled]
+    upper.bar(left, bins.accuracy[filled], width=width[filled], align="edge", edgecolor="black", alpha=0.7,
+              label="fraction correct" if not bins.multi_label else "fraction present")
+    upper.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    upper.plot(bins.confidence[filled], bins.confidence[filled], "r.", label="mean confidence")
+    for start, step, height, count in zip(left, width[filled], bins.accuracy[filled], bins.counts[filled]):
+        upper.text(start + step / 2, min(height, 0.95) + 0.02, str(count), ha="center", fontsize=6)
+    ece = bins.expected_error() if ece is None else ece
+    upper.set(title=f"Reliability ({'every class' if bins.multi_label else 'top label'}), ECE {ece:.3f}",
+              ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.05))
+    upper.legend(loc="upper left", fontsize=8)
+    upper.grid(alpha=0.3)
+    lower.bar(bins.edges[:-1], bins.counts, width=width, align="edge", edgecolor="black", color="gray")
+    lower.set(xlabel="confidence", ylabel="predictions", xlim=(0, 1))
+    return _save(figure, path, tight=True)

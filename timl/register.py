@@ -1,7 +1,9 @@
 """``python -m timl.register``: register a row's model, or the best row of a table, in the MLflow model registry.
 
-``python -m timl.register --run-id ID --name NAME [--alias champion]``; ``python -m timl.train --register NAME``
-registers the best row of the table it trained (:func:`register_best`).
+``python -m timl.register --run-id ID --name NAME [--alias champion]``; ``--table-run ID`` or ``--out-dir DIR`` (a
+finished table's output folder) registers the best row of a table without training (:func:`register_best`), as
+``python -m timl.train --register NAME`` does for the table it trained. A run already registered under ``NAME``
+keeps its version: registering it again adds no duplicate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Registration:
         name, version, alias: the registered model, the new version, the alias asked for (None: none).
         decision: the gates' verdict (:func:`timl.champion.decide`).
         forced: whether ``force`` moved the alias despite the verdict.
+        existing: the run was a version of ``name`` already (no new version was made).
     """
 
     uri: str
@@ -37,6 +40,7 @@ class Registration:
     alias: str | None
     decision: champion.Decision
     forced: bool = False
+    existing: bool = False
 
     @property
     def alias_moved(self) -> bool:
@@ -44,6 +48,11 @@ class Registration:
 
     def summary(self) -> str:
         """What the command prints: the version, where the alias is, each gate with both values, what failed."""
+        if self.existing:
+            return self._summary().replace("Registered ", "Already registered as ", 1)
+        return self._summary()
+
+    def _summary(self) -> str:
         if not self.alias:
             return f"Registered {self.uri}"
         lines = [f"  {result.describe()}: {'holds' if result.holds else 'FAILED'}" for result in self.decision.results]
@@ -68,7 +77,8 @@ def register_run(run_id: str, name: str, *, alias: str | None = "champion") -> s
 
 def register_candidate(run_id: str, name: str, *, alias: str | None = "champion", gates=(),
                        force: bool = False) -> Registration:
-    """Registers ``runs:/RUN_ID/model`` as a new version of ``name``, tagged with the run's metrics and the
+    """Registers ``runs:/RUN_ID/model`` as a version of ``name`` (a run registered before keeps its version: no
+    duplicate), tagged with the run's metrics and the
     sha256 of its Keras file (tag ``timl.model_sha256``, checked whenever TIML loads the version), and moves
     ``alias`` to it when every gate holds against the version holding the alias (:func:`timl.champion.decide`).
 
@@ -104,9 +114,16 @@ def register_candidate(run_id: str, name: str, *, alias: str | None = "champion"
     if pinned:
         tags[tracking.TAG_MODEL_SHA256] = pinned
     moves = bool(alias) and (decision.moves or force)
-    version = tracking.register_model(run_id, name, description=description, tags=tags, alias=alias if moves else None)
+    existing = tracking.run_version(name, run_id)
+    if existing is not None:
+        version = tracking.update_version(name, existing, description=description, tags=tags,
+                                          alias=alias if moves else None)
+    else:
+        version = tracking.register_model(run_id, name, description=description, tags=tags,
+                                          alias=alias if moves else None)
     write_model_card(run, name, version, pinned)
-    return Registration(f"models:/{name}/{version}", name, version, alias, decision, force and not decision.moves)
+    return Registration(f"models:/{name}/{version}", name, version, alias, decision, force and not decision.moves,
+                        existing is not None)
 
 
 def write_model_card(run, name: str, version: str, sha256: str | None) -> str:
@@ -143,8 +160,8 @@ def _refuse_table_run(run) -> None:
     rows = [f"{child.info.run_name} {child.info.run_id} ({child.info.status})"
             for child in tracking.child_runs(run.info.run_id)]
     raise ConfigError(f"Run {run.info.run_id} is a table run: it has no model of its own. Give --run-id of one of its "
-                      f"rows' runs (the run_id column of automation_result.csv): "
-                      f"{'; '.join(rows) if rows else 'it has no rows yet'}.")
+                      f"rows' runs (the run_id column of automation_result.csv), or --table-run "
+                      f"{run.info.run_id} for its best row: {'; '.join(rows) if rows else 'it has no rows yet'}.")
 
 
 def _decide(gates, run, name: str, alias: str | None) -> champion.Decision:
@@ -154,6 +171,8 @@ def _decide(gates, run, name: str, alias: str | None) -> champion.Decision:
     if not alias:
         return champion.Decision(None)
     holder = tracking.alias_version(name, alias)
+    if holder is not None and holder.run_id == run.info.run_id:  # the champion already: nothing to compare
+        return champion.Decision(str(holder.version))
     holder_run = tracking.get_run(holder.run_id) if holder is not None and gates else None
     return champion.decide(gates, run, holder_run, str(holder.version) if holder is not None else None)
 
@@ -222,8 +241,9 @@ def _scores(metrics: dict) -> str:
 
 
 def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
-    """The FINISHED row run of a table (cross-validations aside) with the highest ``select_by`` metric (a metric name, a results column or an
-    earlier name: :func:`timl.metric_names.resolve_select_by`).
+    """The FINISHED row run of a table (cross-validations aside: they have no model) with the highest
+    ``select_by`` metric (a metric name, a results column or an earlier name:
+    :func:`timl.metric_names.resolve_select_by`).
 
     Raises:
         ConfigError: no finished row has that metric.
@@ -247,8 +267,14 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
 
 
 @command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion "
-               f"--gate {champion.EXAMPLE_GATES[0]!r}")
-@click.option("--run-id", required=True, help="The row run whose model to register.")
+               f"--gate {champion.EXAMPLE_GATES[0]!r}; the best row of a finished table: python -m timl.register "
+               "--out-dir train_output-quickstart --name digits")
+@click.option("--run-id", help="The row run whose model to register (the run_id column of automation_result.csv).")
+@click.option("--table-run", help="Or: the best row of this table run (its parent run id), without training.")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Or: the best row of the table whose output "
+              "folder this is (train_output-..., its parent_run_id.txt), without training.")
+@click.option("--select-by", default=names.DEFAULT_SELECT_BY, show_default=True,
+              help="With --table-run or --out-dir: the metric that picks the best row (higher is better).")
 @click.option("--name", required=True, help="Registered model name.")
 @click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
 @click.option("--gate", "gates", multiple=True, metavar="'METRIC OP EXPR'",
@@ -258,15 +284,45 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
 @click.option("--force", is_flag=True, help="Move the alias even when a gate fails or the test data differ; the "
               "version records who forced it and what failed.")
 @tracking_uri_option()
-def cli(run_id, name, alias, gates, force, tracking_uri):
-    """Register a trained row's model in the MLflow model registry."""
+def cli(run_id, table_run, out_dir, select_by, name, alias, gates, force, tracking_uri):
+    """Register a trained row's model (or the best row of a finished table) in the MLflow model registry."""
     from timl import tracking
     with user_errors():
         tracking.configure(tracking_uri)
+        run_id = _chosen_run(run_id, table_run, out_dir, select_by)
         registration = register_candidate(run_id, name, alias=alias or None, gates=gates, force=force)
     click.echo(registration.summary())
     if registration.alias and not registration.alias_moved:
         sys.exit(1)
+
+
+def _chosen_run(run_id: str | None, table_run: str | None, out_dir: str | None, select_by: str) -> str:
+    """The run to register: ``--run-id``, else the best row of ``--table-run`` or of the table in ``--out-dir``.
+
+    Raises:
+        ConfigError: not exactly one of the three, or an output folder without its table run's marker.
+    """
+    from pathlib import Path
+
+    from timl import tracking
+
+    given = [option for option, value in (("--run-id", run_id), ("--table-run", table_run), ("--out-dir", out_dir))
+             if value]
+    if len(given) != 1:
+        raise ConfigError("Give exactly one of --run-id (a row's run: the run_id column of automation_result.csv), "
+                          "--table-run ID or --out-dir DIR (the best row of a finished table, by --select-by). "
+                          f"Received: {', '.join(given) or 'none of them'}")
+    if run_id:
+        return run_id
+    if out_dir:
+        marker = Path(out_dir) / tracking.PARENT_MARKER
+        if not marker.is_file():
+            raise ConfigError(f"{out_dir} is no table's output folder: it has no {tracking.PARENT_MARKER}. Give the "
+                              f"--out-dir of a python -m timl.train run. Received: out_dir={out_dir!r}")
+        table_run = marker.read_text().strip()
+    chosen = best_run(table_run, select_by)
+    click.echo(f"The best row of table run {table_run} by {names.resolve_select_by(select_by)}: run {chosen}")
+    return chosen
 
 
 if __name__ == "__main__":

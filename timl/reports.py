@@ -3,7 +3,7 @@
 :func:`write_report` (and :func:`start_report`, whose plots a :class:`timl.workers.Worker` draws) scores
 predictions with :func:`timl.evaluation.evaluate` and writes ``summary.csv``/``summary.json``
 (:func:`write_summary`), ``per_image_results.csv`` (:func:`per_image_results`), the confusion matrix
-(:func:`confusion_table`) and the ROC and precision-recall plots. The dev and test sets of a training run, the
+(:func:`confusion_table`), the ROC and precision-recall plots and the reliability diagram. The dev and test sets of a training run, the
 ``inspect`` command and a cross-validation's out-of-fold predictions are all written here.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from timl.calibration import reliability_bins
 from timl.errors import DatasetError
 from timl.evaluation import check_inputs, confusion_counts, evaluate, format_class_values, predict_labels
 from timl.intervals import Bootstrap, class_intervals
@@ -182,7 +183,7 @@ def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
     (the original TIML's layouts, see :func:`write_summary` and :func:`per_image_results`),
     ``ROC-<iiii>-<class>.png`` per class present in the ground truth (the original's names, index zero-padded
     to four digits) and ``ROC-all.png``, ``confusion_matrix.csv`` and ``confusion_matrix.png``,
-    ``precision_recall.png``.
+    ``precision_recall.png``, ``reliability.png`` (the reliability diagram: :func:`timl.plots.draw_reliability`).
 
     Args:
         out_dir: the folder to write into.
@@ -246,6 +247,8 @@ def start_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
         worker.submit(plots.draw_roc, plots.roc_curves(y_true, y_prob, class_names, class_intervals(summary, "auc")),
                       out_dir, prefix=prefix),
         worker.submit(plots.draw_precision_recall, plots.precision_recall_curves(y_true, y_prob, class_names),
-                      out_dir / f"{prefix}precision_recall.png")]
+                      out_dir / f"{prefix}precision_recall.png"),
+        worker.submit(plots.draw_reliability, reliability_bins(y_true, y_prob, multi_label=multi_label),
+                      out_dir / f"{prefix}reliability.png", ece=summary["ece"])]
     logger.info("Evaluated %d images; the report goes to %s", summary["samples"], out_dir)
     return Report(summary, files, drawings)

@@ -25,22 +25,24 @@ import pandas as pd
 from timl import metric_names as names
 from timl import tracking
 from timl.cli import command, tracking_uri_option, user_errors
-from timl.config import (EVALUATION_COLUMNS, EXTRA_COLUMNS, GROUP_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS,
-                         SUMMARY_COLUMNS)
+from timl.config import (CALIBRATION_COLUMNS, CALIBRATION_SUMMARY_COLUMNS, EVALUATION_COLUMNS, EXTRA_COLUMNS,
+                         GROUP_COLUMNS, HEAD_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS, SUMMARY_COLUMNS)
 from timl.errors import ConfigError
 from timl.evaluation import format_class_values
 
 logger = logging.getLogger(__name__)
 
-#: The columns of automation_result.csv, in order: the original TIML's (input, then output columns), then TIML's.
+#: The columns of automation_result.csv, in order: the original TIML's (input, then output columns), then TIML's
+#: (the calibration cell and scores last).
 RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + OUTPUT_COLUMNS + EXTRA_COLUMNS + SUMMARY_COLUMNS
-                                     + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS))
+                                     + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS + CALIBRATION_COLUMNS
+                                     + CALIBRATION_SUMMARY_COLUMNS))
 
 #: The original TIML's format of ``trainstart``.
 TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 
 #: The columns that show a metric of the kept model: column -> metric name (:mod:`timl.metric_names`).
-METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS}
+METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS, **names.CALIBRATION_SUMMARY_COLUMNS}
 
 
 def _number(value) -> str:
@@ -100,7 +102,8 @@ def result_row(run, ci: bool = False) -> dict:
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     class_names = json.loads(params.get("class_names", "[]") or "[]")
     row = {column: params.get(column, "")
-           for column in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS}
+           for column in INPUT_COLUMNS + EXTRA_COLUMNS + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS
+           + CALIBRATION_COLUMNS}
     for column, (split, short) in names.ORIGINAL_CLASS_COLUMNS.items():
         row[column] = _per_class(metrics, split, short, class_names)
     for column, metric in METRIC_COLUMNS.items():

@@ -4,8 +4,9 @@
 PostgreSQL, an mlflow server on it and a two-node Ray cluster (the head advertises one GPU), then trains tables
 with ``python -m timl.train --executor ray``: one while a Ray worker process is killed mid-row and the tracking
 server is down for 20 s, then again with ``--resume``; one whose images a worker cannot find; one stopped with
-SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself. It writes what it saw to WORK/report.json. Every process it starts lives in the namespace and ends
-with it.
+SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row;
+one row with a ``groups`` cell. It writes what it saw to WORK/report.json. Every process it starts lives in the
+namespace and ends with it.
 """
 
 from __future__ import annotations
@@ -220,6 +221,31 @@ def local_instance(work: Path, data: Path, cluster: RayCluster, server: Tracking
     report["alone_rows"] = _describe_rows(_client(server.uri), work / "alone-out")
 
 
+def grouped(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """A row with a ``groups FILE.csv:COLUMN`` cell (lesions of 3 images in a table beside the ground truth)
+    trains on the cluster: its run records the grouped split and the results table its cell."""
+    import pandas as pd
+
+    folder = work / "lesions"
+    folder.mkdir()
+    (folder / "images").symlink_to(data / "images")
+    truth = pd.read_csv(data / "mini.csv", dtype={"image_name": str})
+    truth.to_csv(folder / "mini.csv", index=False)
+    pd.DataFrame({"image_name": truth["image_name"], "lesion_id": [f"L{index // 3}" for index in range(len(truth))]}
+                 ).to_csv(folder / "lesions.csv", index=False)
+    row = dict(small_cnn_row(str(folder / "mini.csv"), epochs=1, split="frac=0.2"), groups="lesions.csv:lesion_id")
+    out = work / "grouped-out"
+    driver = _train(cluster, server.uri, write_table(work / "grouped.csv", [row]), out, log=work / "grouped.log")
+    report["grouped_rc"] = driver.wait(timeout=180)
+    runs = _row_runs(_client(server.uri), out)
+    report["grouped_rows"] = [{"status": run.info.status, "node": run.data.tags.get("timl.ray_node"),
+                               "tag": run.data.tags.get("timl.split.grouped"),
+                               "params": {key: value for key, value in run.data.params.items() if "group" in key}}
+                              for run in runs]
+    report["grouped_results"] = pd.read_csv(out / "automation_result.csv", dtype=str, keep_default_na=False
+                                            )["groups"].tolist()
+
+
 def cross_validation(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
     """A kfold=3 row: its three folds train in parallel on the cluster, then the driver summarises them."""
     import pandas as pd
@@ -258,7 +284,7 @@ def main() -> None:
         report["nodes"] = cluster.nodes()
         report["ready"] = time.time() - report["started"]
         for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance,
-                     cross_validation):
+                     cross_validation, grouped):
             began = time.time()
             try:
                 step(work, data, cluster, server, report)

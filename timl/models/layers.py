@@ -1,6 +1,7 @@
-"""TIML's custom Keras objects: the :class:`ImagenetPreprocessing` layer, the original TIML's per-sample mean F1
-(:class:`SampleMeanF1`) and its multi-label loss (1 - F1) x binary cross-entropy (:func:`f1_bce_loss`); and, so
-that models saved by earlier TIML versions still load, the macro :class:`MeanF1` and the soft-F1 :func:`f1_loss`.
+"""TIML's custom Keras objects: the :class:`ImagenetPreprocessing` and :class:`TemperatureScaling` layers, the
+original TIML's per-sample mean F1 (:class:`SampleMeanF1`) and its multi-label loss (1 - F1) x binary
+cross-entropy (:func:`f1_bce_loss`); and, so that models saved by earlier TIML versions still load, the macro
+:class:`MeanF1` and the soft-F1 :func:`f1_loss`.
 
 They need Keras, so they are defined on first use (:func:`ensure_registered`) and registered with
 ``keras.saving.register_keras_serializable(package="timl")`` (names like ``timl>ImagenetPreprocessing``), so
@@ -53,6 +54,7 @@ def _register_custom_objects() -> dict[str, Any]:
         import keras
 
         _CUSTOM_OBJECTS["ImagenetPreprocessing"] = _define_preprocessing_layer(keras)
+        _CUSTOM_OBJECTS["TemperatureScaling"] = _define_temperature_layer(keras)
         _CUSTOM_OBJECTS["MeanF1"] = _define_mean_f1(keras)
         _CUSTOM_OBJECTS["f1_loss"] = _define_f1_loss(keras)
         _CUSTOM_OBJECTS["SampleMeanF1"] = _define_sample_mean_f1(keras)
@@ -92,6 +94,45 @@ def _define_preprocessing_layer(keras) -> type:
             return {**super().get_config(), "mode": self.mode}
 
     return ImagenetPreprocessing
+
+
+def _define_temperature_layer(keras) -> type:
+    from timl.calibration import TINY_PROBABILITY
+
+    @keras.saving.register_keras_serializable(package="timl")
+    class TemperatureScaling(keras.layers.Layer):
+        """Calibrates a model's probabilities by temperature scaling: ``softmax(log p / T)`` after a softmax,
+        ``sigmoid(logit(p) / T_k)`` per class after sigmoids (:func:`timl.calibration.apply_temperatures`).
+        The temperatures are configuration, not weights: the layer adds nothing to train or to copy.
+
+        Args:
+            temperatures: one temperature (softmax) or one per class (sigmoid), each > 0.
+            multi_label: the probabilities are sigmoids. Defaults to False.
+        """
+
+        def __init__(self, temperatures=(1.0,), multi_label: bool = False, **kwargs):
+            super().__init__(**kwargs)
+            self.temperatures = [float(value) for value in temperatures]
+            if not self.temperatures or min(self.temperatures) <= 0:
+                raise ModelError(f"Temperatures must be positive numbers. Received: temperatures={temperatures!r}")
+            self.multi_label = bool(multi_label)
+
+        def call(self, inputs):
+            ops = keras.ops
+            x = ops.cast(inputs, "float32")
+            temperatures = ops.convert_to_tensor(self.temperatures, "float32")
+            if self.multi_label:
+                x = ops.clip(x, TINY_PROBABILITY, 1.0 - 1e-7)
+                return ops.sigmoid((ops.log(x) - ops.log1p(-x)) / temperatures)
+            return ops.softmax(ops.log(ops.clip(x, TINY_PROBABILITY, 1.0)) / temperatures, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "temperatures": self.temperatures, "multi_label": self.multi_label}
+
+    return TemperatureScaling
 
 
 def _define_mean_f1(keras) -> type:

@@ -176,6 +176,32 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
     return str(version.version)
 
 
+def run_version(name: str, run_id: str) -> str | None:
+    """The version of registered model ``name`` made from run ``run_id`` (the lowest when several), or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    numbers = sorted(int(version.version) for version in versions)
+    return str(numbers[0]) if numbers else None
+
+
+def update_version(name: str, version: str, *, description: str, tags: dict, alias: str | None) -> str:
+    """Brings an existing version of ``name`` up to date (description, tags) and points ``alias`` at it; returns
+    the version."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.update_model_version(name, version, description=description)
+    set_version_tags(name, version, tags)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
 def alias_version(name: str, alias: str):
     """The ModelVersion of registered model ``name`` that ``alias`` points at; None when the model or the alias does
     not exist (yet)."""

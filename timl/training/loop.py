@@ -34,6 +34,8 @@ class Trained:
     started: str
     predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # split -> probabilities, when
     # already known (a head on cached activations)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # logged with the final metrics (the
+    # calibration's temperatures and scores before it: timl.training.calibrate)
 
 
 @contextlib.contextmanager

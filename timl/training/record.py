@@ -46,7 +46,7 @@ def record_row(plan: RowPlan, data: RowData, trained: Trained, evaluation: RowEv
     from timl import pyfunc
 
     model_info = pyfunc.log_model(keras_path, metadata_path, evaluation.classifier, step=config.epochs)
-    metrics = _train_metrics(data, trained)
+    metrics = {**_train_metrics(data, trained), **trained.metrics}
     for split, report in evaluation.reports.items():
         files += report.finish()
         metrics.update(split_metrics(report.summary, split))

@@ -5,6 +5,7 @@
    its images decoded (a head on cached activations: its metadata read);
 3. fit (:mod:`timl.training.loop`, or :mod:`timl.training.activations` for a head on cached activations): the
    weights cell resolved once, the model built and fitted, resuming after the last epoch of a checkpoint;
+   then, with ``calibration=temperature``, its temperature fitted on dev and appended (:mod:`timl.training.calibrate`);
 4. evaluate (:mod:`timl.training.evaluate`): dev and test predicted, their reports started (the plots drawn by
    the plot process from here on);
 5. record (:mod:`timl.training.record`): the model saved and logged while the plots are drawn, then the reports'
@@ -24,6 +25,7 @@ from pathlib import Path
 from timl import workers
 from timl.config import RunConfig
 from timl.intervals import DEFAULT_RESAMPLES
+from timl.training.calibrate import calibrate
 from timl.training.data import RowData, prepare_data
 from timl.training.loop import Trained, fit_images
 from timl.training.plan import RowPlan, resolve_row, resolve_weights
@@ -60,7 +62,7 @@ def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = 
     _quiet_libraries()
     plan = resolve_row(config, out_dir=Path(out_dir), checkpoint_dir=checkpoint_dir, gpus=gpus)
     data = prepare_data(plan, img_dir)
-    trained = fit(plan, data)
+    trained = calibrate(plan, data, fit(plan, data))
     evaluation = evaluate.start_evaluation(plan, data, trained, Path(out_dir), skip_roc=skip_roc,
                                            reports=reports or workers.Worker(enabled=False), bootstrap=bootstrap)
     metrics = record.record_row(plan, data, trained, evaluation, Path(out_dir))

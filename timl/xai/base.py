@@ -211,14 +211,22 @@ def output_activation(model) -> str:
 # -------------------------------------------------------------------------------------- prepared model
 
 
+def _is_calibration(layer) -> bool:
+    """Whether a layer is a calibration layer (``TemperatureScaling``) appended after the output layer."""
+    return type(layer).__name__ == "TemperatureScaling"
+
+
 def _output_layer(model):
-    """The leaf layer that produces the model's output, looking inside nested models."""
+    """The leaf layer that produces the model's output, looking inside nested models and past a calibration
+    layer (which rescales the output layer's probabilities: the logits are the output layer's)."""
     operation = model
-    while _is_container(operation):
-        if not hasattr(operation, "_run_through_graph"):  # Sequential
+    while _is_container(operation) or _is_calibration(operation):
+        if _is_calibration(operation):
+            operation = operation.input._keras_history.operation
+        elif not hasattr(operation, "_run_through_graph"):  # Sequential
             operation = operation.layers[-1]
-            continue
-        operation = operation.outputs[0]._keras_history.operation
+        else:
+            operation = operation.outputs[0]._keras_history.operation
     return operation
 
 
@@ -268,6 +276,10 @@ def _build_prepared(model, layer: str | None):
         target = _find_leaf_layer(model, layer)
         pairs.append((target, _copy_layer(target)))
     replacements = {id(original): copy for original, copy in pairs}
+    # A calibration layer divides the logits by a temperature after the output layer: the flat model ends at the
+    # logits, which the explanations score (a positive rescale leaves their normalised maps as they are).
+    replacements.update({id(calibration): keras.layers.Identity() for calibration in model.layers
+                         if _is_calibration(calibration)})
     inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
     outputs = _call_flat(model, (inputs,), {}, replacements)
     flat = keras.Model([inputs], outputs, name=f"{model.name}_flat")  # a list, as tf-keras-vis passes
