@@ -188,14 +188,16 @@ def test_an_unknown_class_column_is_said_first_and_once(tmp_path, cell, split):
 def test_a_missing_image_folder_names_img_dir(tmp_path):
     from timl.datasets import load_dataset
 
-    (tmp_path / "gt.csv").write_text("image_name,A,B\n" + "".join(f"i{index},1,0\ni{index}b,0,1\n" for index in range(3)))
+    rows = "".join(f"i{index},1,0\ni{index}b,0,1\n" for index in range(3))
+    (tmp_path / "gt.csv").write_text("image_name,A,B\n" + rows)
     with pytest.raises(MissingFileError, match="Give the folder that holds the images with --img-dir"):
         load_dataset(str(tmp_path / "gt.csv"), "n=2", img_dir=tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize("typo", ["--img-dir", "--input-table"])
 def test_train_checks_its_paths_before_any_run(tracking_uri, tmp_path, typo):
-    """A typo in --img-dir or --input-table: exit 2 naming the option, and no table run (no FAILED rows) in the store."""
+    """A typo in --img-dir or --input-table: exit 2 naming the option, and no table run (no FAILED rows) in the
+    store."""
     from mlflow.tracking import MlflowClient
 
     from helpers import small_cnn_row, write_table

@@ -469,4 +469,4 @@ def test_commands_that_only_read_create_no_store():
                     and not any(keyword.arg == "create" and isinstance(keyword.value, ast.Constant)
                                 and keyword.value.value is False for keyword in node.keywords)):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db: pass create=False: {offenders}"
+    assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db (pass create=False): {offenders}"

@@ -67,7 +67,8 @@ def check_port(bind: str) -> None:
                 return  # an address gunicorn will explain itself (a host name, an address not of this machine)
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             raise ConfigError(f"Port {port} on {host} is in use (another server: perhaps a timl.serve started "
-                              f"earlier). Stop it, or choose a free port with --bind {shown}:{int(port) + 1}.") from error
+                              f"earlier). Stop it, or choose a free port with --bind {shown}:{int(port) + 1}."
+                              ) from error
 
 
 def run(config_path: str | None, bind: str, workers: int, threads: int, timeout: int, backlog: int,
