@@ -417,6 +417,19 @@ def test_bootstrap_resampling_lives_in_timl_intervals_alone():
     assert not offenders, offenders
 
 
+def test_subgroups_are_scored_by_the_evaluation_and_parsed_in_one_place():
+    """A group's scores are :func:`timl.evaluation.evaluate`'s on its images (its intervals those of
+    :mod:`timl.intervals`): the subgroups package computes no score of its own, and only its spec module splits
+    the ``--subgroups`` text."""
+    package = PACKAGE / "subgroups"
+    imports = {name for path in package.glob("*.py") for name in _imports_of(path)}
+    assert not {name for name in imports if name.startswith(("sklearn", "scipy"))}, imports
+    assert "evaluation.evaluate(" in (package / "scores.py").read_text()
+    offenders = [module for module, path in _modules().items() if module != "timl.subgroups.spec"
+                 and "parse_subgroups(" in path.read_text() and "def parse_subgroups" in path.read_text()]
+    assert not offenders, offenders
+
+
 def test_the_registry_is_written_by_the_register_command_alone():
     """One place decides what a registered version and its aliases say (the gates, the override, the card):
     ``timl.register``. Every other module (training's ``--register`` included) goes through it, never through

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from timl import datasets, images, metric_names, models, tables, tta
+from timl import datasets, images, metric_names, models, subgroups, tables, tta
 from timl.calibration import CALIBRATION_METHODS
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.errors import ConfigError
@@ -43,8 +43,9 @@ HEAD_COLUMNS = ("freeze", "activations", "metadata")
 
 #: Optional columns of the split: ``groups`` (``COLUMN`` of the ground truth, or ``FILE.csv:COLUMN``: a table with
 #: ``image_name`` and that column, such as the ISIC metadata's ``lesion_id``), the images that stay on one side of
-#: the split (:mod:`timl.datasets.groups`). A row without them keeps its params and its key.
-GROUP_COLUMNS = ("groups",)
+#: the split (:mod:`timl.datasets.groups`); ``subgroups`` (``FILE.csv:COLUMN[,COLUMN...]``, :mod:`timl.subgroups`),
+#: the test set scored by subgroup. A row without them keeps its params and its key.
+GROUP_COLUMNS = ("groups", "subgroups")
 
 #: Optional columns of a row's evaluation: ``tta`` (``none`` or a test-time augmentation preset of
 #: :data:`timl.tta.TTA_PRESETS`), the views the row's dev and test scores average over. A row without them keeps
@@ -80,7 +81,7 @@ NUMERIC_COLUMNS = ("epochs", "batchsize", "imgsize", "lr", "seed", "cpus", "gpus
 DEFAULTS = {"imgaug": "none", "batchsize": "32", "imgsize": "224", "resizefilter": "bilinear",
             "colorspace": "RGB", "classcolumns": "default", "classweights": "default", "weights": "default",
             "lr": "", "seed": "0", "notes": "", "freeze": "none", "activations": "", "metadata": "", "groups": "",
-            "tta": "none", "calibration": "none"}
+            "subgroups": "", "tta": "none", "calibration": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +117,9 @@ class RunConfig:
         cpus: CPUs the row's task asks for (None: the executor's ``--row-cpus``).
         groups: ``""`` or the images that stay on one side of the split: ``COLUMN`` of the ground truth or
             ``FILE.csv:COLUMN`` (relative to where the dataset's paths start, else beside its CSV).
+        subgroups: ``""`` or ``FILE.csv:COLUMN[,COLUMN...]`` (a column in bands as ``age_approx:0,30,45,60``):
+            the test set is also scored by subgroup (:mod:`timl.subgroups`), relative to where the dataset's paths
+            start, else beside its test CSV.
         tta: ``none`` or a test-time augmentation preset: the row's dev and test predictions are averaged over
             its views (:mod:`timl.tta`).
         calibration: ``none`` or ``temperature`` (:data:`timl.calibration.CALIBRATION_METHODS`).
@@ -150,6 +154,7 @@ class RunConfig:
     activations: str = ""
     metadata: str = ""
     groups: str = ""
+    subgroups: str = ""
     tta: str = "none"
     calibration: str = "none"
     cv_fold: int | None = None
@@ -252,8 +257,8 @@ class RunConfig:
             cells[name] = cells[name] or default
         values = {"row": row_number, "table_path": str(table_path)}
         for name in ("method", "split", "imgaug", "resizefilter", "colorspace", "classcolumns",
-                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "tta",
-                     "calibration"):
+                     "classweights", "weights", "notes", "freeze", "activations", "metadata", "groups", "subgroups",
+                     "tta", "calibration"):
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
@@ -325,6 +330,7 @@ def _check_choices(values: dict) -> list[str]:
         ("method", lambda v: models.get_method(v)),
         ("split", lambda v: datasets.parse_split(v)),
         ("groups", lambda v: datasets.parse_groups(v)),
+        ("subgroups", lambda v: subgroups.parse_subgroups(v)),
         ("imgaug", lambda v: images.get_augmentation(v)),
         ("tta", lambda v: tta.get_tta(v)),
         ("resizefilter", lambda v: images.Preprocessing(16, v)),

@@ -12,6 +12,10 @@ Leakage: with ``--train-csv`` (the model's training images) and ``--groups`` (``
 image are counted, warned about and tagged on the run (``timl.inspect.shared_groups``): their scores are inflated.
 The training images are given, not looked up: the model's run records its dataset's digest, not its image names.
 
+Subgroups: ``--subgroups FILE.csv:COLUMN[,COLUMN...]`` (e.g. ``meta.csv:sex,age_approx:0,30,45,60``) scores each
+group alone with its intervals (:mod:`timl.subgroups`): ``subgroups.csv``, ``subgroups-<score>.png``, metrics
+``test_group/<column>/<value>/...`` and ``test_group/gap/...`` (on the model's run ``inspect_<dataset>_group/``).
+
 The report files keep the original TIML's names and layouts (``summary.csv``, ``summary.json``,
 ``per_image_results.csv``, ``ROC-0000-<class>.png``; see :func:`timl.reports.write_report`); TIML's other files
 sit beside them.
@@ -36,7 +40,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl import datasets, evaluation, metric_names, reports, tables
+from timl import datasets, evaluation, metric_names, reports, subgroups as subgroup_scores, tables
 from timl.cli import bootstrap_option, command, tracking_uri_option
 from timl.datasets import IMAGE_COLUMN
 from timl.errors import ConfigError, DatasetError, TimlError
@@ -53,7 +57,8 @@ PREDICTION_EXTRA_COLUMNS = ("inferred_class", "inferred_index")
 
 #: The files an inspection writes (glob patterns), removed from the folder before ``--overwrite`` rewrites it.
 REPORT_FILES = ("summary.csv", "summary.json", "per_image_results.csv", "ROC-*.png", "confusion_matrix.csv",
-                "confusion_matrix.png", "precision_recall.png")
+                "confusion_matrix.png", "precision_recall.png", subgroup_scores.TABLE_FILE,
+                f"{subgroup_scores.PLOT_STEM}-*.png")
 
 #: How many differing image names an error message lists from each side.
 MAX_LISTED = 20
@@ -67,11 +72,13 @@ class InspectResult:
         out_dir: the folder holding the report files.
         summary: the summary dict of :func:`timl.evaluation.evaluate`.
         run_id: the inspection's MLflow run id.
+        subgroups: the scores by subgroup (``--subgroups``), else None.
     """
 
     out_dir: Path
     summary: dict
     run_id: str | None
+    subgroups: subgroup_scores.SubgroupResults | None = None
 
 
 def read_sidecar(predictions_csv: str | Path) -> dict[str, Any] | None:
@@ -247,31 +254,55 @@ def dataset_name(test_csv: str | Path) -> str:
 
 
 def _log_to_mlflow(out_dir: Path, summary: dict, *, experiment: str, tracking_uri: str | None, run_name: str,
-                   params: dict[str, Any], model_run_id: str | None, dataset: str, tags: dict | None = None) -> str:
+                   params: dict[str, Any], model_run_id: str | None, dataset: str, tags: dict | None = None,
+                   by_subgroup: subgroup_scores.SubgroupResults | None = None) -> str:
     """Records the inspection as an MLflow run (metrics, params, report files) and, when the model's run is
-    known, logs the same metrics on it as ``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``). Returns the inspection's run id."""
+    known, logs the same metrics on it as ``inspect_<dataset>/...`` (per class ``inspect_<dataset>_class/...``,
+    by subgroup ``inspect_<dataset>_group/...``). Returns the inspection's run id."""
     from timl import tracking
 
     tags = {tracking.TAG_COMMAND: "inspect", **({tracking.TAG_MODEL_RUN: model_run_id} if model_run_id else {}),
             **(tags or {})}
     with tracking.command_run(experiment, run_name, tags, tracking_uri) as run_id:
-        tracking.log_metrics(evaluation.split_metrics(summary, metric_names.TEST), run_id=run_id,
+        tracking.log_metrics(_metrics(summary, by_subgroup, metric_names.TEST), run_id=run_id,
                              tracking_uri=tracking_uri)
         tracking.log_params(params, run_id=run_id, tracking_uri=tracking_uri)
         tracking.log_folder(out_dir, run_id=run_id, tracking_uri=tracking_uri)
         if model_run_id:
             try:
-                tracking.log_metrics(evaluation.split_metrics(summary, metric_names.inspect_split(dataset)),
+                tracking.log_metrics(_metrics(summary, by_subgroup, metric_names.inspect_split(dataset)),
                                      run_id=model_run_id, tracking_uri=tracking_uri)
             except tracking.tracking_errors() as error:
                 logger.warning("Could not log the metrics on the model's run %s: %s", model_run_id, error)
     return run_id
 
 
+def _metrics(summary: dict, by_subgroup: subgroup_scores.SubgroupResults | None, split: str) -> dict[str, float]:
+    """A split's summary metrics and, with subgroups, its ``<split>_group/`` metrics."""
+    metrics = evaluation.split_metrics(summary, split)
+    return {**metrics, **(subgroup_scores.subgroup_metrics(by_subgroup, split) if by_subgroup else {})}
+
+
+def _score_subgroups(spec: subgroup_scores.SubgroupSpec, test_csv: Path, inputs: dict, summary: dict, *,
+                     out_dir: Path, threshold: float, min_size: int, bootstrap: int) -> subgroup_scores.SubgroupResults:
+    """Reads the groups of the test images, scores them and writes their table and forest plots."""
+    path = subgroup_scores.subgroups_file(spec, Path.cwd(), test_csv.parent)
+    labels = subgroup_scores.read_subgroup_labels(spec, path, inputs["image_names"])
+    results = subgroup_scores.score_subgroups(spec, labels, inputs["y_true"], inputs["y_prob"], inputs["classes"],
+                                              multi_label=inputs["multi_label"], threshold=threshold,
+                                              min_size=min_size, bootstrap=Bootstrap(resamples=bootstrap))
+    for column, size in results.unknown_sizes().items():
+        logger.warning("%d of the %d test images have no row or no %s value in %s: they form the group %r",
+                       size, len(inputs["image_names"]), column, path, subgroup_scores.UNKNOWN)
+    subgroup_scores.write_subgroup_report(out_dir, results, overall=summary)
+    return results
+
+
 def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str | Path | None = None,
             overwrite: bool = False, experiment: str = DEFAULT_EXPERIMENT, threshold: float = 0.5,
             tracking_uri: str | None = None, train_csv: str | Path | None = None,
-            groups: str | None = None, bootstrap: int = DEFAULT_RESAMPLES) -> InspectResult:
+            groups: str | None = None, bootstrap: int = DEFAULT_RESAMPLES, subgroups: str | None = None,
+            subgroup_min_size: int = subgroup_scores.DEFAULT_MIN_SIZE) -> InspectResult:
     """Scores a predictions CSV against a ground-truth CSV, writes the report and records an MLflow run.
 
     Args:
@@ -294,6 +325,10 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
             about and counted in the tag ``timl.inspect.shared_groups``. Defaults to None.
         bootstrap: resamples of the 95% bootstrap interval beside every summary score, in the summary files and
             the run (``test/balanced_accuracy_ci_low``, ...); 0 computes none. Defaults to 2000.
+        subgroups: ``FILE.csv:COLUMN[,COLUMN...]`` (relative to the working directory, else beside the test
+            CSV; a column in bands as ``age_approx:0,30,45,60,75``): score each group alone
+            (:mod:`timl.subgroups`). Defaults to None.
+        subgroup_min_size: groups with fewer images are listed, not scored. Defaults to 30.
 
     Returns:
         An :class:`InspectResult` with the report folder, the summary and the MLflow run id.
@@ -309,6 +344,7 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
         raise ConfigError("The leakage check needs both --train-csv and --groups. "
                           f"Received: train_csv={train_csv!r}, groups={groups!r}")
     spec = datasets.parse_groups(groups) if groups else None
+    subgroup_spec = subgroup_scores.parse_subgroups(subgroups)
     inputs = _load_inputs(test_csv, predictions_csv, spec.column if spec and not spec.file else None)
     shared = shared_groups_count(test_csv, Path(train_csv), groups) if spec else None
     _check_out_dir(out_dir, overwrite)
@@ -317,17 +353,20 @@ def inspect(test_csv: str | Path, predictions_csv: str | Path, *, out_dir: str |
     summary = reports.write_report(out_dir, inputs["image_names"], inputs["y_true"], inputs["y_prob"],
                                       inputs["classes"], multi_label=inputs["multi_label"], threshold=threshold,
                                       bootstrap=Bootstrap(resamples=bootstrap))
+    by_subgroup = _score_subgroups(subgroup_spec, test_csv, inputs, summary, out_dir=out_dir, threshold=threshold,
+                                   min_size=subgroup_min_size, bootstrap=bootstrap) if subgroup_spec else None
     sidecar = inputs["sidecar"] or {}
     params = {"test_csv": test_csv.resolve(), "predictions_csv": predictions_csv.resolve(), "threshold": threshold,
               "multi_label": inputs["multi_label"], "samples": summary["samples"],
               "classes": ";".join(inputs["classes"])[:500], "model_uri": sidecar.get("model_uri"),
-              "bootstrap": bootstrap, **({"tta": sidecar["tta"]} if sidecar.get("tta") else {})}  # predict --tta
+              "bootstrap": bootstrap, **({"tta": sidecar["tta"]} if sidecar.get("tta") else {}),  # predict --tta
+              **({"subgroups": subgroup_spec.text, "subgroup_min_size": subgroup_min_size} if subgroup_spec else {})}
     run_id = _log_to_mlflow(out_dir, summary, experiment=experiment, tracking_uri=tracking_uri,
                             run_name=f"inspect {test_csv.stem}-{predictions_csv.stem}", params=params,
                             model_run_id=sidecar.get("run_id"), dataset=dataset_name(test_csv),
-                            tags=_leakage_tags(shared))
+                            tags=_leakage_tags(shared), by_subgroup=by_subgroup)
     logger.info("Inspection of %s written to %s (MLflow run %s)", predictions_csv, out_dir, run_id)
-    return InspectResult(out_dir=out_dir, summary=summary, run_id=run_id)
+    return InspectResult(out_dir=out_dir, summary=summary, run_id=run_id, subgroups=by_subgroup)
 
 
 def _leakage_tags(shared: int | None) -> dict:
@@ -335,6 +374,18 @@ def _leakage_tags(shared: int | None) -> dict:
     from timl import tracking
 
     return {tracking.TAG_INSPECT_SHARED_GROUPS: str(shared)} if shared else {}
+
+
+def _echo_subgroups(results: subgroup_scores.SubgroupResults, out_dir: Path) -> None:
+    """The subgroups' line: how many groups were scored, too small, unknown, and the largest gaps."""
+    scored = sum(group.scores is not None for group in results.groups)
+    click.echo(f"subgroups: {scored} of {len(results.groups)} groups scored ({len(results.groups) - scored} under "
+               f"{results.min_size} images: too small); {out_dir / subgroup_scores.TABLE_FILE}")
+    for column, size in results.unknown_sizes().items():
+        click.echo(f"  {size} images have no {column} value: group {subgroup_scores.UNKNOWN!r}")
+    gap = results.overall_gaps().get(metric_names.SCALAR_METRICS["balanced_accuracy"])
+    if gap is not None:
+        click.echo(f"  largest gap in balanced accuracy between groups: {gap:.4f}")
 
 
 def _format_metric(value: float | None) -> str:
@@ -346,6 +397,8 @@ Example:
   python -m timl.inspect --test-csv isic2019-test.csv --predictions-csv predictions.csv
   python -m timl.inspect --test-csv gt.csv --predictions-csv p.csv --out-dir report --overwrite \\
       --experiment my-inspections --threshold 0.4 --tracking-uri sqlite:///mlflow.db
+  python -m timl.inspect --test-csv gt.csv --predictions-csv p.csv \\
+      --subgroups ISIC_2019_Training_Metadata.csv:sex,anatom_site_general,age_approx:0,30,45,60,75
 """
 
 
@@ -363,13 +416,18 @@ Example:
 @click.option("--groups", default=None, help="Groups of images (COLUMN of both CSVs, or FILE.csv:COLUMN): warn when "
                                              "test images share a group with --train-csv's images.")
 @bootstrap_option
+@click.option("--subgroups", default=None,
+              help="Score each subgroup alone: FILE.csv:COLUMN[,COLUMN...] (a table with image_name), a numeric "
+                   "column in bands as COLUMN:EDGE,EDGE,... e.g. meta.csv:sex,age_approx:0,30,45,60,75.")
+@click.option("--subgroup-min-size", default=subgroup_scores.DEFAULT_MIN_SIZE, show_default=True,
+              type=click.IntRange(min=1), help="Subgroups with fewer images are listed as too small, not scored.")
 def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tracking_uri, train_csv, groups,
-        bootstrap):
+        bootstrap, subgroups, subgroup_min_size):
     """Score a predictions CSV against the ground truth: metrics, plots and an MLflow run."""
     try:
         result = inspect(test_csv, predictions_csv, out_dir=out_dir, overwrite=overwrite, experiment=experiment,
                          threshold=threshold, tracking_uri=tracking_uri, train_csv=train_csv, groups=groups,
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, subgroups=subgroups, subgroup_min_size=subgroup_min_size)
     except (TimlError, FileNotFoundError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
@@ -381,6 +439,8 @@ def cli(test_csv, predictions_csv, out_dir, overwrite, experiment, threshold, tr
     if summary["multi_label"]:
         click.echo(f"exact match: {_format_metric(summary['exact_match'])}, "
                    f"Hamming loss: {_format_metric(summary['hamming_loss'])}")
+    if result.subgroups:
+        _echo_subgroups(result.subgroups, result.out_dir)
     click.echo(f"files: {result.out_dir}")
     click.echo(f"MLflow run: {result.run_id} (experiment {experiment})")
 

@@ -62,8 +62,8 @@ def group_codes(groups: Sequence | None, samples: int) -> np.ndarray:
     return codes
 
 
-def resample_counts(samples: int, resamples: int, *, seed: int = DEFAULT_SEED,
-                    groups: Sequence | None = None) -> Iterator[np.ndarray]:
+def resample_counts(samples: int, resamples: int, *, seed: int = DEFAULT_SEED, groups: Sequence | None = None,
+                    dtype: type = np.float64) -> Iterator[np.ndarray]:
     """The resamples as count matrices, in chunks: row ``b`` of a chunk says how often each image was drawn.
 
     Args:
@@ -71,9 +71,10 @@ def resample_counts(samples: int, resamples: int, *, seed: int = DEFAULT_SEED,
         resamples: the number of resamples in all.
         seed: the seed of the numpy Generator that draws them. Defaults to :data:`DEFAULT_SEED`.
         groups: a group label per image; resamples draw whole groups. Defaults to None (images).
+        dtype: the counts' type (the draws do not depend on it). Defaults to float64.
 
     Yields:
-        float64 arrays of shape (chunk, samples), the chunks adding up to ``resamples`` rows.
+        arrays of shape (chunk, samples), the chunks adding up to ``resamples`` rows.
     """
     codes = group_codes(groups, samples)
     group_count = int(codes.max()) + 1 if samples else 0
@@ -84,37 +85,43 @@ def resample_counts(samples: int, resamples: int, *, seed: int = DEFAULT_SEED,
         drawn = generator.integers(0, group_count, size=(size, group_count))
         drawn += (np.arange(size) * group_count)[:, None]
         per_group = np.bincount(drawn.ravel(), minlength=size * group_count).reshape(size, group_count)
-        yield (per_group if groups is None else per_group[:, codes]).astype(np.float64)
+        yield (per_group if groups is None else per_group[:, codes]).astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class _ClassOrder:
     """One class's scores prepared once for the AUC of any resample: its negatives in score order, and for each
-    positive how many of those score below it (``below``) and at most as high (``at_most``)."""
+    positive how many of those score below it (``below``) and at most as high (``at_most``; None when no
+    positive ties a negative, the common case, which then needs one gather less)."""
 
     positives: np.ndarray
     negatives: np.ndarray
     below: np.ndarray
-    at_most: np.ndarray
+    at_most: np.ndarray | None
 
     @classmethod
     def of(cls, truth: np.ndarray, scores: np.ndarray) -> "_ClassOrder":
         positives, negatives = np.flatnonzero(truth), np.flatnonzero(~truth)
         negatives = negatives[np.argsort(scores[negatives], kind="stable")]
         negative_scores = scores[negatives]
-        return cls(positives, negatives, np.searchsorted(negative_scores, scores[positives], side="left"),
-                   np.searchsorted(negative_scores, scores[positives], side="right"))
+        below = np.searchsorted(negative_scores, scores[positives], side="left")
+        at_most = np.searchsorted(negative_scores, scores[positives], side="right")
+        return cls(positives, negatives, below, None if np.array_equal(below, at_most) else at_most)
 
     def auc(self, counts: np.ndarray) -> np.ndarray:
-        """The AUC under each resample's counts (NaN where a resample has no positive or no negative): each
-        drawn positive beats the drawn negatives scored below it and ties with those scored the same (one half),
-        the Mann-Whitney statistic that scikit-learn's ``roc_auc_score`` equals."""
-        cumulative = np.zeros((counts.shape[0], self.negatives.size + 1))
+        """The AUC under each resample's integer counts (NaN where a resample has no positive or no negative):
+        each drawn positive beats the drawn negatives scored below it and ties with those scored the same (one
+        half), the Mann-Whitney statistic that scikit-learn's ``roc_auc_score`` equals. Exact integer sums."""
+        cumulative = np.zeros((counts.shape[0], self.negatives.size + 1), dtype=counts.dtype)
         np.cumsum(counts[:, self.negatives], axis=1, out=cumulative[:, 1:])
         positive_counts = counts[:, self.positives]
-        beaten = cumulative[:, self.below] + cumulative[:, self.at_most]
-        wins = 0.5 * np.einsum("ij,ij->i", positive_counts, beaten)
-        return _ratio(wins, positive_counts.sum(axis=1) * cumulative[:, -1])
+        if self.at_most is None:
+            doubled_wins = 2 * (positive_counts * cumulative[:, self.below]).sum(axis=1, dtype=np.int64)
+        else:
+            beaten = cumulative[:, self.below] + cumulative[:, self.at_most]
+            doubled_wins = (positive_counts * beaten).sum(axis=1, dtype=np.int64)
+        pairs = positive_counts.sum(axis=1, dtype=np.int64) * cumulative[:, -1].astype(np.int64)
+        return _ratio(0.5 * doubled_wins.astype(np.float64), pairs.astype(np.float64))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -132,6 +139,10 @@ def _defined_mean(values: np.ndarray) -> np.ndarray:
 class ResampledScores:
     """The data a set of resamples is scored on, prepared once: see :meth:`scores`.
 
+    The images are sorted by their pattern (the row of ground truth and prediction together: at most classes^2
+    patterns for a single-label model), so a resample's confusion counts are its counts summed over each
+    pattern's run of images (one pass), and the per-class counts small products of those sums.
+
     Args:
         y_true: (samples, classes) boolean ground truth.
         y_pred: (samples, classes) boolean predictions (:func:`timl.evaluation.predict_labels`).
@@ -140,29 +151,40 @@ class ResampledScores:
 
     def __init__(self, y_true: np.ndarray, y_pred: np.ndarray, y_prob: np.ndarray):
         y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
-        self.truth = y_true.astype(np.float64)
-        self.predicted = y_pred.astype(np.float64)
-        self.true_positive = (y_true & y_pred).astype(np.float64)
-        self.correct = (y_true == y_pred).all(axis=1).astype(np.float64)
+        classes = y_true.shape[1]
+        patterns, inverse = np.unique(np.concatenate([y_true, y_pred], axis=1), axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        self.order = np.argsort(inverse, kind="stable")
+        self.starts = np.flatnonzero(np.r_[True, np.diff(inverse[self.order]) != 0])
+        truth, predicted = patterns[:, :classes], patterns[:, classes:]
+        self.truth = truth.astype(np.float64)
+        self.predicted = predicted.astype(np.float64)
+        self.true_positive = (truth & predicted).astype(np.float64)
+        self.correct = (truth == predicted).all(axis=1).astype(np.float64)
+        self.samples = len(inverse)
         self.orders = [_ClassOrder.of(y_true[:, column], np.asarray(y_prob, dtype=float)[:, column])
-                       for column in range(y_true.shape[1])]
+                       for column in range(classes)]
 
     def scores(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """Every interval's score under each resample of ``counts`` (a chunk of :func:`resample_counts`).
+        """Every interval's score under each resample of ``counts`` (a chunk of :func:`resample_counts`,
+        best as integers: ``dtype=np.int32``).
 
         Returns:
             ``global_accuracy``, ``balanced_accuracy``, ``mean_auc``, ``mean_f1`` of shape (resamples,) and
             ``sensitivity``, ``specificity``, ``auc`` of shape (resamples, classes); NaN where undefined.
         """
-        images = counts.sum(axis=1)
-        positives, predicted = counts @ self.truth, counts @ self.predicted
-        true_positives = counts @ self.true_positive
+        if not np.issubdtype(counts.dtype, np.integer):
+            counts = counts.astype(np.int64)
+        per_pattern = np.add.reduceat(counts[:, self.order], self.starts, axis=1).astype(np.float64)
+        images = per_pattern.sum(axis=1)
+        positives, predicted = per_pattern @ self.truth, per_pattern @ self.predicted
+        true_positives = per_pattern @ self.true_positive
         false_positives = predicted - true_positives
         true_negatives = images[:, None] - positives - false_positives
         sensitivity = _ratio(true_positives, positives)
         f1 = _ratio(2 * true_positives, positives + predicted)
         auc = np.stack([order.auc(counts) for order in self.orders], axis=1)
-        return {"global_accuracy": _ratio(counts @ self.correct, images),
+        return {"global_accuracy": _ratio(per_pattern @ self.correct, images),
                 "balanced_accuracy": _defined_mean(sensitivity), "mean_auc": _defined_mean(auc),
                 "mean_f1": _defined_mean(f1), "sensitivity": sensitivity,
                 "specificity": _ratio(true_negatives, true_negatives + false_positives), "auc": auc}
@@ -173,7 +195,7 @@ def bootstrap_scores(y_true, y_pred, y_prob, *, resamples: int = DEFAULT_RESAMPL
     """The scores of every resample (see :meth:`ResampledScores.scores`), all chunks joined."""
     data = ResampledScores(y_true, y_pred, y_prob)
     chunks = [data.scores(counts) for counts in
-              resample_counts(len(data.correct), resamples, seed=seed, groups=groups)]
+              resample_counts(data.samples, resamples, seed=seed, groups=groups, dtype=np.int32)]
     return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
 
 

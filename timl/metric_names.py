@@ -263,3 +263,55 @@ def best_metric(name: str) -> str:
 def resolve_select_by(name: str) -> str:
     """The metric a ``--select-by`` value names: a results column or an earlier name maps to today's metric."""
     return SELECT_BY_ALIASES.get(name, name)
+
+
+#: Scores by subgroup (``inspect --subgroups``, the ``subgroups`` column: :mod:`timl.subgroups`), in the group
+#: ``<split>_group/``: each group's size and scores, ``test_group/<column>/<value>/sens_MEL`` (MLflow allows no
+#: ``=`` in a name), their interval bounds (``..._ci_low``), and the largest difference between the scored groups
+#: of a column (``test_group/gap/<column>/sens_MEL``) and of any column (``test_group/gap/sens_MEL``).
+SUBGROUP_GAP = "gap"
+
+#: A group's size among its scores.
+SUBGROUP_SIZE = "samples"
+
+#: The summary scalar and the per-class lists (keys of :data:`PER_CLASS_METRICS`) scored for each subgroup.
+SUBGROUP_SCALARS = ("balanced_accuracy",)
+SUBGROUP_PER_CLASS = ("sensitivity", "specificity", "auc")
+
+
+def subgroup_group(split: str) -> str:
+    """The metric prefix of a split's scores by subgroup: ``test_group/``."""
+    return f"{sanitize_metric_name(split)}_group/"
+
+
+def inspection_subgroup_groups(metrics) -> list[str]:
+    """The subgroup prefixes of the inspections logged on a model's run (``inspect_<dataset>_group/``), found in
+    its metric names."""
+    prefix, suffix = inspect_split(""), subgroup_group("")
+    return sorted({name[:name.index(suffix) + len(suffix)] for name in metrics
+                   if name.startswith(prefix) and suffix in name})
+
+
+def subgroup_name_part(value: str) -> str:
+    """A column or a value as one level of a subgroup metric name: sanitised, ``/`` (``head/neck``) as ``_``."""
+    return sanitize_metric_name(value).replace("/", "_")
+
+
+def subgroup_score_names(class_names) -> list[str]:
+    """The scores of a subgroup, as the last part of their names: ``balanced_accuracy``, ``sens_MEL``, ...,
+    ``spec_MEL``, ..., ``auc_MEL``, ... (per class in class order)."""
+    return [*(SCALAR_METRICS[key] for key in SUBGROUP_SCALARS),
+            *(per_class_metric_name("", PER_CLASS_METRICS[key], name) for key in SUBGROUP_PER_CLASS
+              for name in class_names)]
+
+
+def subgroup_metric(split: str, column: str, value: str, score: str) -> str:
+    """A group's score: ``subgroup_metric("test", "sex", "male", "sens_MEL")`` is ``test_group/sex/male/sens_MEL``."""
+    return f"{subgroup_group(split)}{subgroup_name_part(column)}/{subgroup_name_part(value)}/{score}"
+
+
+def subgroup_gap_metric(split: str, score: str, column: str | None = None) -> str:
+    """The largest gap of a score between groups: of one column (``test_group/gap/sex/sens_MEL``) or of any
+    (``test_group/gap/sens_MEL``)."""
+    within = f"{subgroup_name_part(column)}/" if column is not None else ""
+    return f"{subgroup_group(split)}{SUBGROUP_GAP}/{within}{score}"

@@ -23,8 +23,8 @@ CARD_JSON, CARD_MARKDOWN = "model_card.json", "model_card.md"
 #: The packages whose versions a card names (read from their installed metadata: nothing is imported).
 SOFTWARE = ("keras", "tensorflow", "tensorflow-cpu", "mlflow", "numpy", "scikit-learn")
 
-#: The metric group of results by subgroup (``test_group/<column>=<value>/...``, ``test_group/gap/...``).
-SUBGROUP_GROUP = f"{names.TEST}_group/"
+#: The metric group of results by subgroup (``test_group/<column>/<value>/...``, ``test_group/gap/...``).
+SUBGROUP_GROUP = names.subgroup_group(names.TEST)
 
 #: The folders of each file of a dataset's source (``/data/a.csv+/data/b.csv`` keeps ``a.csv+b.csv``).
 _FOLDERS = re.compile(r"[^+]*[/\\]")
@@ -60,12 +60,20 @@ def model_card(run, *, name: str, version: str, sha256: str | None, registered: 
         "training_data": _training_data(run, classes),
         "test_scores": scores,
         "test_scores_per_class": _scores(metrics, names.class_group(names.TEST)),
-        "calibration": _scores(metrics, names.summary_group(names.TEST), only=names.CALIBRATION_SCORES),
-        "subgroups": _scores(metrics, SUBGROUP_GROUP),
+        "calibration": {**_scores(metrics, names.summary_group(names.TEST), only=names.CALIBRATION_SCORES),
+                        **_scores(metrics, names.CALIBRATION_GROUP)},  # and the temperature of a calibrated row
+        "subgroups": {**_scores(metrics, SUBGROUP_GROUP), **_inspection_subgroups(metrics)},
         "software": _software(run),
     }
     card["not_evaluated"] = _not_evaluated(card)
     return card
+
+
+def _inspection_subgroups(metrics: dict) -> dict:
+    """The subgroup scores of inspections logged on the model's run (``inspect --subgroups``), each named with
+    its inspection: ``inspect_isic_group/sex/female/balanced_accuracy``."""
+    return {f"{group}{short}": score for group in names.inspection_subgroup_groups(metrics)
+            for short, score in _scores(metrics, group).items()}
 
 
 def _scores(metrics: dict, group: str, *, only=(), exclude=()) -> dict:

@@ -63,15 +63,15 @@ def warm_up() -> None:
     figure.savefig(io.BytesIO(), format="png")
 
 
-def _save(figure, path: str | Path, *, tight: bool = False) -> Path:
-    """Writes a figure as PNG. Fixed margins suit the curve plots; ``tight`` (about twice as slow) fits
-    labels of any length, for the confusion matrix."""
+def _save(figure, path: str | Path, *, tight: bool = False, margins: dict | None = None) -> Path:
+    """Writes a figure as PNG. Fixed margins (``margins``, else :data:`CURVE_MARGINS`) suit the curve plots;
+    ``tight`` (about twice as slow) fits labels of any length, for the confusion matrix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         figure.tight_layout()
     else:
-        figure.subplots_adjust(**CURVE_MARGINS)
+        figure.subplots_adjust(**(margins or CURVE_MARGINS))
     figure.savefig(path, format="png")
     figure.clear()
     return path
@@ -407,3 +407,34 @@ def draw_reliability(bins: "ReliabilityBins", path: str | Path, *, ece: float | 
     lower.bar(bins.edges[:-1], bins.counts, width=width, align="edge", edgecolor="black", color="gray")
     lower.set(xlabel="confidence", ylabel="predictions", xlim=(0, 1))
     return _save(figure, path, tight=True)
+
+
+def plot_forest(rows: Sequence[tuple], path: str | Path, *, title: str, reference: float | None = None) -> Path:
+    """A forest plot: one line per ``(label, value, low, high)``, top to bottom, the value as a point and its
+    interval as a horizontal bar (a row without a value is named with no mark), a dashed line at ``reference``.
+
+    Args:
+        rows: the labels and their values and bounds (None where undefined).
+        path: the PNG written.
+        title: the plot's title.
+        reference: a value to compare with (the whole set's score). Defaults to None (no line).
+    """
+    height = max(2.0, 0.9 + 0.32 * len(rows))
+    figure, axes = _new_figure(7.0, height)
+    positions = np.arange(len(rows))[::-1]
+    for position, (_, value, low, high) in zip(positions, rows):
+        if low is not None and high is not None:
+            axes.hlines(position, low, high, color="tab:blue", linewidth=2)
+        if value is not None:
+            axes.plot([value], [position], "o", color="tab:blue")
+    if reference is not None:
+        axes.axvline(reference, color="grey", linestyle="--", linewidth=1, label="all images")
+        axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize="small", frameon=False)
+    axes.set_yticks(positions, [row[0] for row in rows], fontsize="small")
+    axes.set_title(title, loc="right", fontsize="medium")
+    axes.set(xlim=(-0.02, 1.02), ylim=(-0.7, len(rows) - 0.3))
+    axes.grid(axis="x", alpha=0.3)
+    longest = max((len(str(row[0])) for row in rows), default=0)
+    margins = {"left": min(0.6, 0.03 + 0.0125 * longest), "right": 0.97, "bottom": 0.45 / height,
+               "top": 1 - 0.45 / height}
+    return _save(figure, path, margins=margins)

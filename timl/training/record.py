@@ -6,7 +6,8 @@ model (:func:`timl.pyfunc.log_model`), the dev and test reports (their plots, st
 :mod:`timl.training.evaluate`, drawn by the plot process meanwhile), then the final metrics, linked to the logged
 model: the ``train/``, ``dev/`` and ``test/`` summaries and their ``train_class/``, ``dev_class/`` and
 ``test_class/`` per-class scores (``dev_class/acc_MEL``), named by :mod:`timl.metric_names`, whose results table
-reads them back into the original columns (``valacc``).
+reads them back into the original columns (``valacc``), and with a ``subgroups`` cell the test set's
+``test_group/`` scores by subgroup.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from timl import metric_names as names
 from timl import plots, tracking
 from timl.config import RunConfig
 from timl.evaluation import split_metrics
+from timl.subgroups import subgroup_metrics
 from timl.training.data import RowData
 from timl.training.evaluate import RowEvaluation
 from timl.training.loop import Trained
@@ -50,6 +52,9 @@ def record_row(plan: RowPlan, data: RowData, trained: Trained, evaluation: RowEv
     for split, report in evaluation.reports.items():
         files += report.finish()
         metrics.update(split_metrics(report.summary, split))
+    if evaluation.subgroups is not None:
+        files += evaluation.subgroup_files
+        metrics.update(subgroup_metrics(evaluation.subgroups, names.TEST))
     tracking.log_artifacts(files)
     tracking.log_metrics(metrics, step=config.epochs, model_id=model_info.model_id)
     return {name: metrics.get(name) for name in names.HEADLINE if name in metrics}
