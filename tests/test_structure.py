@@ -482,3 +482,21 @@ def test_progress_frames_are_written_by_the_one_progress_writer():
     offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
                  if module != "timl.cli" for line in carriage_return_writes(path.read_text())]
     assert not offenders, f"a progress frame written outside timl.cli.write_progress: {offenders}"
+
+
+#: The modules that may create a tracking store (they write runs or versions); every other caller of
+#: ``tracking.configure`` only reads and passes ``create=False`` (issue 25: no empty mlflow.db from a read).
+STORE_WRITERS = {"timl.train", "timl.training.table", "timl.training.ray_executor", "timl.register", "timl.review"}
+
+
+def test_commands_that_only_read_create_no_store():
+    offenders = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "configure"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "tracking"
+                    and module not in STORE_WRITERS
+                    and not any(keyword.arg == "create" and isinstance(keyword.value, ast.Constant)
+                                and keyword.value.value is False for keyword in node.keywords)):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db (pass create=False): {offenders}"

@@ -228,7 +228,7 @@ def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, me
     params = {name: value for name, value in given.items() if value is not None}
     with user_errors():
         if model_uri or log_to_run:
-            tracking.configure(tracking_uri)
+            tracking.configure(tracking_uri, create=False)
         files = write_explanations(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
                                    test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
                                    class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run,

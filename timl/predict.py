@@ -242,7 +242,7 @@ def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_cs
         if model_uri:
             from timl import tracking
 
-            tracking.configure(tracking_uri)
+            tracking.configure(tracking_uri, create=False)
         result = predict(test_dataframe, output_csv, img_dir=img_dir, model_uri=model_uri, keras_model=keras_model,
                          config_table=config_table, generate_numpy=generate_numpy, layer=layer,
                          threshold=threshold, batch_size=batch_size, show_progress=True, metadata=metadata,

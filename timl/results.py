@@ -159,8 +159,12 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
         raise ConfigError("Give exactly one of --experiment or --parent-run. "
                           f"Received: experiment={experiment!r}, parent_run={parent_run_id!r}")
     if tracking_uri:
+<<<<<<< HEAD
         tracking.configure(tracking_uri)
     table_run = {}  # row run id -> its table run id
+=======
+        tracking.configure(tracking_uri, create=False)
+>>>>>>> errors25
     if parent_run_id:
         runs = _row_runs(parent_run_id)
     else:
@@ -226,7 +230,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, ci: bool = False) -> Path
 def cli(experiment, parent_run, output, ci, tracking_uri):
     """Rebuild the TIML results table from the MLflow tracking store."""
     with user_errors():
-        tracking.configure(tracking_uri)
+        tracking.configure(tracking_uri, create=False)
         frame = build_results_table(parent_run_id=parent_run, experiment=experiment, ci=ci)
         write_table(frame, output, ci)
     click.echo(f"Wrote {len(frame)} rows to {output}")

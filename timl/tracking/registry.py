@@ -97,7 +97,8 @@ def download_model_files(model_uri: str, destination: Path) -> ModelFiles:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
     except (MlflowException, OSError, yaml.YAMLError) as error:
         raise ModelError(f"Cannot load MLflow model. Expected runs:/RUN_ID/model, models:/NAME@ALIAS or "
-                         f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error})") from error
+                         f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error}). "
+                         f"{registry_overview()}") from error
     keras_model, metadata = (_artifact_file(model_dir, mlmodel, name, model_uri) for name in MODEL_ARTIFACTS)
     if version is None:
         return ModelFiles(keras_model, metadata, mlmodel.get("run_id"))
@@ -123,6 +124,53 @@ def _quiet_logged_model_notice():
         yield
     finally:
         registry_logger.removeFilter(notice)
+
+
+def registry_overview(limit: int = 20) -> str:
+    """What the tracking store in use holds, for an error about a model not found: the store's URI, its registered
+    models with their aliases and latest version, and how to register one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from timl.tracking.store import tracking_uri
+
+    register = "register it first: python -m timl.register --run-id RUN_ID --name NAME --alias champion"
+    try:
+        models = MlflowClient().search_registered_models(max_results=limit)
+    except (MlflowException, OSError) as error:
+        return f"Looked in the tracking store {tracking_uri()} (unreadable: {error}); {register}."
+    if not models:
+        return (f"The tracking store {tracking_uri()} has no registered models: {register} (RUN_ID: the run_id "
+                "column of automation_result.csv), or give another --tracking-uri.")
+    lines = []
+    for model in models:
+        versions = [int(version.version) for version in (model.latest_versions or [])]
+        aliases = ", ".join(f"@{alias} (v{version})" for alias, version in sorted((model.aliases or {}).items()))
+        lines.append(f"models:/{model.name}" + (f" latest v{max(versions)}" if versions else "") +
+                     (f" aliases {aliases}" if aliases else " (no aliases)"))
+    return (f"The tracking store {tracking_uri()} has these registered models: {'; '.join(lines)}. Use one of them, "
+            f"or {register}.")
+
+
+def check_model_uri(model_uri: str) -> None:
+    """Checks, without downloading it, that ``model_uri`` names a model of the store in use: a registered version
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) or a run's logged folder (``runs:/RUN_ID/PATH``).
+
+    Raises:
+        ModelError: no such version or run artifact; the message lists what the store has (:func:`registry_overview`).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri[len("runs:/"):].partition("/")
+            if not MlflowClient().list_artifacts(run_id, path.strip("/") or None):
+                raise MlflowException(f"run {run_id} has no artifact {path!r}")
+        else:
+            _registered_version(model_uri)
+    except MlflowException as error:
+        raise ModelError(f"No model {model_uri} ({error}). {registry_overview()}") from error
 
 
 def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
