@@ -3,8 +3,8 @@
 :func:`write_report` (and :func:`start_report`, whose plots a :class:`timl.workers.Worker` draws) scores
 predictions with :func:`timl.evaluation.evaluate` and writes ``summary.csv``/``summary.json``
 (:func:`write_summary`), ``per_image_results.csv`` (:func:`per_image_results`), the confusion matrix
-(:func:`confusion_table`), the ROC and precision-recall plots and the reliability diagram. The dev and test sets of a training run, the
-``inspect`` command and a cross-validation's out-of-fold predictions are all written here.
+(:func:`confusion_table`), the ROC and precision-recall plots and the reliability diagram. The dev and test sets
+of a training run, the ``inspect`` command and a cross-validation's out-of-fold predictions are all written here.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
         multi_label: see :func:`timl.evaluation.evaluate`. Defaults to False.
         threshold: the multi-label decision threshold. Defaults to 0.5.
         prefix: prepended to every file name, e.g. ``"dev-"``. Defaults to "".
-        bootstrap: the intervals of the summary and of the ROC plots' AUC (see :func:`timl.evaluation.evaluate`). Defaults to None.
+        bootstrap: the intervals of the summary and of the ROC plots' AUC (see :func:`timl.evaluation.evaluate`).
+            Defaults to None.
 
     Returns:
         The summary dict of :func:`timl.evaluation.evaluate`.
