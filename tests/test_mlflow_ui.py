@@ -4,7 +4,6 @@ Chromium. Screenshots of each page go to the test's temporary folder (not commit
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +14,7 @@ import pytest
 from helpers import CHROMIUM_FLAGS, chromium, free_port, small_cnn_row, train_in_own_store, wait_for_http, wait_until
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                                 reason="Debian's chromium and chromium-driver are not installed (.ci/run installs "
-                                        "them: apt-get install chromium chromium-driver)")]
+              pytest.mark.component("chromium")]
 
 #: The browser reaches 127.0.0.1 only: every other host goes to a proxy port where nothing listens.
 LOOPBACK_ONLY = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost",

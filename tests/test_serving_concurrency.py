@@ -201,7 +201,7 @@ print(json.dumps({"peak": (kilobytes("VmHWM") - start) * 1024, "kept": (kilobyte
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator, /proc")
+@pytest.mark.component("linux")
 def test_freed_images_leave_the_worker():
     """With the server's malloc setting (timl.serving.memory, applied by create_app), 16 threads decoding 2 at a
     time peak under 2 decodes' worth (12 bytes per pixel each) and keep less than one image once done; glibc's
