@@ -290,19 +290,60 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"weights (chaos seed {seed})")
 
 
+#: Runs ``python -m timl.train ARGS`` with a barrier in front of the store's set-up (schema creation under the
+#: lock): each process marks its arrival in the folder argv[1], and waits (deadline 120 s) until argv[2]
+#: processes have arrived, so they all reach the schema of the new store at the same moment.
+BARRIER_TRAIN = """
+import os, sys, time
+from pathlib import Path
+
+import timl.tracking.store as store
+from timl.train import cli
+
+barrier, parties = Path(sys.argv[1]), int(sys.argv[2])
+set_up = store._tune_sqlite
+
+def synchronised(uri):
+    (barrier / str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(list(barrier.iterdir())) < parties:
+        if time.time() > deadline:
+            raise SystemExit("the other process never reached the store's set-up")
+        time.sleep(0.002)
+    set_up(uri)
+
+store._tune_sqlite = synchronised
+cli.main(sys.argv[3:], prog_name="timl.train")
+"""
+
+
 @pytest.mark.slow
 def test_two_tables_share_one_new_sqlite_store(tmp_path, mini_digits):
+    """Two table processes started on one new SQLite store reach its creation at the same moment (a barrier in
+    each, just before the store's set-up): both finish, neither sees "database is locked" nor a table that
+    "already exists", and the store holds both experiments with their run."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     processes = []
     for name in ("a", "b"):
         table = write_table(tmp_path / f"{name}.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)])
+        command = _train_command(table, tmp_path / f"out-{name}", f"shared-{name}", "--tracking-uri", uri)
         processes.append(subprocess.Popen(
-            _train_command(table, tmp_path / f"out-{name}", f"shared-{name}", "--tracking-uri", uri),
+            [sys.executable, "-c", BARRIER_TRAIN, str(barrier), "2", *command[3:]],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for process in processes:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output
         assert "database is locked" not in output and "already exists" not in output
+    assert len(list(barrier.iterdir())) == 2
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    for name in ("a", "b"):
+        experiment = client.get_experiment_by_name(f"shared-{name}")
+        assert experiment is not None, name
+        assert client.search_runs([experiment.experiment_id]), name
 
 
 def _lambda_model():
