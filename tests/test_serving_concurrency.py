@@ -14,25 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from helpers import encoded, free_port, saved_model, tiny_classifier, wait_for_http
+from helpers import colour_classifier, encoded, free_port, saved_model, tiny_classifier, wait_for_http
 from timl.serving.batching import Batcher
 from timl.serving.explaining import ExplanationQueue, QueueFull, _ThreadSlot
 
 TOKEN = "a-token-of-dr-a-0123456789"
 
 
-def distinct_images(count: int) -> list[bytes]:
-    """PNGs of different sizes and contents (a colour and noise of their own), so their predictions differ."""
+def distinct_images(count: int) -> list[tuple[bytes, np.ndarray]]:
+    """PNGs of different sizes, each of one colour of its own, with what the colour classifier
+    (helpers.colour_classifier) predicts for it, computed here: softmax(20 * colour / 255)."""
     from PIL import Image
 
     images = []
     for index in range(count):
-        rng = np.random.default_rng(index)
-        width, height = 20 + 7 * index, 16 + 5 * (index % 4)
-        pixels = rng.integers(0, 256, 3) * rng.random((height, width, 1)) + rng.integers(0, 40, (height, width, 3))
+        colour = np.array([100 + 4 * index, 160 - 3 * index, 120 + (7 * index) % 40])  # no probability near 1
         buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "PNG")
-        images.append(buffer.getvalue())
+        Image.new("RGB", (20 + 7 * index, 16 + 5 * (index % 4)), tuple(int(value) for value in colour)).save(
+            buffer, "PNG")
+        logits = 20 * colour / 255
+        images.append((buffer.getvalue(), np.exp(logits) / np.exp(logits).sum()))
     return images
 
 
@@ -92,10 +93,8 @@ def test_a_failing_input_fails_only_its_own_request():
 def test_the_app_batches_concurrent_classifications_without_mixing_answers():
     from timl.serving import create_app
 
-    classifier = tiny_classifier()
-    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "BATCH_MAX_WAIT_MS": 50}, classifier=classifier)
-    images = distinct_images(16)
-    expected = [classifier.predict_images([image])[0] for image in images]
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "BATCH_MAX_WAIT_MS": 50}, classifier=colour_classifier())
+    images, expected = zip(*distinct_images(16))
     assert min(np.abs(a - b).max() for i, a in enumerate(expected) for b in expected[i + 1:]) > 1e-4
 
     def classify(index: int):
