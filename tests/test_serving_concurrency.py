@@ -223,14 +223,22 @@ def test_decode_concurrency_is_checked(value):
         ServerConfig.from_mapping({"CLASSIFICATION_MODEL": "m", "DECODE_CONCURRENCY": value})
 
 
+def _wait_for(condition, message: str, timeout: float = 30) -> None:
+    """Waits until ``condition()`` is true (polled every 10 ms); fails with ``message`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.01)
+
+
 def test_the_explanation_queue_answers_503_with_retry_after_when_full():
     release = threading.Event()
     queue = ExplanationQueue([_ThreadSlot(None)], max_waiting=1, timeout=30)
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(queue.run, lambda _, event: event.wait(30) and "first", release)
-        time.sleep(0.2)
+        _wait_for(lambda: queue.stats()["admitted"] == 1, "the first explanation was not admitted")
         waiting = pool.submit(queue.run, lambda _: "second")
-        time.sleep(0.2)
+        _wait_for(lambda: queue.stats()["admitted"] == 2, "the second explanation was not admitted")
         with pytest.raises(QueueFull) as full:
             queue.run(lambda _: "third")
         assert full.value.retry_after >= 1 and "busy" in str(full.value)
@@ -263,7 +271,8 @@ def test_explanations_over_http_queue_time_out_and_do_not_block_classification(t
         long_request = f"{base}/api/explain/rise/-?masks=20000&seed=0"
         with ThreadPoolExecutor(1) as pool:
             long = pool.submit(requests.post, long_request, files=files, timeout=120)
-            time.sleep(1.0)
+            _wait_for(lambda: requests.get(f"{base}/health", timeout=10).json()["explanations"]["admitted"] == 1,
+                      "the long explanation did not start")
             busy = requests.post(f"{base}/api/explain/gradcam/conv_a", files=files, timeout=60)
             assert busy.status_code == 503 and "busy" in busy.json()["error"]
             assert int(busy.headers["Retry-After"]) >= 1
