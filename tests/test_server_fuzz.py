@@ -110,8 +110,16 @@ def test_a_path_out_of_the_pages_folder_is_404_and_shows_no_file(client, path):
 
 
 def test_openapi_lists_every_api_route(client):
+    import re
+
     spec = client.get("/api/openapi.json").get_json()
     assert {"/api/info", "/api/classify", "/api/explain/{method}/{layer}"} <= set(spec["paths"])
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), verb.lower())
+              for rule in client.application.url_map.iter_rules() if rule.rule.startswith("/api/")
+              and rule.rule != "/api/openapi.json" for verb in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {(path, verb) for path, verbs in spec["paths"].items() for verb in verbs}
+    assert routes - described == set(), "every REST route (the evaluate routes of evaluate.html too) is described"
+    assert described - routes == set(), "the description names no route the server lacks"
 
 
 @pytest.mark.slow
