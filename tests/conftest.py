@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from helpers import SHARED_ISIC
-from require_all import pytest_runtest_makereport  # noqa: F401 - the hook: component skips fail in CI
+# the registry's hooks: component markers, and skips that fail where TIML_REQUIRE_ALL=1 (CI)
+from require_all import (pytest_configure, pytest_make_collect_report, pytest_runtest_makereport,  # noqa: F401
+                         pytest_runtest_setup, require)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -61,7 +63,6 @@ def mini_digits(digits_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def isic_dir() -> Path:
-    if not SHARED_ISIC.is_dir():
-        pytest.skip("the shared ISIC sample is not available")
+    require("isic sample")
     return SHARED_ISIC
 

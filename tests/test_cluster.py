@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -18,25 +17,11 @@ import pytest
 
 from helpers import REPO, small_cnn_row, write_table
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def _namespaces_work() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    probe = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    return probe.returncode == 0
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.component("network namespaces", "postgresql")]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, mini_digits):
-    sys.path.insert(0, str(REPO / "tests" / "cluster"))
-    from components import postgres_bin
-
-    if not _namespaces_work():
-        pytest.skip("network namespaces are not available (root and util-linux's unshare are needed)")
-    if postgres_bin() is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
     work = tmp_path_factory.mktemp("cluster")
     command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable,
                str(REPO / "tests" / "cluster" / "scenario.py"), str(work), str(mini_digits)]

@@ -76,20 +76,28 @@ def test_answers_are_validated_and_downloadable(client):
     assert rows[1]["comment"] == "looks like C, 'quoted', a,b"
 
 
-def test_an_answer_records_the_servers_prediction_and_a_known_class(client, tmp_path):
+def test_an_answer_records_the_servers_prediction_and_a_known_class(tmp_path):
     """``predicted`` and ``confidence`` are the served model's own for the image, whatever the client sends, and
-    ``label`` must be one of the model's classes (issue 21, finding 8)."""
-    from timl.images import decode_image
+    ``label`` must be one of the model's classes (issue 21, finding 8). The model predicts an image's strongest
+    colour channel: an orange image (255, 127, 0) is class A with softmax(20 * (1, 127/255, 0))'s first value."""
+    import math
 
-    classifier = tiny_classifier()
-    probabilities = classifier.predict_images([decode_image(tmp_path / "review" / "a.png")])[0]
-    own = classifier.class_names[int(probabilities.argmax())]
+    from PIL import Image
+
+    from helpers import colour_classifier
+    from timl.serving import create_app
+
+    (tmp_path / "review").mkdir()
+    Image.new("RGB", (24, 16), (255, 127, 0)).save(tmp_path / "review" / "a.png")
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
+                         "EVALUATION_DB": str(tmp_path / "answers.db")}, classifier=colour_classifier()).test_client()
+    own, confidence = "A", 1 / (1 + math.exp(-20 * 128 / 255) + math.exp(-20))
     forged = {"image": "a.png", "evaluator": "Dr. A", "agree": True, "label": "", "predicted": "Z",
               "confidence": 0.01, "comment": ""}
     stored = client.post("/api/evaluate/answers", json=forged)
     assert stored.status_code == 201
-    assert stored.get_json()["predicted"] == own and stored.get_json()["confidence"] == pytest.approx(
-        float(probabilities.max()), abs=1e-6)
+    assert stored.get_json()["predicted"] == own
+    assert stored.get_json()["confidence"] == pytest.approx(confidence, abs=1e-5)
     unknown = client.post("/api/evaluate/answers", json=dict(forged, agree=False, label="Z"))
     assert unknown.status_code == 400 and unknown.get_json()["error"] == (
         "Unknown class in 'label'. Expected one of: A, B, C. Received: label='Z'")

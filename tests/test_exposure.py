@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -358,8 +357,7 @@ fetch(arguments[0], {method: "POST", mode: "no-cors", body: form})
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian's chromium and chromium-driver are not installed")
+@pytest.mark.component("chromium")
 def test_in_chromium_a_rebinding_page_and_another_origin_are_refused(tmp_path):
     """The attacks in a real browser: a page under another name that resolves to this server (Chromium's
     host-resolver-rules map rebind.example to 127.0.0.1, the rebinding done) can neither read the answers nor post

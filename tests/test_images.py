@@ -326,12 +326,13 @@ def _write(tmp_path, count: int, size: int = 24) -> list[str]:
 
 
 def test_load_images_keeps_order(tmp_path):
+    """Each image in its place, resized as Pillow's bilinear filter (the default, written out) resizes it."""
     paths = _write(tmp_path, 5)
-    preprocessing = Preprocessing(SIZE)
-    images = load_images(paths, preprocessing, num_workers=3)
+    images = load_images(paths, Preprocessing(SIZE), num_workers=3)
     assert images.shape == (5, SIZE, SIZE, 3) and images.dtype == np.uint8
-    for index, path in enumerate(paths):
-        np.testing.assert_array_equal(images[index], preprocessing.resize(decode_image(path)))
+    for index in range(5):
+        expected = Image.fromarray(_pattern(24, index)).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+        np.testing.assert_array_equal(images[index], np.asarray(expected))
 
 
 def test_load_images_names_every_failure(tmp_path):

@@ -10,7 +10,6 @@ its single-image path (nearest neighbour). Both divide the pixel values by 255. 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -30,8 +29,7 @@ from timl.images import Preprocessing
 pytestmark = [pytest.mark.slow,
               # Keras 3 names a Keras 2 model's input differently ('input_1'), and says so when it is called
               pytest.mark.filterwarnings("ignore:The structure of `inputs` doesn't match"),
-              pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
-                                 reason="needs the tf-keras package to write Keras 2 files (make test installs it)")]
+              pytest.mark.component("tf-keras")]
 
 SIZE = 32
 CLASSES = ("MEL", "NV", "BCC")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -132,8 +131,7 @@ def test_the_server_answers_the_model_card(registered):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian's chromium and chromium-driver are not installed")
+@pytest.mark.component("chromium")
 def test_the_pages_link_the_model_card(registered, tmp_path):
     """The classify page of a server serving the registered version: its model header links to the card."""
     import requests

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
+from require_all import require
 from timl import models
 from timl.errors import MissingFileError, ModelError
-
-keras = pytest.importorskip("keras")
 
 ORIGINAL_TIML_METHODS = (
     "VGG16", "VGG16-fc2k-ml", "VGG16-fc4k-ml", "VGG16-fc8k-ml", "VGG16-fc2k-do75-ml", "VGG16-fc4k-do75-ml",
@@ -334,17 +333,8 @@ def test_imagenet_weights_offline_raise_a_clear_error(tmp_path, monkeypatch):
     _imagenet_error_checks(info.value, tmp_path / "models")
 
 
-def _online() -> bool:
-    try:
-        socket.create_connection(("storage.googleapis.com", 443), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_imagenet_weights_real_download_fails_fast_offline(tmp_path, monkeypatch):
-    if _online():
-        pytest.skip("the network is reachable: this checks the offline behaviour")
+    require("offline")
     from keras.src.backend import config
 
     monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))  # an empty cache

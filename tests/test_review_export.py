@@ -90,27 +90,27 @@ def _copy_store(source: Path, target: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ the CSV
 
 
-@pytest.mark.parametrize("options, kept, left_out", [
-    ([], ROWS, {"img006.png": "tie"}),
+@pytest.mark.parametrize("options, kept, left_out, counts", [
+    ([], ROWS, {"img006.png": "tie"},
+     {"images_kept": 5, "images_left_out": 1, "left_out_by_reason": {"tie": 1}}),
     (["--conflicts", "drop"], {name: ROWS[name] for name in ("img000", "img001", "img003", "img005")},
-     {"img002.png": "disagree", "img006.png": "disagree"}),
+     {"img002.png": "disagree", "img006.png": "disagree"},
+     {"images_kept": 4, "images_left_out": 2, "left_out_by_reason": {"disagree": 2}}),
     (["--min-agreement", "2"], {name: ROWS[name] for name in ("img000", "img001", "img002")},
-     {"img003.png": "too_few", "img005.png": "too_few", "img006.png": "tie"}),
+     {"img003.png": "too_few", "img005.png": "too_few", "img006.png": "tie"},
+     {"images_kept": 3, "images_left_out": 3, "left_out_by_reason": {"too_few": 2, "tie": 1}}),
 ])
-def test_the_rules_decide_which_images_and_labels_are_kept(original, tmp_path, options, kept, left_out):
+def test_the_rules_decide_which_images_and_labels_are_kept(original, tmp_path, options, kept, left_out, counts):
     out = tmp_path / "corrected.csv"
     result = _export("--db", str(original / "answers.db"), "--out", str(out), "--no-mlflow", *options)
     assert result.exit_code == 0, result.output
     assert _rows(out) == kept
     sidecar = json.loads((tmp_path / "corrected.csv.json").read_text())
     assert sidecar["left_out"] == left_out
-    assert sidecar["counts"] == {"answers": 13, "skipped": 2, "images_reviewed": 6, "images_kept": len(kept),
-                                 "images_left_out": len(left_out),
-                                 "left_out_by_reason": {reason: list(left_out.values()).count(reason)
-                                                        for reason in set(left_out.values())}}
-    assert f"Kept {len(kept)} of 6 reviewed images" in result.output
+    assert sidecar["counts"] == {"answers": 13, "skipped": 2, "images_reviewed": 6, **counts}
+    assert f"Kept {counts['images_kept']} of 6 reviewed images" in result.output
     assert "Reviewers (3): Dr. A, Dr. B, Dr. C; 13 answers, 2 skipped (ignored)." in result.output
-    assert f"Left out {len(left_out)}: " in result.output and "img006.png" in result.output
+    assert f"Left out {counts['images_left_out']}: " in result.output and "img006.png" in result.output
     assert not (tmp_path / "images").exists(), "no --images: no links"
 
 

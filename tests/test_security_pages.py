@@ -5,7 +5,6 @@ loopback server plays the other host and records every request it receives."""
 from __future__ import annotations
 
 import http.server
-import shutil
 import threading
 from urllib.parse import urlencode
 
@@ -13,10 +12,8 @@ import pytest
 
 from helpers import chromium, encoded, serving_in_thread, tiny_classifier, wait_until
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are "
-                                 "not installed (.ci/run installs them: apt-get install chromium chromium-driver)")]
+              pytest.mark.component("chromium")]
 
 #: ``?rest=`` values that must never be followed; OTHER is the other host's "host:port".
 REFUSED = ("http://OTHER/api", "//OTHER/api", "javascript:alert(1)//", "/\\OTHER/api", "/.//OTHER/api",

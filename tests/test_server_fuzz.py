@@ -96,6 +96,19 @@ def test_fuzz_any_route(client, verb, path, body):
         assert answer.is_json
 
 
+@pytest.mark.parametrize("path", ["/static/../../etc/passwd", "/static/..%2f..%2f..%2f..%2fetc%2fpasswd",
+                                  "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static//etc/passwd",
+                                  "/static/../app.py", "/static/..%2fapp.py", "/static/..\\app.py"])
+def test_a_path_out_of_the_pages_folder_is_404_and_shows_no_file(client, path):
+    """The pages route serves its folder only: a path climbing out of it (plain, percent-encoded, absolute,
+    backslashed) answers 404 JSON, with nothing of /etc/passwd or of the server's own code (timl/serving/app.py,
+    one folder above the pages). A doubled slash is redirected within the folder (Werkzeug merges slashes)."""
+    answer = client.get(path, follow_redirects=True)
+    body = answer.get_data(as_text=True)
+    assert answer.status_code == 404 and answer.is_json, (answer.status_code, body[:200])
+    assert "root:" not in body and "def create_app" not in body
+
+
 def test_openapi_lists_every_api_route(client):
     import re
 

@@ -324,31 +324,41 @@ def _listening(processes) -> set[tuple[str, int]]:
     return found
 
 
-def test_the_server_listens_on_loopback_only_by_default(tmp_path):
-    """README: the REST server binds to 127.0.0.1 unless told otherwise: ``python -m timl.serve`` without
-    ``--bind`` listens on 127.0.0.1:8080 and on no other address (not 0.0.0.0, not ::)."""
-    taken = [(connection.laddr, connection.pid) for connection in psutil.net_connections("inet")
-             if connection.status == psutil.CONN_LISTEN and connection.laddr.port == 8080]
-    if taken:
-        pytest.skip(f"port 8080, the server's default, is taken (address, pid: {taken}): the default cannot be tried")
-    server, log = _serve(tmp_path, "--workers", "1")
-    base = "http://127.0.0.1:8080"
+def test_the_server_listens_on_loopback_8080_by_default(monkeypatch):
+    """README: the REST server binds to 127.0.0.1:8080 unless told otherwise: ``python -m timl.serve`` without
+    ``--bind`` hands that address to the server (the next test shows the server listens on exactly what it is
+    handed, on a free port: 8080 itself may be taken on a test machine)."""
+    from click.testing import CliRunner
+
+    from timl import serve
+
+    handed = []
+    monkeypatch.setattr(serve, "run", lambda config, bind, *rest: handed.append(bind))
+    result = CliRunner().invoke(serve.cli, ["--config", "timl_server_config.json"])
+    assert result.exit_code == 0, result.output
+    assert handed == ["127.0.0.1:8080"]
+
+
+def test_the_server_listens_on_the_loopback_address_it_is_given_and_no_other(tmp_path):
+    """``python -m timl.serve --bind 127.0.0.1:PORT`` listens on 127.0.0.1:PORT and on no other address (not
+    0.0.0.0, not ::), in the master and every worker."""
+    port = free_port()
+    server, log = _serve(tmp_path, "--workers", "1", "--bind", f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
         health = None
         while health is None and time.time() < deadline:
             if server.poll() is not None:
-                if "Connection in use" in log.read_text():
-                    pytest.skip("port 8080, the server's default, was taken meanwhile: the default cannot be tried")
                 raise AssertionError(f"the server stopped: {log.read_text()[-3000:]}")
             health = _health(base)
             time.sleep(0.2)
         assert health, f"no answer on {base}: {log.read_text()[-3000:]}"
         master = psutil.Process(server.pid)
         workers = master.children()
-        assert health["pid"] in [worker.pid for worker in workers], "another server answered on 8080"
-        assert _listening([master, *workers]) == {("127.0.0.1", 8080)}
-        assert "Listening at: http://127.0.0.1:8080" in log.read_text()
+        assert health["pid"] in [worker.pid for worker in workers], f"another server answered on {port}"
+        assert _listening([master, *workers]) == {("127.0.0.1", port)}
+        assert f"Listening at: {base}" in log.read_text()
     finally:
         _stop(server)
 

@@ -14,25 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from helpers import encoded, free_port, saved_model, tiny_classifier, wait_for_http
+from helpers import colour_classifier, encoded, free_port, saved_model, tiny_classifier, wait_for_http
 from timl.serving.batching import Batcher
 from timl.serving.explaining import ExplanationQueue, QueueFull, _ThreadSlot
 
 TOKEN = "a-token-of-dr-a-0123456789"
 
 
-def distinct_images(count: int) -> list[bytes]:
-    """PNGs of different sizes and contents (a colour and noise of their own), so their predictions differ."""
+def distinct_images(count: int) -> list[tuple[bytes, np.ndarray]]:
+    """PNGs of different sizes, each of one colour of its own, with what the colour classifier
+    (helpers.colour_classifier) predicts for it, computed here: softmax(20 * colour / 255)."""
     from PIL import Image
 
     images = []
     for index in range(count):
-        rng = np.random.default_rng(index)
-        width, height = 20 + 7 * index, 16 + 5 * (index % 4)
-        pixels = rng.integers(0, 256, 3) * rng.random((height, width, 1)) + rng.integers(0, 40, (height, width, 3))
+        colour = np.array([100 + 4 * index, 160 - 3 * index, 120 + (7 * index) % 40])  # no probability near 1
         buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "PNG")
-        images.append(buffer.getvalue())
+        Image.new("RGB", (20 + 7 * index, 16 + 5 * (index % 4)), tuple(int(value) for value in colour)).save(
+            buffer, "PNG")
+        logits = 20 * colour / 255
+        images.append((buffer.getvalue(), np.exp(logits) / np.exp(logits).sum()))
     return images
 
 
@@ -92,10 +93,8 @@ def test_a_failing_input_fails_only_its_own_request():
 def test_the_app_batches_concurrent_classifications_without_mixing_answers():
     from timl.serving import create_app
 
-    classifier = tiny_classifier()
-    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "BATCH_MAX_WAIT_MS": 50}, classifier=classifier)
-    images = distinct_images(16)
-    expected = [classifier.predict_images([image])[0] for image in images]
+    app = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "BATCH_MAX_WAIT_MS": 50}, classifier=colour_classifier())
+    images, expected = zip(*distinct_images(16))
     assert min(np.abs(a - b).max() for i, a in enumerate(expected) for b in expected[i + 1:]) > 1e-4
 
     def classify(index: int):
@@ -201,7 +200,7 @@ print(json.dumps({"peak": (kilobytes("VmHWM") - start) * 1024, "kept": (kilobyte
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator, /proc")
+@pytest.mark.component("linux")
 def test_freed_images_leave_the_worker():
     """With the server's malloc setting (timl.serving.memory, applied by create_app), 16 threads decoding 2 at a
     time peak under 2 decodes' worth (12 bytes per pixel each) and keep less than one image once done; glibc's
@@ -224,14 +223,22 @@ def test_decode_concurrency_is_checked(value):
         ServerConfig.from_mapping({"CLASSIFICATION_MODEL": "m", "DECODE_CONCURRENCY": value})
 
 
+def _wait_for(condition, message: str, timeout: float = 30) -> None:
+    """Waits until ``condition()`` is true (polled every 10 ms); fails with ``message`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.01)
+
+
 def test_the_explanation_queue_answers_503_with_retry_after_when_full():
     release = threading.Event()
     queue = ExplanationQueue([_ThreadSlot(None)], max_waiting=1, timeout=30)
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(queue.run, lambda _, event: event.wait(30) and "first", release)
-        time.sleep(0.2)
+        _wait_for(lambda: queue.stats()["admitted"] == 1, "the first explanation was not admitted")
         waiting = pool.submit(queue.run, lambda _: "second")
-        time.sleep(0.2)
+        _wait_for(lambda: queue.stats()["admitted"] == 2, "the second explanation was not admitted")
         with pytest.raises(QueueFull) as full:
             queue.run(lambda _: "third")
         assert full.value.retry_after >= 1 and "busy" in str(full.value)
@@ -264,7 +271,8 @@ def test_explanations_over_http_queue_time_out_and_do_not_block_classification(t
         long_request = f"{base}/api/explain/rise/-?masks=20000&seed=0"
         with ThreadPoolExecutor(1) as pool:
             long = pool.submit(requests.post, long_request, files=files, timeout=120)
-            time.sleep(1.0)
+            _wait_for(lambda: requests.get(f"{base}/health", timeout=10).json()["explanations"]["admitted"] == 1,
+                      "the long explanation did not start")
             busy = requests.post(f"{base}/api/explain/gradcam/conv_a", files=files, timeout=60)
             assert busy.status_code == 503 and "busy" in busy.json()["error"]
             assert int(busy.headers["Retry-After"]) >= 1
@@ -293,14 +301,28 @@ def _token_app(tmp_path):
                       classifier=tiny_classifier())
 
 
+#: Routes under the REST prefix that answer without a token (the README documents them): none. /health, the pages
+#: and their script are outside the prefix.
+OPEN_REST_RULES: frozenset[str] = frozenset()
+#: A value for each variable part of a REST route, so that the request reaches the route (not a 404).
+ROUTE_VALUES = {"text": "x", "method": "gradcam", "layer": "conv_a", "name": "a.png"}
+
+
 def test_tokens_are_required_on_every_rest_route_and_not_on_health(tmp_path):
+    """Every rule of the app's URL map under the REST prefix, whichever blueprint (or none) added it, answers 401
+    without a valid Bearer token, except the documented open ones (OPEN_REST_RULES, listed here)."""
+    import re
+
+    from timl.serving.config import ServerConfig
+
+    prefix = ServerConfig(model="m").rest_prefix
     app = _token_app(tmp_path)
     client = app.test_client()
-    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in ("api", "reviews")]
-    assert len(rules) >= 10
+    rules = [rule for rule in app.url_map.iter_rules()
+             if rule.rule.startswith(f"{prefix}/") and rule.rule not in OPEN_REST_RULES]
+    assert prefix == "/api" and len(rules) >= 13
     for rule in rules:
-        url = rule.rule.replace("<text>", "x").replace("<method>", "gradcam").replace("<path:layer>", "conv_a")
-        url = url.replace("<name>", "a.png")
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda part: ROUTE_VALUES[part.group(1)], rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"}):
                 answer = client.open(url, method=method, headers=headers)

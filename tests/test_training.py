@@ -73,6 +73,17 @@ def test_two_row_table_end_to_end(tracking_uri, mini_digits, tmp_path):
                                               "valsens", "testsize", "testmalprop", "testacc", "testspec",
                                               "testsens", "testauc", "exceptions", "notes"]
     assert re.fullmatch(r"\[\d\.\d{3},\d\.\d{3},\d\.\d{3}\]", table_csv.loc[0, "testacc"])
+    # the cells against the run's own metrics, formatted here by hand as the original TIML wrote them
+    metrics = first.data.metrics
+    assert (table_csv.loc[0, "trainsize"], table_csv.loc[0, "valsize"], table_csv.loc[0, "testsize"]) == \
+        ("60", "15", "15")  # 90 images, n=15
+    assert table_csv.loc[0, "testacc"] == "[%.3f,%.3f,%.3f]" % tuple(
+        metrics[f"test_class/acc_{name}"] for name in ("D0", "D1", "D2"))
+    assert table_csv.loc[0, "valsens"] == "[%.3f,%.3f,%.3f]" % tuple(
+        metrics[f"dev_class/sens_{name}"] for name in ("D0", "D1", "D2"))
+    assert table_csv.loc[0, "trainacc"] == "%.3f" % metrics["train/accuracy"]
+    seconds = round(metrics["train/seconds"])
+    assert table_csv.loc[0, "traintime"] == f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     assert re.fullmatch(r"\d+:\d\d:\d\d", table_csv.loc[0, "traintime"])
     assert re.fullmatch(r"\d{8}-\d{6}", table_csv.loc[0, "trainstart"])
     assert (out / "automation_input.csv").read_bytes() == table.read_bytes(), "the input table, copied as it was"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ import requests
 
 from helpers import chromium, encoded, serving_in_thread, tiny_classifier, wait_until
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are "
-                                 "not installed (.ci/run installs them: apt-get install chromium chromium-driver)")]
+              pytest.mark.component("chromium")]
 
 
 @pytest.fixture(scope="module")

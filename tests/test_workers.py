@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,9 +23,12 @@ def test_jobs_run_in_another_process():
 
 def test_a_worker_that_dies_leaves_the_work_to_the_main_process(tmp_path, caplog):
     with workers.Worker(("timl.plots",)) as worker:
-        child = worker.submit(os.getpid).result()
-        os.kill(child, signal.SIGKILL)
-        time.sleep(0.5)
+        child = psutil.Process(worker.submit(os.getpid).result())
+        child.kill()
+        deadline = time.monotonic() + 30
+        while not _gone(child):  # the job below is submitted once the process is dead, not before
+            assert time.monotonic() < deadline, "the plot process outlived SIGKILL"
+            time.sleep(0.01)
         job = worker.submit(os.getpid)
         assert job.result() == os.getpid()
     assert "plot process stopped" in caplog.text
