@@ -45,7 +45,7 @@ def test_reports_drawn_by_the_worker_match_those_drawn_here(tmp_path):
         files_there = there.finish()
     files_here = here.finish()
     assert [path.name for path in files_here] == [path.name for path in files_there]
-    assert len([path for path in files_there if path.suffix == ".png"]) == 6  # 3 classes, all, confusion, PR
+    assert len([path for path in files_there if path.suffix == ".png"]) == 7  # 3 classes, all, confusion, PR, reliability
     for mine, theirs in zip(files_here, files_there):
         assert mine.read_bytes() == theirs.read_bytes(), mine.name
 
