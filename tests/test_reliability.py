@@ -371,3 +371,35 @@ def test_row_key_is_stable_and_specific(tmp_path):
     assert first.key("1") != first.key("2")
     assert first.key("1") != RunConfig.from_row(row, 0, str(tmp_path / "other.csv")).key("1")
     assert np.isscalar(first.key("1"))
+
+
+@pytest.mark.slow  # about 30 s on 2 cores
+def test_a_second_resume_refuses_the_busy_folder_and_ctrl_c_kills_the_row(tracking_uri, mini_digits, tmp_path):
+    """Two ``--resume`` processes on one table and folder: the second refuses at once (exit 2), naming the folder
+    and the process that holds it, and trains nothing; Ctrl-C (SIGINT) then ends the first's row KILLED, exit 130,
+    and the folder is free again."""
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=200)])
+    out = tmp_path / "out"
+    first = subprocess.Popen(_train_command(table, out, "twice", "--resume"), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_epoch(out, "twice", first)
+        second = subprocess.run(_train_command(table, out, "twice", "--resume"), cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"The output folder {out} is in use by pid {first.pid} on host" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert [run.info.status for run in _row_runs("twice")] == ["RUNNING"], "the second process trained nothing"
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 130, output
+    assert "--resume" in output
+    runs = _row_runs("twice")
+    assert [run.info.status for run in runs] == ["KILLED"]
+    assert _client().get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
+    from timl.training.lock import output_folder_lock
+
+    with output_folder_lock(out):  # the lock went with the process
+        pass
