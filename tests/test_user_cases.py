@@ -62,3 +62,26 @@ def test_unicode_and_spaces_end_to_end_and_a_row_with_missing_images(tracking_ur
                                           str(image), "--out-dir", str(out / "erklärung é")])
     assert result.exit_code == 0, result.output
     assert (out / "erklärung é" / f"{image.stem}-gradcam-heatmap.png").is_file()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_tracking_store_is_named_and_left_alone(tmp_path, damage):
+    """A corrupt or truncated mlflow.db: exit 2 with a message naming the file, no traceback, the file untouched."""
+    from timl.train import cli as train
+    from timl import tracking
+
+    store = tmp_path / "mlflow.db"
+    if damage == "garbage":
+        store.write_bytes(bytes(range(256)) * 40)
+    else:
+        tracking.configure(f"sqlite:///{tmp_path / 'whole.db'}")
+        whole = (tmp_path / "whole.db").read_bytes()
+        store.write_bytes(whole[:len(whole) // 3])
+    before = store.read_bytes()
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(tmp_path / "absent.csv"), epochs=1)])
+    result = CliRunner().invoke(train, ["--input-table", str(table), "--out-dir", str(tmp_path / "out"),
+                                        "--tracking-uri", f"sqlite:///{store}"])
+    assert result.exit_code == 2, result.output
+    assert f"The tracking store {store} cannot be read: it is corrupt or truncated" in result.output
+    assert "Restore it from a backup" in result.output and "Traceback" not in result.output
+    assert store.read_bytes() == before, "the user's store is never rewritten"
