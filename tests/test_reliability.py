@@ -148,6 +148,25 @@ def test_unusable_checkpoint_trains_from_the_first_epoch(tmp_path, caplog):
     assert "cannot be used" in caplog.text and "first epoch" in caplog.text
 
 
+def test_a_row_with_a_truncated_checkpoint_trains_afresh_and_says_so(tracking_uri, mini_digits, tmp_path, caplog):
+    """A truncated ``last.npz`` and ``best.json`` (a disk that failed): the row warns, naming each file, and trains
+    from its first epoch, rather than failing the row (and every later --resume) until the user deletes them."""
+    from timl import training
+
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=2)])
+    backup = tmp_path / "out" / ".backup" / "0"
+    backup.mkdir(parents=True)
+    (backup / "last.npz").write_bytes(b"PK\x03\x04 truncated")
+    (backup / "best.json").write_text('{"value": 0.9')
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="torn", skip_roc=True, resume=True)
+    assert [row.status for row in outcome.rows] == ["FINISHED"], outcome.rows[0].message
+    assert f"The checkpoint {backup / 'last.npz'} cannot be used" in caplog.text and "first epoch" in caplog.text
+    assert f"The best-epoch record {backup / 'best.json'} cannot be used" in caplog.text
+    run = _row_runs("torn")[0]
+    assert "timl.resumed_at_epoch" not in run.data.tags
+    assert [metric.step for metric in _client().get_metric_history(run.info.run_id, "loss")] == [0, 1]
+
+
 def _row_states(experiment: str) -> list[dict]:
     """Each row run: its row, status, run id and the epochs it has logged (the steps of its loss series)."""
     client = _client()
