@@ -13,7 +13,7 @@ import pytest
 
 #: Skips that only mean "this machine lacks a component": allowed locally, failures where TIML_REQUIRE_ALL=1
 #: (.ci/run sets it: CI has every component, so such a skip there would hide a regression).
-ENVIRONMENT_SKIPS = ("chromium", "ISIC sample", "PostgreSQL", "network namespaces", "tf_keras")
+ENVIRONMENT_SKIPS = ("chromium", "ISIC sample", "PostgreSQL", "network namespaces", "mount namespaces", "tf_keras")
 
 
 @pytest.hookimpl(hookwrapper=True)

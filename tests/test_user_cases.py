@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +88,59 @@ def test_a_corrupt_tracking_store_is_named_and_left_alone(tmp_path, damage):
     assert f"The tracking store {store} cannot be read: it is corrupt or truncated" in result.output
     assert "Restore it from a backup" in result.output and "Traceback" not in result.output
     assert store.read_bytes() == before, "the user's store is never rewritten"
+
+
+def _mount_namespaces_work(folder: Path) -> bool:
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs '{folder}'"],
+                           capture_output=True, text=True, check=False) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
+
+
+@pytest.mark.slow  # about 25 s on 2 cores
+def test_a_disk_that_fills_during_a_row(mini_digits, tmp_path):
+    """A real 2 MB filesystem (tmpfs in a private mount namespace) as the output folder: the first row's files fit,
+    the second row's model does not. The second row fails saying the disk is full and what to do, leaves no
+    half-written model file, the first row's files are intact, and ``--resume`` once there is space trains only
+    the second row."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if not _mount_namespaces_work(out):
+        pytest.skip("mount namespaces are not available (root and util-linux's unshare are needed for a tmpfs)")
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1)] * 2)
+    train = (f"'{sys.executable}' -m timl.train --input-table '{table}' --out-dir '{out}' --skip-roc "
+             f"--no-system-metrics --tracking-uri 'sqlite:///{tmp_path / 'mlflow.db'}' "
+             f"--checkpoint-dir '{tmp_path / 'checkpoints'}'")
+    script = (f"mount -t tmpfs -o size=2m tmpfs '{out}' || exit 99\n{train}\necho \"first exit $?\"\n"
+              f"sha256sum '{out}'/0-* > '{tmp_path / 'before.txt'}'\nls '{out}' > '{tmp_path / 'full.txt'}'\n"
+              f"mount -o remount,size=8m '{out}'\n{train} --resume\necho \"second exit $?\"\n"
+              f"sha256sum -c '{tmp_path / 'before.txt'}' > /dev/null && echo 'row 0 intact'\n"
+              f"cp -r '{out}' '{tmp_path / 'kept'}'\n")
+    result = subprocess.run(["unshare", "--mount", "bash", "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert "first exit 1" in output and "second exit 0" in output and "row 0 intact" in output, output[-4000:]
+    assert "row 1-SmallCNN FAILED: Disk full: free space on the disk of the output folder" in output
+    assert "No space left on device" in output and "Traceback" not in output
+    full = (tmp_path / "full.txt").read_text().split()
+    assert [name for name in full if name.startswith("0-keras_model-")], "the first row's model is kept"
+    assert not [name for name in full if name.startswith("1-keras_model-")], "no half-written model file"
+    assert "row 0-SmallCNN: FINISHED in 0s - skipped: already FINISHED" in output
+    results = pd.read_csv(tmp_path / "kept" / "automation_result.csv", dtype=str, keep_default_na=False)
+    assert list(results["exceptions"]) == ["", ""]
+
+
+def test_a_full_disk_stops_the_table_with_what_to_do(tmp_path):
+    """``/dev/full`` answers every write with ENOSPC, as a full disk does: the table's error names the file and
+    says to free space and --resume."""
+    from timl.errors import TrainingError
+    from timl.training.space import disk_full_stops_the_table
+
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full is not available on this system")
+    expected = rf"No space left on the device in the output folder {re.escape(str(tmp_path))}\. .*--resume"
+    with pytest.raises(TrainingError, match=expected):
+        with disk_full_stops_the_table(tmp_path), open("/dev/full", "w") as full:
+            full.write("x")
+            full.flush()
+    with pytest.raises(PermissionError), disk_full_stops_the_table(tmp_path):  # other errors are left as they are
+        raise PermissionError("not ENOSPC")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import logging
 import os
 import socket
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 #: What a row out of memory should try, said before TensorFlow's own (long) message.
 MEMORY_HINT = ("Out of memory: lower the row's batchsize or imgsize (or train it on a machine with more memory, "
                "or fewer rows at once). ")
+#: What a row that filled the disk should try, said before the operating system's message.
+DISK_FULL_HINT = ("Disk full: free space on the disk of the output folder (and of --checkpoint-dir), then continue "
+                  "with the same command plus --resume; the rows that FINISHED are kept. ")
 
 
 def git_commit() -> str | None:
@@ -292,10 +296,12 @@ class RowRun:
 
 def error_text(error: BaseException) -> str:
     """A failed row's error as its run and the results table's ``exceptions`` show it: ``Type: message``, after a
-    hint when the row ran out of memory (TensorFlow's ResourceExhaustedError, Python's MemoryError)."""
+    hint when the row ran out of memory (TensorFlow's ResourceExhaustedError, Python's MemoryError) or disk space."""
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError" or "OOM when" in text:
         return MEMORY_HINT + text
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return DISK_FULL_HINT + text
     return text
 
 

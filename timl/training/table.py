@@ -29,6 +29,7 @@ from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
 from timl.training.lock import output_folder_lock
 from timl.training.options import TableOptions
+from timl.training.space import disk_full_stops_the_table
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(options.rows, len(configs))
     tracking.configure(options.tracking_uri)
-    with contextlib.ExitStack() as folder_lock:  # the output folder's lock (timl.training.lock) until the table ends
+    with disk_full_stops_the_table(options.out_dir), contextlib.ExitStack() as folder_lock:  # the output
+        # folder's lock (timl.training.lock) until the table ends; a full disk: a clear error (timl.training.space)
         parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
                                              options.resume, folder_lock)
         return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress)
@@ -130,7 +132,8 @@ def _train_rows(parent_id: str, out_dir: Path, configs: list[RunConfig | ConfigE
                 row_ended(outcome)
     except BaseException as error:  # never leave the table run RUNNING
         cross_validations.abort()
-        _write_results(parent_id, out_dir)
+        with contextlib.suppress(OSError):  # a full disk: the results table is rebuilt by --resume
+            _write_results(parent_id, out_dir)
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
