@@ -465,3 +465,13 @@ def test_test_time_augmentation_lives_in_timl_tta_alone():
     assert not offenders, f"a test-time augmentation name outside timl/tta.py (use timl.tta): {offenders}"
     imports = [name for name in _imports_of(PACKAGE / "tta.py") if name.startswith(("timl", "tensorflow", "keras"))]
     assert imports == ["timl.errors", "timl.images.augment"], imports
+
+
+def test_a_run_owner_is_more_than_a_pid():
+    """A run left RUNNING belongs to a process named by pid, host and start time (``timl.tracking.runs``): no module
+    decides that a run's process lives by its pid alone (``pid_exists``: a reused pid is another process), and only
+    ``timl.training.lock`` locks a table's output folder."""
+    offenders = [module for module, path in _modules().items() if "pid_exists(" in path.read_text()]
+    assert not offenders, f"a process identified by its pid alone: {offenders}"
+    lockers = [module for module, path in _modules().items() if ".timl.lock" in path.read_text()]
+    assert lockers == ["timl.training.lock"], lockers
