@@ -295,3 +295,39 @@ def test_a_file_that_is_not_an_image_gets_a_plain_message(client):
     message = answer.get_json()["error"]
     assert answer.status_code == 400 and "not an image file" in message and "notes.jpg" in message
     assert "BytesIO" not in message and "0x" not in message
+
+
+def test_answers_read_back_with_the_types_they_were_posted_with(client):
+    """``agree`` and ``skipped`` are true/false both ways (a POST's booleans, not the store's 1/0)."""
+    answer = {"image": "a.png", "evaluator": "Dr. A", "agree": False, "label": "B", "predicted": "A"}
+    assert client.post("/api/evaluate/answers", json=answer).status_code == 201
+    skipped = {"image": "b.JPG", "evaluator": "Dr. A", "skipped": True}
+    assert client.post("/api/evaluate/answers", json=skipped).status_code == 201
+    read = client.get("/api/evaluate/answers?reviewer=Dr.%20A").get_json()["answers"]
+    assert [(row["image"], row["agree"], row["skipped"]) for row in read] == [("a.png", False, False),
+                                                                            ("b.JPG", False, True)]
+
+
+def test_an_image_and_its_analysis_are_found_without_the_files_suffix(client):
+    assert client.get("/api/evaluate/images/a").data == encoded()
+    analysis = client.get("/api/evaluate/images/b/analysis")
+    assert analysis.status_code == 200 and analysis.get_json() == client.get(
+        "/api/evaluate/images/b.JPG/analysis").get_json()
+    missing = client.get("/api/evaluate/images/nope/analysis")
+    assert missing.status_code == 404 and "with or without the file's suffix" in missing.get_json()["error"]
+
+
+def test_answers_record_the_model_as_a_uri_not_a_display_label(tmp_path):
+    """The review export's provenance names models by what loads them again (issue 25)."""
+    from timl.serving.config import ServerConfig
+    from timl.serving.model import ModelHolder
+
+    classifier = tiny_classifier()
+    holder = ModelHolder(ServerConfig.from_mapping({"CLASSIFICATION_MODEL": str(tmp_path / "lesions.h5")}),
+                         classifier)
+    assert holder.review_facts()["model"] == "lesions.h5", "a file by its name: never the server's path"
+    holder._description = {"name": "skin", "version": "3", "label": "skin v3 · 2026-11-30"}
+    assert holder.review_facts()["model"] == "models:/skin/3", "a registered version, its alias resolved"
+    holder._description = {"name": "a-run", "label": "a-run"}
+    classifier.source = {"model_uri": "runs:/0123abcd/model", "run_id": "0123abcd"}
+    assert holder.review_facts()["model"] == "runs:/0123abcd/model"

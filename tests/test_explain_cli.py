@@ -88,3 +88,22 @@ def test_rise_options_reach_the_explainer_and_match_the_server(model_and_images)
         assert f"--{query}," in help_text and f"{low}<=x<={high}" in help_text
     bad = CliRunner().invoke(cli, ["--keras-model", str(model), "--image", image, "--cells", "1"])
     assert bad.exit_code == 2 and "--cells" in bad.output and "2<=x<=64" in bad.output
+
+
+def test_the_command_says_which_class_and_layer_it_explained(model_and_images, caplog):
+    import logging
+
+    from timl.explain import cli
+
+    model, folder = model_and_images
+    image = str(folder / "images" / "img000.png")
+    with caplog.at_level(logging.INFO, logger="timl.explain"):
+        result = CliRunner().invoke(cli, ["--keras-model", str(model), "--image", image, "--method", "gradcam",
+                                          "--method", "rise", "--rise-masks", "20", "--class", "B",
+                                          "--out-dir", str(folder / "out")])
+    assert result.exit_code == 0, result.output
+    lines = [record.getMessage() for record in caplog.records if record.name == "timl.explain"]
+    gradcam = next(line for line in lines if "gradcam" in line)
+    assert gradcam.startswith("img000: gradcam explained class B (") and " at layer " in gradcam
+    rise = next(line for line in lines if "rise" in line)
+    assert rise.startswith("img000: rise explained class B (") and "uses no layer" in rise

@@ -60,6 +60,21 @@ def test_register_run_describes_and_tags_the_version(table):
     assert str(_client().get_model_version_by_alias("lesions", "champion").version) == "1", "no alias: left alone"
 
 
+def test_registering_prints_no_mlflow_notice_about_artifact_paths(table, caplog):
+    """MLflow 3 logs a model as a logged model (models:/m-ID); registering runs:/ID/model warned about a missing
+    artifact path every time (issue 25). Other MLflow warnings stay."""
+    import logging
+
+    _, rows = table
+    with caplog.at_level(logging.WARNING):
+        register.register_run(rows[0], "quiet")
+    assert not [record for record in caplog.records if "has no artifacts at artifact path" in record.getMessage()]
+    other = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    with caplog.at_level(logging.WARNING):
+        other.warning("another MLflow warning")
+    assert "another MLflow warning" in caplog.text and not other.filters, "the filter is gone after registering"
+
+
 def test_the_best_finished_row_by_any_metric(table):
     parent, rows = table
     assert register.best_run(parent) == rows[0]  # dev/balanced_accuracy, the default

@@ -94,6 +94,19 @@ def test_an_experiment_gathers_every_table_oldest_first(tracking_uri):
     two = _row_run(second, 0, params=ROW_PARAMS)
     frame = results.build_results_table(experiment="many")
     assert list(frame["run_id"]) == [one, two]
+    assert list(frame["table_run"]) == [first, second], "each line says which table run it came from"
+    assert "table_run" not in results.build_results_table(parent_run_id=first).columns, "one table: no such column"
+
+
+def test_scores_always_have_four_decimals_and_counts_are_integers(tracking_uri):
+    parent = _table_run("formats")
+    _row_run(parent, 0, params=ROW_PARAMS, metrics={"dev/auc": 1.0, "test/auc": 0.5, "dev/accuracy": 0.12345,
+                                                   "test/balanced_accuracy": 0.0, "train/samples": 40.0,
+                                                   "dev/samples": 5, "test/samples": 5})
+    row = results.build_results_table(parent_run_id=parent, ci=False).loc[0]
+    assert (row["val_auc"], row["test_auc"], row["val_accuracy"], row["test_balanced_accuracy"]) == (
+        "1.0000", "0.5000", "0.1235", "0.0000"), "one format for every score column: a perfect 1 is 1.0000"
+    assert (row["trainsize"], row["valsize"], row["testsize"]) == ("40", "5", "5"), "counts are integers"
 
 
 @pytest.mark.parametrize("options,message", [({}, "exactly one of --experiment or --parent-run"),
@@ -113,6 +126,8 @@ def test_write_table_and_the_command(tracking_uri, tmp_path):
     output = tmp_path / "cli.csv"
     result = CliRunner().invoke(results.cli, ["--experiment", "cli", "-o", str(output), "--tracking-uri", tracking_uri])
     assert result.exit_code == 0 and "Wrote 1 rows" in result.output
-    assert pd.read_csv(output, dtype=str, keep_default_na=False).equals(written)
+    from_experiment = pd.read_csv(output, dtype=str, keep_default_na=False)
+    assert list(from_experiment.columns) == list(results.RESULT_COLUMNS) + ["table_run"], "the table run comes last"
+    assert from_experiment.drop(columns="table_run").equals(written) and list(from_experiment["table_run"]) == [parent]
     missing = CliRunner().invoke(results.cli, ["--experiment", "none", "--tracking-uri", tracking_uri])
     assert missing.exit_code == 2 and "No TIML table runs" in missing.output

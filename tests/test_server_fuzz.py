@@ -97,8 +97,16 @@ def test_fuzz_any_route(client, verb, path, body):
 
 
 def test_openapi_lists_every_api_route(client):
+    import re
+
     spec = client.get("/api/openapi.json").get_json()
     assert {"/api/info", "/api/classify", "/api/explain/{method}/{layer}"} <= set(spec["paths"])
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), verb.lower())
+              for rule in client.application.url_map.iter_rules() if rule.rule.startswith("/api/")
+              and rule.rule != "/api/openapi.json" for verb in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {(path, verb) for path, verbs in spec["paths"].items() for verb in verbs}
+    assert routes - described == set(), "every REST route (the evaluate routes of evaluate.html too) is described"
+    assert described - routes == set(), "the description names no route the server lacks"
 
 
 @pytest.mark.slow

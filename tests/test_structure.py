@@ -467,6 +467,40 @@ def test_test_time_augmentation_lives_in_timl_tta_alone():
     assert imports == ["timl.errors", "timl.images.augment"], imports
 
 
+def carriage_return_writes(source: str) -> list[int]:
+    """The lines of ``source`` that write a carriage return to a stream (a progress frame)."""
+    import re
+
+    return [number for number, line in enumerate(source.splitlines(), start=1)
+            if re.search(r"""\.write\(\s*f?["']\\r""", line)]
+
+
+def test_progress_frames_are_written_by_the_one_progress_writer():
+    """Progress is written by ``timl.cli.write_progress`` alone, so a file or pipe gets a line per update, never
+    carriage-return frames (issue 25)."""
+    assert carriage_return_writes('sys.stderr.write(f"\\rpredicted {n}")\nstream.write("\\rx")\n') == [1, 2]
+    offenders = [f"{path.relative_to(REPO)}:{line}" for module, path in _modules().items()
+                 if module != "timl.cli" for line in carriage_return_writes(path.read_text())]
+    assert not offenders, f"a progress frame written outside timl.cli.write_progress: {offenders}"
+
+
+#: The modules that may create a tracking store (they write runs or versions); every other caller of
+#: ``tracking.configure`` only reads and passes ``create=False`` (issue 25: no empty mlflow.db from a read).
+STORE_WRITERS = {"timl.train", "timl.training.table", "timl.training.ray_executor", "timl.register", "timl.review"}
+
+
+def test_commands_that_only_read_create_no_store():
+    offenders = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "configure"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "tracking"
+                    and module not in STORE_WRITERS
+                    and not any(keyword.arg == "create" and isinstance(keyword.value, ast.Constant)
+                                and keyword.value.value is False for keyword in node.keywords)):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db (pass create=False): {offenders}"
+
 def test_a_run_owner_is_more_than_a_pid():
     """A run left RUNNING belongs to a process named by pid, host and start time (``timl.tracking.runs``): no module
     decides that a run's process lives by its pid alone (``pid_exists``: a reused pid is another process), and only

@@ -413,6 +413,10 @@ def load_classifier(model_uri: str | None = None, keras_model: str | Path | None
     if bool(model_uri) == bool(keras_model):
         raise ModelError("Give exactly one of --model-uri or --keras-model. "
                          f"Received: model_uri={model_uri!r}, keras_model={keras_model!r}")
+    if model_uri and "://" not in model_uri and model_uri.lower().endswith((".h5", ".keras")):
+        raise ModelError(f"{model_uri} is a Keras file, not an MLflow model URI: give it as --keras-model "
+                         f"{model_uri} (--model-uri takes runs:/RUN_ID/model, models:/NAME@ALIAS or "
+                         "models:/NAME/VERSION).")
     if model_uri:
         return classifier_from_uri(model_uri)
     return classifier_from_keras_file(keras_model, config_table)

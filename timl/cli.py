@@ -39,19 +39,31 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 TRACKING_URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 
 
+def unwrapped(epilog: str | None) -> str | None:
+    """The epilog with click's ``\\b`` marker before each paragraph, so examples are shown as written.
+
+    Click rewraps help paragraphs to the terminal's width, which would break a command line mid-option
+    (``--test-`` / ``dataframe``); a paragraph after a line holding only ``\\b`` is kept verbatim.
+    """
+    if not epilog:
+        return epilog
+    paragraphs = epilog.strip("\n").split("\n\n")
+    return "\n\n".join(text if text.startswith("\b") else "\b\n" + text for text in paragraphs)
+
+
 def command(epilog: str | None = None, **settings):
     """``click.command`` with TIML's context settings (``-h``, ``--help``) and its example as the epilog.
 
     Args:
-        epilog: the command's example(s), shown under its options.
+        epilog: the command's example(s), shown under its options as written (never rewrapped).
         **settings: further arguments of ``click.command`` (``name=...``).
     """
-    return click.command(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+    return click.command(context_settings=CONTEXT_SETTINGS, epilog=unwrapped(epilog), **settings)
 
 
 def group(epilog: str | None = None, **settings):
     """``click.group`` with TIML's context settings; its subcommands (``@cli.command``) inherit them."""
-    return click.group(context_settings=CONTEXT_SETTINGS, epilog=epilog, **settings)
+    return click.group(context_settings=CONTEXT_SETTINGS, epilog=unwrapped(epilog), **settings)
 
 
 def tracking_uri_option(help: str = TRACKING_URI_HELP):  # noqa: A002 (click's name)
@@ -85,9 +97,20 @@ def user_errors():
         sys.exit(2)
 
 
+def write_progress(text: str, finished: bool, stream=None) -> None:
+    """Writes one progress update: on a terminal over the previous one (carriage return, a newline when
+    ``finished``); to a file or pipe (not a TTY) as a line of its own, so a log holds no carriage-return frames."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        stream.write(f"\r{text}" + ("\n" if finished else ""))
+    else:
+        stream.write(text + "\n")
+    stream.flush()
+
+
 def progress_printer(verb: str):
     """A ``progress(done, total)`` callback that keeps one line on stderr: ``explained 12/40 images (1.9 img/s,
-    0:00:15 left)``."""
+    0:00:15 left)`` (:func:`write_progress`: a line per update when stderr is a file or pipe)."""
     import datetime
     import time
 
@@ -96,10 +119,7 @@ def progress_printer(verb: str):
     def progress(done: int, total: int) -> None:
         rate = done / max(time.time() - started, 1e-9)
         left = datetime.timedelta(seconds=round((total - done) / rate)) if rate else "?"
-        sys.stderr.write(f"\r{verb} {done}/{total} images ({rate:.1f} img/s, {left} left)")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        write_progress(f"{verb} {done}/{total} images ({rate:.1f} img/s, {left} left)", done == total)
 
     return progress
 

@@ -393,9 +393,24 @@ def read_cells(path: str | Path):
                              numeric_columns=NUMERIC_COLUMNS.__contains__)
 
 
+def unknown_columns_message(path: str | Path, unknown: list[str]) -> str:
+    """The error of a table with unknown columns: a "did you mean" for each close to a known column, then every
+    known column once (``notes`` is an input and an output column)."""
+    import difflib
+
+    inputs = tuple(dict.fromkeys(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS))
+    outputs = [column for column in dict.fromkeys(OUTPUT_COLUMNS + SUMMARY_COLUMNS + CALIBRATION_SUMMARY_COLUMNS)
+               if column not in inputs]
+    hints = [f"{column!r}: did you mean {close[0]!r}?" for column in unknown
+             if (close := difflib.get_close_matches(str(column), KNOWN_COLUMNS, n=1))]
+    return (f"{path}: unknown column(s) {', '.join(repr(column) for column in unknown)} (a typo?)."
+            + (f" {' '.join(hints)}" if hints else "")
+            + f" Known columns: {', '.join(inputs)}, and the output columns {', '.join(outputs)}.")
+
+
 def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row (empty rows
-    are no rows).
+    are no rows). A row's ConfigError carries the row's cells as written, ``error.cells`` (column -> text).
 
     Raises:
         MissingFileError: the table does not exist.
@@ -406,11 +421,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     columns = list(frame.columns)
     unknown = [column for column in columns if column not in KNOWN_COLUMNS]
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown column(s) {', '.join(repr(c) for c in unknown)} (a typo?). Known columns: "
-            f"{', '.join(INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS)}, and the output columns {', '.join(OUTPUT_COLUMNS)}, "
-            f"{', '.join(SUMMARY_COLUMNS + CALIBRATION_SUMMARY_COLUMNS)}."
-        )
+        raise ConfigError(unknown_columns_message(path, unknown))
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
         raise ConfigError(f"{path}: missing required column(s) {', '.join(missing)}. Received columns: "
@@ -420,6 +431,7 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
         try:
             rows.append(RunConfig.from_row(row, number, str(path)))
         except ConfigError as error:
+            error.cells = {str(name): str(value) for name, value in row.items()}  # as written: its run's params
             rows.append(error)
     return rows
 

@@ -83,12 +83,12 @@ def write_digits(out_dir: str | Path, *, size: int = 32, seed: int = 0) -> Path:
     return csv_path
 
 
-@group(epilog="Example: python -m timl.data digits demo-data")
+@group(epilog="Example: python -m timl.data digits demo_data")
 def cli():
     """Demo data sets for TIML."""
 
 
-@cli.command("digits", epilog="Example: python -m timl.data digits demo-data  (then dataset=demo-data/digits, "
+@cli.command("digits", epilog="Example: python -m timl.data digits demo_data  (then dataset=demo_data/digits, "
                               "split=pre)")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--size", default=32, show_default=True, type=click.IntRange(8, 1024), help="Image side in pixels.")

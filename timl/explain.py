@@ -57,11 +57,22 @@ def explain_image(classifier, source, name: str, methods: list[str], out_dir: Pa
                     if key == "seed" or key in xai.get_explainer(method).defaults}
         explanation = xai.explain(classifier.model, image, method, layer=layer, class_index=class_index,
                                   preprocessing=classifier.preprocessing, **accepted)
+        logger.info("%s", explained_what(name, explanation, classifier.class_names, predicted))
         for kind, picture in (("grey", explanation.grey), ("heatmap", explanation.heatmap),
                               ("comp", explanation.composite)):
             picture.save(out_dir / f"{name}-{method}-{kind}.png")
         explanations[method] = explanation
     return ExplainedImage(name, predicted, truth, explanations)
+
+
+def explained_what(name: str, explanation, class_names, predicted: str) -> str:
+    """One line saying what an explanation explains: the image, the method, the class and the layer, e.g.
+    ``0007: gradcam explained class 7 (the predicted class) at layer conv2d_1``."""
+    explained = class_names[explanation.class_index]
+    chosen = "the predicted class" if explained == predicted else f"predicted: {predicted}"
+    where = (f"at layer {explanation.layer}" if explanation.layer
+             else "over the input pixels (this method uses no layer)")
+    return f"{name}: {explanation.method} explained class {explained} ({chosen}) {where}"
 
 
 def draw_pages(results: list[ExplainedImage], methods: list[str], out_dir: Path, sources: dict) -> list[Path]:
@@ -217,7 +228,7 @@ def cli(model_uri, keras_model, config_table, image, test_dataframe, img_dir, me
     params = {name: value for name, value in given.items() if value is not None}
     with user_errors():
         if model_uri or log_to_run:
-            tracking.configure(tracking_uri)
+            tracking.configure(tracking_uri, create=False)
         files = write_explanations(model_uri=model_uri, keras_model=keras_model, config_table=config_table, image=image,
                                    test_dataframe=test_dataframe, img_dir=img_dir, methods=methods, layer=layer,
                                    class_cell=class_cell, out_dir=out_dir, log_to_run=log_to_run,

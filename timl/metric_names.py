@@ -131,6 +131,9 @@ ORIGINAL_OUTPUT_COLUMNS = ("trainsize", "augmult", "malprop", "trainstart", "tra
 ORIGINAL_METRIC_COLUMNS = {"trainsize": TRAIN_SAMPLES, "valsize": "dev/samples", "testsize": "test/samples",
                            "trainacc": TRAIN_ACCURACY, "traintime": TRAIN_SECONDS}
 
+#: The metrics the results table writes as counts (integers): the images of each split; scores get 4 decimals.
+COUNT_METRICS = (TRAIN_SAMPLES, "dev/samples", "test/samples")
+
 #: Original per-class columns: column -> (split, short name) of a per-class metric (``valacc`` shows
 #: ``dev_class/acc_<class>``), one value per class, in class order.
 ORIGINAL_CLASS_COLUMNS = {"malprop": (TRAIN, "prop"), "valmalprop": (DEV, "prop"), "valacc": (DEV, "acc"),

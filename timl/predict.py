@@ -19,7 +19,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from timl.cli import command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors
+from timl.cli import (command, cuda_gpu_option, select_gpu, setup_logging, tracking_uri_option, user_errors,
+                      write_progress)
 from timl.errors import ModelError
 from timl.tta import NO_TTA, TTA_CHOICES
 
@@ -42,10 +43,7 @@ class PredictResult:
 
 def _progress(done: int, total: int, started: float) -> None:
     rate = done / max(time.time() - started, 1e-9)
-    sys.stderr.write(f"\rpredicted {done}/{total} images ({rate:.1f} img/s)")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+    write_progress(f"predicted {done}/{total} images ({rate:.1f} img/s)", done == total)
 
 
 def _run_model(model, arrays: np.ndarray, batch_size: int, show_progress: bool, metadata=None) -> np.ndarray:
@@ -244,7 +242,7 @@ def cli(model_uri, keras_model, config_table, test_dataframe, img_dir, output_cs
         if model_uri:
             from timl import tracking
 
-            tracking.configure(tracking_uri)
+            tracking.configure(tracking_uri, create=False)
         result = predict(test_dataframe, output_csv, img_dir=img_dir, model_uri=model_uri, keras_model=keras_model,
                          config_table=config_table, generate_numpy=generate_numpy, layer=layer,
                          threshold=threshold, batch_size=batch_size, show_progress=True, metadata=metadata,

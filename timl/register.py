@@ -101,6 +101,7 @@ def register_candidate(run_id: str, name: str, *, alias: str | None = "champion"
 
     parsed = champion.parse_gates(gates)
     run = tracking.get_run(run_id)
+    _refuse_table_run(run)
     decision = _decide(parsed, run, name, alias)
     params, metrics = run.data.params, run.data.metrics
     description = (f"TIML {params.get('method', '?')} trained on {params.get('dataset', '?')} "
@@ -144,6 +145,23 @@ def write_model_card(run, name: str, version: str, sha256: str | None) -> str:
         tracking.log_artifacts(paths, folder, run_id=run.info.run_id)
     tracking.set_version_tags(name, version, {tracking.TAG_MODEL_CARD: folder})
     return folder
+
+
+def _refuse_table_run(run) -> None:
+    """A table (parent) run has no model of its own: says so and lists its rows' runs (name, run id, status).
+
+    Raises:
+        ConfigError: ``run`` is a table run.
+    """
+    from timl import tracking
+
+    if run.data.tags.get(tracking.TAG_KIND) != tracking.KIND_TABLE:
+        return
+    rows = [f"{child.info.run_name} {child.info.run_id} ({child.info.status})"
+            for child in tracking.child_runs(run.info.run_id)]
+    raise ConfigError(f"Run {run.info.run_id} is a table run: it has no model of its own. Give --run-id of one of its "
+                      f"rows' runs (the run_id column of automation_result.csv), or --table-run "
+                      f"{run.info.run_id} for its best row: {'; '.join(rows) if rows else 'it has no rows yet'}.")
 
 
 def _decide(gates, run, name: str, alias: str | None) -> champion.Decision:
@@ -248,9 +266,9 @@ def register_best(parent_run_id: str, name: str, *, select_by: str = names.DEFAU
     return register_run(best_run(parent_run_id, select_by), name, alias=alias)
 
 
-@command(epilog="Example: python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion "
-               f"--gate {champion.EXAMPLE_GATES[0]!r}; the best row of a finished table: python -m timl.register "
-               "--out-dir train_output-quickstart --name digits")
+@command(epilog="Examples:\n  python -m timl.register --run-id 3f2a... --name skin-lesions --alias champion \\\n"
+               f"      --gate {champion.EXAMPLE_GATES[0]!r}\n  the best row of a finished table:\n"
+               "  python -m timl.register --out-dir train_output-quickstart --name digits")
 @click.option("--run-id", help="The row run whose model to register (the run_id column of automation_result.csv).")
 @click.option("--table-run", help="Or: the best row of this table run (its parent run id), without training.")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Or: the best row of the table whose output "

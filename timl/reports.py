@@ -3,8 +3,8 @@
 :func:`write_report` (and :func:`start_report`, whose plots a :class:`timl.workers.Worker` draws) scores
 predictions with :func:`timl.evaluation.evaluate` and writes ``summary.csv``/``summary.json``
 (:func:`write_summary`), ``per_image_results.csv`` (:func:`per_image_results`), the confusion matrix
-(:func:`confusion_table`), the ROC and precision-recall plots and the reliability diagram. The dev and test sets of a training run, the
-``inspect`` command and a cross-validation's out-of-fold predictions are all written here.
+(:func:`confusion_table`), the ROC and precision-recall plots and the reliability diagram. The dev and test sets
+of a training run, the ``inspect`` command and a cross-validation's out-of-fold predictions are all written here.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def per_image_results(image_names: Sequence[str], y_true, y_prob, class_names: S
         y_true: (samples, classes) array of 0/1.
         y_prob: (samples, classes) predicted probabilities.
         class_names: the name of each column.
-        multi_label: see :func:`evaluate`. Defaults to False.
+        multi_label: see :func:`timl.evaluation.evaluate`. Defaults to False.
         threshold: the multi-label decision threshold. Defaults to 0.5.
 
     Returns:
@@ -143,12 +143,12 @@ def summary_file_values(summary: dict[str, Any]) -> dict[str, Any]:
     """A summary as the original TIML's ``summary.csv`` and ``summary.json`` hold it.
 
     The original's keys come first, in its order (:data:`ORIGINAL_SUMMARY_KEYS`), then TIML's other keys in the
-    order of :func:`evaluate`. ``classes`` is ``;``-joined, every per-class list is an array string of
+    order of :func:`timl.evaluation.evaluate`. ``classes`` is ``;``-joined, every per-class list is an array string of
     :func:`format_class_values` (``[0.500,nan,0.250]``), the other values keep their types (an undefined
     scalar is None).
 
     Args:
-        summary: a dict returned by :func:`evaluate`.
+        summary: a dict returned by :func:`timl.evaluation.evaluate`.
 
     Returns:
         An ordered dict of key to value.
@@ -191,13 +191,14 @@ def write_report(out_dir: str | Path, image_names: Sequence[str], y_true, y_prob
         y_true: (samples, classes) array of 0/1.
         y_prob: (samples, classes) predicted probabilities.
         class_names: the name of each column.
-        multi_label: see :func:`evaluate`. Defaults to False.
+        multi_label: see :func:`timl.evaluation.evaluate`. Defaults to False.
         threshold: the multi-label decision threshold. Defaults to 0.5.
         prefix: prepended to every file name, e.g. ``"dev-"``. Defaults to "".
-        bootstrap: the intervals of the summary and of the ROC plots' AUC (see :func:`evaluate`). Defaults to None.
+        bootstrap: the intervals of the summary and of the ROC plots' AUC (see :func:`timl.evaluation.evaluate`).
+            Defaults to None.
 
     Returns:
-        The summary dict of :func:`evaluate`.
+        The summary dict of :func:`timl.evaluation.evaluate`.
     """
     report = start_report(out_dir, image_names, y_true, y_prob, class_names, multi_label=multi_label,
                           threshold=threshold, prefix=prefix, bootstrap=bootstrap)

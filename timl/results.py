@@ -45,13 +45,15 @@ TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 METRIC_COLUMNS = {**names.ORIGINAL_METRIC_COLUMNS, **names.SUMMARY_COLUMNS, **names.CALIBRATION_SUMMARY_COLUMNS}
 
 
-def _number(value) -> str:
-    """A metric as the table writes it: an integer as such, else 4 decimals; empty when unknown."""
-    if value is None:
-        return ""
-    if float(value).is_integer() and abs(value) < 1e12:
-        return str(int(value))
-    return f"{value:.4f}"
+def _score(value) -> str:
+    """A score as the table writes it: always 4 decimals (``1.0000``, never ``1``); empty when unknown."""
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def _count(value) -> str:
+    """A count (images of a split) as the table writes it: an integer (a cross-validation's mean count rounded);
+    empty when unknown."""
+    return "" if value is None else str(int(round(float(value))))
 
 
 def _metric(metrics: dict, name: str):
@@ -80,8 +82,12 @@ def _format_trainacc(accuracy: float | None) -> str:
     return "" if accuracy is None else f"{accuracy:.3f}"
 
 
-#: How a metric column is written when not as a plain number (:func:`_number`): the original's formats.
-METRIC_FORMATS = {names.TRAIN_ACCURACY: _format_trainacc, names.TRAIN_SECONDS: format_traintime}
+#: How a metric column is written when not as a score (:func:`_score`): counts as integers, the original's formats.
+METRIC_FORMATS = {names.TRAIN_ACCURACY: _format_trainacc, names.TRAIN_SECONDS: format_traintime,
+                  **{metric: _count for metric in names.COUNT_METRICS}}
+
+#: The column ``timl.results --experiment`` adds after all others: the table run (parent run id) of each line.
+TABLE_RUN_COLUMN = "table_run"
 
 
 def _trainstart(run) -> str:
@@ -107,9 +113,9 @@ def result_row(run, ci: bool = False) -> dict:
     for column, (split, short) in names.ORIGINAL_CLASS_COLUMNS.items():
         row[column] = _per_class(metrics, split, short, class_names)
     for column, metric in METRIC_COLUMNS.items():
-        row[column] = METRIC_FORMATS.get(metric, _number)(_metric(metrics, metric))
+        row[column] = METRIC_FORMATS.get(metric, _score)(_metric(metrics, metric))
     for column, metric in (names.INTERVAL_COLUMNS.items() if ci else ()):
-        row[column] = _number(metrics.get(metric))
+        row[column] = _score(metrics.get(metric))
     row["augmult"] = params.get("augmult", "")
     row["trainstart"] = _trainstart(run)
     row["trainmodel"] = tags.get(tracking.TAG_TRAINMODEL, "")
@@ -143,7 +149,8 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
             (:data:`timl.metric_names.INTERVAL_COLUMNS`). Defaults to False.
 
     Returns:
-        A DataFrame with ``RESULT_COLUMNS`` (index: the table row number), then with ``ci`` the interval columns.
+        A DataFrame with ``RESULT_COLUMNS`` (index: the table row number), then with ``ci`` the interval columns;
+        with ``experiment`` (several table runs) last the ``table_run`` column: each line's table run.
 
     Raises:
         ConfigError: neither or both of parent_run_id and experiment, or an unknown experiment.
@@ -152,17 +159,28 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
         raise ConfigError("Give exactly one of --experiment or --parent-run. "
                           f"Received: experiment={experiment!r}, parent_run={parent_run_id!r}")
     if tracking_uri:
+<<<<<<< HEAD
         tracking.configure(tracking_uri)
+    table_run = {}  # row run id -> its table run id
+=======
+        tracking.configure(tracking_uri, create=False)
+>>>>>>> errors25
     if parent_run_id:
         runs = _row_runs(parent_run_id)
     else:
         parents = tracking.table_runs(experiment)
         if not parents:
             raise ConfigError(f"No TIML table runs in experiment {experiment!r} of this tracking store.")
-        runs = [run for parent in reversed(parents) for run in _row_runs(parent.info.run_id)]
+        runs = []
+        for parent in reversed(parents):
+            children = _row_runs(parent.info.run_id)
+            table_run.update({run.info.run_id: parent.info.run_id for run in children})
+            runs += children
     kept = _keep_one_per_row(runs)
     rows = [result_row(run, ci) for run in kept]
     frame = pd.DataFrame(rows, columns=_columns(ci) + ["row", "status"])
+    if experiment:
+        frame[TABLE_RUN_COLUMN] = [table_run[run.info.run_id] for run in kept]
     frame["_line"] = [_line_order(run) for run in kept]
     frame = frame.sort_values(["row", "_line"], kind="stable").drop(columns="_line").set_index("row")
     return frame
@@ -191,17 +209,19 @@ def _columns(ci: bool) -> list[str]:
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, ci: bool = False) -> Path:
-    """Writes a results table as CSV (the ``RESULT_COLUMNS``, with ``ci`` the interval columns after them, no
-    index); atomically."""
+    """Writes a results table as CSV (the ``RESULT_COLUMNS``, with ``ci`` the interval columns after them, then
+    ``table_run`` where the frame has it, no index); atomically."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    frame.reindex(columns=_columns(ci)).to_csv(temporary, index=False)
+    columns = _columns(ci) + ([TABLE_RUN_COLUMN] if TABLE_RUN_COLUMN in frame.columns else [])
+    frame.reindex(columns=columns).to_csv(temporary, index=False)
     temporary.replace(path)
     return path
 
 
 @command(epilog="Example: python -m timl.results --experiment quickstart -o automation_result.csv")
-@click.option("--experiment", help="Every table run of this MLflow experiment.")
+@click.option("--experiment", help="Every table run of this MLflow experiment (the last column, table_run, says "
+              "which table run each line came from).")
 @click.option("--parent-run", "parent_run", help="One table run (its parent run id).")
 @click.option("-o", "--output", default="automation_result.csv", show_default=True, type=click.Path())
 @click.option("--ci", is_flag=True, help="Add the 95% interval of each summary column (..._ci_low, ..._ci_high) "
@@ -210,7 +230,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, ci: bool = False) -> Path
 def cli(experiment, parent_run, output, ci, tracking_uri):
     """Rebuild the TIML results table from the MLflow tracking store."""
     with user_errors():
-        tracking.configure(tracking_uri)
+        tracking.configure(tracking_uri, create=False)
         frame = build_results_table(parent_run_id=parent_run, experiment=experiment, ci=ci)
         write_table(frame, output, ci)
     click.echo(f"Wrote {len(frame)} rows to {output}")

@@ -8,9 +8,13 @@ concurrent ``/classify`` requests decode their images in parallel and share mode
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from timl.cli import command, setup_logging, user_errors
+from timl.errors import ConfigError
 
 EXAMPLE = """Example:
 
@@ -40,18 +44,49 @@ def gunicorn_settings(bind: str, workers: int = 2, threads: int = 16, timeout: i
             "limit_request_line": 8190, "accesslog": "-"}
 
 
+def check_port(bind: str) -> None:
+    """Refuses, naming ``--bind``, an address another process listens on (gunicorn would retry it for a minute,
+    printing "Connection in use"). The address is bound once and released, as gunicorn binds it.
+
+    Raises:
+        ConfigError: the address is in use.
+    """
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit():  # a bare host: gunicorn's default port
+        host, port = bind, "8000"
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn: a closed server's port is free
+        try:
+            probe.bind((host, int(port)))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return  # an address gunicorn will explain itself (a host name, an address not of this machine)
+            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            raise ConfigError(f"Port {port} on {host} is in use (another server: perhaps a timl.serve started "
+                              f"earlier). Stop it, or choose a free port with --bind {shown}:{int(port) + 1}."
+                              ) from error
+
+
 def run(config_path: str | None, bind: str, workers: int, threads: int, timeout: int, backlog: int,
         insecure: bool = False) -> None:
     """Runs gunicorn in this process with the TIML app (fails early, with a sample, on a bad configuration)."""
     from gunicorn.app.base import BaseApplication
 
     from timl.serving.app import create_app
-    from timl.serving.config import load_config
+    from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
     check_exposure(bind, config, insecure)
+    check_port(bind)
+    problem = model_problem(config)
+    if problem:
+        raise ConfigError(f"Not starting the server: {problem}")
 
     class TimlApplication(BaseApplication):
         def load_config(self):

@@ -105,7 +105,9 @@ def image_paths(names: list[str], img_dir: str | Path, source: str | Path) -> li
     """
     img_dir = Path(img_dir)
     if not img_dir.is_dir():
-        raise MissingFileError(f"{source}: image folder not found. Received: img_dir={str(img_dir)!r}")
+        raise MissingFileError(f"{source}: image folder not found: {img_dir}. Give the folder that holds the images "
+                               "with --img-dir (default: images/ beside the table that names them). "
+                               f"Received: img_dir={str(img_dir)!r}")
     try:
         paths, missing = find_images(names, img_dir)
     except DatasetError as error:

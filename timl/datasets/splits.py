@@ -28,7 +28,7 @@ from timl.datasets.groups import GroupsSpec, group_labels, groups_file, parse_gr
 from timl.datasets.lookup import attach_paths
 from timl.datasets.split_spec import SplitSpec, parse_split
 from timl.datasets.stratify import grouped_assignment, stratified_folds, stratified_order
-from timl.datasets.tables import IMAGE_COLUMN, read_ground_truth
+from timl.datasets.tables import IMAGE_COLUMN, UnknownClassColumn, read_ground_truth
 from timl.errors import DatasetError, MissingFileError
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,8 @@ def _read_union(members: tuple[Path, ...], request: _Request) -> tuple[pd.DataFr
         try:
             read.append((path, *read_ground_truth(path, request.classcolumns, request.multi_label,
                                                   group_column=request.group_column)))
+        except UnknownClassColumn:
+            raise  # the same cell is wrong for every file: said once, for the first
         except DatasetError as error:
             problems.append(str(error))
     if read:
@@ -313,6 +315,8 @@ def _read_files(files: dict[str, tuple[Path, ...] | None], request: _Request, sp
             continue
         try:
             frames[split], class_sets[split] = _read_entry(entry, request)
+        except UnknownClassColumn:
+            raise  # the same cell is wrong for every file: said once, for the first
         except (DatasetError, MissingFileError) as error:
             problems.append(str(error))
     if not problems:

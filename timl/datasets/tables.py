@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMN = "image_name"
 
 
+class UnknownClassColumn(DatasetError):
+    """``classcolumns`` (or ``groups``) names a column the ground truth does not have: said first and alone, before
+    any check of the rows."""
+
+
 def _select_class_columns(columns: list[str], classcolumns: str, problems: list[str],
                           group_column: str | None = None) -> tuple[str, ...]:
     available = [column for column in columns if column not in (IMAGE_COLUMN, group_column)]
@@ -162,6 +167,8 @@ def read_ground_truth(path: str | Path, classcolumns: str = "default", multi_lab
                         f"Received: groups={group_column!r}")
         group_column = None
     class_names = _select_class_columns(list(frame.columns), classcolumns, problems, group_column)
+    if problems:  # the class columns themselves are wrong: checking the rows against them would only add noise
+        raise UnknownClassColumn(f"{path}: " + "; ".join(problems))
     values = _check_values(frame, class_names, problems)
     _check_rows(frame, values, multi_label, problems)
     if len(frame) == 0:

@@ -333,10 +333,19 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
                        | {"explain": f"{config.rest_prefix}/explain/<method>/<layer>"},
                        pages=[f"{config.static_prefix}/{page}" for page in pages])
 
+    problem = holder.problem()
+    if problem:
+        logger.error("The model cannot be loaded; /health answers 503 until it can: %s", problem)
+
     @app.get("/health")
     def health():
-        return jsonify(status="ok", model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
-                       explanations=holder.explanations.stats())
+        facts = dict(model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
+                     explanations=holder.explanations.stats())
+        if holder.problem():  # the reason names server paths: the log has it, not an unauthenticated client
+            return jsonify(status="error", error=f"The model {public_model_name(config.model)} cannot be loaded "
+                           "(CLASSIFICATION_MODEL in the server configuration): the server log says why.",
+                           **facts), 503
+        return jsonify(status="ok", **facts)
 
     tokens = config.tokens()
     if tokens:

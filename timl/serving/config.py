@@ -284,5 +284,27 @@ def load_server_classifier(config: ServerConfig):
         tables = [Path(model).parent / name for name in CONFIG_TABLES]
         table = next((path for path in tables if path.is_file()), None)
         return load_classifier(keras_model=model, config_table=table if not has_sidecar else None)
-    tracking.configure(config.tracking_uri or None)
+    tracking.configure(config.tracking_uri or None, create=False)
     return load_classifier(model_uri=model)
+
+
+def model_problem(config: ServerConfig) -> str | None:
+    """Why the configured model (CLASSIFICATION_MODEL) cannot be loaded, found without loading it: a file that does
+    not exist, a URI whose tracking store, registered version or run is not there; None when it is found.
+
+    The message names server paths: it is for the operator (the server's log, ``timl.serve``'s refusal), not for
+    clients."""
+    from timl import tracking
+    from timl.errors import TimlError
+
+    model, where = config.model, f"CLASSIFICATION_MODEL in {config.source or 'the server configuration'}"
+    if model.lower().endswith((".h5", ".keras")):
+        if Path(model).is_file():
+            return None
+        return f"{where} is {model}, which is not a file. Point it at a .h5/.keras file or an MLflow model URI."
+    try:
+        tracking.configure(config.tracking_uri or None, create=False)
+        tracking.check_model_uri(model)
+    except (TimlError, *tracking.tracking_errors()) as error:
+        return f"{where} is {model}, which cannot be loaded: {error}"
+    return None

@@ -18,7 +18,7 @@ import numpy as np
 
 from timl.errors import TimlError
 from timl.serving.batching import Batcher
-from timl.serving.config import ServerConfig, load_server_classifier
+from timl.serving.config import ServerConfig, load_server_classifier, model_problem
 from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
 from timl.serving.ranking import UncertaintyRanking
 
@@ -52,6 +52,22 @@ class ModelHolder:
         self._predictions: dict = {}
         self._decode_slots = threading.BoundedSemaphore(config.decode_concurrency)
         self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
+        self._load_error: str | None = None
+        self._found = classifier is not None
+
+    def problem(self) -> str | None:
+        """Why the model cannot be loaded (for the operator: it names server paths), or None.
+
+        Until the model is found once, the configured model is looked for on each call (cheaply:
+        :func:`timl.serving.config.model_problem`, so a model registered after the start is found); a failed load
+        is the problem until a later load succeeds."""
+        if self._classifier is not None:
+            return None
+        if self._load_error is None and not self._found:
+            problem = model_problem(self.config)
+            self._found = problem is None
+            return problem
+        return self._load_error
 
     @property
     def loaded(self) -> bool:
@@ -65,8 +81,9 @@ class ModelHolder:
                     try:
                         self._classifier = load_server_classifier(self.config)
                     except Exception as error:  # a missing, refused or unreadable model: tried again next time
-                        raise ModelUnavailable(f"The model {self.config.model} could not be loaded: "
-                                               f"{error}") from error
+                        self._load_error = f"The model {self.config.model} could not be loaded: {error}"
+                        raise ModelUnavailable(self._load_error) from error
+                    self._load_error = None
         return self._classifier
 
     def describe(self) -> dict:
@@ -116,8 +133,18 @@ class ModelHolder:
         return self._card
 
     def review_facts(self) -> dict:
-        """What every expert answer records of the model: its label and its classes."""
-        return {"model": self.describe()["label"], "classes": list(self.classifier.class_names)}
+        """What every expert answer records of the model: its URI (:meth:`model_uri`) and its classes."""
+        return {"model": self.model_uri(), "classes": list(self.classifier.class_names)}
+
+    def model_uri(self) -> str:
+        """The served model as a URI a review's provenance can load again: ``models:/NAME/VERSION`` for a
+        registered version (an alias resolved to its version), else the configured ``runs:/`` or ``models:/`` URI;
+        a model file by its file name (the server's paths are never told to clients)."""
+        facts = self.describe()
+        if facts.get("version"):
+            return f"models:/{facts['name']}/{facts['version']}"
+        source = self.classifier.source or {}
+        return source.get("model_uri") or Path(self.config.model).name
 
     @contextlib.contextmanager
     def decoding(self):

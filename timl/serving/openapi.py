@@ -26,6 +26,47 @@ def _query(name: str, kind: type, low, high) -> dict:
             "schema": {"type": "integer" if kind is int else "number", "minimum": low, "maximum": high}}
 
 
+def _json(description: str, schema: dict | None = None) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def _evaluate_paths(rest_prefix: str) -> dict:
+    """The review routes behind evaluate.html (:mod:`timl.serving.reviews`), under ``<rest>/evaluate``."""
+    base = f"{rest_prefix}/evaluate"
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "A name that GET images lists, with or without the file's suffix"}
+    missing = _error("No EVALUATION_IMAGES_DIR configured, or no such image")
+    answer = {"type": "object", "required": ["image", "evaluator"], "properties": {
+        "image": {"type": "string"}, "evaluator": {"type": "string"},
+        "agree": {"type": "boolean", "description": "Required unless skipped"}, "skipped": {"type": "boolean"},
+        "label": {"type": "string", "description": "The correct class; required when agree is false"},
+        "comment": {"type": "string"}}}
+    return {
+        f"{base}/images": {"get": {"summary": "The names of the images to review (EVALUATION_IMAGES_DIR), in "
+                                              "EVALUATION_ORDER", "responses": {"200": _json("Image names"),
+                                                                                "404": missing}}},
+        f"{base}/images/{{name}}": {"get": {"summary": "One image to review", "parameters": [name], "responses": {
+            "200": {"description": "The image file", "content": {"image/*": {"schema": {"type": "string",
+                                                                                       "format": "binary"}}}},
+            "404": missing}}},
+        f"{base}/images/{{name}}/analysis": {"get": {
+            "summary": "The served model's classification and explanation of one image to review",
+            "parameters": [name], "responses": {"200": _json("Classification and explanation"), "404": missing}}},
+        f"{base}/answers": {
+            "post": {"summary": "Store one reviewer's answer on one image",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": answer}}},
+                     "responses": {"201": _json("The stored answer, with the served model's prediction"),
+                                   "400": _error("A missing or malformed field, or an unknown image or class")}},
+            "get": {"summary": "One reviewer's current answers (where to resume)",
+                    "parameters": [{"name": "reviewer", "in": "query", "schema": {"type": "string"},
+                                    "description": "The name typed on the page (not needed with a token)"}],
+                    "responses": {"200": _json("The reviewer's answers (agree and skipped as true/false)"),
+                                  "400": _error("No reviewer named")}}},
+        f"{base}/answers.csv": {"get": {"summary": "Every answer, as a CSV download", "responses": {
+            "200": {"description": "The answers", "content": {"text/csv": {"schema": {"type": "string"}}}}}}},
+    }
+
+
 def openapi_document(rest_prefix: str = "/api") -> dict:
     """The OpenAPI document of the REST API under ``rest_prefix``."""
     errors = {"400": _error("Bad request: not an image, a missing field, a bad parameter"),
@@ -76,6 +117,7 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
                 "responses": {"200": {"description": "Grey saliency, heatmap and composite as base64 PNG",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Explanation"}}}},
                               **errors, **busy}}},
+            **_evaluate_paths(rest_prefix),
         },
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {

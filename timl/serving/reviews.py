@@ -3,8 +3,10 @@
 The blueprint behind the ``evaluate.html`` page (the original TIML's "evaluation"; not :mod:`timl.evaluation`,
 which scores predictions), a thin layer over the review store (:mod:`timl.review_store`: the SQLite file, the
 answer's rules, the CSV). Mounted by the server at ``<rest>/evaluate``: ``GET images`` (names in
-EVALUATION_IMAGES_DIR), ``GET images/<name>`` (the file; only listed names are served), ``POST answers`` (one
-expert's verdict on one image), ``GET answers.csv`` (every answer, for download). ``evaluate.html`` drives it.
+EVALUATION_IMAGES_DIR), ``GET images/<name>`` (the file; only listed names are served, with or without their
+suffix), ``GET images/<name>/analysis`` (the model's classification and explanation of it), ``POST answers`` (one
+expert's verdict on one image), ``GET answers?reviewer=NAME`` (that reviewer's current answers; ``agree`` and
+``skipped`` as true/false, as posted), ``GET answers.csv`` (every answer, for download). ``evaluate.html`` drives it.
 The app's one status table (:data:`timl.serving.app.STATUS`) answers :class:`NotConfigured` with 404 and
 :class:`timl.review_store.AnswerError` with 400.
 """
@@ -51,6 +53,15 @@ def _listing(folder: str) -> dict[str, Path]:
                             "(the server log names it).")
     return {path.name: path for path in sorted(root.iterdir())
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def _listed_image(listed: dict[str, Path], name: str) -> Path | None:
+    """The listed image called ``name``, or whose name without its suffix is ``name`` when one alone is
+    (``0007`` for ``0007.png``); None otherwise."""
+    if name in listed:
+        return listed[name]
+    stems = [path for listed_name, path in listed.items() if Path(listed_name).stem == name]
+    return stems[0] if len(stems) == 1 else None
 
 
 def _uncertainty_order(names: list[str], scores: list[float | None]) -> dict:
@@ -110,18 +121,20 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
     @blueprint.get("/images/<name>")
     def image(name: str):
         listed = _listing(folder)
-        if name not in listed:  # only names from the listing: user input never becomes a path
+        path = _listed_image(listed, name)  # only names from the listing: user input never becomes a path
+        if path is None:
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
-        return send_file(listed[name], max_age=None)  # conditional (ETag), never cached: see not_kept
+        return send_file(path, max_age=None)  # conditional (ETag), never cached: see not_kept
 
     @blueprint.get("/images/<name>/analysis")
     def analysis(name: str):
         listed = _listing(folder)
-        if name not in listed or analyse is None:
+        path = _listed_image(listed, name)
+        if path is None or analyse is None:
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
-                                 f"GET images lists. Received: {name!r:.80}"), 404
-        return jsonify(analyse(listed[name]))
+                                 f"GET images lists (with or without the file's suffix). Received: {name!r:.80}"), 404
+        return jsonify(analyse(path))
 
     @blueprint.post("/answers")
     def answers():
@@ -144,7 +157,9 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
             raise AnswerError("Say whose answers: ?reviewer=NAME (the name typed on the page).")
         fields = ("image", "agree", "label", "skipped", "comment", "predicted", "confidence", "method", "updated")
         rows = current_answers(database, reviewer)
-        return jsonify(reviewer=reviewer, answers=[{field: row[field] for field in fields} for row in rows])
+        flags = ("agree", "skipped")  # stored as 1/0: answered as the true/false a POST sends
+        return jsonify(reviewer=reviewer, answers=[{field: bool(row[field]) if field in flags else row[field]
+                                                    for field in fields} for row in rows])
 
     @blueprint.get("/answers.csv")
     def answers_csv():

@@ -16,13 +16,13 @@ importing the package stays light.
 from timl.tracking.logging import (active_run_id, dataset_input, download_artifact, download_artifacts,
                                    log_artifacts, log_datasets, log_folder, log_metrics, log_params, logged_steps,
                                    set_tags)
-from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, alias_version, download_model_files,
-                                    model_card_facts, register_model, run_version, set_version_tags,
+from timl.tracking.registry import (MODEL_ARTIFACTS, ModelFiles, alias_version, check_model_uri, download_model_files,
+                                    model_card_facts, register_model, registry_overview, run_version, set_version_tags,
                                     update_version, version_files)
 from timl.tracking.runs import (MEMORY_HINT, RowRun, child_runs, close_dead_runs, command_run, create_row_run,
                                 end_run, error_text, fail_run, finished_children, get_run, git_commit, kill_run,
                                 log_table_summary, process_tags, reopen_run, row_tags, runs_page, start_table_run,
                                 table_run_name, table_runs)
-from timl.tracking.store import (DEFAULT_TRACKING_URI, HTTP_RETRIES, configure, experiment_id, experiment_name,
-                                 portable_uri, tracking_errors, tracking_uri)
+from timl.tracking.store import (DEFAULT_TRACKING_URI, HTTP_RETRIES, check_store_exists, configure, experiment_id,
+                                 experiment_name, portable_uri, tracking_errors, tracking_uri)
 from timl.tracking.tags import *  # noqa: F401,F403  (every TAG_* name and PARENT_MARKER)

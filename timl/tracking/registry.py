@@ -4,6 +4,7 @@ registering a run's model as a version with its description, tags and alias, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -96,12 +97,80 @@ def download_model_files(model_uri: str, destination: Path) -> ModelFiles:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
     except (MlflowException, OSError, yaml.YAMLError) as error:
         raise ModelError(f"Cannot load MLflow model. Expected runs:/RUN_ID/model, models:/NAME@ALIAS or "
-                         f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error})") from error
+                         f"models:/NAME/VERSION of a TIML model. Received: model_uri={model_uri!r} ({error}). "
+                         f"{registry_overview()}") from error
     keras_model, metadata = (_artifact_file(model_dir, mlmodel, name, model_uri) for name in MODEL_ARTIFACTS)
     if version is None:
         return ModelFiles(keras_model, metadata, mlmodel.get("run_id"))
     return ModelFiles(keras_model, metadata, version.run_id or mlmodel.get("run_id"),
                       f"{version.name}/{version.version}", version.tags.get(TAG_MODEL_SHA256))
+
+
+class _LoggedModelNotice(logging.Filter):
+    """Drops MLflow 3's notice that a run's model is a logged model (``models:/m-ID``), not run artifacts: TIML
+    logs every model that way, so registering ``runs:/ID/model`` always takes that (documented) path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Run with id ") and "has no artifacts at artifact path" in message)
+
+
+@contextlib.contextmanager
+def _quiet_logged_model_notice():
+    """While registering: MLflow's registry logger without that one notice (its other warnings stay)."""
+    registry_logger, notice = logging.getLogger("mlflow.tracking._model_registry.fluent"), _LoggedModelNotice()
+    registry_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        registry_logger.removeFilter(notice)
+
+
+def registry_overview(limit: int = 20) -> str:
+    """What the tracking store in use holds, for an error about a model not found: the store's URI, its registered
+    models with their aliases and latest version, and how to register one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from timl.tracking.store import tracking_uri
+
+    register = "register it first: python -m timl.register --run-id RUN_ID --name NAME --alias champion"
+    try:
+        models = MlflowClient().search_registered_models(max_results=limit)
+    except (MlflowException, OSError) as error:
+        return f"Looked in the tracking store {tracking_uri()} (unreadable: {error}); {register}."
+    if not models:
+        return (f"The tracking store {tracking_uri()} has no registered models: {register} (RUN_ID: the run_id "
+                "column of automation_result.csv), or give another --tracking-uri.")
+    lines = []
+    for model in models:
+        versions = [int(version.version) for version in (model.latest_versions or [])]
+        aliases = ", ".join(f"@{alias} (v{version})" for alias, version in sorted((model.aliases or {}).items()))
+        lines.append(f"models:/{model.name}" + (f" latest v{max(versions)}" if versions else "") +
+                     (f" aliases {aliases}" if aliases else " (no aliases)"))
+    return (f"The tracking store {tracking_uri()} has these registered models: {'; '.join(lines)}. Use one of them, "
+            f"or {register}.")
+
+
+def check_model_uri(model_uri: str) -> None:
+    """Checks, without downloading it, that ``model_uri`` names a model of the store in use: a registered version
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) or a run's logged folder (``runs:/RUN_ID/PATH``).
+
+    Raises:
+        ModelError: no such version or run artifact; the message lists what the store has (:func:`registry_overview`).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri[len("runs:/"):].partition("/")
+            if not MlflowClient().list_artifacts(run_id, path.strip("/") or None):
+                raise MlflowException(f"run {run_id} has no artifact {path!r}")
+        else:
+            _registered_version(model_uri)
+    except MlflowException as error:
+        raise ModelError(f"No model {model_uri} ({error}). {registry_overview()}") from error
 
 
 def register_model(run_id: str, name: str, *, description: str, tags: dict, alias: str | None) -> str:
@@ -119,7 +188,8 @@ def register_model(run_id: str, name: str, *, description: str, tags: dict, alia
 
     client = MlflowClient()
     try:
-        version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)  # tags set as it is created
+        with _quiet_logged_model_notice():
+            version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)  # tags set as it is created
     except MlflowException as error:
         raise ConfigError(f"Run {run_id} has no logged model 'model' to register ({error}).") from error
     client.update_model_version(name, version.version, description=description)

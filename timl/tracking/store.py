@@ -20,17 +20,27 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 
-def configure(tracking_uri: str | None = None) -> str:
+def configure(tracking_uri: str | None = None, create: bool = True) -> str:
     """Sets the tracking URI (argument, else MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
+
+    Args:
+        tracking_uri: the URI given (None: the environment's, else the default).
+        create: whether a SQLite store that does not exist may be created (MLflow creates the file on connect);
+            commands that only read pass False, so that a typo or another folder leaves no empty ``mlflow.db``.
 
     Returns:
         The tracking URI in use.
+
+    Raises:
+        ModelError: ``create`` is False and the SQLite store does not exist (yet).
     """
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if not create:
+        check_store_exists(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:"):
         _tune_sqlite(uri)
@@ -41,6 +51,34 @@ def configure(tracking_uri: str | None = None) -> str:
 
 
 _INITIALISED: set[str] = set()
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` URI; None for other URIs and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    path = uri.split("sqlite:///", 1)[-1].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+def check_store_exists(uri: str) -> None:
+    """Raises, naming what to do next, when ``uri`` is a SQLite store whose file does not exist.
+
+    Raises:
+        ModelError: no such database file.
+    """
+    from timl.errors import ModelError
+
+    path = sqlite_path(uri)
+    if path is None or Path(path).is_file():
+        return
+    where = (f"{DEFAULT_TRACKING_URI} (the default: mlflow.db in the current folder {Path.cwd()})"
+             if uri == DEFAULT_TRACKING_URI else uri)
+    raise ModelError(f"There is no tracking store yet at {where}: nothing was trained or registered there. Run the "
+                     "command in the folder where you trained (python -m timl.train ...), or give --tracking-uri "
+                     "(or MLFLOW_TRACKING_URI) of the store that holds your runs. To serve or predict with a model "
+                     "of it, register it first: python -m timl.register --run-id RUN_ID --name NAME (or give "
+                     "--keras-model FILE.keras).")
 
 
 def _tune_sqlite(uri: str) -> None:
@@ -55,8 +93,8 @@ def _tune_sqlite(uri: str) -> None:
     import sqlite3
 
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-    path = uri.split("sqlite:///", 1)[-1].split("?", 1)[0]
-    if not path or path == ":memory:" or uri in _INITIALISED:
+    path = sqlite_path(uri)
+    if path is None or uri in _INITIALISED:
         return
     from mlflow.tracking import MlflowClient
 

@@ -22,7 +22,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from timl import workers
+from timl import tracking, workers
 from timl.config import RunConfig
 from timl.intervals import DEFAULT_RESAMPLES
 from timl.training.calibrate import calibrate
@@ -60,6 +60,7 @@ def train_row(config: RunConfig, *, out_dir: Path, img_dir: str | Path | None = 
     from timl.training import evaluate, record
 
     _quiet_libraries()
+    tracking.log_params(config.input_cells())  # first: a row that fails before its data stage shows its cells
     plan = resolve_row(config, out_dir=Path(out_dir), checkpoint_dir=checkpoint_dir, gpus=gpus)
     data = prepare_data(plan, img_dir)
     trained = calibrate(plan, data, fit(plan, data))

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 from timl import __version__, tables, tracking
 from timl import config as config_module
 from timl.config import RunConfig
-from timl.errors import ConfigError
+from timl.errors import ConfigError, MissingFileError
 from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
 from timl.training.lock import output_folder_lock
@@ -92,6 +92,9 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         TypeError: a keyword that is no field of TableOptions.
     """
     options = TableOptions.with_keywords(options, keywords)
+    if options.img_dir and not Path(options.img_dir).is_dir():  # before any run: a typo leaves no FAILED rows
+        raise MissingFileError(f"--img-dir {options.img_dir}: no such folder. Give the folder that holds the images "
+                               "(or leave --img-dir out: images/ beside each row's dataset CSV).")
     if executor is None:  # the options' executor, started before the table run opens and closed when it ends
         with options.make_executor() as owned:
             return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress)
@@ -243,10 +246,12 @@ def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], tab
 
 
 def _record_invalid_row(error: ConfigError, number: int, parent_id: str) -> RowOutcome:
-    """A row that failed validation still gets a FAILED run, so the results table shows it and why."""
+    """A row that failed validation still gets a FAILED run, so the results table shows it, why, and its cells
+    as written (logged as the run's params: the method, dataset, ... of the row to fix)."""
     row_run = tracking.RowRun(parent_id, f"{number}-invalid", number, f"invalid-{number}-{time.time()}")
     try:
         with row_run:
+            tracking.log_params(getattr(error, "cells", {}))
             raise error
     except ConfigError:
         pass
