@@ -159,12 +159,8 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
         raise ConfigError("Give exactly one of --experiment or --parent-run. "
                           f"Received: experiment={experiment!r}, parent_run={parent_run_id!r}")
     if tracking_uri:
-<<<<<<< HEAD
-        tracking.configure(tracking_uri)
-    table_run = {}  # row run id -> its table run id
-=======
         tracking.configure(tracking_uri, create=False)
->>>>>>> errors25
+    table_run = {}  # row run id -> its table run id
     if parent_run_id:
         runs = _row_runs(parent_run_id)
     else:
