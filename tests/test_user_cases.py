@@ -26,7 +26,6 @@ def _copy_dataset(source: Path, folder: Path, csv_name: str, rename=lambda name:
     return folder / csv_name
 
 
-@pytest.mark.slow  # about 50 s on 2 loaded cores
 def test_unicode_and_spaces_end_to_end_and_a_row_with_missing_images(tracking_uri, mini_digits, tmp_path):
     """Image names, the table's path and the output folder with spaces and non-ASCII letters train, predict and
     explain; a row whose CSV names images that are not there fails alone, naming them, and the table exits 1."""
