@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from pathlib import Path
 
 from timl import datasets, images, metric_names, models, subgroups, tables, tta
 from timl.calibration import CALIBRATION_METHODS
 from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
+from timl.cell_values import cell_text, parse_int, parse_lr, parse_resource
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
 
@@ -247,7 +247,7 @@ class RunConfig:
         Raises:
             ConfigError: naming the table, the row and every bad cell.
         """
-        cells = {name: _cell(row.get(name))
+        cells = {name: cell_text(row.get(name))
                  for name in INPUT_COLUMNS + EXTRA_COLUMNS + RESOURCE_COLUMNS + HEAD_COLUMNS + OPTIONAL_COLUMNS}
         problems = []
         for name in REQUIRED_COLUMNS:
@@ -262,65 +262,16 @@ class RunConfig:
             values[name] = cells[name]
         values["dataset"] = DatasetCell.parse(cells["dataset"])
         for name, minimum in (("epochs", 1), ("batchsize", 1), ("imgsize", 8), ("seed", 0)):
-            values[name] = _parse_int(cells[name], name, minimum, problems)
-        values["lr"] = _parse_lr(cells["lr"], problems)
-        values["cpus"] = _parse_resource(cells["cpus"], "cpus", problems, positive=True)
-        values["gpus"] = _parse_resource(cells["gpus"], "gpus", problems, positive=False)
+            values[name] = parse_int(cells[name], name, minimum, problems)
+        values["lr"] = parse_lr(cells["lr"], problems)
+        values["cpus"] = parse_resource(cells["cpus"], "cpus", problems, positive=True)
+        values["gpus"] = parse_resource(cells["gpus"], "gpus", problems, positive=False)
         if not problems:
             problems.extend(_check_choices(values))
         if problems:
             where = f"{table_path}, row {row_number}" if table_path else f"row {row_number}"
             raise ConfigError(f"{where}: " + "; ".join(problems))
         return cls(**values)
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = str(value).strip()
-    if text.endswith(".0") and text[:-2].isdigit():  # a number pandas read as float
-        text = text[:-2]
-    return text
-
-
-def _parse_int(text: str, name: str, minimum: int, problems: list) -> int | None:
-    try:
-        value = int(text)
-    except ValueError:
-        problems.append(f"column '{name}' must be an integer >= {minimum}. Received: {name}={text!r}")
-        return None
-    if value < minimum:
-        problems.append(f"column '{name}' must be an integer >= {minimum}. Received: {name}={value}")
-    return value
-
-
-def _parse_resource(text: str, name: str, problems: list, *, positive: bool) -> float | int | None:
-    """A resource cell: empty (the executor's default) or a number (> 0 for cpus, >= 0 for gpus)."""
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 if positive else value >= 0) or not math.isfinite(value):
-        bound = "> 0" if positive else ">= 0"
-        problems.append(f"column '{name}' must be a number {bound} (fractions share a device). "
-                        f"Received: {name}={text!r}")
-        return None
-    return int(value) if value.is_integer() else value
-
-
-def _parse_lr(text: str, problems: list) -> float | None:
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (0 < value < 10):
-        problems.append(f"column 'lr' must be a positive number such as 1e-4. Received: lr={text!r}")
-        return None
-    return value
 
 
 def _check_choices(values: dict) -> list[str]:
