@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -62,6 +63,18 @@ def _network_namespaces() -> bool:
     return probe.returncode == 0
 
 
+def _mount_namespaces() -> bool:
+    """A private mount namespace where a tmpfs can be mounted (the full-disk test's small real filesystem)."""
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="timl-mount-") as folder:
+        probe = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs '{folder}'"],
+                               capture_output=True, check=False)
+    return probe.returncode == 0
+
+
 def _offline() -> bool:
     import socket
 
@@ -78,6 +91,10 @@ COMPONENTS: dict[str, Component] = {component.name: component for component in (
     Component("postgresql", _postgresql, "PostgreSQL's server programs and runuser (.ci/run installs them: "
               "apt-get install postgresql)"),
     Component("network namespaces", _network_namespaces, "root and util-linux's unshare and iproute2's ip"),
+    Component("mount namespaces", _mount_namespaces, "root and util-linux's unshare (a tmpfs in a private mount "
+              "namespace)"),
+    Component("dev full", lambda: Path("/dev/full").exists(), "/dev/full (every write to it fails as on a full "
+              "disk)"),
     Component("isic sample", SHARED_ISIC.is_dir, f"the shared ISIC sample in {SHARED_ISIC}"),
     Component("tf-keras", lambda: importlib.util.find_spec("tf_keras") is not None,
               "the tf-keras package, to write Keras 2 files (make test installs it)"),

@@ -153,6 +153,25 @@ def test_unusable_checkpoint_trains_from_the_first_epoch(tmp_path, caplog):
     assert "cannot be used" in caplog.text and "first epoch" in caplog.text
 
 
+def test_a_row_with_a_truncated_checkpoint_trains_afresh_and_says_so(tracking_uri, mini_digits, tmp_path, caplog):
+    """A truncated ``last.npz`` and ``best.json`` (a disk that failed): the row warns, naming each file, and trains
+    from its first epoch, rather than failing the row (and every later --resume) until the user deletes them."""
+    from timl import training
+
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=2)])
+    backup = tmp_path / "out" / ".backup" / "0"
+    backup.mkdir(parents=True)
+    (backup / "last.npz").write_bytes(b"PK\x03\x04 truncated")
+    (backup / "best.json").write_text('{"value": 0.9')
+    outcome = training.train_table(table, out_dir=tmp_path / "out", experiment="torn", skip_roc=True, resume=True)
+    assert [row.status for row in outcome.rows] == ["FINISHED"], outcome.rows[0].message
+    assert f"The checkpoint {backup / 'last.npz'} cannot be used" in caplog.text and "first epoch" in caplog.text
+    assert f"The best-epoch record {backup / 'best.json'} cannot be used" in caplog.text
+    run = _row_runs("torn")[0]
+    assert "timl.resumed_at_epoch" not in run.data.tags
+    assert [metric.step for metric in _client().get_metric_history(run.info.run_id, "loss")] == [0, 1]
+
+
 def _row_states(experiment: str) -> list[dict]:
     """Each row run: its row, status, run id and the epochs it has logged (the steps of its loss series)."""
     client = _client()
@@ -435,3 +454,35 @@ def test_row_key_is_stable_and_specific(tmp_path):
     assert first.key("1") != first.key("2")
     assert first.key("1") != RunConfig.from_row(row, 0, str(tmp_path / "other.csv")).key("1")
     assert np.isscalar(first.key("1"))
+
+
+@pytest.mark.slow  # about 30 s on 2 cores
+def test_a_second_resume_refuses_the_busy_folder_and_ctrl_c_kills_the_row(tracking_uri, mini_digits, tmp_path):
+    """Two ``--resume`` processes on one table and folder: the second refuses at once (exit 2), naming the folder
+    and the process that holds it, and trains nothing; Ctrl-C (SIGINT) then ends the first's row KILLED, exit 130,
+    and the folder is free again."""
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=200)])
+    out = tmp_path / "out"
+    first = subprocess.Popen(_train_command(table, out, "twice", "--resume"), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_epoch(out, "twice", first)
+        second = subprocess.run(_train_command(table, out, "twice", "--resume"), cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"The output folder {out} is in use by pid {first.pid} on host" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert [run.info.status for run in _row_runs("twice")] == ["RUNNING"], "the second process trained nothing"
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 130, output
+    assert "--resume" in output
+    runs = _row_runs("twice")
+    assert [run.info.status for run in runs] == ["KILLED"]
+    assert _client().get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
+    from timl.training.lock import output_folder_lock
+
+    with output_folder_lock(out):  # the lock went with the process
+        pass

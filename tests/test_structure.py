@@ -500,3 +500,12 @@ def test_commands_that_only_read_create_no_store():
                                 and keyword.value.value is False for keyword in node.keywords)):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"a read-only caller of tracking.configure may create mlflow.db (pass create=False): {offenders}"
+
+def test_a_run_owner_is_more_than_a_pid():
+    """A run left RUNNING belongs to a process named by pid, host and start time (``timl.tracking.runs``): no module
+    decides that a run's process lives by its pid alone (``pid_exists``: a reused pid is another process), and only
+    ``timl.training.lock`` locks a table's output folder."""
+    offenders = [module for module, path in _modules().items() if "pid_exists(" in path.read_text()]
+    assert not offenders, f"a process identified by its pid alone: {offenders}"
+    lockers = [module for module, path in _modules().items() if ".timl.lock" in path.read_text()]
+    assert lockers == ["timl.training.lock"], lockers

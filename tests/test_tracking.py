@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import sqlite3
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from timl import tracking
@@ -93,6 +95,25 @@ def test_runs_of_a_dead_process_are_closed_killed(tracking_uri):
     assert tracking.close_dead_runs(runs) == 1
     assert client.get_run(dead).info.status == "KILLED"
     assert client.get_run(elsewhere).info.status == "RUNNING", "another machine's run is left to its owner"
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_running(tracking_uri):
+    """A run whose pid is now another live process (a reused pid: the process start time differs) is closed KILLED;
+    one of this live process with its own start time, or of another host, is left RUNNING."""
+    client = _client()
+    experiment = tracking.experiment_id("reused")
+    here, live_pid = socket.gethostname(), str(os.getppid())  # the parent: alive, and not this process
+    started = f"{psutil.Process(int(live_pid)).create_time():.2f}"
+    reused = client.create_run(experiment, tags={tracking.TAG_PID: live_pid, tracking.TAG_HOST: here,
+                                                 tracking.TAG_PROCESS_START: "1000000000.00"}).info.run_id
+    owner = client.create_run(experiment, tags={tracking.TAG_PID: live_pid, tracking.TAG_HOST: here,
+                                                tracking.TAG_PROCESS_START: started}).info.run_id
+    elsewhere = client.create_run(experiment, tags={tracking.TAG_PID: live_pid, tracking.TAG_HOST: "another-machine",
+                                                    tracking.TAG_PROCESS_START: "1000000000.00"}).info.run_id
+    assert tracking.close_dead_runs([client.get_run(run) for run in (reused, owner, elsewhere)]) == 1
+    assert client.get_run(reused).info.status == "KILLED"
+    assert client.get_run(owner).info.status == client.get_run(elsewhere).info.status == "RUNNING"
+    assert tracking.process_tags()[tracking.TAG_PROCESS_START] == f"{psutil.Process().create_time():.2f}"
 
 
 def test_log_metrics_skips_missing_and_non_finite_values(tracking_uri):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import logging
 import os
 import socket
@@ -22,13 +23,17 @@ from timl.errors import ConfigError
 from timl.tracking.logging import dataset_input, log_datasets, log_metrics, set_tags
 from timl.tracking.store import experiment_id, tracking_uri
 from timl.tracking.tags import (KIND_ROW, KIND_TABLE, TAG_BEST_ROW, TAG_BEST_RUN, TAG_EXCEPTION, TAG_FOLD, TAG_HOST,
-                                TAG_KIND, TAG_OUT_DIR, TAG_PARENT, TAG_PID, TAG_ROW, TAG_ROW_KEY, TAG_STATUS, TAG_TABLE)
+                                TAG_KIND, TAG_OUT_DIR, TAG_PARENT, TAG_PID, TAG_PROCESS_START,
+                                TAG_ROW, TAG_ROW_KEY, TAG_STATUS, TAG_TABLE)
 
 logger = logging.getLogger(__name__)
 
 #: What a row out of memory should try, said before TensorFlow's own (long) message.
 MEMORY_HINT = ("Out of memory: lower the row's batchsize or imgsize (or train it on a machine with more memory, "
                "or fewer rows at once). ")
+#: What a row that filled the disk should try, said before the operating system's message.
+DISK_FULL_HINT = ("Disk full: free space on the disk of the output folder (and of --checkpoint-dir), then continue "
+                  "with the same command plus --resume; the rows that FINISHED are kept. ")
 
 
 def git_commit() -> str | None:
@@ -44,7 +49,8 @@ def git_commit() -> str | None:
 
 def process_tags() -> dict:
     """Tags saying which process owns a run, so a later ``--resume`` can tell a dead run from a live one."""
-    tags = {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname(), "timl.version": __version__}
+    tags = {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname(), TAG_PROCESS_START: _process_start(),
+            "timl.version": __version__}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -80,7 +86,9 @@ def reopen_run(run_id: str) -> str:
 
     client = MlflowClient()
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, TAG_PID, str(os.getpid()))
+    owner = process_tags()
+    for key in (TAG_PID, TAG_HOST, TAG_PROCESS_START):
+        client.set_tag(run_id, key, owner[key])
     return run_id
 
 
@@ -167,16 +175,31 @@ def table_runs(experiment: str) -> list:
                                            order_by=["attributes.start_time DESC"], max_results=50000))
 
 
+def _process_start(pid: int | None = None) -> str:
+    """When process ``pid`` (default: this one) started, as the tag ``timl.process_start`` records it; '' if gone."""
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, ValueError):
+        return ""
+
+
 def _process_alive(run) -> bool:
+    """Whether the process that owns ``run`` may still be running: its pid is alive on this host and, where the run
+    recorded it, started when the owner did (a reused pid is another process). Another host's run counts alive."""
     tags = run.data.tags
     if tags.get(TAG_HOST) != socket.gethostname():
         return True  # another machine's process: we cannot tell, so leave it alone
     try:
-        import psutil
-
-        return psutil.pid_exists(int(tags.get(TAG_PID, "0"))) and int(tags.get(TAG_PID, "0")) != os.getpid()
+        pid = int(tags.get(TAG_PID, "0"))
     except ValueError:
         return False
+    if pid == os.getpid() or pid <= 0:
+        return False
+    recorded = tags.get(TAG_PROCESS_START)
+    started = _process_start(pid)
+    return bool(started) and (not recorded or started == recorded)
 
 
 def close_dead_runs(runs: list) -> int:
@@ -273,10 +296,12 @@ class RowRun:
 
 def error_text(error: BaseException) -> str:
     """A failed row's error as its run and the results table's ``exceptions`` show it: ``Type: message``, after a
-    hint when the row ran out of memory (TensorFlow's ResourceExhaustedError, Python's MemoryError)."""
+    hint when the row ran out of memory (TensorFlow's ResourceExhaustedError, Python's MemoryError) or disk space."""
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError" or "OOM when" in text:
         return MEMORY_HINT + text
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return DISK_FULL_HINT + text
     return text
 
 

@@ -104,12 +104,36 @@ def _tune_sqlite(uri: str) -> None:
         try:
             if not Path(path).is_file() or Path(path).stat().st_size == 0:
                 _create_store_atomically(path)
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # migrates an older schema
+            with _readable_store(path, uri):
+                with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # migrates an older schema
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _INITIALISED.add(uri)
+
+
+@contextlib.contextmanager
+def _readable_store(path: str, uri: str):
+    """Turns the errors of a corrupt or truncated SQLite store into a ConfigError naming the file.
+
+    Raises:
+        ConfigError: the file is no readable SQLite database, or not an MLflow store.
+    """
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        yield
+    except (sqlite3.DatabaseError, DatabaseError, MlflowException) as error:
+        from timl.errors import ConfigError
+
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+        raise ConfigError(f"The tracking store {Path(path).resolve()} cannot be read: it is corrupt or truncated "
+                          f"({reason}). Restore it from a backup, or give another --tracking-uri (a new file "
+                          f"starts an empty store). Received: tracking_uri={uri!r}") from None
 
 
 def _create_store_atomically(path: str) -> None:

@@ -15,6 +15,9 @@ KIND_TABLE, KIND_ROW, KIND_CV = "table", "row", "cv"
 TAG_FOLD = "timl.fold"
 TAG_PID = "timl.pid"
 TAG_HOST = "timl.host"
+#: When the process of ``timl.pid`` started (seconds since the epoch, psutil's create_time): a pid reused by
+#: another process later does not keep a dead run RUNNING.
+TAG_PROCESS_START = "timl.process_start"
 TAG_STATUS = "timl.status"
 TAG_EXCEPTION = "timl.exception"
 TAG_OUT_DIR = "timl.out_dir"

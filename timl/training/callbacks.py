@@ -125,8 +125,12 @@ class BestWeights(keras.callbacks.Callback):
         self.best_weights = None
         state = self.backup_dir / "best.json"
         if state.is_file():  # a resumed row: the best epoch so far survives the restart
-            saved = json.loads(state.read_text())
-            self.best_value, self.best_epoch = saved["value"], saved["epoch"]
+            try:
+                saved = json.loads(state.read_text())
+                self.best_value, self.best_epoch = float(saved["value"]), int(saved["epoch"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                logger.warning("The best-epoch record %s cannot be used (%s); the best epoch is picked from the "
+                               "epochs trained from now on.", state, error)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

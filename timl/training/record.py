@@ -66,7 +66,11 @@ def _save_model(plan: RowPlan, trained: Trained, classifier: Classifier, out_dir
 
     stamp = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
     keras_path = out_dir / f"{plan.config.file_stem}-keras_model-{stamp}.h5"
-    trained.model.save(keras_path)
+    try:
+        trained.model.save(keras_path)
+    except BaseException:  # a full disk, an interrupt: no half-written model file is left to be mistaken for one
+        keras_path.unlink(missing_ok=True)
+        raise
     metadata_path = write_metadata(keras_path, {**classifier.metadata(), "method": plan.spec.name,
                                                 "run_id": tracking.active_run_id()})
     return keras_path, metadata_path

@@ -27,7 +27,9 @@ from timl.config import RunConfig
 from timl.errors import ConfigError, MissingFileError
 from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
+from timl.training.lock import output_folder_lock
 from timl.training.options import TableOptions
+from timl.training.space import disk_full_stops_the_table
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +102,17 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(options.rows, len(configs))
     tracking.configure(options.tracking_uri)
-    parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
-                                         options.resume)
+    with disk_full_stops_the_table(options.out_dir), contextlib.ExitStack() as folder_lock:  # the output
+        # folder's lock (timl.training.lock) until the table ends; a full disk: a clear error (timl.training.space)
+        parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
+                                             options.resume, folder_lock)
+        return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress)
+
+
+def _train_rows(parent_id: str, out_dir: Path, configs: list[RunConfig | ConfigError], selection: list[int],
+                options: TableOptions, executor: Executor, on_row: Callable[[RowOutcome], None] | None,
+                on_progress: Callable[[RowOutcome, TableProgress], None] | None) -> TableOutcome:
+    """Trains the selected rows of an opened table run and ends it (see :func:`train_table`)."""
     done = tracking.finished_children(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done), on_row, on_progress)
@@ -124,7 +135,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
                 row_ended(outcome)
     except BaseException as error:  # never leave the table run RUNNING
         cross_validations.abort()
-        _write_results(parent_id, out_dir)
+        with contextlib.suppress(OSError):  # a full disk: the results table is rebuilt by --resume
+            _write_results(parent_id, out_dir)
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
@@ -162,14 +174,17 @@ def _log_summary(parent_id: str, outcomes: list[RowOutcome], select_by: str) -> 
     tracking.log_table_summary(parent_id, counts, best)
 
 
-def _open_table_run(table_path: Path, experiment: str, out_dir: str | Path | None, resume: bool) -> tuple[str, Path]:
-    """Creates the table's run (or reopens it to resume) and its output folder; returns both."""
+def _open_table_run(table_path: Path, experiment: str, out_dir: str | Path | None, resume: bool,
+                    folder_lock: contextlib.ExitStack) -> tuple[str, Path]:
+    """Creates the table's run (or reopens it to resume) and its output folder, whose lock ``folder_lock`` holds
+    from before the run is touched; returns both."""
     out_dir = Path(out_dir) if out_dir else None
     parent_id = None
     if resume:
         parent_id, out_dir = _find_resume_run(out_dir, experiment, table_path)
     out_dir = out_dir or default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    folder_lock.enter_context(output_folder_lock(out_dir))
     _copy_input_table(table_path, out_dir)
     parent_id = tracking.start_table_run(experiment, str(table_path), out_dir, parent_id)
     (out_dir / tracking.PARENT_MARKER).write_text(parent_id + "\n")
