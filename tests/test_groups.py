@@ -269,7 +269,7 @@ def test_an_isic_table_with_lesion_groups_trains(tracking_uri, tmp_path):
     assert "groups" not in plain.data.params and "timl.split.grouped" not in plain.data.tags
     results = pd.read_csv(tmp_path / "out" / "automation_result.csv", dtype=str, keep_default_na=False)
     assert list(results.columns).index("groups") > list(results.columns).index("metadata"), "after the others"
-    assert results["groups"].tolist() == ["meta.csv:lesion_id", "", ""], "a row failed before its params: no cells"
+    assert results["groups"].tolist() == ["meta.csv:lesion_id", "meta.csv:patient_id", ""], "a failed row keeps its cells"
 
 
 # ------------------------------------------------------------------------------------------------ inspect

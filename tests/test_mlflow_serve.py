@@ -106,8 +106,10 @@ def test_every_registered_version_has_a_model_card(registered):
     assert score["value"] == run.data.metrics["test/balanced_accuracy"]
     assert score["ci_low"] <= score["value"] <= score["ci_high"]
     assert "ci_low" in card["test_scores_per_class"][f"sens_{card['classes'][0]}"]
-    assert card["calibration"] == {} and card["subgroups"] == {}
-    assert any(item.startswith("calibration") for item in card["not_evaluated"])
+    # every row measures its calibration since issue 24; no subgroups were asked for
+    assert set(card["calibration"]) == {"ece", "mce", "brier", "nll"} and card["subgroups"] == {}
+    assert card["calibration"]["nll"]["value"] == run.data.metrics["test/nll"] and "ci_low" in card["calibration"]["nll"]
+    assert not any(item.startswith("calibration") for item in card["not_evaluated"])
     assert any(item.startswith("results by patient subgroup") for item in card["not_evaluated"])
     assert {"timl", "keras", "mlflow", "python"} <= set(card["software"])
     assert markdown.startswith(f"# Model card: digits v{version.version}")

@@ -179,9 +179,20 @@ def _row_states(experiment: str) -> list[dict]:
         runs = _row_runs(experiment)
     except Exception:  # the experiment is being created
         return []
-    return [{"row": run.data.tags.get("timl.row"), "status": run.info.status, "run_id": run.info.run_id,
-             "parent": run.data.tags.get("mlflow.parentRunId"),
-             "epochs": len(client.get_metric_history(run.info.run_id, "loss"))} for run in runs]
+    states = []
+    for found in runs:  # the epochs first, then the run: a resumed run's tag is set before it logs old epochs again
+        epochs = len(client.get_metric_history(found.info.run_id, "loss"))
+        run = client.get_run(found.info.run_id)
+        states.append({"row": run.data.tags.get("timl.row"), "status": run.info.status, "run_id": run.info.run_id,
+                       "parent": run.data.tags.get("mlflow.parentRunId"),
+                       "resumed_at": int(run.data.tags.get("timl.resumed_at_epoch") or 0), "epochs": epochs})
+    return states
+
+
+def _training_anew(state: dict, epochs: int) -> bool:
+    """A row run in its epoch >= 3 of ``epochs`` that has trained an epoch in this process: a resumed run logs its
+    restored epochs again first, so a kill at "3 epochs logged" could land before any new training."""
+    return 3 <= state["epochs"] < epochs and state["epochs"] > state["resumed_at"]
 
 
 def _kill_when(process, condition, what: str, seed: int, experiment: str, timeout: float = 300) -> list[dict]:
@@ -206,8 +217,10 @@ def _kill_when(process, condition, what: str, seed: int, experiment: str, timeou
 @pytest.mark.slow
 def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_path):
     """SIGKILL on observed progress, in an order drawn from a seed printed with every failure (set
-    TIML_CHAOS_SEED to replay one): a row at epoch >= 2, a row evaluating after its last epoch, the table between
-    two rows, and a checkpoint written aside but not yet renamed. Each kill interrupts something (a run left
+    TIML_CHAOS_SEED to replay one): a row in its epoch >= 3 that has trained an epoch since it started or resumed (not
+    its last), a row evaluating after its last epoch, the table between two rows (one more FINISHED, none RUNNING),
+    and a checkpoint written aside but not yet renamed. The rows draw random views (``imgaug random``), so the
+    equality below also holds random views to the seed and the epoch across a resume. Each kill interrupts something (a run left
     RUNNING, closed as KILLED by the next start), the resumed rows continue from their checkpoints, every row ends
     FINISHED once with every epoch logged once, and the row killed mid-training ends with the same weights and
     metrics as the same row trained without interruption."""
@@ -217,7 +230,8 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
     print(f"chaos seed {seed}")
     chance = random.Random(seed)
     epochs = 8
-    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=epochs, seed=chance.randrange(1000))
+    # random views: each epoch's views depend only on the seed and the epoch, so a resumed row sees the same ones
+    rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=epochs, seed=chance.randrange(1000), imgaug="random")
             for _ in range(4)]
     table = write_table(tmp_path / "t.csv", rows)
     out = tmp_path / "out"
@@ -240,11 +254,11 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
             everything = _row_states("chaos")  # one look: the condition and the states from the same moment
             states = [state for state in everything if state["status"] == "RUNNING"]
             if moment == "at epoch >= 2":
-                hit = any(state["epochs"] >= 3 for state in states)  # three epochs done: training in epoch >= 3
+                hit = any(_training_anew(state, epochs) for state in states)  # a new epoch trained, not the last
             elif moment == "during evaluation":
                 hit = any(state["epochs"] == epochs for state in states)  # every epoch logged, not yet FINISHED
-            elif moment == "between rows":
-                hit = sum(state["status"] == "FINISHED" for state in everything) > finished_before
+            elif moment == "between rows":  # a row more has FINISHED and the next has not started
+                hit = sum(state["status"] == "FINISHED" for state in everything) > finished_before and not states
             else:
                 hit = marker.is_file()
             return states if hit else None
@@ -273,6 +287,8 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
     for moment, states in interrupted:
         if moment != "between rows":
             assert states, f"the kill {moment} interrupted no row (chaos seed {seed})"
+        else:
+            assert states == [], f"the kill between rows found a row running: {states} (chaos seed {seed})"
         for state in states:  # every run the kill interrupted is closed as KILLED, none left RUNNING
             assert client.get_run(state["run_id"]).info.status == "KILLED", (moment, seed)
     experiment = client.get_experiment_by_name("chaos").experiment_id
@@ -284,7 +300,7 @@ def test_kills_at_observed_moments_lose_nothing(tracking_uri, mini_digits, tmp_p
     resumed = {run["row"]: int(client.get_run(run["run_id"]).data.tags.get("timl.resumed_at_epoch") or 0)
                for run in finished}
     mid_training = next(states for moment, states in interrupted if moment == "at epoch >= 2")
-    killed_row = next(state for state in mid_training if state["epochs"] >= 3)
+    killed_row = next(state for state in mid_training if _training_anew(state, epochs))
     assert resumed[killed_row["row"]] >= 3, f"the row killed at epoch >= 3 resumed from its checkpoint ({resumed})"
     evaluating = next(states for moment, states in interrupted if moment == "during evaluation")
     for state in evaluating:  # killed while evaluating: resumed after its last epoch, not trained again
