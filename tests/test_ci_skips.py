@@ -104,6 +104,9 @@ def test_never_collected():
 
 
 def _run(pytester, monkeypatch, required: bool):
+    # the inner run is in this process and imports this require_all: its conftest fakes components missing in a
+    # copy of the registry, which is put back after the test (else every later browser test would find no chromium)
+    monkeypatch.setattr(require_all, "COMPONENTS", dict(require_all.COMPONENTS))
     pytester.makeconftest(
         "import require_all\n"
         "from require_all import pytest_configure, pytest_make_collect_report, pytest_runtest_makereport, "
