@@ -35,10 +35,12 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from timl import __version__, tracking
+from timl import __version__, folds, tracking
 from timl import metric_names as names
 from timl.config import RunConfig
 from timl.datasets.groups import OWN_GROUP
+from timl.evaluation import evaluate, split_metrics
+from timl.intervals import Bootstrap
 from timl.training.executors import RowOutcome, RowTask, TableContext, headline_message
 
 logger = logging.getLogger(__name__)
@@ -154,37 +156,37 @@ def finish(cross_validation: CrossValidation) -> RowOutcome:
 def summarise(cross_validation: CrossValidation) -> dict:
     """Logs a cross-validation's scores, intervals, files and shared params on its run (see the module's
     description); returns its headline scores."""
-    from timl import folds
+    from timl import models
 
     config, table = cross_validation.config, cross_validation.table
     fold_runs = [tracking.get_run(cross_validation.outcomes[fold].run_id)
                  for fold in sorted(cross_validation.outcomes)]
     params = _shared_params(fold_runs)
     class_names = json.loads(params.get("class_names", "[]") or "[]")
+    multi_label = models.get_method(config.method).multi_label
     metrics = folds.fold_statistics([run.data.metrics for run in fold_runs])
     predictions = _fold_predictions(config, fold_runs, len(class_names))
+    group_of = _groups_of_images(config, multi_label) if config.groups else None  # read once for both splits
     out_dir = Path(table.out_dir)
     prefix = f"{config.row}-cv-"
     files = []
     for split in POOLED_SPLITS:
         pooled = folds.pool(predictions[split])
-        summary = _pooled_summary(config, table, pooled, class_names)
-        metrics.update({name: value for name, value in _split_metrics(summary, split).items()
+        groups = (None if group_of is None else
+                  np.array([group_of.get(name, f"{OWN_GROUP}{name}") for name in pooled.image_names], dtype=object))
+        summary = evaluate(pooled.y_true, pooled.y_prob, class_names, multi_label=multi_label,
+                           bootstrap=Bootstrap(resamples=table.bootstrap, groups=groups))
+        metrics.update({name: value for name, value in split_metrics(summary, split).items()
                         if names.is_interval(name)})
         if split == names.TEST:
             metrics[names.split_metric(names.TEST, "samples")] = len(pooled.image_names)
-            files += _write_test_files(out_dir, prefix, pooled, summary, class_names, config, table)
+            files += _write_test_files(out_dir, prefix, pooled, predictions[split], summary, class_names,
+                                       multi_label, table.skip_roc)
     files.append(_write_fold_table(out_dir / f"{prefix}folds.csv", fold_runs))
     tracking.log_params(params, run_id=cross_validation.run_id)
     tracking.log_artifacts(files, run_id=cross_validation.run_id)
     tracking.log_metrics(metrics, run_id=cross_validation.run_id)
     return {name: metrics.get(name) for name in names.HEADLINE if name in metrics}
-
-
-def _split_metrics(summary: dict, split: str) -> dict:
-    from timl import evaluation
-
-    return evaluation.split_metrics(summary, split)
 
 
 def _shared_params(fold_runs: list) -> dict:
@@ -199,8 +201,6 @@ def _shared_params(fold_runs: list) -> dict:
 
 def _fold_predictions(config: RunConfig, fold_runs: list, class_count: int) -> dict[str, list]:
     """Each fold's dev and test predictions, read back from its run's ``per_image_results.csv`` files."""
-    from timl import folds
-
     stems = {fold.cv_fold: fold.file_stem for fold in config.fold_configs()}
     predictions: dict[str, list] = {split: [] for split in POOLED_SPLITS}
     with tempfile.TemporaryDirectory(prefix="timl-cv-") as work:
@@ -213,35 +213,23 @@ def _fold_predictions(config: RunConfig, fold_runs: list, class_count: int) -> d
     return predictions
 
 
-def _pooled_summary(config: RunConfig, table: TableContext, pooled, class_names: list[str]) -> dict:
-    """The summary of pooled predictions with their intervals (whole groups resampled with a ``groups`` cell)."""
-    from timl import evaluation, models
-    from timl.intervals import Bootstrap
-
-    multi_label = models.get_method(config.method).multi_label
-    groups = _group_labels(config, pooled.image_names, multi_label) if config.groups else None
-    return evaluation.evaluate(pooled.y_true, pooled.y_prob, class_names, multi_label=multi_label,
-                               bootstrap=Bootstrap(resamples=table.bootstrap, groups=groups))
-
-
-def _group_labels(config: RunConfig, image_names: list[str], multi_label: bool) -> np.ndarray:
-    """The group label of each pooled image, read from the row's ``groups`` cell as its folds read it."""
+def _groups_of_images(config: RunConfig, multi_label: bool) -> dict[str, str]:
+    """Image name -> group label of the row's dataset, read from its ``groups`` cell as its folds read it."""
     from timl import datasets
 
     first = config.fold_configs()[0]
-    labels = datasets.image_groups(first.dataset, first.split, classcolumns=first.classcolumns,
-                                   multi_label=multi_label, seed=first.seed, base_dir=first.dataset_base_dir(),
-                                   groups=first.groups)
-    return np.array([labels.get(name, f"{OWN_GROUP}{name}") for name in image_names], dtype=object)
+    return datasets.image_groups(first.dataset, first.split, classcolumns=first.classcolumns,
+                                 multi_label=multi_label, seed=first.seed, base_dir=first.dataset_base_dir(),
+                                 groups=first.groups)
 
 
-def _write_test_files(out_dir: Path, prefix: str, pooled, summary: dict, class_names: list[str], config: RunConfig,
-                      table: TableContext) -> list[Path]:
-    """The pooled out-of-fold predictions' per-image results (with their fold), summary and the folds' ROC."""
-    from timl import folds, models, plots, reports
+def _write_test_files(out_dir: Path, prefix: str, pooled, parts: list, summary: dict, class_names: list[str],
+                      multi_label: bool, skip_roc: bool) -> list[Path]:
+    """The pooled out-of-fold predictions' per-image results (with their fold), summary and the folds' ROC (from
+    each fold's own predictions, ``parts``)."""
+    from timl import plots, reports
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    multi_label = models.get_method(config.method).multi_label
     per_image = reports.per_image_results(pooled.image_names, pooled.y_true, pooled.y_prob, class_names,
                                           multi_label=multi_label)
     per_image[folds.FOLD_COLUMN] = pooled.folds
@@ -249,9 +237,7 @@ def _write_test_files(out_dir: Path, prefix: str, pooled, summary: dict, class_n
              out_dir / f"{prefix}{names.TEST}-summary.json"]
     per_image.to_csv(files[0], index=False)
     reports.write_summary(summary, files[1], files[2])
-    if not table.skip_roc:
-        parts = [folds.FoldPredictions([], pooled.y_true[pooled.folds == fold], pooled.y_prob[pooled.folds == fold],
-                                       pooled.folds[pooled.folds == fold]) for fold in np.unique(pooled.folds)]
+    if not skip_roc:
         files += plots.draw_fold_roc(folds.fold_rocs(parts, class_names), out_dir, prefix=f"{prefix}{names.TEST}-")
     return files
 
