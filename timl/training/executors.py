@@ -137,7 +137,8 @@ class LocalExecutor(Executor):
         began = time.time()
         table = task.table
         row_run = tracking.RowRun(table.parent_run_id, config.run_name, config.row, task.row_key,
-                                  system_metrics=table.system_metrics, fold=config.cv_fold)
+                                  system_metrics=table.system_metrics, fold=config.cv_fold,
+                                  tags=config.trial.tags() if config.trial else None)
         try:
             with row_run:
                 headline = train_row(config, out_dir=table.out_dir, img_dir=table.img_dir, skip_roc=table.skip_roc,

@@ -112,7 +112,7 @@ class RayExecutor(Executor):
         gpus = config.gpus if config.gpus is not None else self.row_gpus
         table = task.table
         run_id = tracking.create_row_run(table.parent_run_id, config.run_name, config.row, task.row_key,
-                                         fold=config.cv_fold)
+                                         fold=config.cv_fold, tags=config.trial.tags() if config.trial else None)
         payload = {"config": _portable_config(config), "run_id": run_id, "parent_run_id": table.parent_run_id,
                    "row_key": task.row_key, "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
                    "cwd": os.getcwd(),
