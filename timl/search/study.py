@@ -86,12 +86,14 @@ def _sampler(options: SearchOptions, spaces: dict, seed: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _pruner(options: SearchOptions):
+def make_pruner(pruner: str, startup_trials: int):
+    """The Optuna pruner ``--pruner`` names: ``median`` (prunes a trial below the median of the earlier trials at
+    the same epoch once ``startup_trials`` finished), ``hyperband`` or ``none``."""
     import optuna
 
-    if options.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=options.startup_trials, n_warmup_steps=0)
-    if options.pruner == "hyperband":
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
+    if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
 
@@ -113,7 +115,7 @@ def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, se
                               "--out-dir or --study-storage.")
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     direction=options.direction, sampler=_sampler(options, spaces, seed),
-                                    pruner=_pruner(options))
+                                    pruner=make_pruner(options.pruner, options.startup_trials))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
         raise ConfigError(f"Cannot open the study storage {storage}: {error}") from error
     close_interrupted(study)

@@ -24,7 +24,8 @@ class TrialRef:
         search: the search run's name (``N-search-METHOD``), tagged on the trial's run.
         objective: the metric the study optimises; each epoch reports its Keras series (``val_NAME`` for
             ``dev/NAME``) when the fit logs one, else the method's quality metric.
-        prune: whether the trial reports its epochs to the study's pruner.
+        pruner: the study's pruner (``--pruner``; ``none``: the trial reports nothing) and its
+            ``startup_trials``: a pruner is no part of a study's storage, each process that reports makes its own.
     """
 
     number: int
@@ -32,7 +33,13 @@ class TrialRef:
     storage: str
     search: str
     objective: str = DEFAULT_SELECT_BY
-    prune: bool = True
+    pruner: str = "median"
+    startup_trials: int = 2
+
+    @property
+    def prune(self) -> bool:
+        """Whether the trial reports its epochs to a pruner."""
+        return self.pruner != "none"
 
     def tags(self) -> dict[str, str]:
         """The trial run's tags: its number and its search."""
