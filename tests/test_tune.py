@@ -12,13 +12,15 @@ from helpers import small_cnn_row, write_table
 
 from timl import metric_names as names
 
-#: A space whose trials 0 and 1 draw the good learning rate and trial 2 the bad one (TPE's first trials are
-#: random, seeded by the row's seed 6): the median pruner, after 2 finished trials, prunes trial 2.
-GOOD_LR, BAD_LR = "0.01", "1e-12"
+def _prune_trial(number: int):
+    """A pruner that surely prunes trial ``number`` at its first report (and no other trial)."""
+    import optuna
 
+    class PruneOneTrial(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.number == number
 
-def _search_row(dataset, **cells) -> dict:
-    return small_cnn_row(dataset, epochs=3, seed=6, lr=f"choice({GOOD_LR},{BAD_LR})", **cells)
+    return lambda pruner, startup_trials: PruneOneTrial()
 
 
 # ------------------------------------------------------------------------------------------------ spaces
@@ -74,13 +76,16 @@ def test_a_search_row_reads_as_its_spaces_and_samples_validated_rows(tmp_path):
 
 @pytest.mark.slow
 def test_a_search_table_trains_its_trials_as_rows_prunes_and_registers_the_best(tracking_uri, tmp_path,
-                                                                                 mini_digits):
+                                                                                 mini_digits, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from timl import tracking, tune
+    from timl import register, tracking, tune
+    from timl.search import study as studies
 
+    monkeypatch.setattr(studies, "make_pruner", _prune_trial(1))
     dataset = str(mini_digits / "mini.csv")
-    table = write_table(tmp_path / "t.csv", [_search_row(dataset, batchsize="int(16,32,16)"),
+    table = write_table(tmp_path / "t.csv", [small_cnn_row(dataset, lr="loguniform(1e-3,3e-2)",
+                                                           batchsize="int(16,32,16)"),
                                              small_cnn_row(dataset, epochs=1)])
     result = CliRunner().invoke(tune.cli, ["--input-table", str(table), "--trials", "3", "--out-dir",
                                            str(tmp_path / "out"), "--experiment", "tune", "--bootstrap", "0",
@@ -91,13 +96,14 @@ def test_a_search_table_trains_its_trials_as_rows_prunes_and_registers_the_best(
     assert set(children) == {"0-search-SmallCNN", "1-SmallCNN"}, "a plain row trains as today"
     search = children["0-search-SmallCNN"]
     assert search.data.tags["timl.kind"] == "search" and search.info.status == "FINISHED"
-    assert search.data.params["lr"] == f"choice({GOOD_LR},{BAD_LR})" and search.data.params["trials"] == "3"
+    assert search.data.params["lr"] == "loguniform(1e-3,3e-2)" and search.data.params["trials"] == "3"
     trials = {run.info.run_name: run for run in tracking.child_runs(search.info.run_id)}
     assert set(trials) == {"0.0-SmallCNN", "0.1-SmallCNN", "0.2-SmallCNN"}
     assert all(run.info.status == "FINISHED" for run in trials.values()), "pruned trials do not look failed"
     assert {run.data.tags["timl.trial"] for run in trials.values()} == {"0", "1", "2"}
+    assert all(1e-3 <= float(run.data.params["lr"]) <= 3e-2 for run in trials.values()), "sampled values as params"
     pruned = [run for run in trials.values() if "timl.pruned" in run.data.tags]
-    assert [run.data.params["lr"] for run in pruned] == [BAD_LR], "the bad learning rate is pruned"
+    assert [run.info.run_name for run in pruned] == ["0.1-SmallCNN"]
     assert "pruned after epoch 0" in pruned[0].data.tags["timl.pruned"]
     history = MlflowClient().get_metric_history(pruned[0].info.run_id, "loss")
     assert [point.step for point in history] == [0], "a pruned trial keeps the epochs it trained, no more"
@@ -105,7 +111,8 @@ def test_a_search_table_trains_its_trials_as_rows_prunes_and_registers_the_best(
     metrics = search.data.metrics
     assert (metrics["trials/finished"], metrics["trials/pruned"], metrics["trials/failed"]) == (2, 1, 0)
     best = trials[search.data.tags["timl.best_row"]]
-    assert best.data.params["lr"] == GOOD_LR == search.data.tags["timl.best.lr"]
+    assert best.info.run_name != "0.1-SmallCNN" and float(best.data.params["lr"]) == float(
+        search.data.tags["timl.best.lr"])
     assert metrics[names.best_metric(names.DEV_BALANCED_ACCURACY)] == best.data.metrics[names.DEV_BALANCED_ACCURACY]
     artifacts = {item.path for item in MlflowClient().list_artifacts(search.info.run_id)}
     assert {"best_trial.json", "search-history.png", "search-slice.png"} <= artifacts, artifacts
@@ -113,10 +120,11 @@ def test_a_search_table_trains_its_trials_as_rows_prunes_and_registers_the_best(
     assert list(results.columns[-2:]) == ["search", "trial"]
     assert results[["search", "trial"]].values.tolist() == [
         ["0-search-SmallCNN", "0"], ["0-search-SmallCNN", "1"], ["0-search-SmallCNN", "2"], ["", ""]]
-    from timl import register
-
-    assert register.best_run(parent) in {run.info.run_id for run in trials.values()} | {children["1-SmallCNN"].info.run_id}
-    assert "Registered" in result.output or "digits-search" in result.output
+    best_row = register.best_run(parent)
+    assert best_row != search.info.run_id and best_row in {run.info.run_id for run in trials.values()} | {
+        children["1-SmallCNN"].info.run_id}, "the best trial (or row) is registered, never the search itself"
+    version = MlflowClient().get_model_version_by_alias("digits-search", "champion")
+    assert version.run_id == best_row
 
 
 @pytest.mark.slow
@@ -129,7 +137,7 @@ def test_an_interrupted_search_resumes_with_the_missing_trials_each_once(trackin
 
     table = write_table(tmp_path / "t.csv", [small_cnn_row(str(mini_digits / "mini.csv"), epochs=1,
                                                            lr="loguniform(1e-3,1e-2)")])
-    search_options = SearchOptions(trials=3, pruner="none")
+    search_options = SearchOptions(trials=2, pruner="none")
     real_train_row, calls = row_module.train_row, []
 
     def interrupted_second_trial(*args, **keywords):
@@ -146,18 +154,19 @@ def test_an_interrupted_search_resumes_with_the_missing_trials_each_once(trackin
     monkeypatch.setattr(row_module, "train_row", real_train_row)
     outcome = training.train_table(table, resume=True, **options)
     assert [(row.name, row.status) for row in outcome.rows] == [
-        ("0.2-SmallCNN", "FINISHED"), ("0.3-SmallCNN", "FINISHED"), ("0-search-SmallCNN", "FINISHED")]
+        ("0.2-SmallCNN", "FINISHED"), ("0-search-SmallCNN", "FINISHED")]
     [search] = tracking.child_runs(outcome.parent_run_id)
     trials = sorted((run.info.run_name, run.info.status) for run in tracking.child_runs(search.info.run_id))
-    assert trials == [("0.0-SmallCNN", "FINISHED"), ("0.1-SmallCNN", "KILLED"), ("0.2-SmallCNN", "FINISHED"),
-                      ("0.3-SmallCNN", "FINISHED")], "each trial once; the interrupted one stays KILLED"
+    assert trials == [("0.0-SmallCNN", "FINISHED"), ("0.1-SmallCNN", "KILLED"), ("0.2-SmallCNN", "FINISHED")], \
+        "each trial once; the interrupted one stays KILLED"
     import optuna
 
     study = optuna.load_study(study_name=search.data.params["study"], storage=search_options.storage_url(
         tmp_path / "out"))
-    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert study.trials[1].user_attrs[studies.INTERRUPTED] and studies.counted(study) == 3
-    assert search.data.metrics["trials/finished"] == 3 and search.data.metrics["trials/failed"] == 0
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.trials[1].user_attrs[studies.INTERRUPTED] and studies.counted(study) == 2
+    search = tracking.get_run(search.info.run_id)
+    assert search.data.metrics["trials/finished"] == 2 and search.data.metrics["trials/failed"] == 0
     again = training.train_table(table, resume=True, **options)
     assert [(row.name, row.message) for row in again.rows] == [("0-search-SmallCNN", "skipped: already FINISHED")]
 
