@@ -18,6 +18,7 @@ from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.cell_values import cell_text, parse_int, parse_lr, parse_resource
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
+from timl.search.row import SearchCells
 from timl.search.space import Space, find_spaces
 from timl.search.trial import TrialRef
 
@@ -281,41 +282,8 @@ class RunConfig:
         return cls(**values)
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchRow:
-    """A row whose cells hold search spaces (:mod:`timl.search.space`): ``python -m timl.tune`` trains a
-    configuration sampled from them per trial (:mod:`timl.search.searches`).
-
-    Attributes:
-        row: the row's number in the table.
-        cells: the row's cells as written (the spaces' text included), column -> text.
-        spaces: the cells that are search spaces, column -> :class:`timl.search.space.Space`.
-        table_path: the table the row came from.
-    """
-
-    row: int
-    cells: dict
-    spaces: dict
-    table_path: str = ""
-
-    @property
-    def run_name(self) -> str:
-        """The search run's name: ``N-search-METHOD`` (a choice of methods joined by ``|``)."""
-        method = self.spaces.get("method")
-        return f"{self.row}-search-{'|'.join(method.values) if method else self.cells.get('method', '')}"
-
-    @property
-    def seed(self) -> int:
-        """The row's seed (the sampler's), 0 when it is empty or a space."""
-        text = self.cells.get("seed", "")
-        return int(text) if text.isdigit() else 0
-
-    def key(self, version: str) -> str:
-        """A stable key of the search: a hash of its cells as written, the table path and the project version."""
-        payload = json.dumps({"search": self.cells, "row": self.row, "version": version,
-                              "table": str(Path(self.table_path).resolve()) if self.table_path else ""},
-                             sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+class SearchRow(SearchCells):
+    """A row whose cells hold search spaces (:class:`timl.search.row.SearchCells`), sampled into rows."""
 
     def sample(self, values: dict, trial: TrialRef | None = None) -> RunConfig:
         """The row with each space's cell replaced by ``values`` (column -> value), validated like a written row.
@@ -328,22 +296,13 @@ class SearchRow:
 
     @classmethod
     def from_row(cls, row: dict, row_number: int, table_path: str, spaces: dict[str, Space]) -> "SearchRow":
-        """A search row, checked: each space's bounds (or every choice) with the other cells at their first
-        candidate make a valid row.
+        """A search row, its spaces' reach checked (:meth:`~timl.search.row.SearchCells.check_reach`).
 
         Raises:
-            ConfigError: a space that can produce an invalid cell, naming the table, the row and the space's cell.
+            ConfigError: a space that can produce an invalid cell.
         """
-        search = cls(row_number, {str(name): cell_text(value) for name, value in row.items()}, spaces,
-                     str(table_path))
-        first = {column: space.candidates()[0] for column, space in spaces.items()}
-        for column, space in spaces.items():
-            for candidate in space.candidates():
-                try:
-                    search.sample({**first, column: candidate})
-                except ConfigError as error:
-                    raise ConfigError(f"{error} (the search space {column}={space.text!r} can produce "
-                                      f"{column}={candidate!r})") from None
+        search = cls(row_number, {str(name): cell_text(value) for name, value in row.items()}, spaces, str(table_path))
+        search.check_reach(search.sample)
         return search
 
 
