@@ -214,3 +214,56 @@ def test_tune_is_a_timl_command_and_an_mlproject_entry_point():
     project = yaml.safe_load((REPO / "MLproject").read_text())
     assert project["entry_points"]["tune"]["command"].startswith("python -m timl.tune --input-table {table}")
     assert json.dumps(project["entry_points"]["tune"]["parameters"]["trials"]) == '{"type": "string", "default": "10"}'
+
+
+class _ParallelExecutor:
+    """Stands in for the Ray executor without training a model: it holds the tasks it is given and ends the
+    oldest when a task is None (a search waiting for a slot) or the tasks run out; each row's run gets
+    ``dev/balanced_accuracy`` = 10 x its lr."""
+
+    def __init__(self):
+        self.most_at_once = 0
+
+    def run_all(self, tasks):
+        pending = []
+        for task in tasks:
+            if task is None:
+                yield self._end(pending.pop(0))
+                continue
+            pending.append(task)
+            self.most_at_once = max(self.most_at_once, len(pending))
+        while pending:
+            yield self._end(pending.pop(0))
+
+    @staticmethod
+    def _end(task):
+        from timl import tracking
+        from timl.training.executors import RowOutcome
+
+        config = task.config
+        run_id = tracking.create_row_run(task.table.parent_run_id, config.run_name, config.row, task.row_key,
+                                         tags=config.trial.tags())
+        tracking.log_params(config.input_cells(), run_id=run_id)
+        tracking.log_metrics({names.DEV_BALANCED_ACCURACY: config.lr * 10}, run_id=run_id)
+        tracking.end_run(run_id, "FINISHED")
+        return RowOutcome(config.row, config.run_name, "FINISHED", run_id)
+
+
+def test_parallel_trials_are_asked_for_as_slots_free_and_each_told(tracking_uri, tmp_path, monkeypatch):
+    from timl import tracking, training
+    from timl.search import summary
+    from timl.search.study import SearchOptions
+
+    monkeypatch.setattr(summary, "PLOTS", {})  # the plots are the end-to-end test's (they take seconds)
+    table = write_table(tmp_path / "t.csv", [small_cnn_row("data.csv", lr="uniform(0.001,0.09)")])
+    executor = _ParallelExecutor()
+    outcome = training.train_table(table, executor=executor, out_dir=tmp_path / "out", experiment="tune",
+                                   search=SearchOptions(trials=5, parallel=2, pruner="none"))
+    assert executor.most_at_once == 2, "--parallel 2: two trials at once, never more"
+    assert [row.name for row in outcome.rows] == [f"0.{number}-SmallCNN" for number in range(5)] + [
+        "0-search-SmallCNN"]
+    [search] = tracking.child_runs(outcome.parent_run_id)
+    trials = tracking.child_runs(search.info.run_id)
+    best = max(trials, key=lambda run: float(run.data.params["lr"]))
+    assert search.data.tags["timl.best_run_id"] == best.info.run_id and search.info.status == "FINISHED"
+    assert search.data.metrics["trials/finished"] == 5

@@ -11,7 +11,8 @@ study how it ended (its objective, PRUNED, or FAIL); when no trial is missing an
 summarised (:mod:`timl.search.summary`) and its run ends.
 
 Trials are asked for as the executor takes tasks: with the local executor one after the other, each sampled
-knowing the trials before it.
+knowing the trials before it; with an executor that trains rows in parallel (Ray) up to ``--parallel`` at once,
+the next asked for as one ends (a ``None`` task tells the executor to hand back an outcome first).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Searches:
         self.table, self.options, self.resume = table, options, resume
         self._open: dict[tuple[int, str], Search] = {}
 
-    def tasks(self, row: SearchRow, row_key: str, row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask]:
+    def tasks(self, row: SearchRow, row_key: str,
+              row_ended: Callable[[RowOutcome], None]) -> Iterator[RowTask | None]:
         """The tasks of a search row's trials still missing, asked from its study as the executor takes them;
         the search's own outcome goes to ``row_ended`` when its last trial has ended.
 
@@ -85,6 +87,9 @@ class Searches:
                              and time.time() - search.started >= self.options.timeout)
                 if missing <= 0 or timed_out or self._grid_done(search):
                     break
+                if len(search.training) >= self.options.parallel:
+                    yield None  # the executor hands back an ended trial before the next is asked for
+                    continue
                 task = self._ask(search, row_ended)
                 if task is not None:
                     yield task

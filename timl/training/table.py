@@ -235,7 +235,7 @@ def _outcome_count(configs: list[RunConfig | SearchRow | ConfigError], selection
 
 def _row_tasks(configs: list[RunConfig | SearchRow | ConfigError], selection: list[int], table: TableContext,
                done: dict[str, str], row_ended: Callable[[RowOutcome], None],
-               cross_validations: CrossValidations, searches: Searches) -> Iterator[RowTask]:
+               cross_validations: CrossValidations, searches: Searches) -> Iterator[RowTask | None]:
     """The selected rows as tasks of ``table``, in table order; a cross-validation row's as the tasks of its
     folds, a search row's as those of its trials (a search that cannot start is recorded FAILED). A row that
     failed validation gets its FAILED run and a row that already FINISHED is skipped, each
