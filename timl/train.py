@@ -97,13 +97,13 @@ def train_command(input_table: str | None, cuda_gpu, verbose: bool, table_option
     from timl import training
 
     with user_errors():  # the MLproject passes '' for a parameter left out: TableOptions reads it as None
-        options = training.TableOptions(**table_options, search=search)
+        options = training.TableOptions(**table_options)
         if options.experiment is None and os.environ.get("MLFLOW_EXPERIMENT_ID"):  # launched by `mlflow run`
             options = dataclasses.replace(options, experiment=_experiment_name(os.environ["MLFLOW_EXPERIMENT_ID"],
                                                                                options.tracking_uri))
     try:
         with user_errors():
-            outcome = training.train_table(input_table, options, on_progress=print_progress)
+            outcome = training.train_table(input_table, options, on_progress=print_progress, search=search)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
                    + (f" --out-dir {options.out_dir}" if options.out_dir else "") + ".", err=True)

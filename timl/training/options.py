@@ -14,7 +14,6 @@ from timl.champion import parse_gates
 from timl.errors import ConfigError
 from timl.intervals import DEFAULT_RESAMPLES
 from timl.metric_names import DEFAULT_SELECT_BY
-from timl.search.study import SearchOptions
 
 #: The executors ``--executor`` chooses from.
 EXECUTORS = ("local", "ray")
@@ -60,8 +59,6 @@ class TableOptions:
             to True.
         bootstrap: resamples of the 95% bootstrap interval of every dev and test summary score (0: none).
             Defaults to 2000 (:data:`timl.intervals.DEFAULT_RESAMPLES`).
-        search: how the table's search rows are searched (``python -m timl.tune``'s flags). Defaults to None:
-            a search row fails, naming its space, and says to use ``python -m timl.tune``.
 
     Raises:
         ConfigError: an unknown executor, a resource count out of range, or a gate that does not parse.
@@ -86,7 +83,6 @@ class TableOptions:
     checkpoint_dir: str | Path | None = None
     system_metrics: bool = True
     bootstrap: int = DEFAULT_RESAMPLES
-    search: SearchOptions | None = None
 
     def __post_init__(self):
         for name in _OPTIONAL_FIELDS:

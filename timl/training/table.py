@@ -26,6 +26,7 @@ from timl import config as config_module
 from timl.config import RunConfig, SearchRow
 from timl.errors import ConfigError, MissingFileError
 from timl.search.searches import Searches
+from timl.search.study import SearchOptions
 from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
 from timl.training.lock import output_folder_lock
@@ -70,7 +71,7 @@ def _raise_terminated(signum, frame):
 def train_table(input_table: str | Path, options: TableOptions | None = None, *, executor: Executor | None = None,
                 on_row: Callable[[RowOutcome], None] | None = None,
                 on_progress: Callable[[RowOutcome, TableProgress], None] | None = None,
-                **keywords) -> TableOutcome:
+                search: SearchOptions | None = None, **keywords) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
     Args:
@@ -82,6 +83,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         on_row: called with each row's outcome when the row has ended and the results table holds it.
         on_progress: called with each row's outcome and the table's :class:`TableProgress` as the row ends,
             before the results table is rewritten (the CLI prints its progress line there).
+        search: how the table's search rows are searched (``python -m timl.tune``'s flags). Defaults to None:
+            a search row fails, naming its space, and says to use ``python -m timl.tune``.
         **keywords: fields of :class:`TableOptions` (``out_dir=..., experiment=...``) that replace those of
             ``options``.
 
@@ -98,7 +101,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
                                "(or leave --img-dir out: images/ beside each row's dataset CSV).")
     if executor is None:  # the options' executor, started before the table run opens and closed when it ends
         with options.make_executor() as owned:
-            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress)
+            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress,
+                               search=search)
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(options.rows, len(configs))
@@ -107,24 +111,24 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         # folder's lock (timl.training.lock) until the table ends; a full disk: a clear error (timl.training.space)
         parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
                                              options.resume, folder_lock)
-        return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress)
+        return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress, search)
 
 
 def _train_rows(parent_id: str, out_dir: Path, configs: list[RunConfig | ConfigError], selection: list[int],
                 options: TableOptions, executor: Executor, on_row: Callable[[RowOutcome], None] | None,
-                on_progress: Callable[[RowOutcome, TableProgress], None] | None) -> TableOutcome:
+                on_progress: Callable[[RowOutcome, TableProgress], None] | None,
+                search: SearchOptions | None) -> TableOutcome:
     """Trains the selected rows of an opened table run and ends it (see :func:`train_table`)."""
     done = tracking.finished_children(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done,
-                                                            options.search.trials if options.search else 0),
+    progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done, search.trials if search else 0),
                          on_row, on_progress)
     checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
                    else out_dir.resolve() / ".backup")
     table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics,
                          options.bootstrap)
     cross_validations = CrossValidations(table)
-    searches = Searches(table, options.search, options.resume)
+    searches = Searches(table, search, options.resume)
 
     def row_ended(outcome: RowOutcome) -> None:  # a fold's (a trial's) end may complete its cross-validation
         completed = searches.trial_ended(outcome)  # (search); the study is told before the next trial is asked
