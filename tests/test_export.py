@@ -11,9 +11,6 @@ from click.testing import CliRunner
 
 from helpers import encoded, logged_tiny_model, tiny_classifier
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("tf2onnx")
-
 
 def calibrated_model(folder: Path) -> Path:
     """A tiny model with TIML's custom layers (ImageNet preprocessing first, temperature scaling last), saved as
