@@ -190,3 +190,40 @@ def test_an_export_that_differs_from_the_keras_model_fails_and_leaves_nothing(tm
     assert result.exit_code == 2, result.output
     assert "does not give the Keras model's probabilities" in result.output and "differ by up to 0.001" in result.output
     assert not (tmp_path / "off").exists() and not (tmp_path / "off.partial").exists()
+
+
+def test_the_server_classifies_with_onnx_runtime_as_with_keras_and_explains_with_keras(tmp_path):
+    """INFERENCE_BACKEND onnxruntime (issue 28, item 4): the same answers within 1e-4, the model calls run by ONNX
+    Runtime, explanations still computed on the Keras model."""
+    import io
+
+    from timl.classifier import load_classifier
+    from timl.onnx_runtime import OnnxModel
+    from timl.serving import create_app
+
+    classifier = load_classifier(keras_model=calibrated_model(tmp_path))
+    answers = {}
+    for backend in ("keras", "onnxruntime"):
+        app = create_app({"CLASSIFICATION_MODEL": "calibrated.h5", "INFERENCE_BACKEND": backend},
+                         classifier=classifier)
+        client = app.test_client()
+        answers[backend] = [client.post("/api/classify", data={"file": (io.BytesIO(encoded(size=(30 + index, 20))),
+                                                                        "x.png")},
+                                        content_type="multipart/form-data").get_json()["prediction"]
+                            for index in range(3)]
+        inference = app.extensions["timl_model"].inference
+        assert isinstance(inference.model, OnnxModel) == (backend == "onnxruntime")
+    np.testing.assert_allclose(answers["onnxruntime"], answers["keras"], atol=1e-4)
+    explained = client.post("/api/explain/rise/-?masks=40&cells=4&keep=0.5&seed=3",
+                            data={"file": (io.BytesIO(encoded()), "x.png")}, content_type="multipart/form-data")
+    assert explained.status_code == 200, explained.get_json()
+    assert app.extensions["timl_model"].classifier.model is classifier.model
+
+
+def test_an_unknown_inference_backend_is_refused():
+    from timl.errors import ConfigError
+    from timl.serving.config import ServerConfig
+
+    with pytest.raises(ConfigError, match="INFERENCE_BACKEND must be one of keras, onnxruntime. Received: "
+                                          "INFERENCE_BACKEND='tensorrt'"):
+        ServerConfig.from_mapping({"CLASSIFICATION_MODEL": "m.h5", "INFERENCE_BACKEND": "tensorrt"})

@@ -221,3 +221,22 @@ def _check_arguments(classifier, fmt: str, out: Path, model_name: str, triton_pl
     if classifier.takes_metadata:
         raise ModelError("This model takes per-image metadata besides the image; exports are of models of images "
                          "alone (as the server serves).")
+
+
+def onnx_classifier(classifier, threads: int = 0):
+    """The Classifier with its model run by ONNX Runtime: converted (:func:`write_onnx`) and checked on sample
+    images (:func:`check_export`) in a temporary folder; the explanations' Keras model stays on the original.
+
+    Raises:
+        ModelError: ONNX Runtime or tf2onnx missing, or a converted model that differs from the Keras model.
+    """
+    import tempfile
+
+    from timl.onnx_runtime import OnnxModel
+
+    imgsize = classifier.preprocessing.imgsize
+    with tempfile.TemporaryDirectory(prefix="timl-onnx-") as folder:
+        model = OnnxModel(write_onnx(classifier.model, imgsize, Path(folder) / "model.onnx"), threads)
+    check_export(classifier.model, model.predict_on_batch, sample_images(imgsize), "ONNX model (INFERENCE_BACKEND "
+                 "onnxruntime)")
+    return dataclasses.replace(classifier, model=model)
