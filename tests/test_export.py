@@ -24,7 +24,8 @@ def calibrated_model(folder: Path) -> Path:
     tiny = tiny_classifier()
     inputs = keras.Input((16, 16, 3), name="image")
     preprocessed = ensure_registered()["ImagenetPreprocessing"]("caffe")(inputs)
-    model = with_temperatures(keras.Model(inputs, tiny.model(keras.layers.Rescaling(1 / 255.0)(preprocessed))), [1.7], multi_label=False)
+    scaled = keras.layers.Rescaling(1 / 255.0)(preprocessed)
+    model = with_temperatures(keras.Model(inputs, tiny.model(scaled)), [1.7], multi_label=False)
     path = folder / "calibrated.h5"
     model.save(path)
     write_metadata(path, tiny.metadata())

@@ -143,11 +143,14 @@ def check_export(model, predictor: Callable, images: np.ndarray, what: str) -> f
 
 def triton_config(name: str, platform: str, imgsize: int, classes: int, max_batch_size: int) -> str:
     """The ``config.pbtxt`` of a Triton model: its tensors, dynamic batching and the labels file."""
-    return (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch_size}\n'
-            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {imgsize}, {imgsize}, 3 ]\n'
-            f'  }}\n]\noutput [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {classes} ]\n'
-            f'    label_filename: "{LABELS_FILE}"\n  }}\n]\n'
-            "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}\n")
+    label = f'    label_filename: "{LABELS_FILE}"'
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}"]
+    for kind, tensor_name, dims, extra in (("input", INPUT_NAME, f"{imgsize}, {imgsize}, 3", []),
+                                           ("output", OUTPUT_NAME, str(classes), [label])):
+        lines += [f"{kind} [", "  {", f'    name: "{tensor_name}"', "    data_type: TYPE_FP32",
+                  f"    dims: [ {dims} ]", *extra, "  }", "]"]
+    lines += ["dynamic_batching {", "  max_queue_delay_microseconds: 2000", "}"]
+    return "\n".join(lines) + "\n"
 
 
 def _write(classifier, fmt: str, folder: Path, model_name: str, triton_platform: str,
