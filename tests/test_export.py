@@ -193,7 +193,7 @@ def test_an_export_that_differs_from_the_keras_model_fails_and_leaves_nothing(tm
     assert not (tmp_path / "off").exists() and not (tmp_path / "off.partial").exists()
 
 
-def test_the_server_classifies_with_onnx_runtime_as_with_keras_and_explains_with_keras(tmp_path):
+def test_the_server_classifies_with_onnx_runtime_as_with_keras_and_explains_with_keras(tmp_path, monkeypatch):
     """INFERENCE_BACKEND onnxruntime (issue 28, item 4): the same answers within 1e-4, the model calls run by ONNX
     Runtime, explanations still computed on the Keras model."""
     import io
@@ -201,6 +201,11 @@ def test_the_server_classifies_with_onnx_runtime_as_with_keras_and_explains_with
     from timl.classifier import load_classifier
     from timl.onnx_runtime import OnnxModel
     from timl.serving import create_app
+
+    batches = []
+    run = OnnxModel.predict_on_batch
+    monkeypatch.setattr(OnnxModel, "predict_on_batch", lambda self, images: batches.append(len(images)) or run(
+        self, images))
 
     classifier = load_classifier(keras_model=calibrated_model(tmp_path))
     answers = {}
@@ -215,6 +220,7 @@ def test_the_server_classifies_with_onnx_runtime_as_with_keras_and_explains_with
         inference = app.extensions["timl_model"].inference
         assert isinstance(inference.model, OnnxModel) == (backend == "onnxruntime")
     np.testing.assert_allclose(answers["onnxruntime"], answers["keras"], atol=1e-4)
+    assert batches.count(1) == 3, f"the requests' model calls did not run on ONNX Runtime: {batches}"
     explained = client.post("/api/explain/rise/-?masks=40&cells=4&keep=0.5&seed=3",
                             data={"file": (io.BytesIO(encoded()), "x.png")}, content_type="multipart/form-data")
     assert explained.status_code == 200, explained.get_json()
