@@ -266,6 +266,30 @@ def test_the_server_classifies_and_explains_an_uploaded_dicom_and_refuses_a_bad_
                                                                                   truncated)))
 
 
+def test_a_dicom_review_image_is_listed_and_shown_as_png(tmp_path):
+    """The evaluation page lists .dcm files and gets their pixels as a PNG (browsers show no DICOM): no element of
+    the file travels with it."""
+    from helpers import tiny_classifier
+    from timl.serving import create_app
+
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "scan.dcm").write_bytes(dicom(RGB, "RGB"))
+    (tmp_path / "review" / "bad.dcm").write_bytes(dicom(RGB, "RGB")[:-40])
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5", "EVALUATION_IMAGES_DIR": str(tmp_path / "review"),
+                         "EVALUATION_DB": str(tmp_path / "answers.db")}, classifier=tiny_classifier()).test_client()
+    assert client.get("/api/evaluate/images").get_json()["images"] == ["bad.dcm", "scan.dcm"]
+    shown = client.get("/api/evaluate/images/scan")
+    assert shown.status_code == 200 and shown.mimetype == "image/png"
+    assert (np.asarray(Image.open(io.BytesIO(shown.data))) == RGB).all()
+    assert shown.headers["Cache-Control"] == "private, no-store"
+    bad = client.get("/api/evaluate/images/bad.dcm")
+    assert bad.status_code == 400 and "Cannot decode bad.dcm" in bad.get_json()["error"]
+    answer = {"image": "scan.dcm", "evaluator": "Dr. A", "agree": True, "label": "A", "predicted": "A"}
+    assert client.post("/api/evaluate/answers", json=answer).status_code == 201
+    _assert_no_patient(shown.data.decode("latin-1"), client.get("/api/evaluate/answers.csv").get_data(as_text=True),
+                       (tmp_path / "answers.db").read_bytes().decode("latin-1"))
+
+
 def test_the_pyfunc_classifies_base64_dicom():
     """The pyfunc's base64 cells may hold DICOM files; a bad one is an ImageError naming its row."""
     from helpers import tiny_classifier
