@@ -304,3 +304,13 @@ def test_the_pyfunc_classifies_base64_dicom():
     with pytest.raises(ImageError, match="Cannot decode image 0: it is a multi-frame DICOM file") as raised:
         model.predict(None, pd.DataFrame({"image": [base64.b64encode(_multi_frame()).decode()]}))
     _assert_no_patient(answer.to_csv(), str(raised.value))
+
+
+def test_a_quoted_pydicom_error_loses_the_patients_identifiers():
+    """A decoder error quoting an element's value (pydicom's messages may) is passed on without the identifiers."""
+    from timl.images.dicom import _scrubbed
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom(GREY8, "MONOCHROME2")))
+    message = _scrubbed("bad value 'Quimby^Zebediah' of QX-990077, born 19010203, family Quimby", dataset)
+    assert message.count("[removed]") == 4
+    _assert_no_patient(message)
