@@ -237,6 +237,10 @@ const TIML = (() => {
 
     showImage(img, file) {
       if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+      if (/\.dcm$/i.test(file.name || "") || file.type === "application/dicom") {  // no browser draws DICOM: no
+        TIML.clearImage(img);  // broken picture; the server classifies and explains it
+        return;
+      }
       img.dataset.url = URL.createObjectURL(file);
       img.src = img.dataset.url;
       img.hidden = false;
