@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import start_server
+from harness import alternate, start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
@@ -123,14 +123,17 @@ def backend_throughput(model_path: Path, batches=(1, 8, 32), repeats: int = 10) 
         x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
         row = {"batch": batch, "difference": float(np.max(np.abs(
             keras_model.model.predict_on_batch(x) - onnx_model.predict_on_batch(x))))}
-        models = {"keras": keras_model.model, "onnxruntime": onnx_model}
-        times: dict = {name: [] for name in models}
-        for _ in range(repeats + 1):  # alternated, so a busy machine slows both alike; the first call is a warm-up
-            for name, model in models.items():
+        def timed(model):
+            def call(_repeat: int) -> float:
                 start = time.perf_counter()
                 model.predict_on_batch(x)
-                times[name].append(time.perf_counter() - start)
-        row.update({name: batch / statistics.median(values[1:]) for name, values in times.items()})
+                return time.perf_counter() - start
+            return call
+
+        # alternated, so a busy machine slows both alike; the first pair is a warm-up
+        pairs = alternate(repeats + 1, timed(keras_model.model), timed(onnx_model))[1:]
+        row["keras"] = batch / statistics.median(first for first, _ in pairs)
+        row["onnxruntime"] = batch / statistics.median(second for _, second in pairs)
         rows.append(row)
     return rows
 
@@ -263,7 +266,7 @@ def main() -> None:
             print_backends([(method, int(imgsize), backend_throughput(build_model(Path(folder), method, int(imgsize))))
                             for method, imgsize in (spec.split(":") for spec in args.models)])
         return
-    rows, backends = [], []
+    rows, backends, onnx_served = [], [], {}
     with tempfile.TemporaryDirectory() as folder:
         for method, imgsize in (spec.split(":") for spec in args.models):
             imgsize = int(imgsize)
@@ -274,6 +277,8 @@ def main() -> None:
             backends.append((method, imgsize, backend_throughput(path)))
             unbatched = serve_and_measure(path, data, args.clients, args.seconds, {"BATCH_MAX_SIZE": 1})
             batched = serve_and_measure(path, data, args.clients, args.seconds, {}, with_explanations=True)
+            onnx_served[method] = serve_and_measure(path, data, args.clients, args.seconds,
+                                                    {"INFERENCE_BACKEND": "onnxruntime"})
             rows.append((method, imgsize, local, bound, unbatched, batched, decode))
     print(f"\n{args.clients} clients, {args.seconds:.0f} s each, gunicorn 2 workers, a 600x450 JPEG per request; "
           "best = the model's own best batched throughput (one process, batches of 1 to "
@@ -284,7 +289,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for method, imgsize, local, (bound, batch), unbatched, batched, decode in rows:
         best = args.clients / bound  # images per second
-        for name, served in (("off (BATCH_MAX_SIZE 1)", unbatched), ("on (defaults)", batched)):
+        for name, served in (("off (BATCH_MAX_SIZE 1)", unbatched), ("on (defaults)", batched),
+                             ("on, INFERENCE_BACKEND onnxruntime", onnx_served[method])):
             # what the cores allow when each request also costs its decoding and the client's own work
             ceiling = cores / (cores / best + decode + served["client_cpu"])
             print(f"| {method} {imgsize} px | {name} | {served['rps']:.1f} | {served['rps'] / best:.2f} | "
