@@ -352,8 +352,27 @@ def test_only_serving_imports_flask():
     assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
 
 
-            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app, timl.export, "
-            "timl.tune\n"
+def test_only_the_search_package_imports_optuna():
+    """Optuna is the search's engine (issue 27): its study, sampler, pruner and plots stay in timl/search/, and
+    reading a table or training a row imports it only for a trial of a search."""
+    offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.search")
+                       and any(name.split(".")[0] == "optuna" for name in _imports_of(path)))
+    assert not offenders, f"Optuna imported outside timl/search/: {offenders}"
+    code = "import sys\nimport timl.config, timl.training, timl.tune\nprint('optuna' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_dicom_is_read_by_the_one_dicom_module_only():
+    """pydicom (issue 28) is imported by timl/images/dicom.py alone, inside its functions: every entry point reads
+    DICOM through decode_image, and importing the package loads no pydicom."""
+    offenders = sorted(module for module, path in _modules().items() if module != "timl.images.dicom"
+                       and any(name.split(".")[0] == "pydicom" for name in _imports_of(path)))
+    assert not offenders, f"pydicom imported outside timl/images/dicom.py: {offenders}"
+    tree = ast.parse((PACKAGE / "images" / "dicom.py").read_text())
+    top = [node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+           and any((getattr(node, "module", None) or alias.name).split(".")[0] == "pydicom" for alias in node.names)]
+    assert not top, f"timl/images/dicom.py imports pydicom at module level (lines {top}): import it inside functions"
 
 
 def test_the_review_store_and_the_export_command_reach_no_web_layer():
