@@ -250,7 +250,7 @@ class _ParallelExecutor:
 
 
 def test_parallel_trials_are_asked_for_as_slots_free_and_each_told(tracking_uri, tmp_path, monkeypatch):
-    from timl import tracking, training
+    from timl import register, tracking, training
     from timl.search import summary
     from timl.search.study import SearchOptions
 
@@ -267,3 +267,4 @@ def test_parallel_trials_are_asked_for_as_slots_free_and_each_told(tracking_uri,
     best = max(trials, key=lambda run: float(run.data.params["lr"]))
     assert search.data.tags["timl.best_run_id"] == best.info.run_id and search.info.status == "FINISHED"
     assert search.data.metrics["trials/finished"] == 5
+    assert register.best_run(outcome.parent_run_id) == best.info.run_id, "--register finds the best trial"
