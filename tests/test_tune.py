@@ -229,6 +229,21 @@ def test_each_epoch_reports_a_series_going_the_objectives_way_and_prunes_the_wor
     assert pruned == {better: False, worse: True}, "the worse trial is pruned, the better one trains on"
 
 
+def test_a_grid_search_tells_its_last_point_and_is_done(tmp_path):
+    from timl.search import study as studies
+    from timl.search.space import parse_space
+
+    spaces = {"lr": parse_space("lr", "choice(0.001,0.01)"), "batchsize": parse_space("batchsize", "int(16,32,16)")}
+    study = studies.open_study("g", f"sqlite:///{tmp_path / 'study.db'}", studies.SearchOptions(sampler="grid"),
+                               spaces, 0, resume=False)
+    seen = set()
+    for number in range(4):
+        trial = study.ask({column: space.distribution() for column, space in spaces.items()})
+        seen.add((trial.params["lr"], trial.params["batchsize"]))
+        study.tell(trial, 0.1 * number)  # the last one raised "Study.stop is supposed to be invoked inside ..."
+    assert seen == {("0.001", 16), ("0.001", 32), ("0.01", 16), ("0.01", 32)} and study.sampler.is_exhausted(study)
+
+
 def test_timl_train_refuses_a_search_row_and_names_its_cell(tracking_uri, tmp_path):
     from timl import train
 

@@ -80,10 +80,23 @@ def _sampler(options: SearchOptions, spaces: dict, seed: int):
     import optuna
 
     if options.sampler == "grid":
-        return optuna.samplers.GridSampler({column: space.grid() for column, space in spaces.items()}, seed=seed)
+        return _grid_sampler()({column: space.grid() for column, space in spaces.items()}, seed=seed)
     if options.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def _grid_sampler():
+    """Optuna's GridSampler without its stop: told a trial when the grid is done, it calls ``study.stop()``,
+    which raises outside ``study.optimize`` (TIML asks and tells, and asks no more once the grid is exhausted:
+    :meth:`timl.search.searches.Searches`)."""
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            """Nothing: the searches stop asking when ``is_exhausted``."""
+
+    return AskTellGridSampler
 
 
 def make_pruner(pruner: str, startup_trials: int):
