@@ -85,15 +85,23 @@ def reached(trials: list[dict], target: float) -> int | None:
 
 def overhead(trials: int, epochs: int, folder: Path) -> list[float]:
     """Seconds per trial of the study's own calls, as a search makes them, on a SQLite study without training."""
+    from timl import tracking
+
+    set_tags, tracking.set_tags = tracking.set_tags, lambda tags: None  # MLflow's cost, timed with the runs
+    try:
+        return _time_study_calls(trials, epochs, folder)
+    finally:
+        tracking.set_tags = set_tags
+
+
+def _time_study_calls(trials: int, epochs: int, folder: Path) -> list[float]:
     import random
 
-    from timl import tracking
     from timl.search import study as studies
     from timl.search.pruning import ReportToStudy
     from timl.search.space import parse_space
     from timl.search.trial import TrialRef
 
-    tracking.set_tags = lambda tags: None  # the trial run's tags are MLflow's cost, timed with the runs
     spaces = {column: parse_space(column, cell) for column, cell in SPACE.items()}
     storage = f"sqlite:///{folder / 'overhead.db'}"
     study = studies.open_study("overhead", storage, studies.SearchOptions(), spaces, 0, resume=False)
@@ -130,10 +138,13 @@ def main() -> None:
         uri = f"sqlite:///{work / 'mlflow.db'}"
         tracking.configure(uri)
         table = search_table(work, work / "data", args.epochs)
-        costs = overhead(args.overhead_trials, args.epochs, work)
         grid = run_search(table, work / "grid", uri, "grid", "none", 18, 0)
         searches = [run_search(table, work / f"tpe{seed}", uri, "tpe", "median", args.trials, seed)
                     for seed in range(args.seeds)]
+        costs = overhead(args.overhead_trials, args.epochs, work)
+    for name, search in (("grid", grid), *((f"tpe seed {seed}", s) for seed, s in enumerate(searches))):
+        print(f"{name}: " + " ".join(f"{'-' if t['value'] is None else format(t['value'], '.3f')}/{t['epochs']}"
+                                     f"{'p' if t['pruned'] else ''}" for t in search["trials"]))
     grid_epochs = sum(trial["epochs"] for trial in grid["trials"])
     target = grid["best"] - args.tolerance
     print(f"\nspace {SPACE}, {args.epochs} epochs each; grid: {len(grid['trials'])} configurations, best "
