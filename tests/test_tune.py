@@ -203,8 +203,12 @@ def test_each_epoch_reports_a_series_going_the_objectives_way_and_prunes_the_wor
     from timl.search.space import parse_space
     from timl.search.trial import TrialRef
 
-    tags = {}
+    import optuna
+
+    tags, opened = {}, []
     monkeypatch.setattr(tracking, "set_tags", tags.update)
+    get_storage = optuna.storages.get_storage
+    monkeypatch.setattr(optuna.storages, "get_storage", lambda storage: (opened.append(storage) if isinstance(storage, str) else None) or get_storage(storage))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     spaces = {"lr": parse_space("lr", "loguniform(1e-4,1e-2)")}
     study = studies.open_study("s", storage, studies.SearchOptions(direction=direction), spaces, 0, resume=False)
@@ -227,6 +231,7 @@ def test_each_epoch_reports_a_series_going_the_objectives_way_and_prunes_the_wor
         assert study.trials[trial.number].intermediate_values == {0: value}, f"{reported} is reported"
     assert tags[tracking.TAG_PRUNING_SERIES] == reported, "the trial run names the series its pruner saw"
     assert pruned == {better: False, worse: True}, "the worse trial is pruned, the better one trains on"
+    assert opened == [storage], "the storage is opened once per process, not per trial (0.5 s each)"
 
 
 def test_a_grid_search_tells_its_last_point_and_is_done(tmp_path):

@@ -39,10 +39,10 @@ class ReportToStudy(keras.callbacks.Callback):
         super().__init__()
         import optuna
 
-        from timl.search.study import make_pruner
+        from timl.search.study import make_pruner, opened_storage
 
         self.ref = trial
-        study = optuna.load_study(study_name=trial.study, storage=trial.storage,
+        study = optuna.load_study(study_name=trial.study, storage=opened_storage(trial.storage),
                                   pruner=make_pruner(trial.pruner, trial.startup_trials))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
         self.trial = optuna.trial.Trial(study, trial_id)

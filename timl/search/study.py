@@ -111,6 +111,19 @@ def make_pruner(pruner: str, startup_trials: int):
     return optuna.pruners.NopPruner()
 
 
+_OPENED: dict = {}
+
+
+def opened_storage(url: str):
+    """The process's Optuna storage for ``url``, opened once: opening one (an engine, its schema checked) costs
+    about half a second, which every trial's reports would pay again (:mod:`timl.search.pruning`)."""
+    import optuna
+
+    if url not in _OPENED:
+        _OPENED[url] = optuna.storages.get_storage(url)
+    return _OPENED[url]
+
+
 def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, seed: int, *, resume: bool):
     """Creates the study, or with ``resume`` loads it and closes its interrupted trials.
 
@@ -122,11 +135,11 @@ def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, se
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        existing = optuna.study.get_all_study_names(storage)
+        existing = optuna.study.get_all_study_names(opened_storage(storage))
         if name in existing and not resume:
             raise ConfigError(f"The study {name!r} exists in {storage}: continue it with --resume, or give another "
                               "--out-dir or --study-storage.")
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+        study = optuna.create_study(study_name=name, storage=opened_storage(storage), load_if_exists=True,
                                     direction=options.direction, sampler=_sampler(options, spaces, seed),
                                     pruner=make_pruner(options.pruner, options.startup_trials))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
