@@ -11,7 +11,7 @@ Epochs are counted as trained (a pruned trial counts the epochs it trained: the 
 "Reached" is the epochs the search had trained, in trial order, when a trial first scored within ``--tolerance``
 of the grid's best dev balanced accuracy (the search's best as it reports it: finished trials, not pruned ones).
 
-    python bench/tune.py [--epochs 6] [--trials 12] [--seeds 3] [--overhead-trials 40]
+    python bench/tune.py [--epochs 4] [--trials 8] [--seeds 3] [--overhead-trials 40]
 
 Prints a row per seed, the medians (goal: reached within one third of the grid's epochs) and the overhead: the
 study's own calls per trial (ask, the worker's study load, report and should_prune per epoch, tell) on the SQLite
@@ -126,8 +126,8 @@ def _time_study_calls(trials: int, epochs: int, folder: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of every configuration")
-    parser.add_argument("--trials", type=int, default=12, help="trials of each TPE search")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of every configuration")
+    parser.add_argument("--trials", type=int, default=8, help="trials of each TPE search")
     parser.add_argument("--seeds", type=int, default=3, help="TPE searches, sampler seeds 0, 1, ...")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--overhead-trials", type=int, default=40)
@@ -139,38 +139,44 @@ def main() -> None:
         tracking.configure(uri)
         table = search_table(work, work / "data", args.epochs)
         grid = run_search(table, work / "grid", uri, "grid", "none", 18, 0)
-        searches = [run_search(table, work / f"tpe{seed}", uri, "tpe", "median", args.trials, seed)
-                    for seed in range(args.seeds)]
+        grid_epochs = sum(trial["epochs"] for trial in grid["trials"])
+        target = grid["best"] - args.tolerance
+        report = [f"space {SPACE}, {args.epochs} epochs each; grid: {len(grid['trials'])} configurations, best "
+                  f"{OBJECTIVE} {grid['best']:.4f}, {grid_epochs} epochs, {grid['seconds']:.0f} s",
+                  "grid: " + listing(grid),
+                  "\n| seed | grid best | search best | difference | epochs to reach grid best - "
+                  f"{args.tolerance} | search epochs ({args.trials} trials) | grid epochs | search s | grid s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        print("\n".join(report), flush=True)
+        searches, reach = [], []
+        for seed in range(args.seeds):
+            search = run_search(table, work / f"tpe{seed}", uri, "tpe", "median", args.trials, seed)
+            searches.append(search)
+            reach.append(reached(search["trials"], target))
+            epochs = sum(trial["epochs"] for trial in search["trials"])
+            pruned = sum(trial["pruned"] for trial in search["trials"])
+            line = (f"| {seed} | {grid['best']:.4f} | {search['best']:.4f} | {grid['best'] - search['best']:+.4f} | "
+                    f"{reach[-1] if reach[-1] is not None else 'never'} | {epochs} ({pruned} pruned) | "
+                    f"{grid_epochs} | {search['seconds']:.0f} | {grid['seconds']:.0f} |")
+            report.append(line)
+            print(line, f"\n  trials (value/epochs, p: pruned): {listing(search)}", flush=True)
         costs = overhead(args.overhead_trials, args.epochs, work)
-    for name, search in (("grid", grid), *((f"tpe seed {seed}", s) for seed, s in enumerate(searches))):
-        print(f"{name}: " + " ".join(f"{'-' if t['value'] is None else format(t['value'], '.3f')}/{t['epochs']}"
-                                     f"{'p' if t['pruned'] else ''}" for t in search["trials"]))
-    grid_epochs = sum(trial["epochs"] for trial in grid["trials"])
-    target = grid["best"] - args.tolerance
-    print(f"\nspace {SPACE}, {args.epochs} epochs each; grid: {len(grid['trials'])} configurations, best "
-          f"{OBJECTIVE} {grid['best']:.4f}, {grid_epochs} epochs, {grid['seconds']:.0f} s")
-    print("\n| seed | grid best | search best | difference | epochs to reach grid best - "
-          f"{args.tolerance} | search epochs (all {args.trials} trials, pruned) | grid epochs | search s | grid s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    reach = []
-    for seed, search in enumerate(searches):
-        epochs = sum(trial["epochs"] for trial in search["trials"])
-        pruned = sum(trial["pruned"] for trial in search["trials"])
-        reach.append(reached(search["trials"], target))
-        print(f"| {seed} | {grid['best']:.4f} | {search['best']:.4f} | {grid['best'] - search['best']:+.4f} | "
-              f"{reach[-1] if reach[-1] is not None else 'never'} | {epochs} ({pruned} pruned) | {grid_epochs} | "
-              f"{search['seconds']:.0f} | {grid['seconds']:.0f} |")
     bests = [search["best"] for search in searches]
-    reach_sorted = sorted(float("inf") if value is None else value for value in reach)
-    print(f"| median | {grid['best']:.4f} | {statistics.median(bests):.4f} | "
-          f"{grid['best'] - statistics.median(bests):+.4f} | {statistics.median(reach_sorted)} "
-          f"(goal <= {grid_epochs / 3:.0f}) | "
-          f"{statistics.median(sum(t['epochs'] for t in s['trials']) for s in searches)} | {grid_epochs} | "
-          f"{statistics.median(s['seconds'] for s in searches):.0f} | {grid['seconds']:.0f} |")
-    print(f"\nstudy calls per trial (SQLite, {args.overhead_trials} trials x up to {args.epochs} reports): median "
-          f"{statistics.median(costs):.3f} s, max {max(costs):.3f} s (goal < 0.5 s)")
-    print("wall time per trial outside the trial runs (MLflow search run, summary and plots included): "
-          + ", ".join(f"{search['outside']:.2f} s" for search in searches) + f"; grid {grid['outside']:.2f} s")
+    median_reach = statistics.median(float("inf") if value is None else value for value in reach)
+    report.append(f"| median | {grid['best']:.4f} | {statistics.median(bests):.4f} | "
+                  f"{grid['best'] - statistics.median(bests):+.4f} | {median_reach} (goal <= {grid_epochs / 3:.0f}) | "
+                  f"{statistics.median(sum(t['epochs'] for t in s['trials']) for s in searches)} | {grid_epochs} | "
+                  f"{statistics.median(s['seconds'] for s in searches):.0f} | {grid['seconds']:.0f} |")
+    report.append(f"\nstudy calls per trial (SQLite, {args.overhead_trials} trials x up to {args.epochs} reports): "
+                  f"median {statistics.median(costs):.3f} s, max {max(costs):.3f} s (goal < 0.5 s)")
+    report.append("wall time per trial outside the trial runs (MLflow search run, summary and plots included): "
+                  + ", ".join(f"{search['outside']:.2f} s" for search in searches) + f"; grid {grid['outside']:.2f} s")
+    print("\n" + "\n".join(report))
+
+
+def listing(search: dict) -> str:
+    return " ".join(f"{'-' if t['value'] is None else format(t['value'], '.3f')}/{t['epochs']}"
+                    f"{'p' if t['pruned'] else ''}" for t in search["trials"])
 
 
 if __name__ == "__main__":
