@@ -74,11 +74,12 @@ def run_search(table: Path, out_dir: Path, uri: str, sampler: str, pruner: str, 
 
 
 def reached(trials: list[dict], target: float) -> int | None:
-    """The epochs trained up to and including the first trial scoring ``target`` or more (None: never)."""
+    """The epochs trained up to and including the first finished trial scoring ``target`` or more (None: never;
+    a pruned trial's value is Optuna's last report, not the objective)."""
     epochs = 0
     for trial in trials:
         epochs += trial["epochs"]
-        if trial["value"] is not None and trial["value"] >= target:
+        if not trial["pruned"] and trial["value"] is not None and trial["value"] >= target:
             return epochs
     return None
 
@@ -175,7 +176,7 @@ def main() -> None:
 
 
 def listing(search: dict) -> str:
-    return " ".join(f"{'-' if t['value'] is None else format(t['value'], '.3f')}/{t['epochs']}"
+    return " ".join(f"{'-' if t['value'] is None or t['pruned'] else format(t['value'], '.3f')}/{t['epochs']}"
                     f"{'p' if t['pruned'] else ''}" for t in search["trials"])
 
 
