@@ -1,6 +1,7 @@
 """``python -m timl.serve``: the TIML REST server under gunicorn.
 
-Each worker process loads the model once and answers requests in threads (gunicorn's ``gthread`` workers):
+Each worker process loads the model once, at its start, and warms it (one prediction, one explanation in each
+explanation process) before its ``/health`` says ready; it answers requests in threads (gunicorn's ``gthread`` workers):
 concurrent ``/classify`` requests decode their images in parallel and share model calls (dynamic batching,
 :mod:`timl.serving.batching`); explanations run in their own processes (:mod:`timl.serving.explaining`).
 :func:`gunicorn_settings` is the one place the gunicorn settings are written.
@@ -76,6 +77,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     """Runs gunicorn in this process with the TIML app (fails early, with a sample, on a bad configuration)."""
     from gunicorn.app.base import BaseApplication
 
+    from timl.serving import metrics
     from timl.serving.app import create_app
     from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
@@ -87,18 +89,25 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     problem = model_problem(config)
     if problem:
         raise ConfigError(f"Not starting the server: {problem}")
+    folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
 
     class TimlApplication(BaseApplication):
         def load_config(self):
             for key, value in gunicorn_settings(bind, workers, threads, timeout, backlog).items():
                 self.cfg.set(key, value)
+            self.cfg.set("child_exit", metrics.worker_exited)
 
         def load(self):
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
+            app.extensions["timl_model"].start_warm_up()  # /health is ready once the model and explanations are
             return app
 
-    TimlApplication().run()
+    try:
+        TimlApplication().run()
+    finally:
+        if made:
+            metrics.remove_directory(folder)
 
 
 @command(epilog=EXAMPLE)

@@ -81,6 +81,12 @@ SAMPLE = {
                                  "passes with 'proxy_set_header Host $host'. Requests naming another host get 400 "
                                  "and other sites' pages may not post (a guard against DNS rebinding; with "
                                  "API_TOKENS_FILE and no TRUSTED_HOSTS these checks are off).",
+    "METRICS": True,
+    "METRICS_description": "Serve Prometheus metrics at /metrics (true or false).",
+    "METRICS_TOKEN": "",
+    "METRICS_TOKEN_description": "A token (16 characters or more) for /metrics alone, e.g. a Prometheus server's. "
+                                 "With it or with API_TOKENS_FILE, /metrics needs 'Authorization: Bearer TOKEN' "
+                                 "(this token or an API token).",
 }
 
 
@@ -107,6 +113,8 @@ class ServerConfig:
     explain_timeout_s: float = 120
     api_tokens_file: str = ""
     trusted_hosts: tuple[str, ...] = ()
+    metrics: bool = True
+    metrics_token: str = ""
     source: str = ""
 
     def as_mapping(self) -> dict:
@@ -120,7 +128,8 @@ class ServerConfig:
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
-                "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts)}
+                "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts),
+                "METRICS": self.metrics}  # never the METRICS_TOKEN: the mapping is shown to routes
 
     def tokens(self) -> dict[str, str]:
         """The API tokens (token -> user name) of API_TOKENS_FILE; empty when none is configured.
@@ -145,6 +154,10 @@ class ServerConfig:
             raise ConfigError(f"{where}: the token(s) of {', '.join(short)} are shorter than {MIN_TOKEN_LENGTH} "
                               "characters; make them with: python -c 'import secrets; print(secrets.token_urlsafe())'")
         return tokens
+
+    def metrics_tokens(self) -> list[str]:
+        """The tokens /metrics accepts: METRICS_TOKEN and the API tokens; empty: /metrics is open."""
+        return [token for token in (self.metrics_token, *self.tokens()) if token]
 
     @classmethod
     def from_mapping(cls, values: dict, base_dir: Path | None = None, source: str = "") -> "ServerConfig":
@@ -181,7 +194,9 @@ class ServerConfig:
                        explain_queue=_bounded(values, "EXPLAIN_QUEUE", int, 0, 10_000, source),
                        explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
-                       trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source), source=source)
+                       trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source),
+                       metrics=_flag(values, "METRICS", source), metrics_token=_metrics_token(values, source),
+                       source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
 
@@ -193,6 +208,24 @@ def _choice(values: dict, key: str, choices: tuple[str, ...], source: str) -> st
         raise ConfigError(f"{source or 'server configuration'}: {key} must be one of {', '.join(choices)}. "
                           f"Received: {key}={values.get(key)!r}")
     return value
+
+
+def _flag(values: dict, key: str, source: str) -> bool:
+    """``values[key]`` (else the sample's default): JSON true or false."""
+    value = values.get(key, SAMPLE[key])
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source or 'server configuration'}: {key} must be true or false. Received: {key}={value!r}")
+    return value
+
+
+def _metrics_token(values: dict, source: str) -> str:
+    """METRICS_TOKEN: empty, or a string of at least MIN_TOKEN_LENGTH characters (never echoed)."""
+    value = values.get("METRICS_TOKEN") or ""
+    if not isinstance(value, str) or (value and len(value.strip()) < MIN_TOKEN_LENGTH):
+        raise ConfigError(f"{source or 'server configuration'}: METRICS_TOKEN must be a string of at least "
+                          f"{MIN_TOKEN_LENGTH} characters; make one with: "
+                          "python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return value.strip()
 
 
 def _host_names(value, source: str) -> tuple[str, ...]:

@@ -201,6 +201,18 @@ class ExplanationQueue:
             self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
         return result
 
+    def warm_up(self, function: Callable, *args) -> None:
+        """Runs ``function(classifier, *args)`` once in every slot before any request (each explanation process
+        started, its model loaded and traced), not counted in :meth:`stats`; call before the server is ready.
+
+        Raises:
+            Exception: what the function raised, or a timeout past ``timeout`` seconds.
+        """
+        with self._condition:
+            slots = list(self._free)
+        for slot in slots:
+            slot.submit(function, *args).result(timeout=self.timeout)
+
     def _release(self, slot, future: Future | None) -> None:
         def free(_=None):
             with self._condition:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import threading
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from timl.errors import TimlError
 from timl.serving.batching import Batcher
 from timl.serving.config import ServerConfig, load_server_classifier, model_problem
 from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
+from timl.serving.metrics import ServerMetrics
 from timl.serving.ranking import UncertaintyRanking
+
+logger = logging.getLogger(__name__)
 
 
 class ModelUnavailable(TimlError):
@@ -39,13 +43,16 @@ class ModelHolder:
     Args:
         config: the server configuration (model, batching and explanation limits).
         classifier: a ready classifier (tests); its explanations then run in threads, not processes.
+        metrics: the app's Prometheus metrics (none counted without).
     """
 
-    def __init__(self, config: ServerConfig, classifier=None):
+    def __init__(self, config: ServerConfig, classifier=None, metrics: ServerMetrics | None = None):
         self.config = config
         self._classifier = classifier
         self._lock = threading.Lock()
-        self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
+        self.metrics = metrics or ServerMetrics(enabled=False)
+        self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000,
+                               self.metrics.batch)
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
         self._card: dict | None = None
@@ -54,6 +61,7 @@ class ModelHolder:
         self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
         self._load_error: str | None = None
         self._found = classifier is not None
+        self._warming: threading.Event | None = None  # set once warm; None: no warm-up (ready at once)
 
     def problem(self) -> str | None:
         """Why the model cannot be loaded (for the operator: it names server paths), or None.
@@ -150,7 +158,7 @@ class ModelHolder:
     def decoding(self):
         """One of the worker's DECODE_CONCURRENCY decoding slots, held while an image is decoded (and, for a
         classification, resized): more decodes wait their turn, so few full-size images are in memory at once."""
-        with self._decode_slots:
+        with self._decode_slots, self.metrics.decoding():
             yield
 
     def decode_file(self, path: Path):
@@ -218,4 +226,37 @@ class ModelHolder:
     def explain(self, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
                 params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
         """One explanation (see :func:`timl.serving.explaining.render`), computed in an explanation slot."""
-        return self.explanations.run(render, image, method, layer, class_index, seed, params, size, kinds)
+        with self.metrics.explaining():
+            return self.explanations.run(render, image, method, layer, class_index, seed, params, size, kinds)
+
+    @property
+    def warming(self) -> bool:
+        """Whether the warm-up (:meth:`start_warm_up`) is still running: /health is not ready until it ends."""
+        return self._warming is not None and not self._warming.is_set()
+
+    def start_warm_up(self) -> None:
+        """Loads and warms the model and the explanation slots in a background thread (:meth:`warm_up`), so the
+        first request waits no longer than the next; :attr:`warming` until done."""
+        self._warming = threading.Event()
+        threading.Thread(target=self.warm_up, name="timl-warm-up", daemon=True).start()
+
+    def warm_up(self) -> None:
+        """Loads the model, decodes a small image, makes one prediction and one explanation (the default method,
+        in every explanation slot), none of them counted in /health or /metrics; a failure is logged (the model's
+        own load failure is /health's 503 as before) and ends the warm-up."""
+        from PIL import Image
+
+        from timl import xai
+        from timl.images import decode_image
+
+        try:
+            classifier = self.classifier
+            image = decode_image(Image.new("RGB", (64, 48), (128, 96, 64)))
+            self._predict(classifier.preprocessing(image)[np.newaxis])
+            self.explanations.warm_up(render, image, xai.DEFAULT_EXPLAINER, None, None, 0, {}, 64, ("heatmap",))
+            self.metrics.model_labels()
+        except Exception as error:  # noqa: BLE001 - the server still answers; the first requests are slower
+            logger.warning("The warm-up failed (%s); requests load what they need when they come.", error)
+        finally:
+            if self._warming is not None:
+                self._warming.set()
