@@ -26,7 +26,7 @@ from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.memory import return_freed_images
-from timl.serving.metrics import ServerMetrics
+from timl.serving.metrics import ServerMetrics, unavailable_reason
 from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import NotConfigured, reviews_blueprint
@@ -271,7 +271,7 @@ def _register_error_handlers(app: Flask) -> None:
     def any_error(error: Exception):
         for kind, status in STATUS:
             if isinstance(error, kind):
-                g.timl_error = kind  # the reason label of /metrics' 503 and 504 counts
+                unavailable_reason(kind)  # the reason label of /metrics' 503 and 504 counts
                 headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
                 if kind in SERVER_SIDE:
                     logger.error("Answered %d to %s %s: %s", status, request.method, request.path, error,
@@ -347,9 +347,11 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
         facts = dict(model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
                      explanations=holder.explanations.stats(), ready=not holder.warming)
         if holder.warming and not holder.problem():
+            unavailable_reason("warming_up")
             return jsonify(status="starting", error="The server is loading and warming the model and its "
                            "explanation process; ready in a moment.", **facts), 503
         if holder.problem():  # the reason names server paths: the log has it, not an unauthenticated client
+            unavailable_reason(ModelUnavailable)
             return jsonify(status="error", error=f"The model {public_model_name(config.model)} cannot be loaded "
                            "(CLASSIFICATION_MODEL in the server configuration): the server log says why.",
                            **facts), 503

@@ -68,9 +68,11 @@ def refusal_reason(error: Exception) -> str:
     return next((reason for reason, words in REFUSAL_REASONS if words in message), "other")
 
 
-def snake_case(name: str) -> str:
-    """``QueueFull`` -> ``queue_full``: an error class as a label value."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+def unavailable_reason(reason: str | type) -> None:
+    """Names why this request is answered 503 or 504 (the ``reason`` label): an error class (``QueueFull`` ->
+    ``queue_full``) or a word; a 503 without one (the exposure guard's) counts as ``refused``."""
+    name = reason if isinstance(reason, str) else re.sub(r"(?<!^)(?=[A-Z])", "_", reason.__name__).lower()
+    g.timl_unavailable = name
 
 
 class ServerMetrics:
@@ -202,8 +204,7 @@ class ServerMetrics:
         if request.endpoint in TIMED_ENDPOINTS and "timl_started" in g:
             self.latency.labels(route).observe(time.perf_counter() - g.timl_started)
         if status in (503, 504):
-            error = g.get("timl_error")
-            self.unavailable.labels(str(status), snake_case(error.__name__) if error else "refused").inc()
+            self.unavailable.labels(str(status), g.get("timl_unavailable", "refused")).inc()
         return response
 
 
