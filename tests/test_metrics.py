@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_the_metrics_folder_is_made_and_removed_or_the_operators_emptied(tmp_pat
 
     monkeypatch.delenv(metrics.DIRECTORY_VARIABLE, raising=False)
     folder, made = metrics.multiprocess_directory()
-    assert made and folder.is_dir() and str(folder) == __import__("os").environ[metrics.DIRECTORY_VARIABLE]
+    assert made and folder.is_dir() and str(folder) == os.environ[metrics.DIRECTORY_VARIABLE]
     metrics.remove_directory(folder)
     assert not folder.exists()
     given = tmp_path / "prometheus"
@@ -142,6 +143,18 @@ def test_the_metrics_folder_is_made_and_removed_or_the_operators_emptied(tmp_pat
     monkeypatch.setenv(metrics.DIRECTORY_VARIABLE, str(given))
     assert metrics.multiprocess_directory() == (given, False)
     assert sorted(path.name for path in given.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("text", ["al", "yes", "1"])
+def test_a_bad_warm_start_level_is_named(monkeypatch, text):
+    from timl.serving.model import warm_start_from_environment
+
+    monkeypatch.setenv("TIML_WARM_START", text)
+    with pytest.raises(ConfigError, match=f"TIML_WARM_START must be one of all, model, none. Received: "
+                                          f"TIML_WARM_START='{text}'"):
+        warm_start_from_environment()
+    monkeypatch.setenv("TIML_WARM_START", " Model ")
+    assert warm_start_from_environment() == "model"
 
 
 def _health(base: str):
@@ -190,7 +203,7 @@ def test_two_gunicorn_workers_start_warm_and_are_both_counted(tmp_path):
     config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))
     folder = tmp_path / "prometheus"
     port = free_port()
-    environment = {**__import__("os").environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder), "TIML_WARM_START": "all"}
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
                                    "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,

@@ -81,6 +81,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     from timl.serving.app import create_app
     from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
+    from timl.serving.model import warm_start_from_environment
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
@@ -89,6 +90,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     problem = model_problem(config)
     if problem:
         raise ConfigError(f"Not starting the server: {problem}")
+    warm_start = warm_start_from_environment()
     folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
 
     class TimlApplication(BaseApplication):
@@ -96,11 +98,13 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
             for key, value in gunicorn_settings(bind, workers, threads, timeout, backlog).items():
                 self.cfg.set(key, value)
             self.cfg.set("child_exit", metrics.worker_exited)
+            self.cfg.set("worker_exit", stop_explanations)
 
         def load(self):
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
-            app.extensions["timl_model"].start_warm_up()  # /health is ready once the model and explanations are
+            if warm_start != "none":  # /health is ready once the model (and the explanation processes) are warm
+                app.extensions["timl_model"].start_warm_up(warm_start)
             return app
 
     try:
@@ -108,6 +112,15 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     finally:
         if made:
             metrics.remove_directory(folder)
+
+
+def stop_explanations(server, worker) -> None:
+    """gunicorn's ``worker_exit`` hook: a stopping worker stops its explanation processes at once (they would
+    otherwise be waited for)."""
+    app = getattr(worker, "wsgi", None)
+    holder = app.extensions.get("timl_model") if app is not None else None
+    if holder is not None:
+        holder.explanations.close()
 
 
 @command(epilog=EXAMPLE)

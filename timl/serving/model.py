@@ -234,29 +234,65 @@ class ModelHolder:
         """Whether the warm-up (:meth:`start_warm_up`) is still running: /health is not ready until it ends."""
         return self._warming is not None and not self._warming.is_set()
 
-    def start_warm_up(self) -> None:
-        """Loads and warms the model and the explanation slots in a background thread (:meth:`warm_up`), so the
-        first request waits no longer than the next; :attr:`warming` until done."""
+    def start_warm_up(self, level: str = "all") -> None:
+        """Loads and warms the model (and with ``level`` "all" the explanation slots) in the background
+        (:meth:`warm_up`), so the first request waits no longer than the next; :attr:`warming` until done."""
         self._warming = threading.Event()
-        threading.Thread(target=self.warm_up, name="timl-warm-up", daemon=True).start()
+        threading.Thread(target=self.warm_up, args=(level == "all",), name="timl-warm-up", daemon=True).start()
 
-    def warm_up(self) -> None:
-        """Loads the model, decodes a small image, makes one prediction and one explanation (the default method,
-        in every explanation slot), none of them counted in /health or /metrics; a failure is logged (the model's
-        own load failure is /health's 503 as before) and ends the warm-up."""
+    def warm_up(self, explanations: bool = True) -> None:
+        """Loads the model, decodes a small image and makes one prediction; meanwhile (in parallel: each
+        explanation slot is a process of its own) one explanation of the default method in every explanation slot.
+        None of them is counted in /health or /metrics. A failure is logged (the model's own load failure is
+        /health's 503 as before) and ends the warm-up."""
         from PIL import Image
 
-        from timl import xai
         from timl.images import decode_image
 
+        image = decode_image(Image.new("RGB", (64, 48), (128, 96, 64)))
+        explaining = threading.Thread(target=self._warm_explanations, args=(image,), name="timl-warm-explanations",
+                                      daemon=True)
+        if explanations:
+            explaining.start()
         try:
             classifier = self.classifier
-            image = decode_image(Image.new("RGB", (64, 48), (128, 96, 64)))
             self._predict(classifier.preprocessing(image)[np.newaxis])
-            self.explanations.warm_up(render, image, xai.DEFAULT_EXPLAINER, None, None, 0, {}, 64, ("heatmap",))
             self.metrics.model_labels()
         except Exception as error:  # noqa: BLE001 - the server still answers; the first requests are slower
             logger.warning("The warm-up failed (%s); requests load what they need when they come.", error)
         finally:
+            if explanations:
+                explaining.join()
             if self._warming is not None:
                 self._warming.set()
+
+    def _warm_explanations(self, image) -> None:
+        from timl import xai
+
+        try:
+            self.explanations.warm_up(render, image, xai.DEFAULT_EXPLAINER, None, None, 0, {}, 64, ("heatmap",))
+        except Exception as error:  # noqa: BLE001 - the explanation process loads again on the first explanation
+            logger.warning("The explanation warm-up failed (%s); the first explanation loads its model.", error)
+
+
+#: The environment variable that says what the server warms at its start, before /health is ready: ``all`` (the
+#: default: the model and the explanation processes), ``model`` (the model only), ``none`` (everything on first use).
+WARM_START_VARIABLE = "TIML_WARM_START"
+WARM_START_LEVELS = ("all", "model", "none")
+
+
+def warm_start_from_environment() -> str:
+    """The warm start level of ``TIML_WARM_START`` (default ``all``).
+
+    Raises:
+        ConfigError: another value, named with the accepted ones.
+    """
+    import os
+
+    from timl.errors import ConfigError
+
+    level = os.environ.get(WARM_START_VARIABLE, "").strip().lower() or "all"
+    if level not in WARM_START_LEVELS:
+        raise ConfigError(f"{WARM_START_VARIABLE} must be one of {', '.join(WARM_START_LEVELS)}. "
+                          f"Received: {WARM_START_VARIABLE}={os.environ[WARM_START_VARIABLE]!r}")
+    return level
