@@ -6,6 +6,11 @@ over ``--seconds``, one client's p50, and the workers' memory before and after (
 batching on, the same load while two more clients request RISE explanations (2000 masks) back to back.
 
     python bench/serve_load.py [--seconds 30] [--clients 8]
+    python bench/serve_load.py --compare-metrics [--rounds 2]   # /metrics on vs off, side by side
+
+Each server's first requests after it says ready (/health 200) are timed against the next ones (issue 28: the first
+user waits no longer than the next): the first classification, the median of the next three; the first Grad-CAM,
+the median of the next two.
 
 Goals (issue 16): requests/s / the model's own best batched throughput >= 0.8; p50 / the Little's-law bound
 (N clients / that throughput: the lowest p50 any server allows) <= 1.25; one client no slower with batching by
@@ -177,12 +182,50 @@ def explain_clients(url: str, data: bytes, clients: int, stop: threading.Event) 
     return statuses
 
 
+def first_requests(base: str, data: bytes) -> dict:
+    """Seconds of the first classification and the first Grad-CAM after the server said ready, and of the next
+    ones (medians)."""
+    import requests
+
+    def timed(route: str) -> float:
+        start = time.perf_counter()
+        answer = requests.post(f"{base}/api/{route}", files={"file": ("x.jpg", data)}, timeout=300)
+        if answer.status_code != 200:
+            raise RuntimeError(f"/api/{route} answered {answer.status_code}: {answer.text[:200]}")
+        return time.perf_counter() - start
+
+    classify = [timed("classify") for _ in range(4)]
+    layer = requests.get(f"{base}/api/info", timeout=60).json()["default_layer"]
+    explain = [timed(f"explain/gradcam/{layer}") for _ in range(3)]
+    return {"classify": classify[0], "classify_next": statistics.median(classify[1:]),
+            "explain": explain[0], "explain_next": statistics.median(explain[1:])}
+
+
+def compare_metrics(model_path: Path, data: bytes, clients: int, seconds: float, rounds: int) -> list[tuple]:
+    """requests/s with /metrics on (the default) and off (``METRICS`` false), ``rounds`` times alternately, so a
+    slow spell of the machine hits both alike; the /metrics scrape itself is not part of the load."""
+    pairs = []
+    for _ in range(rounds):
+        measured = []
+        for settings in ({}, {"METRICS": False}):
+            server, base = start_server(model_path, settings)
+            try:
+                load(f"{base}/api/classify", data, clients, 5)  # warm-up
+                measured.append(load(f"{base}/api/classify", data, clients, seconds)["rps"])
+            finally:
+                server.terminate()
+                server.wait(timeout=120)
+        pairs.append(tuple(measured))
+    return pairs
+
+
 def serve_and_measure(model_path: Path, data: bytes, clients: int, seconds: float, settings: dict,
                       with_explanations: bool = False) -> dict:
     """The load on one server configuration: ``clients`` on /classify, then one client; optionally again with
     two clients requesting RISE explanations (2000 masks) the whole time."""
     server, base = start_server(model_path, settings)
     try:
+        first = first_requests(base, data)
         load(f"{base}/api/classify", data, clients, 5)  # warm-up: every worker has loaded the model
         before = worker_memory(server.pid)
         result = load(f"{base}/api/classify", data, clients, seconds)
@@ -196,6 +239,7 @@ def serve_and_measure(model_path: Path, data: bytes, clients: int, seconds: floa
             busy = load(f"{base}/api/classify", data, clients, seconds)
             stop.set()
             result["with_rise"] = {**busy, "explanations": statuses[:]}
+        result["first"] = first
         return result
     finally:
         server.terminate()
@@ -207,8 +251,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--models", nargs="+", default=["SmallCNN:32", "VGG16:64"], help="METHOD:SIZE ...")
+    parser.add_argument("--compare-metrics", action="store_true",
+                        help="only requests/s with /metrics on vs off (METRICS false), --rounds times alternately")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     data = image_bytes()
+    if args.compare_metrics:
+        print_metrics_cost(args, data)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for method, imgsize in (spec.split(":") for spec in args.models):
@@ -254,6 +304,32 @@ def main() -> None:
               f"{bound * 1000:.0f} | {(batched['single_p50'] - unbatched['single_p50']) * 1000:+.1f} | "
               f"{rise['p99'] * 1000:.1f} | {rise['p99'] / batched['p99']:.2f} | {rise['rps']:.1f} | {rise['errors']} | "
               f"{codes.count(200)} / {codes.count(503)} / {len(codes) - codes.count(200) - codes.count(503)} |")
+
+    print("\n| model | batching | first classification after ready (ms) | the next (ms) | first Grad-CAM (ms) | "
+          "the next (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, imgsize, local, (bound, batch), unbatched, batched, decode in rows:
+        for name, served in (("off", unbatched), ("on", batched)):
+            first = served["first"]
+            print(f"| {method} {imgsize} px | {name} | {first['classify'] * 1000:.0f} | "
+                  f"{first['classify_next'] * 1000:.0f} | {first['explain'] * 1000:.0f} | "
+                  f"{first['explain_next'] * 1000:.0f} |")
+
+
+def print_metrics_cost(args, data: bytes) -> None:
+    """The --compare-metrics table: requests/s with /metrics on and off per round, and the cost."""
+    print(f"\n{args.clients} clients, {args.seconds:.0f} s per server, gunicorn 2 workers, batching on (defaults)\n")
+    print("| model | round | requests/s, metrics on | requests/s, metrics off | cost |")
+    print("| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as folder:
+        for method, imgsize in (spec.split(":") for spec in args.models):
+            path = build_model(Path(folder), method, int(imgsize))
+            pairs = compare_metrics(path, data, args.clients, args.seconds, args.rounds)
+            for index, (on, off) in enumerate(pairs, 1):
+                print(f"| {method} {imgsize} px | {index} | {on:.1f} | {off:.1f} | {(1 - on / off) * 100:+.1f} % |")
+            on, off = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+            print(f"| {method} {imgsize} px | all | {on / len(pairs):.1f} | {off / len(pairs):.1f} | "
+                  f"{(1 - on / off) * 100:+.1f} % |")
 
 
 if __name__ == "__main__":

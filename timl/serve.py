@@ -10,7 +10,10 @@ concurrent ``/classify`` requests decode their images in parallel and share mode
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -91,27 +94,38 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     if problem:
         raise ConfigError(f"Not starting the server: {problem}")
     warm_start = warm_start_from_environment()
+    ready_folder = Path(tempfile.mkdtemp(prefix="timl-ready-"))  # a file per warm worker: /health is ready at all
     folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
 
     class TimlApplication(BaseApplication):
         def load_config(self):
             for key, value in gunicorn_settings(bind, workers, threads, timeout, backlog).items():
                 self.cfg.set(key, value)
-            self.cfg.set("child_exit", metrics.worker_exited)
+            self.cfg.set("child_exit", lambda server, worker: worker_stopped(server, worker, ready_folder))
             self.cfg.set("worker_exit", stop_explanations)
 
         def load(self):
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
             if warm_start != "none":  # /health is ready once the model (and the explanation processes) are warm
-                app.extensions["timl_model"].start_warm_up(warm_start)
+                app.extensions["timl_model"].start_warm_up(warm_start, ready_folder, workers)
             return app
 
     try:
         TimlApplication().run()
     finally:
+        shutil.rmtree(ready_folder, ignore_errors=True)
         if made:
             metrics.remove_directory(folder)
+
+
+def worker_stopped(server, worker, ready_folder: Path) -> None:
+    """gunicorn's ``child_exit`` hook (in the master): the stopped worker is no longer warm (/health waits for its
+    replacement), and its live metrics leave the sums."""
+    from timl.serving import metrics
+
+    (ready_folder / str(worker.pid)).unlink(missing_ok=True)
+    metrics.worker_exited(server, worker)
 
 
 def stop_explanations(server, worker) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class ModelHolder:
         self._load_error: str | None = None
         self._found = classifier is not None
         self._warming: threading.Event | None = None  # set once warm; None: no warm-up (ready at once)
+        self._workers: tuple[Path | None, int] = (None, 1)  # the server's ready folder and worker count
 
     def problem(self) -> str | None:
         """Why the model cannot be loaded (for the operator: it names server paths), or None.
@@ -231,13 +233,27 @@ class ModelHolder:
 
     @property
     def warming(self) -> bool:
-        """Whether the warm-up (:meth:`start_warm_up`) is still running: /health is not ready until it ends."""
-        return self._warming is not None and not self._warming.is_set()
+        """Whether the warm-up (:meth:`start_warm_up`) is still running, here or in another worker of the server:
+        /health is not ready until every worker is warm (a request may reach any of them)."""
+        if self._warming is None:
+            return False
+        if not self._warming.is_set():
+            return True
+        folder, workers = self._workers
+        return folder is not None and len(list(folder.iterdir())) < workers
 
-    def start_warm_up(self, level: str = "all") -> None:
+    def start_warm_up(self, level: str = "all", ready_folder: Path | None = None, workers: int = 1) -> None:
         """Loads and warms the model (and with ``level`` "all" the explanation slots) in the background
-        (:meth:`warm_up`), so the first request waits no longer than the next; :attr:`warming` until done."""
+        (:meth:`warm_up`), so the first request waits no longer than the next; :attr:`warming` until done.
+
+        Args:
+            level: "all" or "model" (see :data:`WARM_START_LEVELS`).
+            ready_folder: the server's folder where each warm worker leaves a file named by its pid (gunicorn:
+                the master removes a stopped worker's); None: this worker alone.
+            workers: how many workers the server runs.
+        """
         self._warming = threading.Event()
+        self._workers = (ready_folder, workers)
         threading.Thread(target=self.warm_up, args=(level == "all",), name="timl-warm-up", daemon=True).start()
 
     def warm_up(self, explanations: bool = True) -> None:
@@ -263,6 +279,8 @@ class ModelHolder:
         finally:
             if explanations:
                 explaining.join()
+            if self._workers[0] is not None:
+                (self._workers[0] / str(os.getpid())).touch()
             if self._warming is not None:
                 self._warming.set()
 
@@ -287,8 +305,6 @@ def warm_start_from_environment() -> str:
     Raises:
         ConfigError: another value, named with the accepted ones.
     """
-    import os
-
     from timl.errors import ConfigError
 
     level = os.environ.get(WARM_START_VARIABLE, "").strip().lower() or "all"
