@@ -509,3 +509,16 @@ def test_a_run_owner_is_more_than_a_pid():
     assert not offenders, f"a process identified by its pid alone: {offenders}"
     lockers = [module for module, path in _modules().items() if ".timl.lock" in path.read_text()]
     assert lockers == ["timl.training.lock"], lockers
+
+
+def test_prometheus_is_imported_by_the_server_metrics_alone_and_inside_functions():
+    """The server's metrics have one home, ``timl.serving.metrics``, which imports ``prometheus_client`` only inside
+    functions: the library picks its multiprocess mode when first imported, so nothing may import it before
+    ``timl.serve`` has set PROMETHEUS_MULTIPROC_DIR (gunicorn's workers would each count alone)."""
+    offenders = [module for module, path in _modules().items() if module != "timl.serving.metrics"
+                 and any(name.startswith("prometheus_client") for name in _imports_of(path))]
+    assert not offenders, f"prometheus_client imported outside timl/serving/metrics.py: {offenders}"
+    tree = ast.parse((PACKAGE / "serving" / "metrics.py").read_text())
+    top_level = [name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for name in _imported_names(node)]
+    assert not [name for name in top_level if name.startswith("prometheus_client")], top_level

@@ -1,9 +1,10 @@
 """``python -m timl.serve``: the TIML REST server under gunicorn.
 
 Each worker process loads the model once, at its start, and warms it (one prediction, one explanation in each
-explanation process) before its ``/health`` says ready; it answers requests in threads (gunicorn's ``gthread`` workers):
-concurrent ``/classify`` requests decode their images in parallel and share model calls (dynamic batching,
-:mod:`timl.serving.batching`); explanations run in their own processes (:mod:`timl.serving.explaining`).
+explanation process; ``/health`` says ready once every worker is warm); it answers requests in threads (gunicorn's
+``gthread`` workers): concurrent ``/classify`` requests decode their images in parallel and share model calls
+(dynamic batching, :mod:`timl.serving.batching`); explanations run in their own processes
+(:mod:`timl.serving.explaining`).
 :func:`gunicorn_settings` is the one place the gunicorn settings are written.
 """
 

@@ -3,8 +3,9 @@
 The original routes under the REST prefix: ``ping``, ``echo/<text>``, ``info``, ``classify`` and
 ``explain/<method>/<layer>``, and ``model_card`` (a registered version's card, JSON or ``?format=md``); the pages under the static prefix learn the REST prefix from ``timl-config.js``.
 
-``create_app(config)`` builds one app; its model is loaded once, at the first request that needs it (so each
-gunicorn worker loads it once, after the fork). Every error is JSON: exception classes map to status codes in
+``create_app(config)`` builds one app; its model is loaded once, after the fork: under ``timl.serve`` at the
+worker's start (the warm-up, :meth:`~timl.serving.model.ModelHolder.start_warm_up`), elsewhere at the first request
+that needs it. ``/metrics`` is :mod:`timl.serving.metrics`'. Every error is JSON: exception classes map to status codes in
 :func:`_register_error_handlers` and nowhere else.
 """
 
