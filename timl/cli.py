@@ -29,6 +29,7 @@ COMMANDS = {
     "serve": "timl.serve",
     "client": "timl.client",
     "review": "timl.review",
+    "export": "timl.export",
 }
 
 

@@ -81,6 +81,10 @@ SAMPLE = {
                                  "passes with 'proxy_set_header Host $host'. Requests naming another host get 400 "
                                  "and other sites' pages may not post (a guard against DNS rebinding; with "
                                  "API_TOKENS_FILE and no TRUSTED_HOSTS these checks are off).",
+    "INFERENCE_BACKEND": "keras",
+    "INFERENCE_BACKEND_description": "What runs /classify's model calls: keras, or onnxruntime (the model converted "
+                                     "to ONNX when it loads, checked against the Keras model within 1e-4; needs "
+                                     "pip install 'timl[export]'). Explanations always run the Keras model.",
     "METRICS": True,
     "METRICS_description": "Serve Prometheus metrics at /metrics (true or false).",
     "METRICS_TOKEN": "",
@@ -88,6 +92,9 @@ SAMPLE = {
                                  "With it or with API_TOKENS_FILE, /metrics needs 'Authorization: Bearer TOKEN' "
                                  "(this token or an API token).",
 }
+
+#: The INFERENCE_BACKEND choices.
+INFERENCE_BACKENDS = ("keras", "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +120,7 @@ class ServerConfig:
     explain_timeout_s: float = 120
     api_tokens_file: str = ""
     trusted_hosts: tuple[str, ...] = ()
+    inference_backend: str = "keras"
     metrics: bool = True
     metrics_token: str = ""
     source: str = ""
@@ -129,6 +137,7 @@ class ServerConfig:
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
                 "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts),
+                "INFERENCE_BACKEND": self.inference_backend,
                 "METRICS": self.metrics}  # never the METRICS_TOKEN: the mapping is shown to routes
 
     def tokens(self) -> dict[str, str]:
@@ -195,6 +204,7 @@ class ServerConfig:
                        explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
                        trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source),
+                       inference_backend=_choice(values, "INFERENCE_BACKEND", INFERENCE_BACKENDS, source),
                        metrics=_flag(values, "METRICS", source), metrics_token=_metrics_token(values, source),
                        source=source)
         except (TypeError, ValueError) as error:
