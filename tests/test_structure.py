@@ -173,7 +173,8 @@ def test_explanation_methods_are_named_in_the_registry_only():
 
 def test_commands_and_libraries_import_no_tensorflow():
     code = ("import sys\nimport timl.cli, timl.config, timl.training, timl.classifier, timl.pyfunc, timl.xai, "
-            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app, timl.export\n"
+            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app, timl.export, "
+            "timl.tune\n"
             "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -349,6 +350,17 @@ def test_only_serving_imports_flask():
     offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.serving")
                        and any(name.split(".")[0] in web for name in _imports_of(path)))
     assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
+
+
+def test_only_the_search_package_imports_optuna():
+    """Optuna is the search's engine (issue 27): its study, sampler, pruner and plots stay in timl/search/, and
+    reading a table or training a row imports it only for a trial of a search."""
+    offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.search")
+                       and any(name.split(".")[0] == "optuna" for name in _imports_of(path)))
+    assert not offenders, f"Optuna imported outside timl/search/: {offenders}"
+    code = "import sys\nimport timl.config, timl.training, timl.tune\nprint('optuna' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
 
 
 def test_dicom_is_read_by_the_one_dicom_module_only():

@@ -21,6 +21,7 @@ COMMANDS = {
     "data": "timl.data",
     "split": "timl.split",
     "train": "timl.train",
+    "tune": "timl.tune",
     "results": "timl.results",
     "predict": "timl.predict",
     "inspect": "timl.inspect",
