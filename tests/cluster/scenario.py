@@ -150,7 +150,7 @@ def _http_settings(pid: int) -> dict:
 
 def _outages(proxy: FaultyProxy, server: TrackingServer, client, out: Path) -> list[dict]:
     """Three windows in which the rows' logging calls meet a failing tracking server, each begun once a row
-    logged an epoch after the previous one ended: requests held past the client's timeout, 503 answers, and
+    logged two epochs after the previous one ended: requests held past the client's timeout, 503 answers, and
     the server stopped with nothing listening (connection refused). Each window's times and the requests the
     proxy met in it."""
     windows = []
@@ -178,9 +178,11 @@ def _outages(proxy: FaultyProxy, server: TrackingServer, client, out: Path) -> l
 
 
 def _logged_after(client, out: Path, moment: float) -> bool:
-    """Whether a row run of ``out`` logged an epoch's loss after ``moment`` (seconds since the epoch)."""
-    return any(metric.timestamp > moment * 1000 for run in _row_runs(client, out) if run.info.status == "RUNNING"
-               for metric in client.get_metric_history(run.info.run_id, "loss"))
+    """Whether a row run of ``out`` logged two epochs after ``moment`` (seconds since the epoch): it trains
+    freely again, so its next epoch falls in the next window."""
+    runs = [run for run in _row_runs(client, out) if run.info.status == "RUNNING"]
+    return any(sum(metric.timestamp > moment * 1000 for metric in client.get_metric_history(run.info.run_id, "loss"))
+               >= 2 for run in runs)
 
 
 def replay(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
