@@ -336,6 +336,18 @@ def test_only_serving_imports_flask():
     assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
 
 
+def test_dicom_is_read_by_the_one_dicom_module_only():
+    """pydicom (issue 28) is imported by timl/images/dicom.py alone, inside its functions: every entry point reads
+    DICOM through decode_image, and importing the package loads no pydicom."""
+    offenders = sorted(module for module, path in _modules().items() if module != "timl.images.dicom"
+                       and any(name.split(".")[0] == "pydicom" for name in _imports_of(path)))
+    assert not offenders, f"pydicom imported outside timl/images/dicom.py: {offenders}"
+    tree = ast.parse((PACKAGE / "images" / "dicom.py").read_text())
+    top = [node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+           and any((getattr(node, "module", None) or alias.name).split(".")[0] == "pydicom" for alias in node.names)]
+    assert not top, f"timl/images/dicom.py imports pydicom at module level (lines {top}): import it inside functions"
+
+
 def test_the_review_store_and_the_export_command_reach_no_web_layer():
     """The review store is a library of its own: the export command reads answers with no Flask imported."""
     graph = import_graph()
