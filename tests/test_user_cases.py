@@ -128,6 +128,17 @@ def test_a_corrupt_tracking_store_is_named_and_left_alone(tmp_path, damage):
     assert store.read_bytes() == before, "the user's store is never rewritten"
 
 
+def _on_a_small_disk(tmp_path: Path, folder: Path, size: str, train: str, between: str, after: str = "") -> str:
+    """Runs the shell command ``train`` with ``folder`` on a real tmpfs of ``size`` (a private mount namespace),
+    then the lines ``between``; grows the filesystem to 8 MB, runs ``train --resume``, then the lines ``after``.
+    Returns the output, with ``first exit N`` and ``second exit N``."""
+    script = (f"mount -t tmpfs -o size={size} tmpfs '{folder}' || exit 99\n{train}\necho \"first exit $?\"\n"
+              f"{between}mount -o remount,size=8m '{folder}'\n{train} --resume\necho \"second exit $?\"\n{after}")
+    result = subprocess.run(["unshare", "--mount", "bash", "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    return result.stdout + result.stderr
+
+
 @pytest.mark.slow  # about 25 s on 2 cores
 @pytest.mark.component("mount namespaces")
 def test_a_disk_that_fills_during_a_row(mini_digits, tmp_path):
@@ -141,14 +152,11 @@ def test_a_disk_that_fills_during_a_row(mini_digits, tmp_path):
     train = (f"'{sys.executable}' -m timl.train --input-table '{table}' --out-dir '{out}' --skip-roc "
              f"--no-system-metrics --tracking-uri 'sqlite:///{tmp_path / 'mlflow.db'}' "
              f"--checkpoint-dir '{tmp_path / 'checkpoints'}'")
-    script = (f"mount -t tmpfs -o size=2m tmpfs '{out}' || exit 99\n{train}\necho \"first exit $?\"\n"
-              f"sha256sum '{out}'/0-* > '{tmp_path / 'before.txt'}'\nls '{out}' > '{tmp_path / 'full.txt'}'\n"
-              f"mount -o remount,size=8m '{out}'\n{train} --resume\necho \"second exit $?\"\n"
-              f"sha256sum -c '{tmp_path / 'before.txt'}' > /dev/null && echo 'row 0 intact'\n"
-              f"cp -r '{out}' '{tmp_path / 'kept'}'\n")
-    result = subprocess.run(["unshare", "--mount", "bash", "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
-    output = result.stdout + result.stderr
+    output = _on_a_small_disk(tmp_path, out, "2m", train,
+                              between=f"sha256sum '{out}'/0-* > '{tmp_path / 'before.txt'}'\n"
+                                      f"ls '{out}' > '{tmp_path / 'full.txt'}'\n",
+                              after=f"sha256sum -c '{tmp_path / 'before.txt'}' > /dev/null && echo 'row 0 intact'\n"
+                                    f"cp -r '{out}' '{tmp_path / 'kept'}'\n")
     assert "first exit 1" in output and "second exit 0" in output and "row 0 intact" in output, output[-4000:]
     assert "row 1-SmallCNN FAILED: Disk full: free space on the disk of the output folder" in output
     assert "No space left on device" in output and "Traceback" not in output
@@ -176,13 +184,9 @@ def test_a_disk_that_fills_during_a_checkpoint_write_keeps_the_previous_one(mini
     train = (f"'{sys.executable}' -m timl.train --input-table '{table}' --out-dir '{tmp_path / 'out'}' --skip-roc "
              f"--no-system-metrics --tracking-uri '{store}' --experiment full --checkpoint-dir '{checkpoints}'")
     epochs = "import glob, numpy; print('checkpoint epochs', *[int(numpy.load(f)['epochs']) for f in glob.glob("
-    script = (f"mount -t tmpfs -o size=2400k tmpfs '{checkpoints}' || exit 99\n{train}\necho \"first exit $?\"\n"
-              f"find '{checkpoints}' -type f -printf '%f\\n' | sort | tr '\\n' ' '; echo\n"
-              f"'{sys.executable}' -c \"{epochs}'{checkpoints}/*/*/last.npz')])\"\n"
-              f"mount -o remount,size=8m '{checkpoints}'\n{train} --resume\necho \"second exit $?\"\n")
-    result = subprocess.run(["unshare", "--mount", "bash", "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
-    output = result.stdout + result.stderr
+    output = _on_a_small_disk(tmp_path, checkpoints, "2400k", train,
+                              between=f"find '{checkpoints}' -type f -printf '%f\\n' | sort | tr '\\n' ' '; echo\n"
+                                      f"'{sys.executable}' -c \"{epochs}'{checkpoints}/*/*/last.npz')])\"\n")
     assert "first exit 1" in output and "second exit 0" in output, output[-4000:]
     assert "row 0-SmallCNN FAILED: Disk full: free space on the disk of the output folder" in output
     assert re.search(r"No space left on device: '[^']*/last\.npz'", output) and "Traceback" not in output
