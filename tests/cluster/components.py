@@ -164,6 +164,7 @@ class FaultyProxy:
         self.mode = "pass"
         self.counts = {"pass": 0, "503": 0, "hold": 0, "timed_out": 0}
         self.server = None
+        self.in_flight = 0  # requests being answered now
         self.connections: set = set()
         self.lock = threading.Lock()
 
@@ -196,17 +197,29 @@ class FaultyProxy:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def refuse(self) -> None:
-        """Stops listening and drops every open connection: new requests are refused."""
+    def refuse(self, timeout: float = 30) -> None:
+        """Stops listening, lets the requests being answered end, then drops every open connection: every request
+        from now on is refused."""
         self.server.shutdown()
         self.server.server_close()
+        deadline = time.time() + timeout
+        while self.in_flight and time.time() < deadline:
+            time.sleep(0.02)
         with self.lock:
             for connection in list(self.connections):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
 
     def handle(self, handler) -> None:
-        body = self._body(handler)
+        with self.lock:
+            self.in_flight += 1
+        try:
+            self._answer(handler, self._body(handler))
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, handler, body: bytes) -> None:
         mode = self.mode
         with self.lock:
             self.counts[mode] += 1
