@@ -17,18 +17,21 @@ def _check_array(images: np.ndarray, labels, sample_weights) -> None:
             raise ImageError(f"{name} must have one row per image ({len(images)}). Received: len({name})={len(values)}")
 
 
-def _image_fetcher(images: np.ndarray):
-    """A graph function index -> uint8 image: a gather from a tensor, or a read of the memory-mapped file."""
+def _batch_fetcher(images: np.ndarray):
+    """A graph function (B,) indices -> (B, S, S, C) uint8 images, read from the numpy array (in memory or
+    memory-mapped) by one Python call per batch. The pixels are never copied into a TensorFlow tensor: a tensor
+    would be a second copy of the whole set, and tf.data's graph rewrites serialise captured tensors (a third,
+    passing one), which made the in-memory cache peak at about 4.5 times its pixels."""
     import tensorflow as tf
 
-    if isinstance(images, np.memmap):
-        def fetch(index):
-            image = tf.numpy_function(lambda i: np.asarray(images[int(i)]), [index], tf.uint8, stateful=False)
-            return tf.ensure_shape(image, images.shape[1:])
+    def read(indices: np.ndarray) -> np.ndarray:
+        return np.asarray(np.take(images, indices, axis=0))
 
-        return fetch
-    cached = tf.convert_to_tensor(images)
-    return lambda index: tf.gather(cached, index)
+    def fetch(indices):
+        batch = tf.numpy_function(read, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(batch, (None, *images.shape[1:]))
+
+    return fetch
 
 
 def epoch_counter():
@@ -84,18 +87,18 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ImageError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     multiplier = preset.multiplier
-    fetch = _image_fetcher(images)
+    fetch = _batch_fetcher(images)
     extras = [tf.convert_to_tensor(np.asarray(values, dtype=np.float32))
               for values in (labels, sample_weights) if values is not None]
 
-    def element(index, seed_pair):
+    def fetched(index, seed_pair):  # a batch of elements: their images read at once
         image_index = index // multiplier
-        image = fetch(image_index)
-        if preset.name != "none":
-            image = preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair)
-        return image if not extras else (image, *(tf.gather(values, image_index) for values in extras))
+        return fetch(image_index), index, seed_pair, tuple(tf.gather(values, image_index) for values in extras)
 
-    def to_float(batch, *rest):
+    def view(image, index, seed_pair, rest):
+        return preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair), index, seed_pair, rest
+
+    def to_float(batch, _index, _seed_pair, rest):
         batch = tf.cast(batch, tf.float32) / 255.0
         return batch if not rest else (batch, *rest)
 
@@ -114,7 +117,10 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         if shuffle:
             indices = indices.shuffle(max(1, count), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip((indices, seeds)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                                                        deterministic=True)
-    dataset = dataset.batch(int(batch_size)).map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = tf.data.Dataset.zip((indices, seeds)).batch(int(batch_size)).map(
+        fetched, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if preset.name != "none":  # the views image by image, then the same batches again
+        dataset = dataset.unbatch().map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+            int(batch_size))
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
