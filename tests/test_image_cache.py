@@ -59,11 +59,11 @@ def test_pipeline_keeps_no_second_copy_of_the_pixels():
     warm = make_dataset(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2)), batch_size=2, augmentation="hflip")
     for _ in warm:  # TensorFlow's kernels and threads loaded before the baseline
         pass
-    images = np.full((6000, 64, 64, 3), 7, np.uint8)  # 74 MB
+    images = np.full((2000, 192, 192, 3), 7, np.uint8)  # 221 MB
     labels = np.zeros((len(images), 2), np.float32)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     baseline = _status("VmRSS")
-    dataset = make_dataset(images, labels, batch_size=16, shuffle=True, seed=0)
+    dataset = make_dataset(images, labels, batch_size=8, shuffle=True, seed=0)
     count = sum(int(batch.shape[0]) for batch, _ in dataset)
     assert count == len(images)
     growth = _status("VmHWM") - baseline
