@@ -1,7 +1,7 @@
 """Benchmark: memory and views/s of the decoded-image cache, before and after issue 27 (item 5), and two processes
 sharing one cache file against each its own copy.
 
-    python bench/image_cache.py [--counts 1000,4000,16000] [--views 16000] [--images DIR]
+    python bench/image_cache.py [--counts 1000,4000,16000] [--views 16000] [--repeats 1] [--images DIR]
 
 Each measurement runs in a fresh process (its peak RSS is its own): it imports TensorFlow, holds N images of
 224 px (the ISIC sample's images, repeated) and reads ``--views`` views (``hflip_rot4``, batches of 32) through
@@ -137,7 +137,9 @@ def main() -> None:
     parser.add_argument("--counts", default="1000,4000,16000", help="image counts, comma-separated")
     parser.add_argument("--views", type=int, default=16000, help="views read per measurement (after the warm-up)")
     parser.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of images to repeat")
-    parser.add_argument("--pair-count", type=int, default=4000, help="images of the two-process comparison")
+    parser.add_argument("--pair-count", type=int, default=4000,
+                        help="images of the two-process comparison (0: none)")
+    parser.add_argument("--repeats", type=int, default=1, help="measurements of each row, before and after alternating")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", choices=("before", "after"), help=argparse.SUPPRESS)
@@ -151,12 +153,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for count in map(int, args.counts.split(",")):
             for name, pipeline, shared in (("before", "before", None), ("after", "after", None),
-                                           ("after, shared file", "after", work)):
+                                           ("after, shared file", "after", work)) * args.repeats:
                 result = _result(_spawn(args, count, pipeline, shared))
                 print(f"| {count} | {result['pixels']:.0f} | {name} | {result['VmHWM']:.0f} | "
                       f"{result['VmHWM'] / result['pixels']:.2f} | "
                       f"{(result['VmHWM'] - result['base']) / result['pixels']:.2f} | {result['views_per_s']:.0f} |",
                       flush=True)
+        if not args.pair_count:
+            return
         print(f"\n| two processes at once, {args.pair_count} images each | RSS MB (sum) | PSS MB (sum) |\n| --- | --- | --- |")
         for name, shared in (("each its own in-memory copy", None), ("both map one shared file", work)):
             barrier = tempfile.mkdtemp(dir=work)
