@@ -17,6 +17,7 @@ from PIL import Image
 
 from timl.images import Preprocessing, cache_images, load_images, make_dataset, shared_cache_folder
 from timl.images import shared_cache
+from timl.images.cache import aligned_empty
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -59,7 +60,8 @@ def test_pipeline_keeps_no_second_copy_of_the_pixels():
     warm = make_dataset(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2)), batch_size=2, augmentation="hflip")
     for _ in warm:  # TensorFlow's kernels and threads loaded before the baseline
         pass
-    images = np.full((2000, 192, 192, 3), 7, np.uint8)  # 221 MB
+    images = aligned_empty((2000, 192, 192, 3))  # 221 MB, as load_images allocates them
+    images.fill(7)
     labels = np.zeros((len(images), 2), np.float32)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     baseline = _status("VmRSS")
@@ -86,6 +88,7 @@ def test_image_cache_variable(monkeypatch, tmp_path):
     assert [file.name for file in (tmp_path / "pixels").glob("*.npy")] == [shared_cache.cache_key(
         paths, Preprocessing(SIZE))]
     np.testing.assert_array_equal(mapped, load_images(paths, Preprocessing(SIZE)))
+    assert mapped.ctypes.data % 64 == 0 and load_images(paths, Preprocessing(SIZE)).ctypes.data % 64 == 0
     first = np.concatenate([batch.numpy() for batch in make_dataset(mapped, None, batch_size=2)])
     np.testing.assert_allclose(first, mapped / 255.0, atol=1e-6)
 

@@ -64,8 +64,16 @@ def load_images(paths: list[str], preprocessing: Preprocessing, *, num_workers: 
         ImageError: naming every file that could not be decoded (all at once).
     """
     size = preprocessing.imgsize
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    return _fill(out, list(paths), preprocessing, num_workers)
+    return _fill(aligned_empty((len(paths), size, size, 3)), list(paths), preprocessing, num_workers)
+
+
+def aligned_empty(shape: tuple) -> np.ndarray:
+    """An uninitialised uint8 array whose data starts on a 64-byte boundary, which the tf.data pipeline hands to
+    TensorFlow by reference (:func:`timl.images.pipeline._image_fetcher`)."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + 64, dtype=np.uint8)
+    start = -buffer.ctypes.data % 64
+    return buffer[start:start + size].reshape(shape)
 
 
 def _remove_folder(folder: str) -> None:

@@ -7,9 +7,6 @@ import numpy as np
 from timl.errors import ImageError
 from timl.images.augment import get_augmentation
 
-#: The byte alignment of a batch read from the cache: TensorFlow's own, with which it takes the array uncopied.
-ALIGNMENT = 64
-
 
 def _check_array(images: np.ndarray, labels, sample_weights) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
@@ -20,24 +17,33 @@ def _check_array(images: np.ndarray, labels, sample_weights) -> None:
             raise ImageError(f"{name} must have one row per image ({len(images)}). Received: len({name})={len(values)}")
 
 
-def _batch_fetcher(images: np.ndarray):
-    """A graph function (B,) indices -> (B, S, S, C) uint8 images, read from the numpy array (in memory or
-    memory-mapped) by one Python call per batch. The pixels are never copied into a TensorFlow tensor: a tensor
-    would be a second copy of the whole set, and tf.data's graph rewrites serialise captured tensors (a third,
-    passing one), which made the in-memory cache peak at about 4.5 times its pixels."""
+#: The byte alignment with which TensorFlow takes a numpy array by reference (``load_images`` allocates with it).
+ALIGNMENT = 64
+
+
+def _image_fetcher(images: np.ndarray):
+    """A graph function index -> uint8 image, read from the numpy array of cached pixels (in memory or mapped).
+
+    The pixels never become a tensor of their own: a tensor would be a second copy of the whole set, and tf.data's
+    graph rewrite serialises captured tensors (a third, passing one): the in-memory cache peaked at about 4.5
+    times its pixels. An aligned array (``load_images``, the cache files) is handed to TensorFlow by reference on
+    each call (stateful: a stateless call without inputs would be constant-folded, a copy) and the image gathered
+    from it; another is read image by image.
+    """
     import tensorflow as tf
 
-    def read(indices: np.ndarray) -> np.ndarray:  # into a 64-byte aligned array, which TensorFlow takes uncopied
-        shape = (len(indices), *images.shape[1:])
-        buffer = np.empty(int(np.prod(shape)) + ALIGNMENT, np.uint8)
-        start = -buffer.ctypes.data % ALIGNMENT
-        return np.take(images, indices, axis=0, out=buffer[start:start + int(np.prod(shape))].reshape(shape))
+    if images.ctypes.data % ALIGNMENT == 0 and images.flags.c_contiguous:
+        def fetch(index):
+            whole = tf.numpy_function(lambda: images, [], tf.uint8, stateful=True)  # by reference: no copy
+            return tf.gather(tf.ensure_shape(whole, images.shape), index)
 
-    def fetch(indices):
-        batch = tf.numpy_function(read, [indices], tf.uint8, stateful=False)
-        return tf.ensure_shape(batch, (None, *images.shape[1:]))
+        return fetch
 
-    return fetch
+    def fetch_one(index):
+        image = tf.numpy_function(lambda i: np.asarray(images[int(i)]), [index], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, images.shape[1:])
+
+    return fetch_one
 
 
 def epoch_counter():
@@ -93,18 +99,18 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ImageError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     multiplier = preset.multiplier
-    fetch = _batch_fetcher(images)
+    fetch = _image_fetcher(images)
     extras = [tf.convert_to_tensor(np.asarray(values, dtype=np.float32))
               for values in (labels, sample_weights) if values is not None]
 
-    def fetched(index, seed_pair):  # a batch of elements: their images read at once
+    def element(index, seed_pair):
         image_index = index // multiplier
-        return fetch(image_index), index, seed_pair, tuple(tf.gather(values, image_index) for values in extras)
+        image = fetch(image_index)
+        if preset.name != "none":
+            image = preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair)
+        return image if not extras else (image, *(tf.gather(values, image_index) for values in extras))
 
-    def view(image, index, seed_pair, rest):
-        return preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair), index, seed_pair, rest
-
-    def to_float(batch, _index, _seed_pair, rest):
+    def to_float(batch, *rest):
         batch = tf.cast(batch, tf.float32) / 255.0
         return batch if not rest else (batch, *rest)
 
@@ -123,10 +129,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         if shuffle:
             indices = indices.shuffle(max(1, count), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip((indices, seeds)).batch(int(batch_size)).map(
-        fetched, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if preset.name != "none":  # the views image by image, then the same batches again
-        dataset = dataset.unbatch().map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
-            int(batch_size))
-    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = tf.data.Dataset.zip((indices, seeds)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                        deterministic=True)
+    dataset = dataset.batch(int(batch_size)).map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
