@@ -37,7 +37,7 @@ demo: $(PACKAGE_STAMP) demo_data/digits.csv
 
 # Tests and benchmarks talk to loopback only: no MLflow usage telemetry
 test: $(STAMP)
-	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) -m pytest -q --timeout=900
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) -m pytest -q --timeout=900 --durations=40
 
 bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(PY) bench/pipeline.py

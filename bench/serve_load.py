@@ -5,7 +5,10 @@ dynamic batching off (``BATCH_MAX_SIZE`` 1) and on (the defaults): requests/s, p
 over ``--seconds``, one client's p50, and the workers' memory before and after (growth after warm-up); then,
 batching on, the same load while two more clients request RISE explanations (2000 masks) back to back.
 
-    python bench/serve_load.py [--seconds 30] [--clients 8]
+    python bench/serve_load.py [--seconds 30] [--clients 8] [--backends-only]
+
+Also the model's own batched throughput with Keras/TensorFlow vs ONNX Runtime (``INFERENCE_BACKEND``; issue 28),
+on the same inputs, the answers compared; ``--backends-only`` measures that alone.
 
 Goals (issue 16): requests/s / the model's own best batched throughput >= 0.8; p50 / the Little's-law bound
 (N clients / that throughput: the lowest p50 any server allows) <= 1.25; one client no slower with batching by
@@ -25,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import start_server
+from harness import alternate, start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # benchmarks talk to loopback only
@@ -97,6 +100,53 @@ def compute_bound(model_path: Path, clients: int, repeats: int = 10) -> tuple[fl
             best, best_batch = per_image, batch
         batch *= 2
     return clients * best, best_batch
+
+
+def backend_throughput(model_path: Path, batches=(1, 8, 32), repeats: int = 10) -> list[dict]:
+    """The model's own batched throughput with Keras/TensorFlow and with ONNX Runtime (the server's
+    ``INFERENCE_BACKEND onnxruntime``), on the same inputs; each batch's answers compared (at most 1e-4 apart).
+
+    Returns:
+        Per batch size: ``batch``, ``keras`` and ``onnxruntime`` (images/s, median of ``repeats`` calls) and
+        ``difference`` (the largest absolute difference of their probabilities).
+    """
+    import numpy as np
+
+    from timl.classifier import load_classifier
+    from timl.exporting import onnx_classifier
+
+    keras_model = load_classifier(keras_model=model_path)
+    onnx_model = onnx_classifier(keras_model).model
+    size = keras_model.preprocessing.imgsize
+    rows = []
+    for batch in batches:
+        x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
+        row = {"batch": batch, "difference": float(np.max(np.abs(
+            keras_model.model.predict_on_batch(x) - onnx_model.predict_on_batch(x))))}
+        def timed(model):
+            def call(_repeat: int) -> float:
+                start = time.perf_counter()
+                model.predict_on_batch(x)
+                return time.perf_counter() - start
+            return call
+
+        # alternated, so a busy machine slows both alike; the first pair is a warm-up
+        pairs = alternate(repeats + 1, timed(keras_model.model), timed(onnx_model))[1:]
+        row["keras"] = batch / statistics.median(first for first, _ in pairs)
+        row["onnxruntime"] = batch / statistics.median(second for _, second in pairs)
+        rows.append(row)
+    return rows
+
+
+def print_backends(rows: list[tuple[str, int, list[dict]]]) -> None:
+    """The Keras vs ONNX Runtime table: images/s per batch size, the speed-up and the answers' difference."""
+    print("\n| model | batch | Keras/TensorFlow (images/s) | ONNX Runtime (images/s) | ONNX Runtime / Keras | "
+          "largest difference |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, imgsize, measured in rows:
+        for row in measured:
+            print(f"| {method} {imgsize} px | {row['batch']} | {row['keras']:.0f} | {row['onnxruntime']:.0f} | "
+                  f"{row['onnxruntime'] / row['keras']:.2f} | {row['difference']:.1e} |")
 
 
 def decode_cost(model_path: Path, data: bytes, repeats: int = 30) -> float:
@@ -207,9 +257,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--models", nargs="+", default=["SmallCNN:32", "VGG16:64"], help="METHOD:SIZE ...")
+    parser.add_argument("--backends-only", action="store_true",
+                        help="Only the model's own throughput with Keras/TensorFlow vs ONNX Runtime (no server).")
     args = parser.parse_args()
     data = image_bytes()
-    rows = []
+    if args.backends_only:
+        with tempfile.TemporaryDirectory() as folder:
+            print_backends([(method, int(imgsize), backend_throughput(build_model(Path(folder), method, int(imgsize))))
+                            for method, imgsize in (spec.split(":") for spec in args.models)])
+        return
+    rows, backends, onnx_served = [], [], {}
     with tempfile.TemporaryDirectory() as folder:
         for method, imgsize in (spec.split(":") for spec in args.models):
             imgsize = int(imgsize)
@@ -217,8 +274,11 @@ def main() -> None:
             local = in_process_latency(path, data)
             bound = compute_bound(path, args.clients)
             decode = decode_cost(path, data)
+            backends.append((method, imgsize, backend_throughput(path)))
             unbatched = serve_and_measure(path, data, args.clients, args.seconds, {"BATCH_MAX_SIZE": 1})
             batched = serve_and_measure(path, data, args.clients, args.seconds, {}, with_explanations=True)
+            onnx_served[method] = serve_and_measure(path, data, args.clients, args.seconds,
+                                                    {"INFERENCE_BACKEND": "onnxruntime"})
             rows.append((method, imgsize, local, bound, unbatched, batched, decode))
     print(f"\n{args.clients} clients, {args.seconds:.0f} s each, gunicorn 2 workers, a 600x450 JPEG per request; "
           "best = the model's own best batched throughput (one process, batches of 1 to "
@@ -229,7 +289,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for method, imgsize, local, (bound, batch), unbatched, batched, decode in rows:
         best = args.clients / bound  # images per second
-        for name, served in (("off (BATCH_MAX_SIZE 1)", unbatched), ("on (defaults)", batched)):
+        for name, served in (("off (BATCH_MAX_SIZE 1)", unbatched), ("on (defaults)", batched),
+                             ("on, INFERENCE_BACKEND onnxruntime", onnx_served[method])):
             # what the cores allow when each request also costs its decoding and the client's own work
             ceiling = cores / (cores / best + decode + served["client_cpu"])
             print(f"| {method} {imgsize} px | {name} | {served['rps']:.1f} | {served['rps'] / best:.2f} | "
@@ -254,6 +315,7 @@ def main() -> None:
               f"{bound * 1000:.0f} | {(batched['single_p50'] - unbatched['single_p50']) * 1000:+.1f} | "
               f"{rise['p99'] * 1000:.1f} | {rise['p99'] / batched['p99']:.2f} | {rise['rps']:.1f} | {rise['errors']} | "
               f"{codes.count(200)} / {codes.count(503)} / {len(codes) - codes.count(200) - codes.count(503)} |")
+    print_backends(backends)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_a_path_in_a_request_is_refused_alike_whether_or_not_the_file_exists(mod
         messages.append(str(caught.value))
         assert caught.value.error_code == "INVALID_PARAMETER_VALUE" and isinstance(caught.value, ModelError)
     assert messages[0] == messages[1] == ("Column 'image', row 1: expected a base64-encoded image file (JPEG, PNG, "
-                                          "BMP or TIFF). Received: a string that is not base64")
+                                          "BMP, TIFF or DICOM). Received: a string that is not base64")
     assert "on-the-server" not in messages[0] and "file" not in messages[0].replace("image file", "")
 
 

@@ -120,6 +120,21 @@ def test_mlflow_is_called_from_tracking_and_the_pyfunc_only():
     assert not callers, f"MLflow imported outside the timl.tracking package and timl.pyfunc: {sorted(set(callers))}"
 
 
+#: The converters and runtime of the exports (issue 28), and the modules that alone import them.
+EXPORT_LIBRARIES, EXPORT_MODULES = ("onnx", "onnxruntime", "tf2onnx"), {"timl.exporting", "timl.onnx_runtime"}
+
+
+def test_onnx_and_its_converter_are_imported_by_the_export_modules_only():
+    """ONNX, ONNX Runtime and tf2onnx (the optional extra ``export``) are imported in timl.exporting and
+    timl.onnx_runtime alone, inside functions, so every other module works without them."""
+    offenders = [f"{module}: {name}" for module, path in _modules().items()
+                 for node in ast.walk(ast.parse(path.read_text())) for name in _imported_names(node)
+                 if name.split(".")[0] in EXPORT_LIBRARIES and module not in EXPORT_MODULES]
+    eager = [f"{module}: {name}" for module in EXPORT_MODULES for node in ast.parse(_modules()[module].read_text()).body
+             for name in _imported_names(node) if name.split(".")[0] in EXPORT_LIBRARIES]
+    assert not offenders and not eager, (offenders, eager)
+
+
 def test_the_tracking_package_imports_mlflow_inside_functions_only():
     eager = [f"{module}: {name}" for module, path in _modules().items() if _in_tracking(module)
              for node in ast.parse(path.read_text()).body for name in _imported_names(node)
@@ -158,7 +173,8 @@ def test_explanation_methods_are_named_in_the_registry_only():
 
 def test_commands_and_libraries_import_no_tensorflow():
     code = ("import sys\nimport timl.cli, timl.config, timl.training, timl.classifier, timl.pyfunc, timl.xai, "
-            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app\n"
+            "timl.predict, timl.inspect, timl.explain, timl.register, timl.results, timl.serving.app, timl.export, "
+            "timl.tune\n"
             "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -334,6 +350,29 @@ def test_only_serving_imports_flask():
     offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.serving")
                        and any(name.split(".")[0] in web for name in _imports_of(path)))
     assert not offenders, f"Flask or Werkzeug imported outside timl/serving/: {offenders}"
+
+
+def test_only_the_search_package_imports_optuna():
+    """Optuna is the search's engine (issue 27): its study, sampler, pruner and plots stay in timl/search/, and
+    reading a table or training a row imports it only for a trial of a search."""
+    offenders = sorted(module for module, path in _modules().items() if not module.startswith("timl.search")
+                       and any(name.split(".")[0] == "optuna" for name in _imports_of(path)))
+    assert not offenders, f"Optuna imported outside timl/search/: {offenders}"
+    code = "import sys\nimport timl.config, timl.training, timl.tune\nprint('optuna' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_dicom_is_read_by_the_one_dicom_module_only():
+    """pydicom (issue 28) is imported by timl/images/dicom.py alone, inside its functions: every entry point reads
+    DICOM through decode_image, and importing the package loads no pydicom."""
+    offenders = sorted(module for module, path in _modules().items() if module != "timl.images.dicom"
+                       and any(name.split(".")[0] == "pydicom" for name in _imports_of(path)))
+    assert not offenders, f"pydicom imported outside timl/images/dicom.py: {offenders}"
+    tree = ast.parse((PACKAGE / "images" / "dicom.py").read_text())
+    top = [node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+           and any((getattr(node, "module", None) or alias.name).split(".")[0] == "pydicom" for alias in node.names)]
+    assert not top, f"timl/images/dicom.py imports pydicom at module level (lines {top}): import it inside functions"
 
 
 def test_the_review_store_and_the_export_command_reach_no_web_layer():

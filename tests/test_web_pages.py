@@ -6,10 +6,11 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
-from helpers import chromium, encoded, serving_in_thread, tiny_classifier, wait_until
+from helpers import chromium, dicom_bytes, encoded, serving_in_thread, tiny_classifier, wait_until
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.component("chromium")]
@@ -215,6 +216,13 @@ def test_a_new_image_or_a_failed_upload_leaves_no_trace_of_the_previous_one(brow
     (folder / "notes.txt").write_text("not an image")  # refused in the browser, before any upload
     browser.find_element(By.ID, "file").send_keys(str(folder / "notes.txt"))
     _wait(browser, lambda d: "not an image TIML can read" in d.find_element(By.ID, "status").text)
+
+    # a DICOM upload (issue 28) is classified; the page draws no broken preview of it
+    (folder / "scan.dcm").write_bytes(dicom_bytes(np.full((24, 32, 3), 90, np.uint8), "RGB"))
+    browser.find_element(By.ID, "file").send_keys(str(folder / "scan.dcm"))
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
+    assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+    assert not _shown(browser, PREVIEW)
 
 
 def test_the_explanation_view_has_a_scale_an_opacity_control_and_zoom(browser, server):

@@ -21,6 +21,7 @@ COMMANDS = {
     "data": "timl.data",
     "split": "timl.split",
     "train": "timl.train",
+    "tune": "timl.tune",
     "results": "timl.results",
     "predict": "timl.predict",
     "inspect": "timl.inspect",
@@ -29,6 +30,7 @@ COMMANDS = {
     "serve": "timl.serve",
     "client": "timl.client",
     "review": "timl.review",
+    "export": "timl.export",
 }
 
 

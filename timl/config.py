@@ -18,6 +18,9 @@ from timl.datasets import CLASS_WEIGHT_MODES, DatasetCell
 from timl.cell_values import cell_text, parse_int, parse_lr, parse_resource
 from timl.errors import ConfigError
 from timl.models import WEIGHTS_CHOICES, WEIGHTS_SUFFIXES
+from timl.search.row import SearchCells
+from timl.search.space import Space, find_spaces
+from timl.search.trial import TrialRef
 
 #: The original TIML's input columns, in order.
 INPUT_COLUMNS = ("method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",
@@ -129,6 +132,7 @@ class RunConfig:
             directory, then against the table's folder).
         cv_fold: the fold this row trains of its cross-validation row (``kfold=K``, see :meth:`fold_configs`), or
             None for a row as the table wrote it.
+        trial: the trial of a search this row trains (:class:`SearchRow`, ``python -m timl.tune``), or None.
     """
 
     row: int
@@ -158,6 +162,7 @@ class RunConfig:
     tta: str = "none"
     calibration: str = "none"
     cv_fold: int | None = None
+    trial: TrialRef | None = None
 
     def __post_init__(self):
         if not isinstance(self.dataset, DatasetCell):  # a Python caller's string
@@ -165,15 +170,16 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        """``N-METHOD``; a fold of a cross-validation ``N-METHOD-fold<i>``."""
+        """``N-METHOD``; a fold of a cross-validation ``N-METHOD-fold<i>``; trial T of a search ``N.T-METHOD``."""
         suffix = "" if self.cv_fold is None else f"-fold{self.cv_fold}"
-        return f"{self.row}-{self.method}{suffix}"
+        return f"{self.file_stem.split('-')[0]}-{self.method}{suffix}"
 
     @property
     def file_stem(self) -> str:
         """The start of the row's file names (``N-test-summary.csv``) and of its checkpoint folder: ``N``; a fold of
-        a cross-validation ``N-fold<i>``, so its folds' files stand side by side."""
-        return str(self.row) if self.cv_fold is None else f"{self.row}-fold{self.cv_fold}"
+        a cross-validation ``N-fold<i>``, so its folds' files stand side by side; trial T of a search ``N.T``."""
+        row = str(self.row) if self.trial is None else f"{self.row}.{self.trial.number}"
+        return row if self.cv_fold is None else f"{row}-fold{self.cv_fold}"
 
     @property
     def cross_validation(self) -> bool:
@@ -227,6 +233,8 @@ class RunConfig:
         cells = {name: value for name, value in self.input_cells().items()
                  if name not in HEAD_COLUMNS + OPTIONAL_COLUMNS or value != DEFAULTS[name]}
         fold = {} if self.cv_fold is None else {"cv_fold": self.cv_fold}  # never a plain kfold=K:i row's key
+        if self.trial is not None:  # two trials that drew the same cells are two runs
+            fold.update(trial=self.trial.number, study=self.trial.study)
         payload = json.dumps({"cells": cells, "row": self.row, **fold,
                               "table": str(Path(self.table_path).resolve()) if self.table_path else "",
                               "version": version}, sort_keys=True)
@@ -272,6 +280,30 @@ class RunConfig:
             where = f"{table_path}, row {row_number}" if table_path else f"row {row_number}"
             raise ConfigError(f"{where}: " + "; ".join(problems))
         return cls(**values)
+
+
+class SearchRow(SearchCells):
+    """A row whose cells hold search spaces (:class:`timl.search.row.SearchCells`), sampled into rows."""
+
+    def sample(self, values: dict, trial: TrialRef | None = None) -> RunConfig:
+        """The row with each space's cell replaced by ``values`` (column -> value), validated like a written row.
+
+        Raises:
+            ConfigError: a sampled cell that is not valid (the message names the table, the row and the cell).
+        """
+        cells = {**self.cells, **{column: str(value) for column, value in values.items()}}
+        return dataclasses.replace(RunConfig.from_row(cells, self.row, self.table_path), trial=trial)
+
+    @classmethod
+    def from_row(cls, row: dict, row_number: int, table_path: str, spaces: dict[str, Space]) -> "SearchRow":
+        """A search row, its spaces' reach checked (:meth:`~timl.search.row.SearchCells.check_reach`).
+
+        Raises:
+            ConfigError: a space that can produce an invalid cell.
+        """
+        search = cls(row_number, {str(name): cell_text(value) for name, value in row.items()}, spaces, str(table_path))
+        search.check_reach(search.sample)
+        return search
 
 
 def _check_choices(values: dict) -> list[str]:
@@ -359,9 +391,10 @@ def unknown_columns_message(path: str | Path, unknown: list[str]) -> str:
             + f" Known columns: {', '.join(inputs)}, and the output columns {', '.join(outputs)}.")
 
 
-def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
-    """Reads a training table; returns one RunConfig, or the ConfigError of that row, per data row (empty rows
-    are no rows). A row's ConfigError carries the row's cells as written, ``error.cells`` (column -> text).
+def read_table(path: str | Path) -> list[RunConfig | SearchRow | ConfigError]:
+    """Reads a training table; returns one RunConfig (a SearchRow for a row with search spaces), or the
+    ConfigError of that row, per data row (empty rows are no rows). A row's ConfigError carries the row's cells
+    as written, ``error.cells`` (column -> text).
 
     Raises:
         MissingFileError: the table does not exist.
@@ -380,11 +413,26 @@ def read_table(path: str | Path) -> list[RunConfig | ConfigError]:
     rows: list[RunConfig | ConfigError] = []
     for number, row in enumerate(frame.to_dict(orient="records")):
         try:
-            rows.append(RunConfig.from_row(row, number, str(path)))
+            rows.append(_read_row(row, number, str(path)))
         except ConfigError as error:
             error.cells = {str(name): str(value) for name, value in row.items()}  # as written: its run's params
             rows.append(error)
     return rows
+
+
+def _read_row(row: dict, number: int, path: str) -> "RunConfig | SearchRow":
+    """One row of a table: a RunConfig, or a SearchRow where a cell holds a search space.
+
+    Raises:
+        ConfigError: naming the table, the row and the bad cell.
+    """
+    try:
+        spaces = find_spaces({str(name): cell_text(value) for name, value in row.items()})
+    except ConfigError as error:
+        raise ConfigError(f"{path}, row {number}: {error}") from None
+    if spaces:
+        return SearchRow.from_row(row, number, path, spaces)
+    return RunConfig.from_row(row, number, path)
 
 
 def parse_row_selection(text: str | None, count: int) -> list[int]:

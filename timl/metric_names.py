@@ -251,6 +251,17 @@ def rows_metric(status: str) -> str:
     return f"{ROWS_GROUP}{status.lower()}"
 
 
+#: A search run's counts of its trials (``python -m timl.tune``): ``trials/finished``, ``trials/pruned``,
+#: ``trials/failed``.
+TRIALS_GROUP = "trials/"
+TRIAL_STATES = ("finished", "pruned", "failed")
+
+
+def trials_metric(state: str) -> str:
+    """A search run's count of trials that ended ``state`` (one of :data:`TRIAL_STATES`): ``trials/pruned``."""
+    return f"{TRIALS_GROUP}{state}"
+
+
 def is_best_score(name: str) -> bool:
     """Whether a row's metric is one of the scores its table run copies when the row is the best: the dev and
     test summaries, sizes and interval bounds excepted."""

@@ -81,8 +81,8 @@ def _request_image(value: Any, row: int) -> Any:
         try:
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise RequestError(f"Column 'image', row {row}: expected a base64-encoded image file (JPEG, PNG, BMP or "
-                               f"TIFF). Received: a string that is not base64") from None
+            raise RequestError(f"Column 'image', row {row}: expected a base64-encoded image file (JPEG, PNG, BMP, "
+                               f"TIFF or DICOM). Received: a string that is not base64") from None
     if isinstance(value, (bytes, bytearray, memoryview, Image.Image)):
         return value
     raise RequestError(f"Column 'image', row {row}: expected a base64-encoded image file (in-process also bytes or "
@@ -228,7 +228,7 @@ def pip_requirements() -> list[str]:
     from importlib import metadata
 
     names = ("mlflow", "keras", "tensorflow-cpu", "pillow", "pandas", "numpy", "h5py", "tf-keras-vis",
-             "matplotlib", "scikit-learn")
+             "matplotlib", "scikit-learn", "pydicom")
     pinned = []
     for name in names:
         try:

@@ -241,7 +241,8 @@ def _scores(metrics: dict) -> str:
 
 
 def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> str:
-    """The FINISHED row run of a table (cross-validations aside: they have no model) with the highest
+    """The FINISHED row run of a table (a search's trials included; cross-validations and searches aside: they
+    have no model) with the highest
     ``select_by`` metric (a metric name, a results column or an earlier name:
     :func:`timl.metric_names.resolve_select_by`).
 
@@ -251,7 +252,11 @@ def best_run(parent_run_id: str, select_by: str = names.DEFAULT_SELECT_BY) -> st
     from timl import tracking
 
     metric = names.resolve_select_by(select_by)
-    candidates = [run for run in tracking.child_runs(parent_run_id)  # a cross-validation has no model of its own
+    runs = []
+    for run in tracking.child_runs(parent_run_id):  # a search's trials are rows; the search has no model
+        searched = run.data.tags.get(tracking.TAG_KIND) == tracking.KIND_SEARCH
+        runs += tracking.child_runs(run.info.run_id) if searched else [run]
+    candidates = [run for run in runs  # a cross-validation has no model of its own
                   if run.info.status == "FINISHED" and metric in run.data.metrics
                   and run.data.tags.get(tracking.TAG_KIND) != tracking.KIND_CV]
     if not candidates:

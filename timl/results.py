@@ -38,6 +38,10 @@ RESULT_COLUMNS = tuple(dict.fromkeys(INPUT_COLUMNS + OUTPUT_COLUMNS + EXTRA_COLU
                                      + HEAD_COLUMNS + GROUP_COLUMNS + EVALUATION_COLUMNS + CALIBRATION_COLUMNS
                                      + CALIBRATION_SUMMARY_COLUMNS))
 
+#: The columns a table with search rows adds after all others (before ``table_run``): each trial's search run and
+#: its number (``python -m timl.tune``); a table without searches has none.
+SEARCH_RESULT_COLUMNS = ("search", "trial")
+
 #: The original TIML's format of ``trainstart``.
 TRAINSTART_FORMAT = "%Y%m%d-%H%M%S"
 
@@ -123,6 +127,8 @@ def result_row(run, ci: bool = False) -> dict:
     row["run_id"] = run.info.run_id
     row["row"] = int(tags.get(tracking.TAG_ROW, "-1"))
     row["status"] = run.info.status
+    row["search"] = tags.get(tracking.TAG_SEARCH, "")
+    row["trial"] = tags.get(tracking.TAG_TRIAL, "")
     return row
 
 
@@ -131,7 +137,8 @@ def _keep_one_per_row(runs: list) -> list:
     chosen: dict = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         tags = run.data.tags
-        key = (tags.get(tracking.TAG_PARENT), tags.get(tracking.TAG_ROW), tags.get(tracking.TAG_FOLD))
+        key = (tags.get(tracking.TAG_PARENT), tags.get(tracking.TAG_ROW), tags.get(tracking.TAG_FOLD),
+               tags.get(tracking.TAG_TRIAL))
         if key not in chosen or chosen[key].info.status != "FINISHED":
             chosen[key] = run
     return list(chosen.values())
@@ -174,7 +181,9 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
             runs += children
     kept = _keep_one_per_row(runs)
     rows = [result_row(run, ci) for run in kept]
-    frame = pd.DataFrame(rows, columns=_columns(ci) + ["row", "status"])
+    searched = any(row["trial"] for row in rows)
+    frame = pd.DataFrame(rows, columns=_columns(ci) + (list(SEARCH_RESULT_COLUMNS) if searched else [])
+                         + ["row", "status"])
     if experiment:
         frame[TABLE_RUN_COLUMN] = [table_run[run.info.run_id] for run in kept]
     frame["_line"] = [_line_order(run) for run in kept]
@@ -183,12 +192,15 @@ def build_results_table(*, parent_run_id: str | None = None, experiment: str | N
 
 
 def _row_runs(parent_run_id: str) -> list:
-    """The row runs of a table run; a cross-validation's folds' runs with it."""
+    """The row runs of a table run; a cross-validation's folds' runs with it, a search's trials' runs instead of
+    its own (it has no model)."""
     runs = []
     for run in tracking.child_runs(parent_run_id):
-        if run.data.tags.get(tracking.TAG_KIND) == tracking.KIND_CV:
+        kind = run.data.tags.get(tracking.TAG_KIND)
+        if kind in (tracking.KIND_CV, tracking.KIND_SEARCH):
             runs += tracking.child_runs(run.info.run_id)
-        runs.append(run)
+        if kind != tracking.KIND_SEARCH:
+            runs.append(run)
     return runs
 
 
@@ -197,7 +209,7 @@ def _line_order(run) -> int:
     tags = run.data.tags
     if tags.get(tracking.TAG_KIND) == tracking.KIND_CV:
         return 1 << 30
-    return int(tags.get(tracking.TAG_FOLD, -1))
+    return int(tags.get(tracking.TAG_FOLD, tags.get(tracking.TAG_TRIAL, -1)))
 
 
 def _columns(ci: bool) -> list[str]:
@@ -209,7 +221,8 @@ def write_table(frame: pd.DataFrame, path: str | Path, ci: bool = False) -> Path
     ``table_run`` where the frame has it, no index); atomically."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    columns = _columns(ci) + ([TABLE_RUN_COLUMN] if TABLE_RUN_COLUMN in frame.columns else [])
+    columns = (_columns(ci) + [column for column in SEARCH_RESULT_COLUMNS if column in frame.columns]
+               + ([TABLE_RUN_COLUMN] if TABLE_RUN_COLUMN in frame.columns else []))
     frame.reindex(columns=columns).to_csv(temporary, index=False)
     temporary.replace(path)
     return path

@@ -22,47 +22,70 @@ Examples:
 """
 
 
+#: The options of a table's training, shared by ``timl.train`` and ``timl.tune`` (:func:`table_options`).
+TABLE_OPTIONS = [
+    click.option("--input-table", type=click.Path(dir_okay=False),
+                 help="The training table (CSV), one row per model."),
+    click.option("--img-dir", type=click.Path(file_okay=False),
+                 help="Image folder (default: images/ beside the dataset CSV)."),
+    click.option("--out-dir", type=click.Path(file_okay=False),
+                 help="Output folder (default: train_output-YYYYMMDD-hhmmss)."),
+    click.option("--experiment", help="MLflow experiment (default: the table's file name)."),
+    tracking_uri_option(),
+    click.option("--rows", help="Train only these rows, e.g. 0,2-4 (rows count from 0)."),
+    click.option("--resume", is_flag=True,
+                 help="Skip rows whose run FINISHED (same --out-dir, else the newest run of this table)."),
+    click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots."),
+    cuda_gpu_option,
+    click.option("--register", help="Register the best row's model under this name, alias 'champion'."),
+    click.option("--select-by", default=DEFAULT_SELECT_BY, show_default=True,
+                 help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy)."),
+    click.option("--gate", multiple=True, metavar="'METRIC OP EXPR'",
+                 help="With --register: move 'champion' only when this holds against the current champion on the "
+                 "same test data (repeatable; see python -m timl.register --help)."),
+    click.option("--force-champion", is_flag=True, help="With --register and --gate: move 'champion' even when a "
+                 "gate fails or the test data differ (recorded on the version)."),
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="Train the rows one after the other in this process, or as tasks on a Ray cluster."),
+    click.option("--ray-address", help="With --executor ray: the cluster to join (auto, HOST:PORT); default: start "
+                 "a Ray instance on this machine."),
+    click.option("--row-cpus", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
+                 help="With --executor ray: CPUs per row (a 'cpus' column overrides it per row)."),
+    click.option("--row-gpus", type=click.FloatRange(min=0), default=0, show_default=True,
+                 help="GPUs per row (a 'gpus' column overrides it); 2 or more train a row on all of them."),
+    click.option("--row-retries", type=click.IntRange(min=0), default=2, show_default=True,
+                 help="With --executor ray: reruns of a row whose worker process or node died."),
+    click.option("--checkpoint-dir", type=click.Path(file_okay=False),
+                 help="Where rows checkpoint every epoch (default: OUT/.backup). On a cluster, a folder every node "
+                 "reaches lets a retried row continue where it stopped."),
+    click.option("--system-metrics/--no-system-metrics", default=True, show_default=True,
+                 help="Log MLflow's system metrics (CPU, memory, GPU) to each row's run every 10 s."),
+    bootstrap_option,
+]
+
+
+def table_options(function):
+    """Adds :data:`TABLE_OPTIONS` to a command, in their order."""
+    for option in reversed(TABLE_OPTIONS):
+        function = option(function)
+    return function
+
+
 @command(epilog=EXAMPLE)
-@click.option("--input-table", type=click.Path(dir_okay=False), help="The training table (CSV), one row per model.")
-@click.option("--img-dir", type=click.Path(file_okay=False), help="Image folder (default: images/ beside the dataset CSV).")
-@click.option("--out-dir", type=click.Path(file_okay=False), help="Output folder (default: train_output-YYYYMMDD-hhmmss).")
-@click.option("--experiment", help="MLflow experiment (default: the table's file name).")
-@tracking_uri_option()
-@click.option("--rows", help="Train only these rows, e.g. 0,2-4 (rows count from 0).")
-@click.option("--resume", is_flag=True, help="Skip rows whose run FINISHED (same --out-dir, else the newest run of this table).")
-@click.option("--skip-roc", is_flag=True, help="Do not draw ROC plots.")
-@cuda_gpu_option
-@click.option("--register", help="Register the best row's model under this name, alias 'champion'.")
-@click.option("--select-by", default=DEFAULT_SELECT_BY, show_default=True,
-              help="Metric that picks the best row for --register (higher is better; valacc = dev/accuracy).")
-@click.option("--gate", multiple=True, metavar="'METRIC OP EXPR'",
-              help="With --register: move 'champion' only when this holds against the current champion on the "
-              "same test data (repeatable; see python -m timl.register --help).")
-@click.option("--force-champion", is_flag=True, help="With --register and --gate: move 'champion' even when a "
-              "gate fails or the test data differ (recorded on the version).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Train the rows one after the other in this process, or as tasks on a Ray cluster.")
-@click.option("--ray-address", help="With --executor ray: the cluster to join (auto, HOST:PORT); default: start "
-              "a Ray instance on this machine.")
-@click.option("--row-cpus", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
-              help="With --executor ray: CPUs per row (a 'cpus' column overrides it per row).")
-@click.option("--row-gpus", type=click.FloatRange(min=0), default=0, show_default=True,
-              help="GPUs per row (a 'gpus' column overrides it); 2 or more train a row on all of them.")
-@click.option("--row-retries", type=click.IntRange(min=0), default=2, show_default=True,
-              help="With --executor ray: reruns of a row whose worker process or node died.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False),
-              help="Where rows checkpoint every epoch (default: OUT/.backup). On a cluster, a folder every node "
-              "reaches lets a retried row continue where it stopped.")
-@click.option("--system-metrics/--no-system-metrics", default=True, show_default=True,
-              help="Log MLflow's system metrics (CPU, memory, GPU) to each row's run every 10 s.")
-@bootstrap_option
+@table_options
 @click.option("--list-methods", is_flag=True, help="List every training method and exit.")
 @click.option("-v", "--verbose", is_flag=True)
-def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
+def cli(input_table, cuda_gpu, list_methods, verbose, **options):
     """Train every row of a TIML table; each row becomes an MLflow run."""
     if list_methods:
         _list_methods()
         return
+    train_command(input_table, cuda_gpu, verbose, options)
+
+
+def train_command(input_table: str | None, cuda_gpu, verbose: bool, table_options: dict, search=None) -> None:
+    """What ``timl.train`` and ``timl.tune`` do with their table options: check them, train the table (with
+    ``search``, a :class:`timl.search.study.SearchOptions`, its search rows too), report and exit."""
     if not input_table:
         raise click.UsageError("Missing option '--input-table'.")
     if table_options["ray_address"] and table_options["executor"] != "ray":
@@ -80,7 +103,7 @@ def cli(input_table, cuda_gpu, list_methods, verbose, **table_options):
                                                                                options.tracking_uri))
     try:
         with user_errors():
-            outcome = training.train_table(input_table, options, on_progress=print_progress)
+            outcome = training.train_table(input_table, options, on_progress=print_progress, search=search)
     except KeyboardInterrupt:
         click.echo("Interrupted: the current row's run is KILLED. Continue with the same command plus --resume"
                    + (f" --out-dir {options.out_dir}" if options.out_dir else "") + ".", err=True)

@@ -1,6 +1,6 @@
 """Decoding: one defensive function that turns a path, bytes, a file object or a PIL image into 8-bit RGB.
 
-It accepts the formats of ``SUPPORTED_FORMATS``, applies the EXIF orientation, converts every mode to RGB and
+It accepts the formats of ``SUPPORTED_FORMATS`` and DICOM files (:mod:`timl.images.dicom`), applies the EXIF orientation, converts every mode to RGB and
 refuses images over a pixel cap (decompression bombs) or truncated files.
 """
 
@@ -14,9 +14,11 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from timl.errors import ImageError
+from timl.images.dicom import DICOM_SUFFIX, decode_dicom, is_dicom
 
-#: The file suffixes an image may have (any case); ``image_name`` in a dataset has none of them.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: The file suffixes an image may have (any case); ``image_name`` in a dataset has none of them. ``.dcm``: DICOM
+#: (issue 28), decoded by :mod:`timl.images.dicom`.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", DICOM_SUFFIX)
 
 #: The formats :func:`decode_image` accepts, as Pillow names them.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "MPO")
@@ -118,9 +120,11 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
         transposed = ImageOps.exif_transpose(source)  # a copy: the caller's image never changes
         return transposed if transposed.mode == "RGB" else _to_rgb(transposed)  # no second copy of an RGB image
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
+    if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0:
+        raise ImageError(f"Cannot decode {label}: the file is empty.")
+    if is_dicom(source):  # a .dcm path or the DICOM preamble: pydicom, same cap and errors (timl.images.dicom)
+        return decode_dicom(source, max_pixels=max_pixels, label=label)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError(f"Cannot decode {label}: the file is empty.")
         source = io.BytesIO(bytes(source))
     try:
         with Image.open(source) as image:
@@ -144,8 +148,8 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
     except Image.DecompressionBombError as error:
         raise ImageError(f"Cannot decode {label}: the image is too large ({error}).") from error
     except UnidentifiedImageError as error:  # its message shows Python internals (<_io.BytesIO object at ...>)
-        raise ImageError(f"Cannot decode {label}: it is not an image file (expected a JPEG, PNG, BMP or TIFF "
-                         "image).") from error
+        raise ImageError(f"Cannot decode {label}: it is not an image file (expected a JPEG, PNG, BMP, TIFF "
+                         "or DICOM image).") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"Cannot decode {label}: the image file is damaged or incomplete ({error}).") from error
 

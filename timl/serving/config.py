@@ -81,7 +81,14 @@ SAMPLE = {
                                  "passes with 'proxy_set_header Host $host'. Requests naming another host get 400 "
                                  "and other sites' pages may not post (a guard against DNS rebinding; with "
                                  "API_TOKENS_FILE and no TRUSTED_HOSTS these checks are off).",
+    "INFERENCE_BACKEND": "keras",
+    "INFERENCE_BACKEND_description": "What runs /classify's model calls: keras, or onnxruntime (the model converted "
+                                     "to ONNX when it loads, checked against the Keras model within 1e-4; needs "
+                                     "pip install 'timl[export]'). Explanations always run the Keras model.",
 }
+
+#: The INFERENCE_BACKEND choices.
+INFERENCE_BACKENDS = ("keras", "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +114,7 @@ class ServerConfig:
     explain_timeout_s: float = 120
     api_tokens_file: str = ""
     trusted_hosts: tuple[str, ...] = ()
+    inference_backend: str = "keras"
     source: str = ""
 
     def as_mapping(self) -> dict:
@@ -120,7 +128,8 @@ class ServerConfig:
                 "TRACKING_URI": self.tracking_uri, "BATCH_MAX_SIZE": self.batch_max_size,
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
-                "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts)}
+                "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts),
+                "INFERENCE_BACKEND": self.inference_backend}
 
     def tokens(self) -> dict[str, str]:
         """The API tokens (token -> user name) of API_TOKENS_FILE; empty when none is configured.
@@ -181,7 +190,9 @@ class ServerConfig:
                        explain_queue=_bounded(values, "EXPLAIN_QUEUE", int, 0, 10_000, source),
                        explain_timeout_s=_bounded(values, "EXPLAIN_TIMEOUT_S", float, 1, 86_400, source),
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
-                       trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source), source=source)
+                       trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source),
+                       inference_backend=_choice(values, "INFERENCE_BACKEND", INFERENCE_BACKENDS, source),
+                       source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
 

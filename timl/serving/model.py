@@ -54,6 +54,7 @@ class ModelHolder:
         self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
         self._load_error: str | None = None
         self._found = classifier is not None
+        self._inference = None
 
     def problem(self) -> str | None:
         """Why the model cannot be loaded (for the operator: it names server paths), or None.
@@ -85,6 +86,25 @@ class ModelHolder:
                         raise ModelUnavailable(self._load_error) from error
                     self._load_error = None
         return self._classifier
+
+    @property
+    def inference(self):
+        """The classifier /classify's model calls run: :attr:`classifier`, or with INFERENCE_BACKEND onnxruntime
+        the same model converted to ONNX once (:func:`timl.exporting.onnx_classifier`)."""
+        classifier = self.classifier
+        if self.config.inference_backend == "keras":
+            return classifier
+        if self._inference is None:
+            with self._lock:
+                if self._inference is None:
+                    from timl.exporting import onnx_classifier
+
+                    try:
+                        self._inference = onnx_classifier(classifier)
+                    except Exception as error:  # a converter missing or failing: the operator is told why
+                        raise ModelUnavailable(f"The model {self.config.model} could not be run by ONNX Runtime "
+                                               f"(INFERENCE_BACKEND onnxruntime): {error}") from error
+        return self._inference
 
     def describe(self) -> dict:
         """The model as a person should see it: ``name``, ``version`` (registered models), ``date``, ``run_id``,
@@ -189,8 +209,8 @@ class ModelHolder:
         """The batcher's model call: the probabilities (n, C); with the TTA setting, the mean over the views and
         their spread stacked (n, 2, C), every view of the batch in one model call."""
         if self.config.tta == "none":
-            return self.classifier.predict_arrays(arrays, batch_size=max(len(arrays), 1))
-        views = self.classifier.predict_views(arrays, self.config.tta, batch_size=max(len(arrays), 1))
+            return self.inference.predict_arrays(arrays, batch_size=max(len(arrays), 1))
+        views = self.inference.predict_views(arrays, self.config.tta, batch_size=max(len(arrays), 1))
         return np.stack([views.mean, views.std], axis=1)
 
     def _probabilities(self, arrays: np.ndarray) -> np.ndarray:

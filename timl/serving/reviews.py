@@ -13,15 +13,16 @@ The app's one status table (:data:`timl.serving.app.STATUS`) answers :class:`Not
 
 from __future__ import annotations
 
+import io
 import logging
-
 from pathlib import Path
 from typing import Callable, Mapping
 
 from flask import Blueprint, Response, g, jsonify, request, send_file
 
 from timl.errors import ConfigError
-from timl.images import IMAGE_SUFFIXES
+from timl.images import IMAGE_SUFFIXES, SERVING_MAX_PIXELS, decode_image
+from timl.images.dicom import is_dicom
 from timl.review_store import (DEFAULT_DATABASE, AnswerError, check_label, current_answers,
                                current_answers_csv, store_answer, validate_answer)
 
@@ -62,6 +63,13 @@ def _listed_image(listed: dict[str, Path], name: str) -> Path | None:
         return listed[name]
     stems = [path for listed_name, path in listed.items() if Path(listed_name).stem == name]
     return stems[0] if len(stems) == 1 else None
+
+
+def _as_png(path: Path, max_pixels: int) -> Response:
+    """A DICOM review image as the PNG of its decoded pixels (an unreadable one: ImageError, answered 400)."""
+    buffer = io.BytesIO()
+    decode_image(path, max_pixels=max_pixels, name=path.name).save(buffer, format="PNG")
+    return Response(buffer.getvalue(), mimetype="image/png")
 
 
 def _uncertainty_order(names: list[str], scores: list[float | None]) -> dict:
@@ -125,6 +133,8 @@ def reviews_blueprint(config: Mapping, model_facts: Callable[[], dict] | None = 
         if path is None:
             return jsonify(error=f"No such evaluation image; expected one of the {len(listed)} names that "
                                  f"GET images lists. Received: {name!r:.80}"), 404
+        if is_dicom(path):  # no browser shows DICOM: its pixels as a PNG (no DICOM element travels with them)
+            return _as_png(path, int(config.get("MAX_IMAGE_PIXELS") or SERVING_MAX_PIXELS))
         return send_file(path, max_age=None)  # conditional (ETag), never cached: see not_kept
 
     @blueprint.get("/images/<name>/analysis")

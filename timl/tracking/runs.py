@@ -229,18 +229,19 @@ def row_tags(row: int, row_key: str, fold: int | None = None, kind: str = KIND_R
 
 
 def create_row_run(parent_run_id: str, run_name: str, row: int, row_key: str, fold: int | None = None,
-                   kind: str = KIND_ROW) -> str:
+                   kind: str = KIND_ROW, tags: dict | None = None) -> str:
     """Creates a row's child run without starting it here (for a row trained by another process, or a
     cross-validation run: ``kind`` cv); returns its id.
 
-    The run has the tags a run started in this process would have (MLflow's source and user tags included).
+    The run has the tags a run started in this process would have (MLflow's source and user tags included), and
+    ``tags`` (a trial's number and search).
     """
     from mlflow.tracking import MlflowClient
     from mlflow.tracking.context import registry
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
-    tags = registry.resolve_tags({**row_tags(row, row_key, fold, kind), TAG_PARENT: parent_run_id,
+    tags = registry.resolve_tags({**row_tags(row, row_key, fold, kind), **(tags or {}), TAG_PARENT: parent_run_id,
                                   "mlflow.runName": run_name})
     return client.create_run(parent.info.experiment_id, run_name=run_name, tags=tags).info.run_id
 
@@ -251,17 +252,17 @@ class RowRun:
     With ``system_metrics``, MLflow's own system-metrics monitor samples CPU, memory, disk, network (and GPUs where
     ``nvidia-ml-py`` finds them) into ``system/...`` metrics every 10 s while the run is active.
 
-    A fold of a cross-validation gives its ``fold`` (tag ``timl.fold``). Without ``run_id`` it creates the run as it
+    A fold of a cross-validation gives its ``fold`` (tag ``timl.fold``), a trial of a search its ``tags``. Without ``run_id`` it creates the run as it
     starts; with ``run_id`` it continues a run created by
     :func:`create_row_run` (a row trained by a cluster worker, or retried there). MLflow's exit hook would mark an
     active run FINISHED even after an error, so the state is set here.
     """
 
     def __init__(self, parent_run_id: str, run_name: str, row: int, row_key: str, run_id: str | None = None,
-                 system_metrics: bool = False, fold: int | None = None):
+                 system_metrics: bool = False, fold: int | None = None, tags: dict | None = None):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
-        self.tags = row_tags(row, row_key, fold)
+        self.tags = {**row_tags(row, row_key, fold), **(tags or {})}
         self.run_id: str | None = run_id
         self.system_metrics = system_metrics
         self.status: str | None = None

@@ -3,7 +3,8 @@
 The seam is :class:`Executor`: ``run(task) -> RowOutcome`` trains one row in its own child run and says how it
 ended, never raising for a row that failed (only an interrupt goes through). ``run_all(tasks)`` yields the
 outcomes of many rows; the default calls ``run`` on each in turn, an executor that trains rows in parallel
-overrides it and yields outcomes as rows end. :class:`LocalExecutor`, the default, trains in this process.
+overrides it and yields outcomes as rows end. A task may be ``None``: the next task waits until a row has ended
+(a search asks its study for a trial once a slot of ``--parallel`` is free: :mod:`timl.search.searches`). :class:`LocalExecutor`, the default, trains in this process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 #: What the plot process imports as it starts (see :mod:`timl.workers`).
 REPORT_MODULES = ("timl.plots", "matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.PngImagePlugin")
+
+
+#: A task that waits for a row to end while none is training: a trial's end never reached its search (a bug).
+NOTHING_TO_WAIT_FOR = "A task waits for a row to end, but no row is training."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +100,12 @@ class Executor(abc.ABC):
     def run(self, task: RowTask) -> RowOutcome:
         """Trains one row; returns how it ended."""
 
-    def run_all(self, tasks: Iterable[RowTask]) -> Iterator[RowOutcome]:
+    def run_all(self, tasks: Iterable[RowTask | None]) -> Iterator[RowOutcome]:
         """Trains many rows; yields each outcome as its row ends. The default runs them one after the other,
-        taking the next task only when the previous row ended."""
+        taking the next task only when the previous row ended (so no task may be ``None``: none is training)."""
         for task in tasks:
+            if task is None:  # one row at a time: none is training when the next task is taken
+                raise RuntimeError(NOTHING_TO_WAIT_FOR)
             yield self.run(task)
 
     def close(self) -> None:
@@ -137,7 +144,8 @@ class LocalExecutor(Executor):
         began = time.time()
         table = task.table
         row_run = tracking.RowRun(table.parent_run_id, config.run_name, config.row, task.row_key,
-                                  system_metrics=table.system_metrics, fold=config.cv_fold)
+                                  system_metrics=table.system_metrics, fold=config.cv_fold,
+                                  tags=config.trial.tags() if config.trial else None)
         try:
             with row_run:
                 headline = train_row(config, out_dir=table.out_dir, img_dir=table.img_dir, skip_roc=table.skip_roc,

@@ -133,7 +133,7 @@ def fit_loop(plan: RowPlan, model, train_data, dev_data, *, strategy=None, epoch
     with timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=plan.config.epochs, initial_epoch=first_epoch,
                   callbacks=[*([SetEpoch(epoch_counter)] if epoch_counter is not None else []), checkpoint, best,
-                             RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec)],
+                             RaiseOnNaN(), EpochLogger(), *models.method_callbacks(spec), *_trial_callbacks(plan)],
                   shuffle=False, verbose=2)
     best.restore(model)
     model = devices.undistributed(model, strategy)
@@ -141,6 +141,16 @@ def fit_loop(plan: RowPlan, model, train_data, dev_data, *, strategy=None, epoch
     # resumes after the last epoch instead of training the row again
     history = pd.DataFrame(checkpoint.history)  # every epoch's logs, those before a resume included
     return Trained(model, history, best.best_epoch, timer["seconds"], started)
+
+
+def _trial_callbacks(plan: RowPlan) -> list:
+    """A trial of a search reports each epoch to its study and stops when pruned (:mod:`timl.search.pruning`)."""
+    trial = plan.config.trial
+    if trial is None or not trial.prune:
+        return []
+    from timl.search.pruning import ReportToStudy
+
+    return [ReportToStudy(trial, plan.spec.quality_metric)]
 
 
 def _log_earlier_epochs(history: list[dict]) -> None:

@@ -28,8 +28,8 @@ from typing import Iterable, Iterator
 from timl import tracking, workers
 from timl.config import RunConfig
 from timl.errors import ConfigError, MissingFileError
-from timl.training.executors import (REPORT_MODULES, Executor, RowOutcome, RowTask, headline_message,
-                                     release_memory)
+from timl.training.executors import (NOTHING_TO_WAIT_FOR, REPORT_MODULES, Executor, RowOutcome, RowTask,
+                                     headline_message, release_memory)
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,21 @@ class RayExecutor(Executor):
     def run(self, task: RowTask) -> RowOutcome:
         return next(iter(self.run_all([task])))
 
-    def run_all(self, tasks: Iterable[RowTask]) -> Iterator[RowOutcome]:
-        """Submits every row at once; yields each outcome as its row ends. Closed early (an interrupt, an error
+    def run_all(self, tasks: Iterable[RowTask | None]) -> Iterator[RowOutcome]:
+        """Submits every row at once; yields each outcome as its row ends. A ``None`` among the tasks (a search
+        with ``--parallel`` trials training) waits for a row to end first. Closed early (an interrupt, an error
         of the table), it cancels the rows still running and ends their runs KILLED."""
         import ray
 
         pending: dict = {}
         try:
             for task in tasks:
+                if task is None:
+                    if not pending:
+                        raise RuntimeError(NOTHING_TO_WAIT_FOR)
+                    [ref], _ = ray.wait(list(pending), num_returns=1)
+                    yield self._outcome(ref, pending.pop(ref))
+                    continue
                 ref, submitted = self._submit(task)
                 pending[ref] = submitted
             while pending:
@@ -112,7 +119,7 @@ class RayExecutor(Executor):
         gpus = config.gpus if config.gpus is not None else self.row_gpus
         table = task.table
         run_id = tracking.create_row_run(table.parent_run_id, config.run_name, config.row, task.row_key,
-                                         fold=config.cv_fold)
+                                         fold=config.cv_fold, tags=config.trial.tags() if config.trial else None)
         payload = {"config": _portable_config(config), "run_id": run_id, "parent_run_id": table.parent_run_id,
                    "row_key": task.row_key, "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
                    "cwd": os.getcwd(),

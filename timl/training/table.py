@@ -23,8 +23,10 @@ from typing import Callable, Iterator
 
 from timl import __version__, tables, tracking
 from timl import config as config_module
-from timl.config import RunConfig
+from timl.config import RunConfig, SearchRow
 from timl.errors import ConfigError, MissingFileError
+from timl.search.searches import Searches
+from timl.search.study import SearchOptions
 from timl.training.crossval import CrossValidations
 from timl.training.executors import Executor, RowOutcome, RowTask, TableContext
 from timl.training.lock import output_folder_lock
@@ -69,7 +71,7 @@ def _raise_terminated(signum, frame):
 def train_table(input_table: str | Path, options: TableOptions | None = None, *, executor: Executor | None = None,
                 on_row: Callable[[RowOutcome], None] | None = None,
                 on_progress: Callable[[RowOutcome, TableProgress], None] | None = None,
-                **keywords) -> TableOutcome:
+                search: SearchOptions | None = None, **keywords) -> TableOutcome:
     """Trains every selected row of a table; each row is an MLflow run under one parent run.
 
     Args:
@@ -81,6 +83,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         on_row: called with each row's outcome when the row has ended and the results table holds it.
         on_progress: called with each row's outcome and the table's :class:`TableProgress` as the row ends,
             before the results table is rewritten (the CLI prints its progress line there).
+        search: how the table's search rows are searched (``python -m timl.tune``'s flags). Defaults to None:
+            a search row fails, naming its space, and says to use ``python -m timl.tune``.
         **keywords: fields of :class:`TableOptions` (``out_dir=..., experiment=...``) that replace those of
             ``options``.
 
@@ -97,7 +101,8 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
                                "(or leave --img-dir out: images/ beside each row's dataset CSV).")
     if executor is None:  # the options' executor, started before the table run opens and closed when it ends
         with options.make_executor() as owned:
-            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress)
+            return train_table(input_table, options, executor=owned, on_row=on_row, on_progress=on_progress,
+                               search=search)
     table_path = Path(input_table)
     configs = config_module.read_table(table_path)
     selection = config_module.parse_row_selection(options.rows, len(configs))
@@ -106,35 +111,40 @@ def train_table(input_table: str | Path, options: TableOptions | None = None, *,
         # folder's lock (timl.training.lock) until the table ends; a full disk: a clear error (timl.training.space)
         parent_id, out_dir = _open_table_run(table_path, options.experiment or table_path.stem, options.out_dir,
                                              options.resume, folder_lock)
-        return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress)
+        return _train_rows(parent_id, out_dir, configs, selection, options, executor, on_row, on_progress, search)
 
 
 def _train_rows(parent_id: str, out_dir: Path, configs: list[RunConfig | ConfigError], selection: list[int],
                 options: TableOptions, executor: Executor, on_row: Callable[[RowOutcome], None] | None,
-                on_progress: Callable[[RowOutcome, TableProgress], None] | None) -> TableOutcome:
+                on_progress: Callable[[RowOutcome, TableProgress], None] | None,
+                search: SearchOptions | None) -> TableOutcome:
     """Trains the selected rows of an opened table run and ends it (see :func:`train_table`)."""
     done = tracking.finished_children(parent_id) if options.resume else {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done), on_row, on_progress)
+    progress = _Progress(parent_id, out_dir, _outcome_count(configs, selection, done, search.trials if search else 0),
+                         on_row, on_progress)
     checkpoints = (Path(options.checkpoint_dir).resolve() / parent_id if options.checkpoint_dir
                    else out_dir.resolve() / ".backup")
     table = TableContext(parent_id, out_dir, options.img_dir, options.skip_roc, checkpoints, options.system_metrics,
                          options.bootstrap)
     cross_validations = CrossValidations(table)
+    searches = Searches(table, search, options.resume)
 
-    def row_ended(outcome: RowOutcome) -> None:  # a fold's end may complete its cross-validation
+    def row_ended(outcome: RowOutcome) -> None:  # a fold's (a trial's) end may complete its cross-validation
+        completed = searches.trial_ended(outcome)  # (search); the study is told before the next trial is asked
         progress.row_ended(outcome)
-        completed = cross_validations.fold_ended(outcome)
+        completed = cross_validations.fold_ended(outcome) or completed
         if completed is not None:
             progress.row_ended(completed)
 
-    tasks = _row_tasks(configs, selection, table, done, row_ended, cross_validations)
+    tasks = _row_tasks(configs, selection, table, done, row_ended, cross_validations, searches)
     try:
         with contextlib.closing(executor.run_all(tasks)) as outcomes:  # closed early: the executor stops its rows
             for outcome in outcomes:
                 row_ended(outcome)
     except BaseException as error:  # never leave the table run RUNNING
         cross_validations.abort()
+        searches.abort()
         with contextlib.suppress(OSError):  # a full disk: the results table is rebuilt by --resume
             _write_results(parent_id, out_dir)
         tracking.end_run(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -213,22 +223,26 @@ def _find_resume_run(out_dir: Path | None, experiment: str, table_path: Path) ->
     return None, out_dir
 
 
-def _outcome_count(configs: list[RunConfig | ConfigError], selection: list[int], done: dict[str, str]) -> int:
+def _outcome_count(configs: list[RunConfig | SearchRow | ConfigError], selection: list[int], done: dict[str, str],
+                   trials: int = 0) -> int:
     """How many outcomes the selected rows end with: one per row; a cross-validation not yet FINISHED its K folds'
-    and its own."""
+    and its own; a search not yet FINISHED (about) its ``trials``' and its own."""
     def count(item) -> int:
         if isinstance(item, RunConfig) and item.cross_validation and item.key(__version__) not in done:
             return len(item.fold_configs()) + 1
+        if isinstance(item, SearchRow) and item.key(__version__) not in done:
+            return trials + 1
         return 1
 
     return sum(count(configs[number]) for number in selection)
 
 
-def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], table: TableContext,
+def _row_tasks(configs: list[RunConfig | SearchRow | ConfigError], selection: list[int], table: TableContext,
                done: dict[str, str], row_ended: Callable[[RowOutcome], None],
-               cross_validations: CrossValidations) -> Iterator[RowTask]:
+               cross_validations: CrossValidations, searches: Searches) -> Iterator[RowTask | None]:
     """The selected rows as tasks of ``table``, in table order; a cross-validation row's as the tasks of its
-    folds. A row that failed validation gets its FAILED run and a row that already FINISHED is skipped, each
+    folds, a search row's as those of its trials (a search that cannot start is recorded FAILED). A row that
+    failed validation gets its FAILED run and a row that already FINISHED is skipped, each
     reported as the executor reaches it."""
     for number in selection:
         item = configs[number]
@@ -236,7 +250,15 @@ def _row_tasks(configs: list[RunConfig | ConfigError], selection: list[int], tab
             row_ended(_record_invalid_row(item, number, table.parent_run_id))
             continue
         key = item.key(__version__)
-        if key in done:
+        if isinstance(item, SearchRow) and key in done:
+            row_ended(RowOutcome(number, item.run_name, "FINISHED", done[key], "skipped: already FINISHED"))
+        elif isinstance(item, SearchRow):
+            try:
+                yield from searches.tasks(item, key, row_ended)
+            except ConfigError as error:  # timl.train given a search, a study that cannot be opened
+                error.cells = item.cells
+                row_ended(_record_invalid_row(error, number, table.parent_run_id))
+        elif key in done:
             name = item.cv_run_name if item.cross_validation else item.run_name
             row_ended(RowOutcome(number, name, "FINISHED", done[key], "skipped: already FINISHED"))
         elif item.cross_validation:

@@ -131,8 +131,8 @@ const TIML = (() => {
       </details>`,
   };
   let methodTitles = {};  // the methods' names for people, from /info (the explainer registry)
-  const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1 };
-  const SUFFIXES = /\.(jpe?g|png|bmp|tiff?)$/i;
+  const ACCEPTED = { "image/jpeg": 1, "image/png": 1, "image/bmp": 1, "image/tiff": 1, "application/dicom": 1 };
+  const SUFFIXES = /\.(jpe?g|png|bmp|tiff?|dcm)$/i;
 
   return {
     rest,
@@ -183,7 +183,7 @@ const TIML = (() => {
     checkFile(file, info) {
       if (!file) return "No file was chosen.";
       if (!(ACCEPTED[file.type] || SUFFIXES.test(file.name))) {
-        return `"${file.name}" is not an image TIML can read. Please choose a JPEG, PNG, BMP or TIFF image.`;
+        return `"${file.name}" is not an image TIML can read. Please choose a JPEG, PNG, BMP, TIFF or DICOM image.`;
       }
       const limit = info?.max_upload_mb;
       if (limit && file.size > limit * 1024 * 1024) {
@@ -237,6 +237,10 @@ const TIML = (() => {
 
     showImage(img, file) {
       if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+      if (/\.dcm$/i.test(file.name || "") || file.type === "application/dicom") {  // no browser draws DICOM: no
+        TIML.clearImage(img);  // broken picture; the server classifies and explains it
+        return;
+      }
       img.dataset.url = URL.createObjectURL(file);
       img.src = img.dataset.url;
       img.hidden = false;
