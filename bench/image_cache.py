@@ -6,9 +6,9 @@ sharing one cache file against each its own copy.
 Each measurement runs in a fresh process (its peak RSS is its own): it imports TensorFlow, holds N images of
 224 px (the ISIC sample's images, repeated) and reads ``--views`` views (``hflip_rot4``, batches of 32) through
 the tf.data pipeline, after 2000 views of warm-up. ``before``: the pipeline as it was (the pixels converted into
-a tensor that ``tf.gather`` reads); ``after``: :func:`timl.images.make_dataset` now (each image gathered from the
-aligned numpy array handed to TensorFlow by reference); ``shared``: the same, the pixels mapped from the shared cache file (``TIML_IMAGE_CACHE``). The in-memory
-rows fill one preallocated array, as :func:`timl.images.load_images` does, from the sample's decoded images (the
+a tensor that ``tf.gather`` reads); ``after``: :func:`timl.images.make_dataset` now (each image gathered from
+the aligned numpy array handed to TensorFlow by reference); ``shared``: the same, the pixels mapped from the
+shared cache file (``TIML_IMAGE_CACHE``). The in-memory rows fill one preallocated (aligned) array, as :func:`timl.images.load_images` does, from the sample's decoded images (the
 decoding itself is the same before and after); the shared rows map a file decoded once by the bench.
 
 Printed: pixels (MB), peak RSS (MB; TensorFlow alone holds the "base"), peak / pixels, (peak - base) / pixels,
@@ -77,11 +77,12 @@ def _pixels(paths: list[str], count: int, shared: str | None):
     import numpy as np
 
     from timl.images import Preprocessing, cache_images, load_images
+    from timl.images.cache import aligned_empty
 
     if shared:
         return cache_images([paths[i % len(paths)] for i in range(count)], Preprocessing(IMGSIZE), shared_dir=shared)
     unique = load_images(paths, Preprocessing(IMGSIZE))
-    out = np.empty((count, IMGSIZE, IMGSIZE, 3), np.uint8)
+    out = aligned_empty((count, IMGSIZE, IMGSIZE, 3))
     for start in range(0, count, len(unique)):
         out[start:start + len(unique)] = unique[:count - start]
     return out
