@@ -74,8 +74,6 @@ def _before_dataset(images, labels):
 
 def _pixels(paths: list[str], count: int, shared: str | None):
     """N images: mapped from the shared cache file, or one preallocated array filled from the decoded sample."""
-    import numpy as np
-
     from timl.images import Preprocessing, cache_images, load_images
     from timl.images.cache import aligned_empty
 
