@@ -96,7 +96,8 @@ def test_batched_fetch_gives_the_per_image_batches(augmentation):
             epoch.assign(number)
             batches += [[part.numpy() for part in batch] for batch in dataset]
         seen.append(batches)
-    assert [[part.shape for part in batch] for batch in seen[0]] == [[part.shape for part in batch] for batch in seen[1]]
+    shapes = [[[part.shape for part in batch] for batch in batches] for batches in seen]
+    assert shapes[0] == shapes[1]
     assert all(np.array_equal(a, b) for first, second in zip(*seen) for a, b in zip(first, second))
 
 
