@@ -6,9 +6,14 @@ over ``--seconds``, one client's p50, and the workers' memory before and after (
 batching on, the same load while two more clients request RISE explanations (2000 masks) back to back.
 
     python bench/serve_load.py [--seconds 30] [--clients 8] [--backends-only]
+    python bench/serve_load.py --compare-metrics [--rounds 2]   # /metrics on vs off, side by side
 
 Also the model's own batched throughput with Keras/TensorFlow vs ONNX Runtime (``INFERENCE_BACKEND``; issue 28),
 on the same inputs, the answers compared; ``--backends-only`` measures that alone.
+
+Each server's first requests after it says ready (/health 200) are timed against the next ones (issue 28: the first
+user waits no longer than the next): the first classification, the median of the next three; the first Grad-CAM,
+the median of the next two.
 
 Goals (issue 16): requests/s / the model's own best batched throughput >= 0.8; p50 / the Little's-law bound
 (N clients / that throughput: the lowest p50 any server allows) <= 1.25; one client no slower with batching by
@@ -227,12 +232,50 @@ def explain_clients(url: str, data: bytes, clients: int, stop: threading.Event) 
     return statuses
 
 
+def first_requests(base: str, data: bytes) -> dict:
+    """Seconds of the first classification and the first Grad-CAM after the server said ready, and of the next
+    ones (medians)."""
+    import requests
+
+    def timed(route: str) -> float:
+        start = time.perf_counter()
+        answer = requests.post(f"{base}/api/{route}", files={"file": ("x.jpg", data)}, timeout=300)
+        if answer.status_code != 200:
+            raise RuntimeError(f"/api/{route} answered {answer.status_code}: {answer.text[:200]}")
+        return time.perf_counter() - start
+
+    classify = [timed("classify") for _ in range(4)]
+    layer = requests.get(f"{base}/api/info", timeout=60).json()["default_layer"]
+    explain = [timed(f"explain/gradcam/{layer}") for _ in range(3)]
+    return {"classify": classify[0], "classify_next": statistics.median(classify[1:]),
+            "explain": explain[0], "explain_next": statistics.median(explain[1:])}
+
+
+def compare_metrics(model_path: Path, data: bytes, clients: int, seconds: float, rounds: int) -> list[tuple]:
+    """requests/s with /metrics on (the default) and off (``METRICS`` false), ``rounds`` times alternately, so a
+    slow spell of the machine hits both alike; the /metrics scrape itself is not part of the load."""
+    pairs = []
+    for _ in range(rounds):
+        measured = []
+        for settings in ({}, {"METRICS": False}):
+            server, base = start_server(model_path, settings)
+            try:
+                load(f"{base}/api/classify", data, clients, 5)  # warm-up
+                measured.append(load(f"{base}/api/classify", data, clients, seconds)["rps"])
+            finally:
+                server.terminate()
+                server.wait(timeout=120)
+        pairs.append(tuple(measured))
+    return pairs
+
+
 def serve_and_measure(model_path: Path, data: bytes, clients: int, seconds: float, settings: dict,
                       with_explanations: bool = False) -> dict:
     """The load on one server configuration: ``clients`` on /classify, then one client; optionally again with
     two clients requesting RISE explanations (2000 masks) the whole time."""
     server, base = start_server(model_path, settings)
     try:
+        first = first_requests(base, data)
         load(f"{base}/api/classify", data, clients, 5)  # warm-up: every worker has loaded the model
         before = worker_memory(server.pid)
         result = load(f"{base}/api/classify", data, clients, seconds)
@@ -246,6 +289,7 @@ def serve_and_measure(model_path: Path, data: bytes, clients: int, seconds: floa
             busy = load(f"{base}/api/classify", data, clients, seconds)
             stop.set()
             result["with_rise"] = {**busy, "explanations": statuses[:]}
+        result["first"] = first
         return result
     finally:
         server.terminate()
@@ -259,8 +303,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["SmallCNN:32", "VGG16:64"], help="METHOD:SIZE ...")
     parser.add_argument("--backends-only", action="store_true",
                         help="Only the model's own throughput with Keras/TensorFlow vs ONNX Runtime (no server).")
+    parser.add_argument("--compare-metrics", action="store_true",
+                        help="only requests/s with /metrics on vs off (METRICS false), --rounds times alternately")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     data = image_bytes()
+    if args.compare_metrics:
+        print_metrics_cost(args, data)
+        return
     if args.backends_only:
         with tempfile.TemporaryDirectory() as folder:
             print_backends([(method, int(imgsize), backend_throughput(build_model(Path(folder), method, int(imgsize))))
@@ -316,6 +366,66 @@ def main() -> None:
               f"{rise['p99'] * 1000:.1f} | {rise['p99'] / batched['p99']:.2f} | {rise['rps']:.1f} | {rise['errors']} | "
               f"{codes.count(200)} / {codes.count(503)} / {len(codes) - codes.count(200) - codes.count(503)} |")
     print_backends(backends)
+
+    print("\n| model | batching | first classification after ready (ms) | the next (ms) | first Grad-CAM (ms) | "
+          "the next (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, imgsize, local, (bound, batch), unbatched, batched, decode in rows:
+        for name, served in (("off", unbatched), ("on", batched)):
+            first = served["first"]
+            print(f"| {method} {imgsize} px | {name} | {first['classify'] * 1000:.0f} | "
+                  f"{first['classify_next'] * 1000:.0f} | {first['explain'] * 1000:.0f} | "
+                  f"{first['explain_next'] * 1000:.0f} |")
+
+
+def metrics_cpu_per_request(blocks: int = 15, requests_per_block: int = 100) -> tuple[float, float, float]:
+    """CPU seconds per /classify request through two in-process apps on the same tiny classifier, /metrics on (in
+    prometheus-client's multiprocess mode, as under gunicorn) and off, alternately in blocks: a noise-proof view of
+    what counting costs. Returns the medians on, off and of the paired differences."""
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="timl-bench-metrics-"))
+    import keras
+
+    from timl.classifier import Classifier
+    from timl.images import Preprocessing
+    from timl.serving import create_app
+
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    classifier = Classifier(keras.Model(inputs, outputs), Preprocessing(32), ("A", "B", "C"))
+    clients = {flag: create_app({"CLASSIFICATION_MODEL": "m.h5", "METRICS": flag}, classifier=classifier).test_client()
+               for flag in (True, False)}
+    data = image_bytes()
+
+    def block(client, count: int = requests_per_block) -> float:
+        start = time.process_time()
+        for _ in range(count):
+            client.post("/api/classify", data={"file": (io.BytesIO(data), "x.jpg")}, content_type="multipart/form-data")
+        return (time.process_time() - start) / count
+
+    for client in clients.values():
+        block(client, 10)
+    pairs = [(block(clients[True]), block(clients[False])) for _ in range(blocks)]
+    return (statistics.median(on for on, _ in pairs), statistics.median(off for _, off in pairs),
+            statistics.median(on - off for on, off in pairs))
+
+
+def print_metrics_cost(args, data: bytes) -> None:
+    """The --compare-metrics table: requests/s with /metrics on and off per round, and the cost."""
+    on, off, difference = metrics_cpu_per_request()
+    print(f"\nCPU per /classify request in one process (a 600x450 JPEG, a tiny model): metrics on {on * 1e6:.0f} us, "
+          f"off {off * 1e6:.0f} us, median paired difference {difference * 1e6:.0f} us")
+    print(f"\n{args.clients} clients, {args.seconds:.0f} s per server, gunicorn 2 workers, batching on (defaults)\n")
+    print("| model | round | requests/s, metrics on | requests/s, metrics off | cost |")
+    print("| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as folder:
+        for method, imgsize in (spec.split(":") for spec in args.models):
+            path = build_model(Path(folder), method, int(imgsize))
+            pairs = compare_metrics(path, data, args.clients, args.seconds, args.rounds)
+            for index, (on, off) in enumerate(pairs, 1):
+                print(f"| {method} {imgsize} px | {index} | {on:.1f} | {off:.1f} | {(1 - on / off) * 100:+.1f} % |")
+            on, off = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+            print(f"| {method} {imgsize} px | all | {on / len(pairs):.1f} | {off / len(pairs):.1f} | "
+                  f"{(1 - on / off) * 100:+.1f} % |")
 
 
 if __name__ == "__main__":

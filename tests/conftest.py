@@ -20,6 +20,9 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 # Tests talk to loopback only: no MLflow usage telemetry from this process, its subprocesses or the UI it serves
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# The servers the tests start warm their model only: each explanation process loading TensorFlow at every start
+# would add seconds to each (tests/test_metrics.py starts one with the default, "all").
+os.environ.setdefault("TIML_WARM_START", "model")
 
 
 @pytest.fixture

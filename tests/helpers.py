@@ -192,8 +192,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 120) -> None:
-    """Waits until ``url`` answers 200 (a server process starting up)."""
+def wait_for_http(url: str, timeout: float = 300) -> None:
+    """Waits until ``url`` answers 200 (a server process starting up: /health says ready once the model is loaded
+    and warm, which takes minutes on a busy machine)."""
     import time
 
     import requests

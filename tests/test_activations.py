@@ -34,20 +34,25 @@ def _test_accuracy_of_the_logged_model(run_id: str, dataset: str) -> float:
 
 
 def test_activations_are_cached_once_and_the_logged_model_is_whole(tracking_uri, mini_digits, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, caplog):
+    """Rows of one backbone and data that differ only in head settings (lr, epochs) compute the activations once:
+    the second row of the table and a later table's row reuse the first row's files."""
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("TIML_ACTIVATION_CACHE", str(tmp_path / "cache"))
     dataset = str(mini_digits / "mini.csv")
     table = write_table(tmp_path / "t.csv", [_row(dataset, activations="auto"),
-                                             _row(dataset, activations="auto", lr=3e-3)])
-    outcome = _train(table, tmp_path / "first")
+                                             _row(dataset, activations="auto", lr=3e-3, epochs=2)])
+    with caplog.at_level("INFO", logger="timl.training.activations"):
+        outcome = _train(table, tmp_path / "first")
+    computed = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Cached the")]
+    assert len(computed) == 3, f"train, dev and test once, by the first row only: {computed}"
     [folder] = [path for path in (tmp_path / "cache").iterdir() if path.is_dir()]
     files = sorted(folder.glob("*.npy"))
     assert len(files) == 60 * 2 + 15 + 15, "train: both views of hflip; dev and test: the image itself"
     assert (folder / "settings.json").is_file()
     written = {path.name: path.stat().st_mtime_ns for path in files}
-    again = write_table(tmp_path / "again.csv", [_row(dataset, activations="auto", seed=0, lr=1e-2)])
+    again = write_table(tmp_path / "again.csv", [_row(dataset, activations="auto", seed=0, lr=1e-2, epochs=1)])
     _train(again, tmp_path / "second")
     assert {path.name: path.stat().st_mtime_ns for path in folder.glob("*.npy")} == written, "reused, not rewritten"
     client = MlflowClient()

@@ -80,10 +80,31 @@ def test_the_retried_row_trains_as_if_its_worker_had_not_died(report):
     np.testing.assert_allclose(killed, reference, rtol=1e-4, atol=1e-5)
 
 
+def test_the_tracking_clients_retry_settings_reach_the_ray_workers(report):
+    """TIML's retries (6, backoff 2) and the user's request timeout, in the environment the workers of the
+    table's rows were started with (the killed row's worker and another)."""
+    expected = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    assert report["worker_http_settings"] == [expected, expected]
+
+
 def test_a_tracking_server_outage_loses_nothing(report):
-    outage = report["outage"]
-    assert outage["ended"] - outage["started"] >= 20
-    assert report["main_rc"] == 0  # every row FINISHED with all its epochs (checked above) across the outage
+    """The server held requests past the client's timeout, answered 503, then was down (connection refused) for
+    20 s. In each window a row's logging call was made (an epoch's loss stamped inside it) and a row trained
+    across it (its losses stamped before and after it); those rows FINISHED with every epoch logged once."""
+    windows = {window["kind"]: window for window in report["outages"]}
+    assert list(windows) == ["hold", "503", "refused"]
+    assert windows["hold"]["requests"]["hold"] >= 1 and windows["hold"]["requests"]["timed_out"] >= 1
+    assert windows["503"]["requests"]["503"] >= 1
+    assert windows["refused"]["ended"] - windows["refused"]["started"] >= 20
+    for window in windows.values():
+        started, ended = window["started"], window["ended"]
+        inside = [row for row in report["main_rows"] if any(started < moment < ended for moment in row["loss_times"])]
+        across = [row for row in report["main_rows"] if row["loss_times"][0] < started < ended < row["loss_times"][-1]]
+        assert inside and across, f"no row logged during and across the {window['kind']} window: {window}"
+        for row in inside + across:
+            assert row["status"] == "FINISHED" and row["loss_steps"] == list(range(row["epochs"])), row
+    assert report["main_rc"] == 0
 
 
 def test_resume_skips_finished_rows(report):

@@ -548,3 +548,27 @@ def test_a_run_owner_is_more_than_a_pid():
     assert not offenders, f"a process identified by its pid alone: {offenders}"
     lockers = [module for module, path in _modules().items() if ".timl.lock" in path.read_text()]
     assert lockers == ["timl.training.lock"], lockers
+
+
+def test_prometheus_is_imported_by_the_server_metrics_alone_and_inside_functions():
+    """The server's metrics have one home, ``timl.serving.metrics``, which imports ``prometheus_client`` only inside
+    functions: the library picks its multiprocess mode when first imported, so nothing may import it before
+    ``timl.serve`` has set PROMETHEUS_MULTIPROC_DIR (gunicorn's workers would each count alone)."""
+    offenders = [module for module, path in _modules().items() if module != "timl.serving.metrics"
+                 and any(name.startswith("prometheus_client") for name in _imports_of(path))]
+    assert not offenders, f"prometheus_client imported outside timl/serving/metrics.py: {offenders}"
+    tree = ast.parse((PACKAGE / "serving" / "metrics.py").read_text())
+    top_level = [name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for name in _imported_names(node)]
+    assert not [name for name in top_level if name.startswith("prometheus_client")], top_level
+
+
+def test_the_image_pipeline_makes_no_tensor_of_the_cached_pixels():
+    """``make_dataset`` reads batches from the numpy array of cached pixels (issue 27): a tensor of the whole set
+    would be a second copy of it in memory (and tf.data's graph rewrite serialises captured tensors: a third)."""
+    copying = {"convert_to_tensor", "constant", "from_tensor_slices", "from_tensors", "Variable"}
+    tree = ast.parse((PACKAGE / "images" / "pipeline.py").read_text())
+    offenders = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and getattr(node.func, "attr", getattr(node.func, "id", None)) in copying
+                 and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "images"]
+    assert not offenders, f"timl/images/pipeline.py makes a tensor of the images at lines {offenders}"

@@ -1,15 +1,20 @@
 """``python -m timl.serve``: the TIML REST server under gunicorn.
 
-Each worker process loads the model once and answers requests in threads (gunicorn's ``gthread`` workers):
-concurrent ``/classify`` requests decode their images in parallel and share model calls (dynamic batching,
-:mod:`timl.serving.batching`); explanations run in their own processes (:mod:`timl.serving.explaining`).
+Each worker process loads the model once, at its start, and warms it (one prediction, one explanation in each
+explanation process; ``/health`` says ready once every worker is warm); it answers requests in threads (gunicorn's
+``gthread`` workers): concurrent ``/classify`` requests decode their images in parallel and share model calls
+(dynamic batching, :mod:`timl.serving.batching`); explanations run in their own processes
+(:mod:`timl.serving.explaining`).
 :func:`gunicorn_settings` is the one place the gunicorn settings are written.
 """
 
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -76,9 +81,11 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     """Runs gunicorn in this process with the TIML app (fails early, with a sample, on a bad configuration)."""
     from gunicorn.app.base import BaseApplication
 
+    from timl.serving import metrics
     from timl.serving.app import create_app
     from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
+    from timl.serving.model import warm_start_from_environment
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
@@ -87,18 +94,48 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     problem = model_problem(config)
     if problem:
         raise ConfigError(f"Not starting the server: {problem}")
+    warm_start = warm_start_from_environment()
+    ready_folder = Path(tempfile.mkdtemp(prefix="timl-ready-"))  # a file per warm worker: /health is ready at all
+    folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
 
     class TimlApplication(BaseApplication):
         def load_config(self):
             for key, value in gunicorn_settings(bind, workers, threads, timeout, backlog).items():
                 self.cfg.set(key, value)
+            self.cfg.set("child_exit", lambda server, worker: worker_stopped(server, worker, ready_folder))
+            self.cfg.set("worker_exit", stop_explanations)
 
         def load(self):
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
+            if warm_start != "none":  # /health is ready once the model (and the explanation processes) are warm
+                app.extensions["timl_model"].start_warm_up(warm_start, ready_folder, workers)
             return app
 
-    TimlApplication().run()
+    try:
+        TimlApplication().run()
+    finally:
+        shutil.rmtree(ready_folder, ignore_errors=True)
+        if made:
+            metrics.remove_directory(folder)
+
+
+def worker_stopped(server, worker, ready_folder: Path) -> None:
+    """gunicorn's ``child_exit`` hook (in the master): the stopped worker is no longer warm (/health waits for its
+    replacement), and its live metrics leave the sums."""
+    from timl.serving import metrics
+
+    (ready_folder / str(worker.pid)).unlink(missing_ok=True)
+    metrics.worker_exited(server, worker)
+
+
+def stop_explanations(server, worker) -> None:
+    """gunicorn's ``worker_exit`` hook: a stopping worker stops its explanation processes at once (they would
+    otherwise be waited for)."""
+    app = getattr(worker, "wsgi", None)
+    holder = app.extensions.get("timl_model") if app is not None else None
+    if holder is not None:
+        holder.explanations.close()
 
 
 @command(epilog=EXAMPLE)

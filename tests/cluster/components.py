@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import http.client
+import http.server
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -141,3 +146,131 @@ class RayCluster:
                 "if n['Alive']]))\nray.shutdown()\n" % self.address)
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class FaultyProxy:
+    """An HTTP proxy on 127.0.0.1:port in front of a tracking server that misbehaves on demand, request by
+    request (a kept-alive connection sees the change too).
+
+    Modes: ``"pass"`` forwards each request; ``"503"`` answers 503 Service Unavailable without forwarding;
+    ``"hold"`` reads the request and never answers, until the client gives up (its timeout) or the mode changes,
+    then closes the connection; :meth:`refuse` closes the listening socket and every open connection, so a client
+    gets "connection refused" until :meth:`listen`. ``counts`` says how many requests each mode met and how many
+    held clients gave up by themselves (``"timed_out"``).
+    """
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "server",
+                  "date"}
+
+    def __init__(self, port: int, backend_port: int):
+        self.port, self.backend_port = port, backend_port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.mode = "pass"
+        self.counts = {"pass": 0, "503": 0, "hold": 0, "timed_out": 0}
+        self.server = None
+        self.in_flight = 0  # requests being answered now
+        self.connections: set = set()
+        self.lock = threading.Lock()
+
+    def listen(self) -> None:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy.lock:
+                    proxy.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy.lock:
+                    proxy.connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
+            def _any(self) -> None:
+                proxy.handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def refuse(self, timeout: float = 30) -> None:
+        """Stops listening, lets the requests being answered end, then drops every open connection: every request
+        from now on is refused."""
+        self.server.shutdown()
+        self.server.server_close()
+        deadline = time.time() + timeout
+        while self.in_flight and time.time() < deadline:
+            time.sleep(0.02)
+        with self.lock:
+            for connection in list(self.connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def handle(self, handler) -> None:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            self._answer(handler, self._body(handler))
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, handler, body: bytes) -> None:
+        mode = self.mode
+        with self.lock:
+            self.counts[mode] += 1
+        if mode == "503":
+            handler.send_response(503)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        elif mode == "hold":
+            handler.close_connection = True
+            while self.mode == "hold":
+                readable, _, _ = select.select([handler.connection], [], [], 0.1)
+                if readable and not handler.connection.recv(1, socket.MSG_PEEK):
+                    with self.lock:
+                        self.counts["timed_out"] += 1
+                    return
+        else:
+            self._forward(handler, body)
+
+    @staticmethod
+    def _body(handler) -> bytes:
+        if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                chunks.append(handler.rfile.read(size))
+                handler.rfile.readline()
+                if size == 0:
+                    return b"".join(chunks)
+        return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+    def _forward(self, handler, body: bytes) -> None:
+        headers = {key: value for key, value in handler.headers.items() if key.lower() not in self.HOP_BY_HOP}
+        backend = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=120)
+        try:
+            backend.request(handler.command, handler.path, body=body, headers=headers)
+            response = backend.getresponse()
+            payload = response.read()
+            status, answer = response.status, [(k, v) for k, v in response.getheaders()
+                                                if k.lower() not in self.HOP_BY_HOP]
+        except OSError:
+            status, answer, payload = 502, [], b""
+        finally:
+            backend.close()
+        handler.send_response(status)
+        for key, value in answer:
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(payload)

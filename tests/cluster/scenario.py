@@ -3,7 +3,8 @@
 ``unshare --net --pid --fork --mount-proc --kill-child python tests/cluster/scenario.py WORK DATA`` starts a real
 PostgreSQL, an mlflow server on it and a two-node Ray cluster (the head advertises one GPU), then trains tables
 with ``python -m timl.train --executor ray``: one while a Ray worker process is killed mid-row and the tracking
-server is down for 20 s, then again with ``--resume``; one whose images a worker cannot find; one stopped with
+server, seen through a proxy, holds requests past the client's timeout, answers 503 and is down for 20 s, then
+again with ``--resume``; one whose images a worker cannot find; one stopped with
 SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row;
 one row with a ``groups`` cell; a search (``python -m timl.tune --parallel 2``, its study in PostgreSQL) killed
 with SIGKILL after its first trial and resumed. ``scenario.py WORK DATA STEP...`` runs only the named steps
@@ -13,6 +14,7 @@ namespace and ends with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,14 +28,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components import Postgres, RayCluster, TrackingServer  # noqa: E402
+from components import FaultyProxy, Postgres, RayCluster, TrackingServer  # noqa: E402
 from helpers import REPO, small_cnn_row, write_table  # noqa: E402
 
-PG_PORT, MLFLOW_PORT, RAY_PORT = 55432, 55000, 56379
+PG_PORT, MLFLOW_PORT, PROXY_PORT, RAY_PORT = 55432, 55000, 55001, 56379
+OUTAGE_SECONDS = 20  # the tracking server down, connection refused
+HOLD_SECONDS = 7  # at least: requests held without an answer, then 503 answers
+REQUEST_TIMEOUT = 5  # MLFLOW_HTTP_REQUEST_TIMEOUT of the main table: a held request times out in the window
 #: The Optuna studies of the search step, in a database of their own on the same PostgreSQL.
 STUDY_DATABASE = "studies"
 STUDY_STORAGE = f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/{STUDY_DATABASE}"
-OUTAGE_SECONDS = 20
 
 
 def _client(uri: str):
@@ -43,12 +47,13 @@ def _client(uri: str):
 
 
 def _train(cluster: RayCluster, uri: str, table: Path, out: Path, *extra: str, log: Path,
-           module: str = "timl.train") -> subprocess.Popen:
+           env: dict | None = None, module: str = "timl.train") -> subprocess.Popen:
     command = [sys.executable, "-m", module, "--input-table", str(table), "--executor", "ray",
                "--ray-address", cluster.address, "--tracking-uri", uri, "--out-dir", str(out), "--experiment",
                "cluster", "--skip-roc", *extra]
     with log.open("a") as handle:
-        return subprocess.Popen(command, cwd=table.parent, env=cluster.env, stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=table.parent, env=env or cluster.env, stdout=handle,
+                                stderr=subprocess.STDOUT)
 
 
 def _row_runs(client, out: Path) -> list:
@@ -81,11 +86,13 @@ def _running_row_with_epochs(client, out: Path, epochs: int, exclude: tuple = ()
 def _describe_rows(client, out: Path) -> list[dict]:
     rows = []
     for run in _row_runs(client, out):
-        steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "loss")]
+        history = client.get_metric_history(run.info.run_id, "loss")
+        steps = [metric.step for metric in history]
         rows.append({"run_id": run.info.run_id, "row": run.data.tags.get("timl.row"), "status": run.info.status,
                      "node": run.data.tags.get("timl.ray_node"), "worker": run.data.tags.get("timl.worker"),
                      "resumed_at": run.data.tags.get("timl.resumed_at_epoch"),
                      "exception": run.data.tags.get("timl.exception", ""), "loss_steps": steps,
+                     "loss_times": sorted(metric.timestamp / 1000 for metric in history),
                      "epochs": int(run.data.params.get("epochs", "0") or 0),
                      "test_accuracy": run.data.metrics.get("test/accuracy")})
     return rows
@@ -106,33 +113,84 @@ def _loadable(uri: str, run_ids: list[str]) -> dict:
 
 
 def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
-    """4 rows (one asks for the GPU); a worker killed mid-row; the tracking server down for 20 s."""
+    """4 rows (one asks for the GPU); a worker killed mid-row; then the tracking server, seen through a proxy,
+    holds requests past the client's timeout, answers 503, and is down (connection refused) for 20 s."""
     rows = [small_cnn_row(str(data / "mini.csv"), epochs=30, seed=seed) for seed in range(4)]
     rows[1]["gpus"] = 1
     table = write_table(work / "main.csv", rows)
     out = work / "main-out"
     client = _client(server.uri)
-    driver = _train(cluster, server.uri, table, out, log=work / "main.log")
-    victim = _wait_for(lambda: _running_row_with_epochs(client, out, 3), 240, "a row training its 4th epoch")
-    pid = int(victim.data.tags["timl.worker"].rsplit(":", 1)[1])
-    os.kill(pid, signal.SIGKILL)
-    report["killed"] = {"run_id": victim.info.run_id, "pid": pid,
-                        "epochs_logged": len(client.get_metric_history(victim.info.run_id, "loss"))}
-    _wait_for(lambda: _running_row_with_epochs(client, out, 1, exclude=(victim.info.run_id,)), 240,
-              "another row training")
-    server.stop()
-    report["outage"] = {"started": time.time()}
-    time.sleep(OUTAGE_SECONDS)
-    server.start()
-    report["outage"]["ended"] = time.time()
-    report["main_rc"] = driver.wait(timeout=420)
-    rows = _describe_rows(client, out)
-    report["main_rows"] = rows
-    parent = client.get_run((out / "parent_run_id.txt").read_text().strip())
-    report["main_parent"] = {"status": parent.info.status, "run_id": parent.info.run_id}
-    report["main_files"] = sorted(path.name for path in out.iterdir())
-    report["loadable"] = _loadable(server.uri, [row["run_id"] for row in rows if row["status"] == "FINISHED"])
-    report["resume"] = _resume(work, cluster, server, table, out)
+    proxy = FaultyProxy(PROXY_PORT, MLFLOW_PORT)
+    proxy.listen()
+    env = dict(cluster.env, MLFLOW_HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT))  # the user's, for the hold window
+    try:
+        driver = _train(cluster, proxy.uri, table, out, log=work / "main.log", env=env)
+        victim = _wait_for(lambda: _running_row_with_epochs(client, out, 3), 240, "a row training its 4th epoch")
+        pid = int(victim.data.tags["timl.worker"].rsplit(":", 1)[1])
+        report["worker_http_settings"] = [_http_settings(pid)]
+        os.kill(pid, signal.SIGKILL)
+        report["killed"] = {"run_id": victim.info.run_id, "pid": pid,
+                            "epochs_logged": len(client.get_metric_history(victim.info.run_id, "loss"))}
+        other = _wait_for(lambda: _running_row_with_epochs(client, out, 1, exclude=(victim.info.run_id,)), 240,
+                          "another row training")
+        report["worker_http_settings"].append(_http_settings(int(other.data.tags["timl.worker"].rsplit(":", 1)[1])))
+        report["outages"] = _outages(proxy, server, client, out)
+        report["main_rc"] = driver.wait(timeout=420)
+        rows = _describe_rows(client, out)
+        report["main_rows"] = rows
+        parent = client.get_run((out / "parent_run_id.txt").read_text().strip())
+        report["main_parent"] = {"status": parent.info.status, "run_id": parent.info.run_id}
+        report["main_files"] = sorted(path.name for path in out.iterdir())
+        report["loadable"] = _loadable(server.uri, [row["run_id"] for row in rows if row["status"] == "FINISHED"])
+        report["resume"] = _resume(work, cluster, proxy.uri, table, out)
+    finally:
+        proxy.refuse()
+
+
+def _http_settings(pid: int) -> dict:
+    """The MLflow HTTP client settings in the environment a Ray worker process was started with."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if entry.startswith("MLFLOW_HTTP_REQUEST_"))
+
+
+def _outages(proxy: FaultyProxy, server: TrackingServer, client, out: Path) -> list[dict]:
+    """Three windows in which the rows' logging calls meet a failing tracking server, each begun once a row
+    logged two epochs after the previous one ended: requests held past the client's timeout (until a client gave
+    up), 503 answers (until one was given), and the server stopped with nothing listening (connection refused).
+    Each window's times and the requests the proxy met in it."""
+    windows = []
+    for kind, seconds in (("hold", HOLD_SECONDS), ("503", HOLD_SECONDS), ("refused", OUTAGE_SECONDS)):
+        evidence = "timed_out" if kind == "hold" else kind  # what the proxy counts when a client met the window
+        if windows:
+            _wait_for(lambda: _logged_after(client, out, windows[-1]["ended"]), 120,
+                      f"a row logging again after the {windows[-1]['kind']} window")
+        before = dict(proxy.counts)
+        window = {"kind": kind, "started": time.time()}
+        if kind == "refused":
+            proxy.refuse()
+            window["started"] = time.time()
+            server.stop()
+            time.sleep(max(0.0, window["started"] + seconds - time.time()))  # the outage's length, not a wait
+            server.start()
+            proxy.listen()
+        else:
+            proxy.mode = kind
+            time.sleep(seconds)  # the window's shortest length, not a wait
+            with contextlib.suppress(TimeoutError):  # on a slow machine: until a client met it (the test says)
+                _wait_for(lambda: proxy.counts[evidence] > before[evidence], 60, f"a client in the {kind} window")
+            proxy.mode = "pass"
+        window["ended"] = time.time()
+        window["requests"] = {key: proxy.counts[key] - before[key] for key in before}
+        windows.append(window)
+    return windows
+
+
+def _logged_after(client, out: Path, moment: float) -> bool:
+    """Whether a row run of ``out`` logged two epochs after ``moment`` (seconds since the epoch): it trains
+    freely again, so its next epoch falls in the next window."""
+    runs = [run for run in _row_runs(client, out) if run.info.status == "RUNNING"]
+    return any(sum(metric.timestamp > moment * 1000 for metric in client.get_metric_history(run.info.run_id, "loss"))
+               >= 2 for run in runs)
 
 
 def replay(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
@@ -155,10 +213,10 @@ def replay(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, 
     report["replay"] = {"killed": losses(killed.info.run_id), "reference": losses(reference)}
 
 
-def _resume(work: Path, cluster: RayCluster, server: TrackingServer, table: Path, out: Path) -> dict:
+def _resume(work: Path, cluster: RayCluster, uri: str, table: Path, out: Path) -> dict:
     """The same table again with --resume: every row FINISHED is skipped."""
     started = time.time()
-    driver = _train(cluster, server.uri, table, out, "--resume", log=work / "resume.log")
+    driver = _train(cluster, uri, table, out, "--resume", log=work / "resume.log")
     rc = driver.wait(timeout=180)
     log = (work / "resume.log").read_text()
     return {"rc": rc, "skipped": log.count("skipped: already FINISHED"), "seconds": time.time() - started}
@@ -185,19 +243,23 @@ def terminated(work: Path, data: Path, cluster: RayCluster, server: TrackingServ
                        and len(client.get_metric_history(run.info.run_id, "loss")) >= 1], 240, "rows training")
     driver.send_signal(signal.SIGTERM)
     report["terminated_rc"] = driver.wait(timeout=120)
-    time.sleep(5)  # a task that was not cancelled would go on logging and end its run
+    workers = [int(run.data.tags["timl.worker"].rsplit(":", 1)[1]) for run in _row_runs(client, out)
+               if "timl.worker" in run.data.tags]
+    with contextlib.suppress(TimeoutError):  # a task that was not cancelled goes on logging: the test says which
+        _wait_for(lambda: not [pid for pid in workers if _alive(pid)], 30, "the cancelled rows' workers to end")
     rows = _describe_rows(client, out)
     report["terminated_rows"] = rows
     report["terminated_parent"] = client.get_run((out / "parent_run_id.txt").read_text().strip()).info.status
-    alive = []
-    for row in rows:
-        if row["worker"]:
-            try:
-                os.kill(int(row["worker"].rsplit(":", 1)[1]), 0)
-                alive.append(row["worker"])
-            except ProcessLookupError:
-                pass
+    alive = [row["worker"] for row in rows if row["worker"] and _alive(int(row["worker"].rsplit(":", 1)[1]))]
     report["terminated_workers_alive"] = alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def retries_spent(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:

@@ -1,5 +1,6 @@
-"""Loading and caching: each image of a split is decoded and resized once per run into a uint8 array, kept on
-disk (a memory-mapped file, removed at exit) beyond a memory budget."""
+"""Loading and caching: each image of a split is decoded and resized once per run into one preallocated uint8
+array, kept on disk (a memory-mapped file, removed at exit) beyond a memory budget, or mapped from the machine's
+shared cache file (:mod:`timl.images.shared_cache`, ``TIML_IMAGE_CACHE``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from timl.errors import ImageError
 from timl.images.decode import decode_image
 from timl.images.preprocessing import Preprocessing
+from timl.images.shared_cache import shared_cache_folder, shared_images
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +64,16 @@ def load_images(paths: list[str], preprocessing: Preprocessing, *, num_workers: 
         ImageError: naming every file that could not be decoded (all at once).
     """
     size = preprocessing.imgsize
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    return _fill(out, list(paths), preprocessing, num_workers)
+    return _fill(aligned_empty((len(paths), size, size, 3)), list(paths), preprocessing, num_workers)
+
+
+def aligned_empty(shape: tuple) -> np.ndarray:
+    """An uninitialised uint8 array whose data starts on a 64-byte boundary, which the tf.data pipeline hands to
+    TensorFlow by reference (:func:`timl.images.pipeline._image_fetcher`)."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + 64, dtype=np.uint8)
+    start = -buffer.ctypes.data % 64
+    return buffer[start:start + size].reshape(shape)
 
 
 def _remove_folder(folder: str) -> None:
@@ -71,8 +81,10 @@ def _remove_folder(folder: str) -> None:
 
 
 def cache_images(paths: list[str], preprocessing: Preprocessing, cache_dir: str | Path | None = None, *,
-                 memory_budget: int = DEFAULT_CACHE_BUDGET, num_workers: int | None = None) -> np.ndarray:
-    """Like :func:`load_images`, but keeps large sets in a memory-mapped file instead of memory.
+                 memory_budget: int = DEFAULT_CACHE_BUDGET, num_workers: int | None = None,
+                 shared_dir: str | Path | None = None) -> np.ndarray:
+    """Like :func:`load_images`, but keeps large sets in a memory-mapped file instead of memory, and maps the
+    machine's shared cache file when there is a shared cache (then every set, whatever its size).
 
     Args:
         paths: image files.
@@ -81,12 +93,18 @@ def cache_images(paths: list[str], preprocessing: Preprocessing, cache_dir: str 
             The folder is removed when the process exits.
         memory_budget: bytes of pixels kept in memory; more goes to disk (default 2 GiB).
         num_workers: threads (see :func:`load_images`).
+        shared_dir: the shared cache's folder (default: the one ``TIML_IMAGE_CACHE`` names, else none).
 
     Returns:
-        uint8 array (N, imgsize, imgsize, 3): an ``np.ndarray``, or an ``np.memmap`` over the budget.
+        uint8 array (N, imgsize, imgsize, 3): an ``np.ndarray``, or an ``np.memmap`` over the budget (read-only
+        from a shared cache).
     """
     size = preprocessing.imgsize
     shape = (len(paths), size, size, 3)
+    shared = shared_dir if shared_dir is not None else shared_cache_folder()
+    if shared is not None:
+        return shared_images(list(paths), preprocessing, shared,
+                             lambda out: _fill(out, list(paths), preprocessing, num_workers))
     if int(np.prod(shape)) <= memory_budget:
         return load_images(paths, preprocessing, num_workers=num_workers)
     folder = tempfile.mkdtemp(prefix="timl-cache-", dir=cache_dir)

@@ -87,6 +87,21 @@ def draw_plots(study, folder: Path) -> list[Path]:
     import optuna.visualization.matplotlib as optuna_plots
 
     files, skipped = [], []
+    fonts = logging.getLogger("matplotlib.font_manager")
+    fonts_level = fonts.level  # Optuna's style asks for TeX fonts that matplotlib lacks here: without this, a
+    fonts.setLevel(logging.ERROR)  # screen of "findfont" warnings per plot, each falling back to DejaVu Sans
+    try:
+        _draw_each(study, folder, files, skipped, plt, optuna_plots)
+    finally:
+        fonts.setLevel(fonts_level)
+    if skipped:
+        (folder / "search-plots.txt").write_text("Plots not drawn:\n" + "\n".join(skipped) + "\n")
+        files.append(folder / "search-plots.txt")
+    return files
+
+
+def _draw_each(study, folder: Path, files: list[Path], skipped: list[str], plt, optuna_plots) -> None:
+    """Draws each of :data:`PLOTS` into ``folder``: its path into ``files``, or why not into ``skipped``."""
     for stem, function in PLOTS.items():
         try:
             with warnings.catch_warnings():
@@ -101,7 +116,3 @@ def draw_plots(study, folder: Path) -> list[Path]:
             logger.info("search plot %s not drawn: %s", stem, error)
             skipped.append(f"{stem}: {type(error).__name__}: {error}")
         plt.close("all")
-    if skipped:
-        (folder / "search-plots.txt").write_text("Plots not drawn:\n" + "\n".join(skipped) + "\n")
-        files.append(folder / "search-plots.txt")
-    return files

@@ -3,8 +3,9 @@
 The original routes under the REST prefix: ``ping``, ``echo/<text>``, ``info``, ``classify`` and
 ``explain/<method>/<layer>``, and ``model_card`` (a registered version's card, JSON or ``?format=md``); the pages under the static prefix learn the REST prefix from ``timl-config.js``.
 
-``create_app(config)`` builds one app; its model is loaded once, at the first request that needs it (so each
-gunicorn worker loads it once, after the fork). Every error is JSON: exception classes map to status codes in
+``create_app(config)`` builds one app; its model is loaded once, after the fork: under ``timl.serve`` at the
+worker's start (the warm-up, :meth:`~timl.serving.model.ModelHolder.start_warm_up`), elsewhere at the first request
+that needs it. ``/metrics`` is :mod:`timl.serving.metrics`'. Every error is JSON: exception classes map to status codes in
 :func:`_register_error_handlers` and nowhere else.
 """
 
@@ -26,6 +27,7 @@ from timl.serving import guard
 from timl.serving.config import ServerConfig, load_config
 from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationTimeout, QueueFull
 from timl.serving.memory import return_freed_images
+from timl.serving.metrics import ServerMetrics, unavailable_reason
 from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import NotConfigured, reviews_blueprint
@@ -218,10 +220,11 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
             filename, array = _uploaded_image(holder, classifier.preprocessing)
             probabilities, spread = holder.submit(array, announcement)
         extra = {} if spread is None else {"tta": config.tta, "tta_std": [float(s) for s in spread]}
+        predicted_class = classifier.class_names[int(probabilities.argmax())]
+        holder.metrics.predicted(predicted_class)
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
-                       classes=list(classifier.class_names),
-                       predicted_class=classifier.class_names[int(probabilities.argmax())], **extra)
+                       classes=list(classifier.class_names), predicted_class=predicted_class, **extra)
 
     @api.post("/explain/<method>/<path:layer>")
     def explain(method: str, layer: str):
@@ -269,6 +272,7 @@ def _register_error_handlers(app: Flask) -> None:
     def any_error(error: Exception):
         for kind, status in STATUS:
             if isinstance(error, kind):
+                unavailable_reason(kind)  # the reason label of /metrics' 503 and 504 counts
                 headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
                 if kind in SERVER_SIDE:
                     logger.error("Answered %d to %s %s: %s", status, request.method, request.path, error,
@@ -299,8 +303,10 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config
+    metrics = ServerMetrics(config.metrics, lambda: holder.describe())  # the model's name once it is loaded
+    holder = ModelHolder(config, classifier, metrics)
+    metrics.install(app, config.metrics_tokens)  # first: every request is counted, a refused one too
     guard.install(app, config)  # exposure, Host and Origin checks before every route
-    holder = ModelHolder(config, classifier)
     app.extensions["timl_model"] = holder
     app.register_blueprint(api_blueprint(config, holder), url_prefix=config.rest_prefix)
     app.register_blueprint(reviews_blueprint(config.as_mapping(), holder.review_facts, holder.uncertainty,
@@ -340,8 +346,13 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
     @app.get("/health")
     def health():
         facts = dict(model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
-                     explanations=holder.explanations.stats())
+                     explanations=holder.explanations.stats(), ready=not holder.warming)
+        if holder.warming and not holder.problem():
+            unavailable_reason("warming_up")
+            return jsonify(status="starting", error="The server is loading and warming the model and its "
+                           "explanation process; ready in a moment.", **facts), 503
         if holder.problem():  # the reason names server paths: the log has it, not an unauthenticated client
+            unavailable_reason(ModelUnavailable)
             return jsonify(status="error", error=f"The model {public_model_name(config.model)} cannot be loaded "
                            "(CLASSIFICATION_MODEL in the server configuration): the server log says why.",
                            **facts), 503

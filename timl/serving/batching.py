@@ -34,10 +34,13 @@ class Batcher:
         predict: called with a stacked batch (n, ...) from the batcher's thread only; returns (n, ...) outputs.
         max_size: most arrays per call (1: every array alone, no waiting).
         max_wait: seconds a batch waits for announced arrays to arrive.
+        observe: called with each model call's batch size (the server's metrics), if given.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_size: int = 8, max_wait: float = 0.01):
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_size: int = 8, max_wait: float = 0.01,
+                 observe: Callable[[int], None] | None = None):
         self.predict, self.max_size, self.max_wait = predict, max(1, int(max_size)), max(0.0, float(max_wait))
+        self.observe = observe
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._expected = 0  # requests announced (decoding) but not yet submitted
@@ -129,6 +132,8 @@ class Batcher:
         if len(outputs) != len(arrays):
             raise RuntimeError(f"The model answered {len(outputs)} rows for a batch of {len(arrays)}.")
         self.sizes[len(arrays)] += 1
+        if self.observe is not None:
+            self.observe(len(arrays))
         return outputs
 
     @property

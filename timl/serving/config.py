@@ -85,6 +85,12 @@ SAMPLE = {
     "INFERENCE_BACKEND_description": "What runs /classify's model calls: keras, or onnxruntime (the model converted "
                                      "to ONNX when it loads, checked against the Keras model within 1e-4; needs "
                                      "pip install 'timl[export]'). Explanations always run the Keras model.",
+    "METRICS": True,
+    "METRICS_description": "Serve Prometheus metrics at /metrics (true or false).",
+    "METRICS_TOKEN": "",
+    "METRICS_TOKEN_description": "A token (16 characters or more) for /metrics alone, e.g. a Prometheus server's. "
+                                 "With it or with API_TOKENS_FILE, /metrics needs 'Authorization: Bearer TOKEN' "
+                                 "(this token or an API token).",
 }
 
 #: The INFERENCE_BACKEND choices.
@@ -115,6 +121,8 @@ class ServerConfig:
     api_tokens_file: str = ""
     trusted_hosts: tuple[str, ...] = ()
     inference_backend: str = "keras"
+    metrics: bool = True
+    metrics_token: str = ""
     source: str = ""
 
     def as_mapping(self) -> dict:
@@ -129,7 +137,8 @@ class ServerConfig:
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
                 "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts),
-                "INFERENCE_BACKEND": self.inference_backend}
+                "INFERENCE_BACKEND": self.inference_backend,
+                "METRICS": self.metrics}  # never the METRICS_TOKEN: the mapping is shown to routes
 
     def tokens(self) -> dict[str, str]:
         """The API tokens (token -> user name) of API_TOKENS_FILE; empty when none is configured.
@@ -154,6 +163,10 @@ class ServerConfig:
             raise ConfigError(f"{where}: the token(s) of {', '.join(short)} are shorter than {MIN_TOKEN_LENGTH} "
                               "characters; make them with: python -c 'import secrets; print(secrets.token_urlsafe())'")
         return tokens
+
+    def metrics_tokens(self) -> list[str]:
+        """The tokens /metrics accepts: METRICS_TOKEN and the API tokens; empty: /metrics is open."""
+        return [token for token in (self.metrics_token, *self.tokens()) if token]
 
     @classmethod
     def from_mapping(cls, values: dict, base_dir: Path | None = None, source: str = "") -> "ServerConfig":
@@ -192,6 +205,7 @@ class ServerConfig:
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
                        trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source),
                        inference_backend=_choice(values, "INFERENCE_BACKEND", INFERENCE_BACKENDS, source),
+                       metrics=_flag(values, "METRICS", source), metrics_token=_metrics_token(values, source),
                        source=source)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source or 'server configuration'}: a value has the wrong type ({error}).") from error
@@ -204,6 +218,24 @@ def _choice(values: dict, key: str, choices: tuple[str, ...], source: str) -> st
         raise ConfigError(f"{source or 'server configuration'}: {key} must be one of {', '.join(choices)}. "
                           f"Received: {key}={values.get(key)!r}")
     return value
+
+
+def _flag(values: dict, key: str, source: str) -> bool:
+    """``values[key]`` (else the sample's default): JSON true or false."""
+    value = values.get(key, SAMPLE[key])
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source or 'server configuration'}: {key} must be true or false. Received: {key}={value!r}")
+    return value
+
+
+def _metrics_token(values: dict, source: str) -> str:
+    """METRICS_TOKEN: empty, or a string of at least MIN_TOKEN_LENGTH characters (never echoed)."""
+    value = values.get("METRICS_TOKEN") or ""
+    if not isinstance(value, str) or (value and len(value.strip()) < MIN_TOKEN_LENGTH):
+        raise ConfigError(f"{source or 'server configuration'}: METRICS_TOKEN must be a string of at least "
+                          f"{MIN_TOKEN_LENGTH} characters; make one with: "
+                          "python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return value.strip()
 
 
 def _host_names(value, source: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ that a thread past its time limit cannot be stopped and keeps its slot until it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -86,14 +87,20 @@ def render(classifier, image, method: str, layer: str | None, class_index: int |
     return answer
 
 
-def _load_in_process(parent: int, config) -> None:
-    """The explanation process's initializer: low priority (nice 10), follows its parent, loads the model once."""
+def _load_in_process(parent: int, config, loading_niceness: int = NICENESS) -> None:
+    """The explanation process's initializer: low priority (nice 10), follows its parent, loads the model once.
+
+    Started by the server's warm-up (``loading_niceness`` 0), it loads at the normal priority (no request is
+    answered yet, and /health waits for it) and takes the low one after."""
     from timl.serving.config import load_server_classifier
     from timl.workers import prepare_process
 
     global _PROCESS_CLASSIFIER
-    prepare_process(parent, ("timl.xai",), niceness=NICENESS)
+    prepare_process(parent, ("timl.xai",), niceness=loading_niceness)
     _PROCESS_CLASSIFIER = load_server_classifier(config)
+    if loading_niceness < NICENESS:
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS - loading_niceness)
 
 
 def _ready() -> bool:
@@ -106,12 +113,14 @@ class _ProcessSlot:
     def __init__(self, config):
         self._config = config
         self._pool = None
+        self.loading_niceness = NICENESS  # the warm-up's process loads at 0
 
     def submit(self, function: Callable, *args) -> Future:
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, context=LokyContext(), initializer=_load_in_process,
-                                             initargs=(os.getpid(), self._config))
+                                             initargs=(os.getpid(), self._config, self.loading_niceness))
+            self.loading_niceness = NICENESS  # a process started later (after a timeout) loads at the low one
             self._pool.submit(_ready).result()  # started and the model loaded: not counted in the time limit
         return self._pool.submit(function, None, *args)
 
@@ -149,6 +158,7 @@ class ExplanationQueue:
 
     def __init__(self, slots: list, max_waiting: int, timeout: float):
         self._free = list(slots)
+        self._all = list(slots)
         self._slots = len(slots)
         self.max_waiting, self.timeout = max_waiting, timeout
         self._condition = threading.Condition()
@@ -200,6 +210,25 @@ class ExplanationQueue:
             self.completed += 1
             self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
         return result
+
+    def warm_up(self, function: Callable, *args) -> None:
+        """Runs ``function(classifier, *args)`` once in every slot before any request (each explanation process
+        started, its model loaded and traced), not counted in :meth:`stats`; call before the server is ready.
+
+        Raises:
+            Exception: what the function raised, or a timeout past ``timeout`` seconds.
+        """
+        with self._condition:
+            slots = list(self._free)
+        for slot in slots:
+            if isinstance(slot, _ProcessSlot):
+                slot.loading_niceness = 0  # no request waits yet: load at the normal priority
+            slot.submit(function, *args).result(timeout=self.timeout)
+
+    def close(self) -> None:
+        """Stops every explanation process (the worker is stopping)."""
+        for slot in self._all:
+            slot.stop()
 
     def _release(self, slot, future: Future | None) -> None:
         def free(_=None):

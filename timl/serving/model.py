@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
+import os
 import threading
 from pathlib import Path
 
@@ -20,7 +22,10 @@ from timl.errors import TimlError
 from timl.serving.batching import Batcher
 from timl.serving.config import ServerConfig, load_server_classifier, model_problem
 from timl.serving.explaining import IMAGE_KINDS, ExplanationQueue, render
+from timl.serving.metrics import ServerMetrics
 from timl.serving.ranking import UncertaintyRanking
+
+logger = logging.getLogger(__name__)
 
 
 class ModelUnavailable(TimlError):
@@ -39,13 +44,16 @@ class ModelHolder:
     Args:
         config: the server configuration (model, batching and explanation limits).
         classifier: a ready classifier (tests); its explanations then run in threads, not processes.
+        metrics: the app's Prometheus metrics (none counted without).
     """
 
-    def __init__(self, config: ServerConfig, classifier=None):
+    def __init__(self, config: ServerConfig, classifier=None, metrics: ServerMetrics | None = None):
         self.config = config
         self._classifier = classifier
         self._lock = threading.Lock()
-        self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000)
+        self.metrics = metrics or ServerMetrics(enabled=False)
+        self.batcher = Batcher(self._predict, config.batch_max_size, config.batch_max_wait_ms / 1000,
+                               self.metrics.batch)
         self.explanations = ExplanationQueue.for_server(config, classifier)
         self._description: dict | None = None
         self._card: dict | None = None
@@ -54,6 +62,8 @@ class ModelHolder:
         self.ranking = UncertaintyRanking(self._prepare_file, self._probabilities)
         self._load_error: str | None = None
         self._found = classifier is not None
+        self._warming: threading.Event | None = None  # set once warm; None: no warm-up (ready at once)
+        self._workers: tuple[Path | None, int] = (None, 1)  # the server's ready folder and worker count
         self._inference = None
 
     def problem(self) -> str | None:
@@ -170,7 +180,7 @@ class ModelHolder:
     def decoding(self):
         """One of the worker's DECODE_CONCURRENCY decoding slots, held while an image is decoded (and, for a
         classification, resized): more decodes wait their turn, so few full-size images are in memory at once."""
-        with self._decode_slots:
+        with self._decode_slots, self.metrics.decoding():
             yield
 
     def decode_file(self, path: Path):
@@ -238,4 +248,87 @@ class ModelHolder:
     def explain(self, image, method: str, layer: str | None, class_index: int | None, seed: int | None,
                 params: dict, size: int | None = None, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
         """One explanation (see :func:`timl.serving.explaining.render`), computed in an explanation slot."""
-        return self.explanations.run(render, image, method, layer, class_index, seed, params, size, kinds)
+        with self.metrics.explaining():
+            return self.explanations.run(render, image, method, layer, class_index, seed, params, size, kinds)
+
+    @property
+    def warming(self) -> bool:
+        """Whether the warm-up (:meth:`start_warm_up`) is still running, here or in another worker of the server:
+        /health is not ready until every worker is warm (a request may reach any of them)."""
+        if self._warming is None:
+            return False
+        if not self._warming.is_set():
+            return True
+        folder, workers = self._workers
+        return folder is not None and len(list(folder.iterdir())) < workers
+
+    def start_warm_up(self, level: str = "all", ready_folder: Path | None = None, workers: int = 1) -> None:
+        """Loads and warms the model (and with ``level`` "all" the explanation slots) in the background
+        (:meth:`warm_up`), so the first request waits no longer than the next; :attr:`warming` until done.
+
+        Args:
+            level: "all" or "model" (see :data:`WARM_START_LEVELS`).
+            ready_folder: the server's folder where each warm worker leaves a file named by its pid (gunicorn:
+                the master removes a stopped worker's); None: this worker alone.
+            workers: how many workers the server runs.
+        """
+        self._warming = threading.Event()
+        self._workers = (ready_folder, workers)
+        threading.Thread(target=self.warm_up, args=(level == "all",), name="timl-warm-up", daemon=True).start()
+
+    def warm_up(self, explanations: bool = True) -> None:
+        """Loads the model, decodes a small image and makes one prediction; meanwhile (in parallel: each
+        explanation slot is a process of its own) one explanation of the default method in every explanation slot.
+        None of them is counted in /health or /metrics. A failure is logged (the model's own load failure is
+        /health's 503 as before) and ends the warm-up."""
+        from PIL import Image
+
+        from timl.images import decode_image
+
+        image = decode_image(Image.new("RGB", (64, 48), (128, 96, 64)))
+        explaining = threading.Thread(target=self._warm_explanations, args=(image,), name="timl-warm-explanations",
+                                      daemon=True)
+        if explanations:
+            explaining.start()
+        try:
+            classifier = self.classifier
+            self._predict(classifier.preprocessing(image)[np.newaxis])
+            self.metrics.model_labels()
+        except Exception as error:  # noqa: BLE001 - the server still answers; the first requests are slower
+            logger.warning("The warm-up failed (%s); requests load what they need when they come.", error)
+        finally:
+            if explanations:
+                explaining.join()
+            if self._workers[0] is not None:
+                (self._workers[0] / str(os.getpid())).touch()
+            if self._warming is not None:
+                self._warming.set()
+
+    def _warm_explanations(self, image) -> None:
+        from timl import xai
+
+        try:
+            self.explanations.warm_up(render, image, xai.DEFAULT_EXPLAINER, None, None, 0, {}, 64, ("heatmap",))
+        except Exception as error:  # noqa: BLE001 - the explanation process loads again on the first explanation
+            logger.warning("The explanation warm-up failed (%s); the first explanation loads its model.", error)
+
+
+#: The environment variable that says what the server warms at its start, before /health is ready: ``all`` (the
+#: default: the model and the explanation processes), ``model`` (the model only), ``none`` (everything on first use).
+WARM_START_VARIABLE = "TIML_WARM_START"
+WARM_START_LEVELS = ("all", "model", "none")
+
+
+def warm_start_from_environment() -> str:
+    """The warm start level of ``TIML_WARM_START`` (default ``all``).
+
+    Raises:
+        ConfigError: another value, named with the accepted ones.
+    """
+    from timl.errors import ConfigError
+
+    level = os.environ.get(WARM_START_VARIABLE, "").strip().lower() or "all"
+    if level not in WARM_START_LEVELS:
+        raise ConfigError(f"{WARM_START_VARIABLE} must be one of {', '.join(WARM_START_LEVELS)}. "
+                          f"Received: {WARM_START_VARIABLE}={os.environ[WARM_START_VARIABLE]!r}")
+    return level

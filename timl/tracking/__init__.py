@@ -24,5 +24,5 @@ from timl.tracking.runs import (MEMORY_HINT, RowRun, child_runs, close_dead_runs
                                 log_table_summary, process_tags, reopen_run, row_tags, runs_page, start_table_run,
                                 table_run_name, table_runs)
 from timl.tracking.store import (DEFAULT_TRACKING_URI, HTTP_RETRIES, check_store_exists, configure, experiment_id,
-                                 experiment_name, portable_uri, tracking_errors, tracking_uri)
+                                 experiment_name, http_settings, portable_uri, tracking_errors, tracking_uri)
 from timl.tracking.tags import *  # noqa: F401,F403  (every TAG_* name and PARENT_MARKER)

@@ -19,6 +19,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: about 2 minutes before a call fails, so a table rides out a short server restart.
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
+#: The MLflow HTTP client settings a process that logs for this one (a Ray worker) is handed: the retries above
+#: (or the user's) and the user's request timeout.
+HTTP_SETTINGS = (*HTTP_RETRIES, "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
 
 def configure(tracking_uri: str | None = None, create: bool = True) -> str:
     """Sets the tracking URI (argument, else MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
@@ -48,6 +52,12 @@ def configure(tracking_uri: str | None = None, create: bool = True) -> str:
         for name, value in HTTP_RETRIES.items():
             os.environ.setdefault(name, value)
     return uri
+
+
+def http_settings() -> dict[str, str]:
+    """The MLflow HTTP client settings of this process (set by :func:`configure` or by the user), for the
+    processes that log for it: a Ray worker sees its cluster's environment, not the driver's."""
+    return {name: os.environ[name] for name in HTTP_SETTINGS if name in os.environ}
 
 
 _INITIALISED: set[str] = set()

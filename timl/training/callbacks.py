@@ -11,9 +11,11 @@ Importing this module imports Keras.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -28,11 +30,22 @@ logger = logging.getLogger(__name__)
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """Writes arrays aside, then renames: a kill mid-write never leaves half a file under ``path``."""
+    """Writes arrays aside, then renames: a kill or a full disk mid-write never leaves half a file under ``path``
+    (the previous one stays, for ``--resume``).
+
+    Raises:
+        OSError: the write failed (the part written is removed); a full disk (ENOSPC) names ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}-partial.npz")
-    with partial.open("wb") as file:
-        np.savez(file, **arrays)
+    try:
+        with partial.open("wb") as file:
+            np.savez(file, **arrays)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC and error.filename is None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        raise
     partial.replace(path)
 
 
@@ -123,6 +136,7 @@ class BestWeights(keras.callbacks.Callback):
         self.best_value = -math.inf
         self.best_epoch = -1
         self.best_weights = None
+        self.usable = True
         state = self.backup_dir / "best.json"
         if state.is_file():  # a resumed row: the best epoch so far survives the restart
             try:
@@ -131,6 +145,25 @@ class BestWeights(keras.callbacks.Callback):
             except (OSError, ValueError, KeyError, TypeError) as error:
                 logger.warning("The best-epoch record %s cannot be used (%s); the best epoch is picked from the "
                                "epochs trained from now on.", state, error)
+                return
+            self._read_best_weights()
+
+    def _read_best_weights(self) -> None:
+        """Reads the best epoch's weights of a resumed row; a missing, corrupt or truncated ``best.npz`` makes
+        the row's checkpoint unusable (:attr:`usable`): its best epoch could no longer be the row's model."""
+        path = self.backup_dir / "best.npz"
+        try:
+            with np.load(path) as saved:
+                self.best_weights = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            logger.warning("The best weights %s cannot be used (%s): its epoch %d would be the row's model; "
+                           "training this row from its first epoch.", path, error, self.best_epoch + 1)
+            self.usable = False
+            self.forget()
+
+    def forget(self) -> None:
+        """Drops the best epoch of an earlier attempt: the row trains from its first epoch."""
+        self.best_value, self.best_epoch, self.best_weights = -math.inf, -1, None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -155,8 +188,9 @@ class BestWeights(keras.callbacks.Callback):
             try:
                 with np.load(self.backup_dir / "best.npz") as saved:
                     model.set_weights([saved[f"arr_{index}"] for index in range(len(saved.files))])
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                logger.warning("The saved best weights are unreadable; keeping the last epoch's weights.")
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                logger.warning("The best weights %s cannot be used (%s); keeping the last epoch's weights.",
+                               self.backup_dir / "best.npz", error)
 
 
 class EpochLogger(keras.callbacks.Callback):

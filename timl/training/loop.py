@@ -123,12 +123,14 @@ def fit_loop(plan: RowPlan, model, train_data, dev_data, *, strategy=None, epoch
 
     spec, checkpoint_dir = plan.spec, plan.checkpoint_dir
     checkpoint = EpochCheckpoint(checkpoint_dir)
+    best = BestWeights(spec.quality_metric, checkpoint_dir)  # first: unusable best weights train the row afresh
     with devices.scope(strategy):
-        first_epoch = checkpoint.restore(model)
+        first_epoch = checkpoint.restore(model) if best.usable else 0
     if first_epoch:
         tracking.set_tags({tracking.TAG_RESUMED_AT: first_epoch})
         _log_earlier_epochs(checkpoint.history)
-    best = BestWeights(spec.quality_metric, checkpoint_dir)
+    else:  # trained afresh: no best epoch of an earlier attempt
+        best.forget()
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     with timed() as timer:
         model.fit(train_data, validation_data=dev_data, epochs=plan.config.epochs, initial_epoch=first_epoch,

@@ -128,7 +128,8 @@ class RayExecutor(Executor):
                    "system_metrics": table.system_metrics, "bootstrap": table.bootstrap}
         # TensorFlow's op threads sized to the row's CPUs, not the node's (its inter-op pool stays: with one
         # thread there, the input pipeline and the model no longer overlap; measured 40 % slower on one CPU)
-        env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2",
+               **tracking.http_settings()}  # the driver's retries ride out a tracking-server outage on the worker
         if not gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a row without GPUs leaves the node's GPUs to the rows that asked
         ref = self._remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries,
