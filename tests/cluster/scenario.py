@@ -344,14 +344,6 @@ def _search_trials(client, out: Path) -> tuple:
                                       f"tags.mlflow.parentRunId = '{search.info.run_id}'")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def search(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
     """A search row (4 trials x 2 epochs, --parallel 2, the study in PostgreSQL): its driver killed with SIGKILL
     once the first trial ended, while others train; then the same command with --resume."""
