@@ -6,8 +6,8 @@ sharing one cache file against each its own copy.
 Each measurement runs in a fresh process (its peak RSS is its own): it imports TensorFlow, holds N images of
 224 px (the ISIC sample's images, repeated) and reads ``--views`` views (``hflip_rot4``, batches of 32) through
 the tf.data pipeline, after 2000 views of warm-up. ``before``: the pipeline as it was (the pixels converted into
-a tensor that ``tf.gather`` reads); ``after``: :func:`timl.images.make_dataset` now (each image gathered from
-the aligned numpy array handed to TensorFlow by reference); ``shared``: the same, the pixels mapped from the
+a tensor that ``tf.gather`` reads); ``after``: :func:`timl.images.make_dataset` now (each batch's images gathered from
+the aligned numpy array handed to TensorFlow by reference, once per batch); ``shared``: the same, the pixels mapped from the
 shared cache file (``TIML_IMAGE_CACHE``). The in-memory rows fill one preallocated (aligned) array, as :func:`timl.images.load_images` does, from the sample's decoded images (the
 decoding itself is the same before and after); the shared rows map a file decoded once by the bench.
 

@@ -73,6 +73,34 @@ def test_pipeline_keeps_no_second_copy_of_the_pixels():
     assert growth < 0.5 * images.nbytes, (growth, images.nbytes)
 
 
+@pytest.mark.parametrize("augmentation", ["none", "hflip_rot4", "random"])
+def test_batched_fetch_gives_the_per_image_batches(augmentation):
+    """The aligned array's fetch (one by-reference call per batch) yields exactly the batches of the image-by-image
+    read (an unaligned array): same images, views, seeds, order and last short batch, in two epochs, so a resumed
+    row sees what it would have seen."""
+    from timl.images import epoch_counter
+
+    aligned = aligned_empty((13, 16, 16, 3))
+    aligned[:] = np.random.default_rng(0).integers(0, 256, aligned.shape, dtype=np.uint8)
+    raw = np.empty(aligned.size + 1, np.uint8)
+    unaligned = (raw[1:] if raw[1:].ctypes.data % 64 else raw[:-1]).reshape(aligned.shape)
+    unaligned[:] = aligned
+    labels, weights = np.eye(13, 3, dtype=np.float32), np.arange(13, dtype=np.float32)
+    seen = []
+    for images in (aligned, unaligned):
+        epoch = epoch_counter()
+        dataset = make_dataset(images, labels, batch_size=5, augmentation=augmentation, shuffle=True, seed=3,
+                               sample_weights=weights, epoch=epoch)
+        batches = []
+        for number in range(2):
+            epoch.assign(number)
+            batches += [[part.numpy() for part in batch] for batch in dataset]
+        seen.append(batches)
+    shapes = [[[part.shape for part in batch] for batch in batches] for batches in seen]
+    assert shapes[0] == shapes[1]
+    assert all(np.array_equal(a, b) for first, second in zip(*seen) for a, b in zip(first, second))
+
+
 def test_image_cache_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("TIML_IMAGE_CACHE", raising=False)
     assert shared_cache_folder() is None

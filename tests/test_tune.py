@@ -190,6 +190,65 @@ def test_a_trial_left_running_by_a_killed_search_is_closed_and_counts_for_nothin
     assert studies.counted(resumed) == 1, "the interrupted trial is trained again"
 
 
+@pytest.mark.parametrize("objective, direction, reported", [
+    ("dev/loss", "minimize", "val_loss"),  # the objective's own Keras series
+    ("dev/balanced_accuracy", "maximize", "val_accuracy"),  # no Keras series: the quality metric, same way
+    ("dev/brier", "minimize", "val_loss"),  # no Keras series, minimized: never a maximized series
+])
+def test_each_epoch_reports_a_series_going_the_objectives_way_and_prunes_the_worse(tmp_path, monkeypatch,
+                                                                                    objective, direction, reported):
+    from timl import tracking
+    from timl.search import study as studies
+    from timl.search.pruning import ReportToStudy
+    from timl.search.space import parse_space
+    from timl.search.trial import TrialRef
+
+    import optuna
+
+    tags, opened = {}, []
+    monkeypatch.setattr(tracking, "set_tags", tags.update)
+    get_storage = optuna.storages.get_storage
+    monkeypatch.setattr(optuna.storages, "get_storage", lambda storage: (opened.append(storage) if isinstance(storage, str) else None) or get_storage(storage))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    spaces = {"lr": parse_space("lr", "loguniform(1e-4,1e-2)")}
+    study = studies.open_study("s", storage, studies.SearchOptions(direction=direction), spaces, 0, resume=False)
+    better, worse = (0.2, 2.0) if direction == "minimize" else (0.9, 0.1)
+    for _ in range(2):  # two finished trials: the median at epoch 0
+        trial = study.ask({"lr": spaces["lr"].distribution()})
+        trial.report(0.5 if direction == "minimize" else 0.6, 0)
+        study.tell(trial, 0.5)
+    logs = {"loss": 9.0, "accuracy": 0.0}
+    pruned = {}
+    for value in (better, worse):
+        trial = study.ask({"lr": spaces["lr"].distribution()})
+        callback = ReportToStudy(TrialRef(trial.number, "s", storage, "0-search-SmallCNN", objective,
+                                          direction=direction), "val_accuracy", "max")
+        callback.set_params({"epochs": 3})
+        callback.set_model(type("Model", (), {"stop_training": False})())
+        callback.on_epoch_end(0, {**logs, reported: value,
+                                  **({} if reported == "val_accuracy" else {"val_accuracy": 1 - value})})
+        pruned[value] = callback.model.stop_training
+        assert study.trials[trial.number].intermediate_values == {0: value}, f"{reported} is reported"
+    assert tags[tracking.TAG_PRUNING_SERIES] == reported, "the trial run names the series its pruner saw"
+    assert pruned == {better: False, worse: True}, "the worse trial is pruned, the better one trains on"
+    assert opened == [storage], "the storage is opened once per process, not per trial (0.5 s each)"
+
+
+def test_a_grid_search_tells_its_last_point_and_is_done(tmp_path):
+    from timl.search import study as studies
+    from timl.search.space import parse_space
+
+    spaces = {"lr": parse_space("lr", "choice(0.001,0.01)"), "batchsize": parse_space("batchsize", "int(16,32,16)")}
+    study = studies.open_study("g", f"sqlite:///{tmp_path / 'study.db'}", studies.SearchOptions(sampler="grid"),
+                               spaces, 0, resume=False)
+    seen = set()
+    for number in range(4):
+        trial = study.ask({column: space.distribution() for column, space in spaces.items()})
+        seen.add((trial.params["lr"], trial.params["batchsize"]))
+        study.tell(trial, 0.1 * number)  # the last one raised "Study.stop is supposed to be invoked inside ..."
+    assert seen == {("0.001", 16), ("0.001", 32), ("0.01", 16), ("0.01", 32)} and study.sampler.is_exhausted(study)
+
+
 def test_timl_train_refuses_a_search_row_and_names_its_cell(tracking_uri, tmp_path):
     from timl import train
 

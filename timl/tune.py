@@ -29,7 +29,10 @@ Examples:
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True,
               help="How trials are sampled (grid: every space a choice or an int).")
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
-              help="What stops unpromising trials after an epoch (none: every trial trains all its epochs).")
+              help="What stops unpromising trials after an epoch (none: every trial trains all its epochs). Each epoch "
+              "reports val_NAME for an objective dev/NAME when Keras logs it (val_loss for dev/loss), else a series "
+              "going the objective's way: val_accuracy when maximizing (dev/balanced_accuracy), val_loss when "
+              "minimizing; each trial run is tagged timl.pruning_series with it.")
 @click.option("--objective", default=DEFAULT_SELECT_BY, show_default=True,
               help="The trial run's metric the search optimises.")
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="maximize", show_default=True)

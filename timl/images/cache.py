@@ -69,7 +69,7 @@ def load_images(paths: list[str], preprocessing: Preprocessing, *, num_workers: 
 
 def aligned_empty(shape: tuple) -> np.ndarray:
     """An uninitialised uint8 array whose data starts on a 64-byte boundary, which the tf.data pipeline hands to
-    TensorFlow by reference (:func:`timl.images.pipeline._image_fetcher`)."""
+    TensorFlow by reference (:func:`timl.images.pipeline._batch_fetcher`)."""
     size = int(np.prod(shape))
     buffer = np.empty(size + 64, dtype=np.uint8)
     start = -buffer.ctypes.data % 64

@@ -21,29 +21,57 @@ def _check_array(images: np.ndarray, labels, sample_weights) -> None:
 ALIGNMENT = 64
 
 
-def _image_fetcher(images: np.ndarray):
-    """A graph function index -> uint8 image, read from the numpy array of cached pixels (in memory or mapped).
+def _by_reference(images: np.ndarray) -> bool:
+    """Whether TensorFlow can take ``images`` by reference (64-byte aligned, C-contiguous): ``load_images`` and the
+    cache files allocate so."""
+    return images.ctypes.data % ALIGNMENT == 0 and images.flags.c_contiguous
+
+
+def _batch_fetcher(images: np.ndarray):
+    """A graph function indices (B,) -> uint8 images (B, S, S, C), gathered from the aligned numpy array of cached
+    pixels (in memory or mapped).
 
     The pixels never become a tensor of their own: a tensor would be a second copy of the whole set, and tf.data's
     graph rewrite serialises captured tensors (a third, passing one): the in-memory cache peaked at about 4.5
-    times its pixels. An aligned array (``load_images``, the cache files) is handed to TensorFlow by reference on
-    each call (stateful: a stateless call without inputs would be constant-folded, a copy) and the image gathered
-    from it; another is read image by image.
+    times its pixels. The array is handed to TensorFlow by reference, once per batch of indices (stateful: a
+    stateless call without inputs would be constant-folded, a copy), and the batch's images gathered from it.
     """
     import tensorflow as tf
 
-    if images.ctypes.data % ALIGNMENT == 0 and images.flags.c_contiguous:
-        def fetch(index):
-            whole = tf.numpy_function(lambda: images, [], tf.uint8, stateful=True)  # by reference: no copy
-            return tf.gather(tf.ensure_shape(whole, images.shape), index)
+    def fetch(indices):
+        whole = tf.numpy_function(lambda: images, [], tf.uint8, stateful=True)  # by reference: no copy
+        return tf.gather(tf.ensure_shape(whole, images.shape), indices)
 
-        return fetch
+    return fetch
+
+
+def _image_reader(images: np.ndarray):
+    """A graph function index -> uint8 image, read image by image from an array TensorFlow cannot take by
+    reference (unaligned: a caller's own)."""
+    import tensorflow as tf
 
     def fetch_one(index):
         image = tf.numpy_function(lambda i: np.asarray(images[int(i)]), [index], tf.uint8, stateful=False)
         return tf.ensure_shape(image, images.shape[1:])
 
     return fetch_one
+
+
+def _fetched_by_batch(pairs, images: np.ndarray, batch_size: int, multiplier: int, view, per_element: bool,
+                      parallel: dict):
+    """Batches of viewed uint8 images from (index, seed) elements, with one by-reference fetch per batch.
+
+    The batch's images are gathered at once, then (unless the preset is "none") unbatched for the per-element views
+    and batched again: the same elements in the same batches as one image fetched per element (a Python call per
+    view gave fewer views/s: bench/image_cache.py), and views stay per element (cheaper than batched ones).
+    Without views (``per_element`` False), ``view`` only gathers the extras, for the whole batch at once.
+    """
+    fetch = _batch_fetcher(images)
+    fetched = pairs.batch(batch_size).map(lambda index, seed_pair: (fetch(index // multiplier), index, seed_pair),
+                                          **parallel)
+    if not per_element:
+        return fetched.map(view, **parallel)
+    return fetched.unbatch().map(view, **parallel).batch(batch_size)
 
 
 def epoch_counter():
@@ -99,13 +127,11 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ImageError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     multiplier = preset.multiplier
-    fetch = _image_fetcher(images)
     extras = [tf.convert_to_tensor(np.asarray(values, dtype=np.float32))
               for values in (labels, sample_weights) if values is not None]
 
-    def element(index, seed_pair):
+    def view(image, index, seed_pair):
         image_index = index // multiplier
-        image = fetch(image_index)
         if preset.name != "none":
             image = preset.view(image, tf.cast(index % multiplier, tf.int32), seed_pair)
         return image if not extras else (image, *(tf.gather(values, image_index) for values in extras))
@@ -129,7 +155,14 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         if shuffle:
             indices = indices.shuffle(max(1, count), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip((indices, seeds)).map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                                                        deterministic=True)
-    dataset = dataset.batch(int(batch_size)).map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pairs = tf.data.Dataset.zip((indices, seeds))
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+    if _by_reference(images):
+        dataset = _fetched_by_batch(pairs, images, int(batch_size), multiplier, view, preset.name != "none",
+                                    parallel)
+    else:
+        reader = _image_reader(images)
+        dataset = pairs.map(lambda index, seed_pair: view(reader(index // multiplier), index, seed_pair), **parallel)
+        dataset = dataset.batch(int(batch_size))
+    dataset = dataset.map(to_float, **parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)

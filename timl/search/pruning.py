@@ -1,4 +1,5 @@
-"""Pruning from the epochs: a trial's fit reports its dev objective to the study after each epoch, and stops
+"""Pruning from the epochs: a trial's fit reports a dev series going its objective's way
+(``val_accuracy`` for ``dev/balanced_accuracy``, ``val_loss`` for ``dev/loss``) to the study after each epoch, and stops
 after an epoch the study's pruner finds unpromising.
 
 The callback opens the study from its storage URL and the trial's number (:class:`timl.search.trial.TrialRef`),
@@ -17,46 +18,45 @@ import logging
 import keras
 
 from timl import tracking
-from timl.metric_names import DEV, epoch_series, summary_group
 from timl.search.trial import TrialRef
 
 logger = logging.getLogger(__name__)
 
 
 class ReportToStudy(keras.callbacks.Callback):
-    """Reports each epoch's dev objective to the trial's study; stops the fit when the pruner says so.
+    """Reports each epoch's dev series to the trial's study; stops the fit when the pruner says so.
+
+    The series goes the objective's way (:meth:`timl.search.trial.TrialRef.series`); the trial run is tagged
+    ``timl.pruning_series`` with its name at the first report.
 
     Args:
         trial: the trial being trained.
-        fallback: the Keras series reported when the fit logs none for the objective (the method's quality
-            metric, ``val_accuracy``).
+        quality_metric: the method's quality metric (``val_accuracy``) and its mode (``max``), reported when the
+            fit logs no series for the objective and the metric goes the objective's way.
     """
 
-    def __init__(self, trial: TrialRef, fallback: str):
+    def __init__(self, trial: TrialRef, quality_metric: str, quality_mode: str = "max"):
         super().__init__()
         import optuna
 
-        from timl.search.study import make_pruner
+        from timl.search.study import make_pruner, opened_storage
 
         self.ref = trial
-        study = optuna.load_study(study_name=trial.study, storage=trial.storage,
+        study = optuna.load_study(study_name=trial.study, storage=opened_storage(trial.storage),
                                   pruner=make_pruner(trial.pruner, trial.startup_trials))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
         self.trial = optuna.trial.Trial(study, trial_id)
-        self.fallback = fallback
-
-    def series(self, logs: dict) -> str:
-        """The series reported: ``val_NAME`` for an objective ``dev/NAME`` when logged, else the fallback."""
-        name = self.ref.objective.split("/", 1)[-1]
-        if self.ref.objective.startswith(summary_group(DEV)) and epoch_series(name, DEV) in logs:
-            return epoch_series(name, DEV)
-        return self.fallback
+        self.quality = (quality_metric, quality_mode)
+        self.reported = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        series = self.series(logs)
-        if series not in logs:
+        series = self.ref.series(logs, *self.quality)
+        if series is None:
             return
+        if self.reported != series:
+            tracking.set_tags({tracking.TAG_PRUNING_SERIES: series})
+            self.reported = series
         self.trial.report(float(logs[series]), epoch)
         if epoch + 1 < self.params.get("epochs", epoch + 2) and self.trial.should_prune():
             reason = (f"pruned after epoch {epoch} by the study's pruner: {series} {float(logs[series]):.4f} "

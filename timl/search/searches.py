@@ -141,7 +141,8 @@ class Searches:
         distributions = {column: space.distribution() for column, space in search.row.spaces.items()}
         trial = search.study.ask(distributions)
         ref = TrialRef(trial.number, search.study.study_name, search.storage, search.row.run_name,
-                       self.options.objective, self.options.pruner, self.options.startup_trials)
+                       self.options.objective, self.options.pruner, self.options.startup_trials,
+                       self.options.direction)
         try:
             config = search.row.sample(trial.params, ref)
         except ConfigError as error:

@@ -80,10 +80,23 @@ def _sampler(options: SearchOptions, spaces: dict, seed: int):
     import optuna
 
     if options.sampler == "grid":
-        return optuna.samplers.GridSampler({column: space.grid() for column, space in spaces.items()}, seed=seed)
+        return _grid_sampler()({column: space.grid() for column, space in spaces.items()}, seed=seed)
     if options.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def _grid_sampler():
+    """Optuna's GridSampler without its stop: told a trial when the grid is done, it calls ``study.stop()``,
+    which raises outside ``study.optimize`` (TIML asks and tells, and asks no more once the grid is exhausted:
+    :meth:`timl.search.searches.Searches`)."""
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            """Nothing: the searches stop asking when ``is_exhausted``."""
+
+    return AskTellGridSampler
 
 
 def make_pruner(pruner: str, startup_trials: int):
@@ -96,6 +109,19 @@ def make_pruner(pruner: str, startup_trials: int):
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
+
+
+_OPENED: dict = {}
+
+
+def opened_storage(url: str):
+    """The process's Optuna storage for ``url``, opened once: opening one (an engine, its schema checked) costs
+    about half a second, which every trial's reports would pay again (:mod:`timl.search.pruning`)."""
+    import optuna
+
+    if url not in _OPENED:
+        _OPENED[url] = optuna.storages.get_storage(url)
+    return _OPENED[url]
 
 
 def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, seed: int, *, resume: bool,
@@ -114,11 +140,11 @@ def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, se
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        existing = optuna.study.get_all_study_names(storage)
+        existing = optuna.study.get_all_study_names(opened_storage(storage))
         if name in existing and not resume:
             raise ConfigError(f"The study {name!r} exists in {storage}: continue it with --resume, or give another "
                               "--out-dir or --study-storage.")
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+        study = optuna.create_study(study_name=name, storage=opened_storage(storage), load_if_exists=True,
                                     direction=options.direction, sampler=_sampler(options, spaces, seed),
                                     pruner=make_pruner(options.pruner, options.startup_trials))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:

@@ -12,9 +12,10 @@ TAG_KIND = "timl.kind"
 #: The kinds of TIML runs (tag ``timl.kind``): a table, a row (a fold of a cross-validation too), a cross-validation.
 KIND_TABLE, KIND_ROW, KIND_CV = "table", "row", "cv"
 #: A search (``python -m timl.tune``): its run's kind, its trials' number and search run name, a pruned trial's
-#: epoch and reason.
+#: epoch and reason, the per-epoch series a trial reports to its pruner.
 KIND_SEARCH = "search"
 TAG_TRIAL, TAG_SEARCH, TAG_PRUNED = "timl.trial", "timl.search", "timl.pruned"
+TAG_PRUNING_SERIES = "timl.pruning_series"
 #: A fold of a cross-validation: its index i (of ``kfold=K:i``).
 TAG_FOLD = "timl.fold"
 TAG_PID = "timl.pid"

@@ -152,7 +152,7 @@ def _trial_callbacks(plan: RowPlan) -> list:
         return []
     from timl.search.pruning import ReportToStudy
 
-    return [ReportToStudy(trial, plan.spec.quality_metric)]
+    return [ReportToStudy(trial, plan.spec.quality_metric, plan.spec.quality_mode)]
 
 
 def _log_earlier_epochs(history: list[dict]) -> None:
