@@ -26,7 +26,7 @@ def report(tmp_path_factory, mini_digits):
     command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable,
                str(REPO / "tests" / "cluster" / "scenario.py"), str(work), str(mini_digits)]
     with (work / "scenario.log").open("w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1000, cwd=REPO)
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=960, cwd=REPO)
     assert (work / "report.json").is_file(), (work / "scenario.log").read_text()[-3000:]
     found = json.loads((work / "report.json").read_text())
     found["work"] = str(work)
@@ -188,9 +188,9 @@ def test_a_search_killed_on_the_cluster_resumes_with_each_trial_once(report):
 
 def test_the_scenario_stays_short(report):
     # 400 s before the cross-validation and grouped steps (about 40 s and 25 s of their own) joined the scenario;
-    # 480 s before the search step (killed and resumed: two drivers and two cold Ray workers): 159 s measured
-    # under a load average of ~20 on 2 cores, where the other steps took about 1.6 times their usual seconds
-    assert report["seconds"] < 580, report["seconds"]
+    # 480 s before the search step (killed and resumed: two drivers, twice cold Ray workers): 47 s on a quiet
+    # machine (load average under 1), 137-159 s under a load average of 10-20 on 2 cores
+    assert report["seconds"] < 540, report["seconds"]
 
 
 # ---------------------------------------------------------------------------------------------------------
