@@ -23,10 +23,15 @@ LOOPBACK_ONLY = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;lo
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, mini_digits):
-    """Two rows trained into their own store, and `mlflow ui` serving it (stopped by its pid)."""
+    """Two rows and a search (2 trials of 1 epoch) trained into their own store, and `mlflow ui` serving it
+    (stopped by its pid)."""
+    from timl.search.study import SearchOptions
+
     folder = tmp_path_factory.mktemp("ui")
     rows = [small_cnn_row(str(mini_digits / "mini.csv"), epochs=2, seed=seed) for seed in (0, 1)]
-    outcome, uri = train_in_own_store(folder, rows, "ui", skip_roc=False)
+    rows.append(small_cnn_row(str(mini_digits / "mini.csv"), epochs=1, lr="loguniform(1e-3,1e-2)"))
+    outcome, uri = train_in_own_store(folder, rows, "ui", skip_roc=False,
+                                      search=SearchOptions(trials=2, pruner="none"))
     port = free_port()
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     server = subprocess.Popen([str(os.path.join(os.path.dirname(sys.executable), "mlflow")), "ui",
@@ -111,3 +116,34 @@ def test_the_artifacts_tab_lists_the_roc_images_and_the_model(ui):
     text = _open(ui, f"/experiments/{parent.info.experiment_id}/runs/{row.info.run_id}/artifacts",
                  ["0-test-ROC-all.png"], "artifacts")
     assert "0-dev-ROC-0000-D0.png" in text and "0-keras_model-" in text and "0-plot-loss.png" in text
+
+
+def test_the_search_shows_with_its_trials_grouped_under_it(ui):
+    """Issue 27: the table's run holds the search's run, which holds its trials. Collapsed, the list shows the
+    table alone; its expander shows the rows and the search, the search's expander its trials, right under it and
+    indented one level further."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=ui["uri"])
+    parent = client.get_run(ui["outcome"].parent_run_id)
+    [search] = client.search_runs([parent.info.experiment_id], "tags.`timl.kind` = 'search'")
+    trials = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{search.info.run_id}'")
+    names = sorted(run.info.run_name for run in trials)
+    assert search.info.run_name == "2-search-SmallCNN" and names == ["2.0-SmallCNN", "2.1-SmallCNN"]
+    text = _open(ui, f"/experiments/{parent.info.experiment_id}/runs", [parent.info.run_name], "search-collapsed")
+    assert not {search.info.run_name, *names} & set(text.splitlines()), "grouped under the table, out of view"
+    driver = ui["driver"]
+    for run, shown in ((parent, [search.info.run_name, "0-SmallCNN", "1-SmallCNN"]), (search, names)):
+        driver.find_element("xpath", f"//a[.//span[text()='{run.info.run_name}']]/ancestor::div[@role='gridcell']"
+                                     "//button").click()  # the run's expander, beside its name
+        wait_until(driver, lambda current: set(shown) <= set(current.find_element("tag name", "body").text
+                                                             .splitlines()), 60)
+    driver.save_screenshot(str(ui["folder"] / "search-expanded.png"))
+    where = {name: driver.find_element("link text", name).location
+             for name in (parent.info.run_name, search.info.run_name, "0-SmallCNN", "1-SmallCNN", *names)}
+    assert where[parent.info.run_name]["x"] < where[search.info.run_name]["x"] == where["0-SmallCNN"]["x"]
+    for name in names:
+        assert where[name]["x"] > where[search.info.run_name]["x"], "each trial one level under the search"
+        below = [row for row in ("0-SmallCNN", "1-SmallCNN")
+                 if where[search.info.run_name]["y"] < where[row]["y"] < where[name]["y"]]
+        assert where[name]["y"] > where[search.info.run_name]["y"] and not below, "right under its search"

@@ -327,3 +327,36 @@ def test_parallel_trials_are_asked_for_as_slots_free_and_each_told(tracking_uri,
     assert search.data.tags["timl.best_run_id"] == best.info.run_id and search.info.status == "FINISHED"
     assert search.data.metrics["trials/finished"] == 5
     assert register.best_run(outcome.parent_run_id) == best.info.run_id, "--register finds the best trial"
+
+
+def test_a_trial_whose_run_ended_before_a_killed_search_told_the_study_counts_once(tracking_uri, tmp_path,
+                                                                                   monkeypatch):
+    """A search killed (SIGKILL: no clean-up) between a trial's run ending FINISHED and telling the study: the
+    resumed search tells the study that trial's result instead of training another in its place."""
+    import optuna
+
+    from timl import tracking, training
+    from timl.search import searches, summary
+    from timl.search.study import SearchOptions
+
+    class KilledAfterTheFirstRun(_ParallelExecutor):
+        def run_all(self, tasks):
+            self._end(next(iter(tasks)))
+            raise KeyboardInterrupt("SIGKILL before the study heard of trial 0")
+
+    monkeypatch.setattr(summary, "PLOTS", {})
+    monkeypatch.setattr(searches.Searches, "abort", lambda self: None)  # a killed process cleans nothing up
+    table = write_table(tmp_path / "t.csv", [small_cnn_row("data.csv", lr="uniform(0.001,0.09)")])
+    options = dict(out_dir=tmp_path / "out", experiment="tune", search=SearchOptions(trials=2, pruner="none"))
+    with pytest.raises(KeyboardInterrupt):
+        training.train_table(table, executor=KilledAfterTheFirstRun(), **options)
+    outcome = training.train_table(table, executor=_ParallelExecutor(), resume=True, **options)
+    [search] = tracking.child_runs(outcome.parent_run_id)
+    trials = {run.info.run_name: run for run in tracking.child_runs(search.info.run_id)}
+    assert {name: run.info.status for name, run in trials.items()} == {
+        "0.0-SmallCNN": "FINISHED", "0.1-SmallCNN": "FINISHED"}, "each trial once"
+    study = optuna.load_study(study_name=search.data.params["study"], storage=options["search"].storage_url(
+        tmp_path / "out"))
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].value == pytest.approx(float(trials["0.0-SmallCNN"].data.params["lr"]) * 10), \
+        "the study has the result of the trial it had not heard of"

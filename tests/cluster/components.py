@@ -72,9 +72,13 @@ class Postgres:
                           "UTF8")
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
                           "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start")
+        return self.create_database("mlflow")
+
+    def create_database(self, name: str) -> str:
+        """Creates a database; returns its SQLAlchemy URI (the psycopg2 driver of the ``postgres`` extra)."""
         self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                          "mlflow")
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/mlflow"
+                          name)
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         if self.data.is_dir():

@@ -6,7 +6,9 @@ with ``python -m timl.train --executor ray``: one while a Ray worker process is 
 server, seen through a proxy, holds requests past the client's timeout, answers 503 and is down for 20 s, then
 again with ``--resume``; one whose images a worker cannot find; one stopped with
 SIGTERM; one whose worker dies with no retries left; one on a Ray instance TIML starts itself; a kfold=3 row;
-one row with a ``groups`` cell. It writes what it saw to WORK/report.json. Every process it starts lives in the
+one row with a ``groups`` cell; a search (``python -m timl.tune --parallel 2``, its study in PostgreSQL) killed
+with SIGKILL after its first trial and resumed. ``scenario.py WORK DATA STEP...`` runs only the named steps
+(after the cluster starts). It writes what it saw to WORK/report.json. Every process it starts lives in the
 namespace and ends with it.
 """
 
@@ -33,6 +35,9 @@ PG_PORT, MLFLOW_PORT, PROXY_PORT, RAY_PORT = 55432, 55000, 55001, 56379
 OUTAGE_SECONDS = 20  # the tracking server down, connection refused
 HOLD_SECONDS = 7  # at least: requests held without an answer, then 503 answers
 REQUEST_TIMEOUT = 5  # MLFLOW_HTTP_REQUEST_TIMEOUT of the main table: a held request times out in the window
+#: The Optuna studies of the search step, in a database of their own on the same PostgreSQL.
+STUDY_DATABASE = "studies"
+STUDY_STORAGE = f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/{STUDY_DATABASE}"
 
 
 def _client(uri: str):
@@ -42,8 +47,8 @@ def _client(uri: str):
 
 
 def _train(cluster: RayCluster, uri: str, table: Path, out: Path, *extra: str, log: Path,
-           env: dict | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "timl.train", "--input-table", str(table), "--executor", "ray",
+           env: dict | None = None, module: str = "timl.train") -> subprocess.Popen:
+    command = [sys.executable, "-m", module, "--input-table", str(table), "--executor", "ray",
                "--ray-address", cluster.address, "--tracking-uri", uri, "--out-dir", str(out), "--experiment",
                "cluster", "--skip-roc", *extra]
     with log.open("a") as handle:
@@ -329,8 +334,57 @@ def cross_validation(work: Path, data: Path, cluster: RayCluster, server: Tracki
                     "files": sorted(path.name for path in out.iterdir())}
 
 
+def _search_trials(client, out: Path) -> tuple:
+    """The search run of a table with one search row, and its trial runs (None, [] before it exists)."""
+    searches = _row_runs(client, out)
+    if not searches:
+        return None, []
+    search = searches[0]
+    return search, client.search_runs([search.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{search.info.run_id}'")
+
+
+def search(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, report: dict) -> None:
+    """A search row (4 trials x 2 epochs, --parallel 2, the study in PostgreSQL): its driver killed with SIGKILL
+    once the first trial ended, while others train; then the same command with --resume."""
+    import optuna
+
+    table = write_table(work / "search.csv", [small_cnn_row(str(data / "mini.csv"), lr="loguniform(1e-3,3e-2)")])
+    out = work / "search-out"
+    client = _client(server.uri)
+    extra = ("--trials", "4", "--parallel", "2", "--study-storage", STUDY_STORAGE)
+    driver = _train(cluster, server.uri, table, out, *extra, log=work / "search.log", module="timl.tune")
+    _wait_for(lambda: any(run.info.status == "FINISHED" for run in _search_trials(client, out)[1]), 240,
+              "a trial to end")
+    driver.send_signal(signal.SIGKILL)
+    found = {"killed_rc": driver.wait(timeout=60)}
+    _, trials = _search_trials(client, out)
+    running = [run for run in trials if run.info.status == "RUNNING"]
+    found["interrupted"] = [run.info.run_name for run in running]
+    workers = [int(run.data.tags["timl.worker"].rsplit(":", 1)[1]) for run in running if "timl.worker" in run.data.tags]
+    began = time.time()
+    _wait_for(lambda: not any(_alive(pid) for pid in workers) or None, 60, "the killed driver's tasks to end")
+    found["workers_gone_after"] = time.time() - began
+    resumed = _train(cluster, server.uri, table, out, *extra, "--resume", log=work / "search.log", module="timl.tune")
+    found["resume_rc"] = resumed.wait(timeout=300)
+    search_run, trials = _search_trials(client, out)
+    found["status"] = search_run.info.status
+    found["metrics"] = {key: value for key, value in search_run.data.metrics.items() if key.startswith("trials/")}
+    found["best_run_id"] = search_run.data.tags.get("timl.best_run_id")
+    found["trials"] = [{"name": run.info.run_name, "status": run.info.status, "run_id": run.info.run_id,
+                        "trial": run.data.tags.get("timl.trial"), "start": run.info.start_time,
+                        "end": run.info.end_time, "node": run.data.tags.get("timl.ray_node"),
+                        "pruned": run.data.tags.get("timl.pruned")} for run in trials]
+    study = optuna.load_study(study_name=search_run.data.params["study"], storage=STUDY_STORAGE)
+    found["study"] = [{"number": trial.number, "state": trial.state.name,
+                       "interrupted": bool(trial.user_attrs.get("timl.interrupted")),
+                       "run_id": trial.user_attrs.get("timl.run_id")} for trial in study.trials]
+    found["storage_param"] = search_run.data.params.get("study_storage")
+    report["search"] = found
+
+
 def main() -> None:
-    work, data = Path(sys.argv[1]), Path(sys.argv[2])
+    work, data, only = Path(sys.argv[1]), Path(sys.argv[2]), set(sys.argv[3:])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     report: dict = {"started": time.time()}
@@ -339,6 +393,7 @@ def main() -> None:
     server = None
     try:
         backend = postgres.start()
+        postgres.create_database(STUDY_DATABASE)
         server = TrackingServer(backend, work / "artifacts", MLFLOW_PORT, work / "mlflow-server.log")
         server.start()
         # Ray's sockets live under its temp folder and a unix socket path may not exceed 107 bytes: a short one
@@ -347,7 +402,9 @@ def main() -> None:
         report["nodes"] = cluster.nodes()
         report["ready"] = time.time() - report["started"]
         for step in (main_table, replay, missing_images, terminated, retries_spent, local_instance,
-                     cross_validation, grouped):
+                     cross_validation, grouped, search):
+            if only and step.__name__ not in only:
+                continue
             began = time.time()
             try:
                 step(work, data, cluster, server, report)

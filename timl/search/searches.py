@@ -106,20 +106,34 @@ class Searches:
                    if run.data.tags.get(tracking.TAG_ROW_KEY) == row_key]
         name = studies.study_name(row.table_path, row.row, row_key)
         storage = self.options.storage_url(self.table.out_dir)
+        ended = {}
         if earlier:
             run_id = tracking.reopen_run(earlier[-1].info.run_id)
             tracking.finished_children(run_id)  # closes the trial runs a killed process left RUNNING
+            ended = {int(run.data.tags[tracking.TAG_TRIAL]): run for run in tracking.child_runs(run_id)
+                     if run.info.status == "FINISHED" and tracking.TAG_TRIAL in run.data.tags}
         else:
             run_id = tracking.create_row_run(self.table.parent_run_id, row.run_name, row.row, row_key,
                                              kind=tracking.KIND_SEARCH)
             tracking.log_params(search_params(row, self.options, name, storage), run_id=run_id)
         try:
             study = studies.open_study(name, storage, self.options, row.spaces, row.seed,
-                                       resume=self.resume or bool(earlier))
+                                       resume=self.resume or bool(earlier),
+                                       settle=lambda study, trial: self._settle(study, trial, ended, row))
         except ConfigError as error:
             tracking.fail_run(run_id, tracking.error_text(error))
             raise
         return Search(row, run_id, study, storage, dataclasses.replace(self.table, parent_run_id=run_id))
+
+    def _settle(self, study, trial, ended: dict, row: SearchRow) -> bool:
+        """Tells the study how a trial it still thinks RUNNING ended, when its run FINISHED (the search was killed
+        before telling it); returns whether it did."""
+        run = ended.get(trial.number)
+        if run is None:
+            return False
+        _tell(study, trial, RowOutcome(row.row, run.info.run_name, "FINISHED", run.info.run_id),
+              self.options.objective)
+        return True
 
     def _ask(self, search: Search, row_ended: Callable[[RowOutcome], None]) -> RowTask | None:
         """Asks the study for a trial; its task, or None when its configuration is invalid (the trial FAILED:

@@ -124,8 +124,13 @@ def opened_storage(url: str):
     return _OPENED[url]
 
 
-def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, seed: int, *, resume: bool):
+def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, seed: int, *, resume: bool,
+               settle=None):
     """Creates the study, or with ``resume`` loads it and closes its interrupted trials.
+
+    Args:
+        settle: ``settle(study, trial)`` tells a trial left RUNNING whose run had ended (a search killed between
+            a trial's end and telling the study) and returns True; a trial it does not settle is interrupted.
 
     Raises:
         ConfigError: the study exists and ``resume`` is not set (continue it with ``--resume``, or give another
@@ -144,18 +149,22 @@ def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, se
                                     pruner=make_pruner(options.pruner, options.startup_trials))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
         raise ConfigError(f"Cannot open the study storage {storage}: {error}") from error
-    close_interrupted(study)
+    close_interrupted(study, settle)
     return study
 
 
-def close_interrupted(study) -> list:
-    """Marks the trials left RUNNING (a killed search) interrupted and FAIL; returns their frozen trials."""
+def close_interrupted(study, settle=None) -> list:
+    """Marks the trials left RUNNING (a killed search) interrupted and FAIL, except those ``settle`` tells;
+    returns the interrupted ones' frozen trials."""
     import optuna
 
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for frozen in running:
-        interrupt(study, optuna.trial.Trial(study, frozen._trial_id))
-    return running
+    closed = []
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        if settle is None or not settle(study, trial):
+            interrupt(study, trial)
+            closed.append(frozen)
+    return closed
 
 
 def interrupt(study, trial) -> None:
