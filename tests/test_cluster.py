@@ -81,11 +81,12 @@ def test_the_retried_row_trains_as_if_its_worker_had_not_died(report):
 
 
 def test_the_tracking_clients_retry_settings_reach_the_ray_workers(report):
-    """TIML's retries (6, backoff 2) and the user's request timeout, in the environment the workers of the
-    table's rows were started with (the killed row's worker and another)."""
+    """TIML's retries (6, backoff 2), the user's request timeout and the driver's image cache folder, in the
+    environment the workers of the table's rows were started with (the killed row's worker and another)."""
     expected = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "TIML_IMAGE_CACHE": report["image_cache"]["folder"]}
     assert report["worker_http_settings"] == [expected, expected]
+    assert report["image_cache"]["files"], "the rows decoded no shared image cache file"
 
 
 def test_a_tracking_server_outage_loses_nothing(report):

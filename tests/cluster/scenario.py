@@ -122,7 +122,8 @@ def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServ
     client = _client(server.uri)
     proxy = FaultyProxy(PROXY_PORT, MLFLOW_PORT)
     proxy.listen()
-    env = dict(cluster.env, MLFLOW_HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT))  # the user's, for the hold window
+    env = dict(cluster.env, MLFLOW_HTTP_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),  # the user's, for the hold window
+               TIML_IMAGE_CACHE=str(work / "image-cache"))  # the rows of a node map one decoded copy of their images
     try:
         driver = _train(cluster, proxy.uri, table, out, log=work / "main.log", env=env)
         victim = _wait_for(lambda: _running_row_with_epochs(client, out, 3), 240, "a row training its 4th epoch")
@@ -141,6 +142,8 @@ def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServ
         parent = client.get_run((out / "parent_run_id.txt").read_text().strip())
         report["main_parent"] = {"status": parent.info.status, "run_id": parent.info.run_id}
         report["main_files"] = sorted(path.name for path in out.iterdir())
+        report["image_cache"] = {"folder": str(work / "image-cache"),
+                                 "files": sorted(path.name for path in (work / "image-cache").glob("**/*.npy"))}
         report["loadable"] = _loadable(server.uri, [row["run_id"] for row in rows if row["status"] == "FINISHED"])
         report["resume"] = _resume(work, cluster, proxy.uri, table, out)
     finally:
@@ -148,9 +151,11 @@ def main_table(work: Path, data: Path, cluster: RayCluster, server: TrackingServ
 
 
 def _http_settings(pid: int) -> dict:
-    """The MLflow HTTP client settings in the environment a Ray worker process was started with."""
+    """The MLflow HTTP client settings and the image cache folder in the environment a Ray worker process was
+    started with."""
     entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
-    return dict(entry.split("=", 1) for entry in entries if entry.startswith("MLFLOW_HTTP_REQUEST_"))
+    return dict(entry.split("=", 1) for entry in entries
+                if entry.startswith(("MLFLOW_HTTP_REQUEST_", "TIML_IMAGE_CACHE=")))
 
 
 def _outages(proxy: FaultyProxy, server: TrackingServer, client, out: Path) -> list[dict]:

@@ -53,6 +53,10 @@ def import_ray():
     return ray
 
 
+#: The driver's cache folders a worker uses too: with ``TIML_IMAGE_CACHE`` the rows and trials of one node map one
+#: decoded copy of their images (:mod:`timl.images.shared_cache`); ``TIML_ACTIVATION_CACHE``: the frozen backbone's.
+CACHE_SETTINGS = ("TIML_IMAGE_CACHE", "TIML_ACTIVATION_CACHE")
+
 class RayExecutor(Executor):
     """Trains each row as a Ray task, as many at a time as the cluster's resources allow.
 
@@ -129,7 +133,8 @@ class RayExecutor(Executor):
         # TensorFlow's op threads sized to the row's CPUs, not the node's (its inter-op pool stays: with one
         # thread there, the input pipeline and the model no longer overlap; measured 40 % slower on one CPU)
         env = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus))), "TF_CPP_MIN_LOG_LEVEL": "2",
-               **tracking.http_settings()}  # the driver's retries ride out a tracking-server outage on the worker
+               **tracking.http_settings(),  # the driver's retries ride out a tracking-server outage on the worker
+               **{name: os.environ[name] for name in CACHE_SETTINGS if name in os.environ}}
         if not gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a row without GPUs leaves the node's GPUs to the rows that asked
         ref = self._remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries,
