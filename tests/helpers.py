@@ -205,7 +205,8 @@ def wait_for_http(url: str, timeout: float = 300) -> None:
             if requests.get(url, timeout=30).ok:
                 return
         except requests.RequestException:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)  # also after a 503 "starting": a busy loop would take a core from the warming server
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 

@@ -153,9 +153,9 @@ def test_gunicorn_server_and_client(tmp_path):
     config = tmp_path / "timl_server_config.json"
     config.write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))  # relative to the configuration file
     port = free_port()
+    log = (tmp_path / "server.log").open("w")  # a file, not an unread pipe: a full pipe would block the server
     server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", "2",
-                               "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                               "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base}/health")
@@ -172,6 +172,7 @@ def test_gunicorn_server_and_client(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 def test_original_routes_under_the_manuals_prefixes(tmp_path, caplog):
