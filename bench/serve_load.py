@@ -7,6 +7,7 @@ batching on, the same load while two more clients request RISE explanations (200
 
     python bench/serve_load.py [--seconds 30] [--clients 8] [--backends-only]
     python bench/serve_load.py --compare-metrics [--rounds 2]   # /metrics on vs off, side by side
+    python bench/serve_load.py --cpu-breakdown --models VGG16:64    # where a worker's CPU per request goes
 
 Also the model's own batched throughput with Keras/TensorFlow vs ONNX Runtime (``INFERENCE_BACKEND``; issue 28),
 on the same inputs, the answers compared; ``--backends-only`` measures that alone.
@@ -306,8 +307,13 @@ def main() -> None:
     parser.add_argument("--compare-metrics", action="store_true",
                         help="only requests/s with /metrics on vs off (METRICS false), --rounds times alternately")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cpu-breakdown", action="store_true",
+                        help="only where a worker's CPU per request goes: the model, decoding, the rest, by thread")
     args = parser.parse_args()
     data = image_bytes()
+    if args.cpu_breakdown:
+        print_cpu_breakdown(args, data)
+        return
     if args.compare_metrics:
         print_metrics_cost(args, data)
         return
@@ -376,6 +382,100 @@ def main() -> None:
             print(f"| {method} {imgsize} px | {name} | {first['classify'] * 1000:.0f} | "
                   f"{first['classify_next'] * 1000:.0f} | {first['explain'] * 1000:.0f} | "
                   f"{first['explain_next'] * 1000:.0f} |")
+
+
+def thread_cpu(server_pid: int) -> dict:
+    """CPU seconds so far of every thread of the server's workers: {(worker pid, thread id): (name, seconds)}."""
+    import psutil
+
+    times = {}
+    for worker in psutil.Process(server_pid).children():
+        try:
+            for thread in worker.threads():
+                name = Path(f"/proc/{worker.pid}/task/{thread.id}/comm").read_text().strip()
+                times[worker.pid, thread.id] = (name, thread.user_time + thread.system_time)
+        except (OSError, psutil.Error):
+            continue  # a worker that stopped, or a thread that ended
+    return times
+
+
+def model_cpu_per_image(model_path: Path, sizes, repeats: int = 10) -> dict[int, float]:
+    """CPU seconds per image of the model's own calls (one process, this machine's TensorFlow threads) at each
+    batch size: what the model alone costs, whatever else the machine runs (process time, not wall time)."""
+    import numpy as np
+
+    from timl.classifier import load_classifier
+
+    classifier = load_classifier(keras_model=model_path)
+    size = classifier.preprocessing.imgsize
+    costs = {}
+    for batch in sizes:
+        x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
+        classifier.model.predict_on_batch(x)
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            classifier.model.predict_on_batch(x)
+            times.append(time.process_time() - start)
+        costs[batch] = statistics.median(times) / batch
+    return costs
+
+
+def cpu_breakdown(model_path: Path, data: bytes, clients: int, seconds: float, settings: dict | None = None) -> dict:
+    """Where one served request's CPU goes: the workers' CPU per request under ``clients`` clients (every thread
+    measured), against the model's own CPU per image at the batch sizes the server formed and the decoding's; the
+    rest is HTTP, multipart, JSON, Flask and the hand-offs between threads.
+
+    Returns:
+        ``per_request`` (the workers' CPU seconds per request), ``model`` (the model's own, at the batch sizes
+        formed), ``decode``, ``rest``, ``batch_sizes`` (one worker's model calls per batch size), ``threads``
+        (the busiest threads: name, CPU seconds per request) and ``rps``.
+    """
+    import requests
+
+    server, base = start_server(model_path, settings or {})
+    try:
+        load(f"{base}/api/classify", data, clients, 5)  # warm-up
+        before, sizes_before = thread_cpu(server.pid), requests.get(f"{base}/health", timeout=60).json()
+        served = load(f"{base}/api/classify", data, clients, seconds)
+        after, sizes_after = thread_cpu(server.pid), requests.get(f"{base}/health", timeout=60).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+    count = max(1, served["requests"])
+    spent = {key: (name, seconds_after - before.get(key, (name, 0.0))[1])
+             for key, (name, seconds_after) in after.items()}
+    same_worker = sizes_before["pid"] == sizes_after["pid"]  # /health answers from either worker
+    sizes = {int(size): calls - (sizes_before["batching"]["batch_sizes"].get(size, 0) if same_worker else 0)
+             for size, calls in sizes_after["batching"]["batch_sizes"].items()}
+    sizes = {size: calls for size, calls in sizes.items() if calls > 0} or {1: 1}
+    costs = model_cpu_per_image(model_path, sorted(sizes))
+    model = sum(costs[size] * size * calls for size, calls in sizes.items()) / sum(s * c for s, c in sizes.items())
+    per_request = sum(cpu for _, cpu in spent.values()) / count
+    decode = decode_cost(model_path, data)
+    busiest = sorted(spent.items(), key=lambda item: -item[1][1])[:8]
+    return {"per_request": per_request, "model": model, "decode": decode, "rest": per_request - model - decode,
+            "batch_sizes": sizes, "rps": served["rps"],
+            "threads": [(f"{name} ({pid}/{tid})", cpu / count) for (pid, tid), (name, cpu) in busiest]}
+
+
+def print_cpu_breakdown(args, data: bytes) -> None:
+    """The --cpu-breakdown tables: per model, the CPU of one request and the busiest threads."""
+    print(f"\n{args.clients} clients, {args.seconds:.0f} s, gunicorn 2 workers, batching on (defaults); load average "
+          f"{os.getloadavg()[0]:.1f} at the start\n")
+    with tempfile.TemporaryDirectory() as folder:
+        for method, imgsize in (spec.split(":") for spec in args.models):
+            found = cpu_breakdown(build_model(Path(folder), method, int(imgsize)), data, args.clients, args.seconds)
+            print(f"| {method} {imgsize} px | CPU ms per request |\n| --- | --- |")
+            print(f"| the workers, all threads | {found['per_request'] * 1000:.1f} |")
+            print(f"| the model's own calls at the batch sizes formed {found['batch_sizes']} | "
+                  f"{found['model'] * 1000:.1f} |")
+            print(f"| decoding + resizing | {found['decode'] * 1000:.1f} |")
+            print(f"| the rest (HTTP, multipart, JSON, Flask, hand-offs, idle threads) | {found['rest'] * 1000:.1f} |")
+            print(f"\n{found['rps']:.1f} requests/s; the busiest threads (name (worker/thread), CPU ms per request of "
+                  "the whole server):")
+            for name, cpu in found["threads"]:
+                print(f"    {name}: {cpu * 1000:.1f}")
 
 
 def metrics_cpu_per_request(blocks: int = 15, requests_per_block: int = 100) -> tuple[float, float, float]:
