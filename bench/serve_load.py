@@ -75,6 +75,22 @@ def in_process_latency(model_path: Path, data: bytes, repeats: int = 30) -> floa
     return statistics.median(times)
 
 
+def seconds_per_image(classifier, batch: int, repeats: int, clock) -> float:
+    """The median of ``repeats`` model calls on a random batch of ``batch`` images, per image, by ``clock``
+    (``time.perf_counter``: wall time; ``time.process_time``: this process's CPU), after one warm-up call."""
+    import numpy as np
+
+    size = classifier.preprocessing.imgsize
+    x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
+    classifier.model.predict_on_batch(x)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        classifier.model.predict_on_batch(x)
+        times.append(clock() - start)
+    return statistics.median(times) / batch
+
+
 def compute_bound(model_path: Path, clients: int, repeats: int = 10) -> tuple[float, int]:
     """The lowest p50 any server could reach here with ``clients`` clients: model inference alone.
 
@@ -85,23 +101,13 @@ def compute_bound(model_path: Path, clients: int, repeats: int = 10) -> tuple[fl
     Returns:
         The bound in seconds and the batch size that gave the best time per image.
     """
-    import numpy as np
-
     from timl.classifier import load_classifier
 
     classifier = load_classifier(keras_model=model_path)
-    size = classifier.preprocessing.imgsize
     best, best_batch = float("inf"), 1
     batch = 1
     while batch <= clients:
-        x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
-        classifier.model.predict_on_batch(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            classifier.model.predict_on_batch(x)
-            times.append(time.perf_counter() - start)
-        per_image = statistics.median(times) / batch
+        per_image = seconds_per_image(classifier, batch, repeats, time.perf_counter)
         if per_image < best:
             best, best_batch = per_image, batch
         batch *= 2
@@ -402,22 +408,13 @@ def thread_cpu(server_pid: int) -> dict:
 def model_cpu_per_image(model_path: Path, sizes, repeats: int = 10) -> dict[int, float]:
     """CPU seconds per image of the model's own calls (one process, this machine's TensorFlow threads) at each
     batch size: what the model alone costs, whatever else the machine runs (process time, not wall time)."""
-    import numpy as np
 
     from timl.classifier import load_classifier
 
     classifier = load_classifier(keras_model=model_path)
-    size = classifier.preprocessing.imgsize
     costs = {}
     for batch in sizes:
-        x = np.random.default_rng(0).random((batch, size, size, 3)).astype(np.float32)
-        classifier.model.predict_on_batch(x)
-        times = []
-        for _ in range(repeats):
-            start = time.process_time()
-            classifier.model.predict_on_batch(x)
-            times.append(time.process_time() - start)
-        costs[batch] = statistics.median(times) / batch
+        costs[batch] = seconds_per_image(classifier, batch, repeats, time.process_time)
     return costs
 
 
