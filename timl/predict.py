@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
