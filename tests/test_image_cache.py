@@ -52,7 +52,7 @@ def test_load_images_allocates_one_copy(tmp_path):
     assert peak < 1.2 * images.nbytes, (peak, images.nbytes)
 
 
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+@pytest.mark.component("linux")  # /proc/self/clear_refs resets the peak RSS
 def test_pipeline_keeps_no_second_copy_of_the_pixels():
     """Iterating the tf.data pipeline over cached pixels adds well under one copy of them to the process's peak
     memory: the pixels are read from the numpy array, never copied into a tensor (it was 2 more copies, 1 held
