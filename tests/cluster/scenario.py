@@ -359,8 +359,11 @@ def search(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, 
     client = _client(server.uri)
     extra = ("--trials", "4", "--parallel", "2", "--study-storage", STUDY_STORAGE)
     driver = _train(cluster, server.uri, table, out, *extra, log=work / "search.log", module="timl.tune")
-    _wait_for(lambda: any(run.info.status == "FINISHED" for run in _search_trials(client, out)[1]), 240,
-              "a trial to end")
+    def one_ended_one_training() -> bool:  # both first trials may end together: then wait for the next ones
+        statuses = {run.info.status for run in _search_trials(client, out)[1]}
+        return {"FINISHED", "RUNNING"} <= statuses
+
+    _wait_for(one_ended_one_training, 240, "a trial to end while another trains")
     driver.send_signal(signal.SIGKILL)
     found = {"killed_rc": driver.wait(timeout=60)}
     _, trials = _search_trials(client, out)
