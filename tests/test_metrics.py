@@ -135,7 +135,7 @@ def test_the_metrics_folder_is_made_and_removed_or_the_operators_emptied(tmp_pat
     folder, made = metrics.multiprocess_directory()
     assert made and folder.is_dir() and str(folder) == os.environ[metrics.DIRECTORY_VARIABLE]
     metrics.remove_directory(folder)
-    assert not folder.exists()
+    assert not folder.exists() and metrics.DIRECTORY_VARIABLE not in os.environ, "a later server would use it"
     given = tmp_path / "prometheus"
     given.mkdir()
     (given / "counter_123.db").write_bytes(b"stale")  # an earlier run's counts

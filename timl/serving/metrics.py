@@ -238,8 +238,12 @@ def multiprocess_directory() -> tuple[Path, bool]:
 
 
 def remove_directory(folder: Path) -> None:
-    """Removes the metrics folder :func:`multiprocess_directory` made."""
+    """Removes the metrics folder :func:`multiprocess_directory` made, and ``PROMETHEUS_MULTIPROC_DIR`` with it:
+    a process started later from this one (a server run in-process, then any server) would count into a folder
+    that is gone and fail at its first metric."""
     shutil.rmtree(folder, ignore_errors=True)
+    if os.environ.get(DIRECTORY_VARIABLE) == str(folder):
+        del os.environ[DIRECTORY_VARIABLE]
 
 
 def worker_exited(server, worker) -> None:
