@@ -91,7 +91,8 @@ def draw_plots(study, folder: Path) -> list[Path]:
     fonts_level = fonts.level  # Optuna's style asks for TeX fonts that matplotlib lacks here: without this, a
     fonts.setLevel(logging.ERROR)  # screen of "findfont" warnings per plot, each falling back to DejaVu Sans
     try:
-        _draw_each(study, folder, files, skipped, plt, optuna_plots)
+        with matplotlib.rc_context():  # Optuna's plots switch the process's style (plt.style.use("ggplot")): the
+            _draw_each(study, folder, files, skipped, plt, optuna_plots)  # reports drawn later keep TIML's own
     finally:
         fonts.setLevel(fonts_level)
     if skipped:
