@@ -57,6 +57,7 @@ def import_ray():
 #: decoded copy of their images (:mod:`timl.images.shared_cache`); ``TIML_ACTIVATION_CACHE``: the frozen backbone's.
 CACHE_SETTINGS = ("TIML_IMAGE_CACHE", "TIML_ACTIVATION_CACHE")
 
+
 class RayExecutor(Executor):
     """Trains each row as a Ray task, as many at a time as the cluster's resources allow.
 
