@@ -75,9 +75,10 @@ def _scrubbed(message: str, dataset) -> str:
         item = dataset.get_item(tag_for_keyword(keyword))  # raw: converting could warn with the value
         raw = item.value if item is not None else None
         value = raw.decode("latin-1", "replace") if isinstance(raw, bytes) else str(raw or "")
-        for part in {value, *value.replace("=", "^").split("^")}:
-            if len(part.strip()) >= 2:
-                message = message.replace(part.strip(), "[removed]")
+        parts = {part.strip() for part in (value, *value.replace("=", "^").split("^"))}
+        for part in sorted(parts, key=len, reverse=True):  # the whole value before its components, every run
+            if len(part) >= 2:
+                message = message.replace(part, "[removed]")
     return message
 
 
