@@ -128,16 +128,38 @@ def _machine_ceiling() -> tuple[float, float]:
     return alone, together
 
 
+def in_namespace(script: str) -> dict:
+    """Runs ``script`` again with this process's arguments in a new network and PID namespace (loopback only;
+    everything it starts ends with it) and returns the JSON object its last output line holds; exits with a
+    message when it fails.
+
+    Args:
+        script: the bench's file; inside, ``INSIDE`` is set in its environment.
+    """
+    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, script,
+               *sys.argv[1:]]
+    result = subprocess.run(command, env=dict(os.environ, **{INSIDE: "1", "TF_CPP_MIN_LOG_LEVEL": "2"}),
+                            stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        sys.exit(f"the benchmark failed (exit {result.returncode})")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def loopback_ray(work: Path) -> None:
+    """Inside the namespace: brings loopback up and settles Ray on it (no auth, no usage stats, its temporary
+    files in ``work/ray``)."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    (work / "ray").mkdir()
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(work / "ray"))
+
+
 def measure(args) -> dict:
     from timl.data import write_digits
 
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         os.chdir(work)
-        (work / "ray").mkdir()
-        os.environ["RAY_TMPDIR"] = str(work / "ray")
+        loopback_ray(work)
         write_digits(work / "data", size=args.imgsize)
         table = _table(work, work / "data", args.rows, args.epochs, args.imgsize)
         sqlite = f"sqlite:///{work / 'mlflow.db'}"
@@ -194,13 +216,7 @@ def main() -> None:
     if os.environ.get(INSIDE):
         print(json.dumps(measure(args)))
         return
-    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, __file__,
-               *sys.argv[1:]]
-    result = subprocess.run(command, env=dict(os.environ, **{INSIDE: "1", "TF_CPP_MIN_LOG_LEVEL": "2"}),
-                            stdout=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        sys.exit(f"the benchmark failed (exit {result.returncode})")
-    report(json.loads(result.stdout.strip().splitlines()[-1]))
+    report(in_namespace(__file__))
 
 
 if __name__ == "__main__":
