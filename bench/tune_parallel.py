@@ -12,7 +12,8 @@ configurations), each on its own Ray instance of 2 CPUs (the machine's cores):
 
 Ray's start-up (``ray.init``) is timed apart. The speed-up is serial wall time / parallel wall time; the ceiling is
 ``bench/scale.py``'s: the same single-threaded ``model.fit`` alone, then two at once (two fits' work / the time of
-two at once is the most running work side by side can gain on this machine); the fraction is speed-up / ceiling.
+two at once is the most running work side by side can gain on this machine), measured before and after the
+searches (other jobs' load changes it); the fraction is speed-up / the mean of both ceilings.
 Both searches must end with every trial FINISHED (the bench fails otherwise).
 
 Ray binds to the machine's network address, and benchmarks may only talk to loopback: like ``bench/scale.py``
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -76,7 +78,8 @@ def trial_states(storage: str) -> dict:
 
     [name] = optuna.study.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
-    runs = [tracking.get_run(trial.user_attrs[studies.RUN_ID]) for trial in trials if studies.RUN_ID in trial.user_attrs]
+    run_ids = [trial.user_attrs[studies.RUN_ID] for trial in trials if studies.RUN_ID in trial.user_attrs]
+    runs = [tracking.get_run(run_id) for run_id in run_ids]
     return {"trials": len(trials), "complete": sum(trial.state.name == "COMPLETE" for trial in trials),
             "runs_finished": sum(run.info.status == "FINISHED" for run in runs)}
 
@@ -90,11 +93,18 @@ def measure(args) -> dict:
         tracking.configure(uri)  # the store exists before timing, as it does for any user after the first table
         table = search_table(work, work / "data", args.epochs, args.imgsize)
         results = {"trials_asked": args.trials, "parallel": args.parallel, "epochs": args.epochs,
-                   "imgsize": args.imgsize}
+                   "imgsize": args.imgsize, "load": [load_average()]}
+        results["ceilings"] = [scale._machine_ceiling()]
         results["serial"] = timed_search(table, work / "serial", uri, args.trials, 1)
         results["parallel_search"] = timed_search(table, work / "parallel", uri, args.trials, args.parallel)
-        results["fit_alone"], results["fits_together"] = scale._machine_ceiling()
+        results["ceilings"].append(scale._machine_ceiling())
+        results["load"].append(load_average())
     return results
+
+
+def load_average() -> float:
+    """The machine's load average over the last minute (not namespaced: other jobs' work counts)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def check(results: dict) -> None:
@@ -114,17 +124,21 @@ def report(results: dict) -> None:
     serial, parallel = results["serial"], results["parallel_search"]
     trials, workers = results["trials_asked"], results["parallel"]
     speedup = serial["seconds"] / parallel["seconds"]
-    ceiling = 2 * results["fit_alone"] / results["fits_together"]
+    ceilings = [2 * alone / together for alone, together in results["ceilings"]]
+    ceiling = statistics.mean(ceilings)
     print(f"\n| measure ({trials} trials, SmallCNN, {results['epochs']} epochs, {results['imgsize']} px, random "
           "sampler, no pruning; Ray on 2 CPUs) | seconds | ratio |\n| --- | --- | --- |")
     print(f"| one trial at a time (2 CPUs each) / {workers} at once ({2 / workers:g} CPUs each) | "
           f"{serial['seconds']:.1f} / {parallel['seconds']:.1f} | speed-up {speedup:.2f}x |")
     print(f"| Ray start-up (ray.init, apart): serial / parallel | {serial['startup']:.1f} / "
           f"{parallel['startup']:.1f} | |")
-    print(f"| cores busy: serial / parallel | {serial['busy']:.2f} / {parallel['busy']:.2f} | |")
-    print(f"| machine: one single-threaded model.fit alone / two at once | {results['fit_alone']:.1f} / "
-          f"{results['fits_together']:.1f} | ceiling {ceiling:.2f}x |")
-    print(f"| reached | | {speedup / ceiling:.0%} of the ceiling |")
+    print(f"| cores busy on the machine (other jobs included): serial / parallel | {serial['busy']:.2f} / "
+          f"{parallel['busy']:.2f} | |")
+    for moment, (alone, together), value in zip(("before", "after"), results["ceilings"], ceilings):
+        print(f"| machine {moment} the searches: one single-threaded model.fit alone / two at once | {alone:.1f} / "
+              f"{together:.1f} | ceiling {value:.2f}x |")
+    print(f"| reached (load average {results['load'][0]:.1f} before, {results['load'][1]:.1f} after) | | "
+          f"{speedup / ceiling:.0%} of the ceiling ({ceiling:.2f}x, the mean of both) |")
     print(f"\nREADME: {trials} trials on Ray (`python bench/tune_parallel.py`, 2 CPU cores): {workers} at once "
           f"{parallel['seconds']:.0f} s, one at a time {serial['seconds']:.0f} s: {speedup:.2f}x, where this machine "
           f"allows {ceiling:.2f}x ({speedup / ceiling:.0%} of it).")
