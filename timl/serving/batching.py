@@ -5,10 +5,10 @@ then hands the array to the worker's :class:`Batcher`. One thread per worker cal
 array waiting, and while other requests are still being decoded (they announced themselves with
 :meth:`Batcher.expect`) it waits for them, up to ``max_wait`` seconds and ``max_size`` arrays. A lone request
 never waits: with nothing else in flight its batch of one goes at once. Under load a batch also waits (up to
-``max_wait``) until it holds as many arrays as were in flight when the previous batch went: closed-loop clients
-whose answers just went out come back within a few milliseconds, and one batch of 4 costs less CPU per image than
-two of 2 (issue 28: a worker's CPU per request fell from 51 to 47 ms, VGG16 64 px, 8 clients, bench/serve_load.py
---cpu-breakdown). If a batch's model call fails, each of
+``max_wait``) until it holds as many arrays as the previous batch held plus those that arrived during its model
+call: closed-loop clients whose answers just went out come back within a few milliseconds, and one batch of 4
+costs less CPU per image than two of 2 (issue 28: a worker's CPU per request fell from 51 to 47 ms, VGG16 64 px,
+8 clients, bench/serve_load.py --cpu-breakdown). A client left alone waits for company once, then never. If a batch's model call fails, each of
 its arrays is retried alone, so one bad input fails only its own request.
 
 This is what servers built for it do (TensorFlow Serving's and Triton's dynamic batching, Ray Serve's
@@ -48,7 +48,7 @@ class Batcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._expected = 0  # requests announced (decoding) but not yet submitted
-        self._in_flight = 1  # requests in flight when the last batch went: the next batch waits for as many
+        self._in_flight = 1  # requests in flight during the last model call: the next batch waits for as many
         self._thread: threading.Thread | None = None
         #: How many model calls had each batch size (what /health reports).
         self.sizes: collections.Counter = collections.Counter()
@@ -110,8 +110,6 @@ class Batcher:
                 batch.append(self._queue.get(timeout=min(remaining, 0.002)))
             except queue.Empty:
                 continue
-        with self._lock:
-            self._in_flight = len(batch) + self._expected + self._queue.qsize()
         return batch
 
     def _run(self) -> None:
@@ -121,6 +119,7 @@ class Batcher:
             try:
                 outputs = self._call(arrays)
             except Exception as error:  # noqa: BLE001 - one bad input must not fail the others
+                self._remember_in_flight(len(batch))
                 if len(batch) == 1:
                     batch[0][1].set_exception(error)
                     continue
@@ -131,8 +130,15 @@ class Batcher:
                     except Exception as single_error:  # noqa: BLE001
                         future.set_exception(single_error)
                 continue
+            self._remember_in_flight(len(batch))
             for (_, future), output in zip(batch, outputs):
                 future.set_result(output)
+
+    def _remember_in_flight(self, answered: int) -> None:
+        """How many requests the next batch waits for: this batch's, and those that arrived during its model call
+        (the clients a batch missed join the next one instead of trailing behind it for good)."""
+        with self._lock:
+            self._in_flight = min(self.max_size, answered + self._expected + self._queue.qsize())
 
     def _call(self, arrays: list[np.ndarray]) -> np.ndarray:
         outputs = np.asarray(self.predict(np.stack(arrays)))
