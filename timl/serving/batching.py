@@ -78,10 +78,11 @@ class Batcher:
         """
         self._start()
         future: Future = Future()
-        self._queue.put((np.asarray(array), future))
-        if announcement is not None and announcement.get("open"):
-            announcement["open"] = False
-            self._withdraw()
+        with self._lock:  # in the queue and no longer announced at once: a batch never waits for it twice
+            self._queue.put((np.asarray(array), future))
+            if announcement is not None and announcement.get("open"):
+                announcement["open"] = False
+                self._expected -= 1
         return future.result()
 
     def _start(self) -> None:
