@@ -5,7 +5,7 @@ dynamic batching off (``BATCH_MAX_SIZE`` 1) and on (the defaults): requests/s, p
 over ``--seconds``, one client's p50, and the workers' memory before and after (growth after warm-up); then,
 batching on, the same load while two more clients request RISE explanations (2000 masks) back to back.
 
-    python bench/serve_load.py [--seconds 30] [--clients 8] [--backends-only]
+    python bench/serve_load.py [--seconds 30] [--clients 8] [--workers 2] [--backends-only]
     python bench/serve_load.py --compare-metrics [--rounds 2]   # /metrics on vs off, side by side
     python bench/serve_load.py --cpu-breakdown --models VGG16:64    # where a worker's CPU per request goes
 
@@ -277,10 +277,10 @@ def compare_metrics(model_path: Path, data: bytes, clients: int, seconds: float,
 
 
 def serve_and_measure(model_path: Path, data: bytes, clients: int, seconds: float, settings: dict,
-                      with_explanations: bool = False) -> dict:
+                      with_explanations: bool = False, workers: int = 2) -> dict:
     """The load on one server configuration: ``clients`` on /classify, then one client; optionally again with
     two clients requesting RISE explanations (2000 masks) the whole time."""
-    server, base = start_server(model_path, settings)
+    server, base = start_server(model_path, settings, workers)
     try:
         first = first_requests(base, data)
         load(f"{base}/api/classify", data, clients, 5)  # warm-up: every worker has loaded the model
@@ -313,6 +313,7 @@ def main() -> None:
     parser.add_argument("--compare-metrics", action="store_true",
                         help="only requests/s with /metrics on vs off (METRICS false), --rounds times alternately")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the measured servers")
     parser.add_argument("--cpu-breakdown", action="store_true",
                         help="only where a worker's CPU per request goes: the model, decoding, the rest, by thread")
     args = parser.parse_args()
@@ -337,12 +338,14 @@ def main() -> None:
             bound = compute_bound(path, args.clients)
             decode = decode_cost(path, data)
             backends.append((method, imgsize, backend_throughput(path)))
-            unbatched = serve_and_measure(path, data, args.clients, args.seconds, {"BATCH_MAX_SIZE": 1})
-            batched = serve_and_measure(path, data, args.clients, args.seconds, {}, with_explanations=True)
+            unbatched = serve_and_measure(path, data, args.clients, args.seconds, {"BATCH_MAX_SIZE": 1},
+                                          workers=args.workers)
+            batched = serve_and_measure(path, data, args.clients, args.seconds, {}, with_explanations=True,
+                                        workers=args.workers)
             onnx_served[method] = serve_and_measure(path, data, args.clients, args.seconds,
-                                                    {"INFERENCE_BACKEND": "onnxruntime"})
+                                                    {"INFERENCE_BACKEND": "onnxruntime"}, workers=args.workers)
             rows.append((method, imgsize, local, bound, unbatched, batched, decode))
-    print(f"\n{args.clients} clients, {args.seconds:.0f} s each, gunicorn 2 workers, a 600x450 JPEG per request; "
+    print(f"\n{args.clients} clients, {args.seconds:.0f} s each, gunicorn {args.workers} workers, a 600x450 JPEG per request; "
           "best = the model's own best batched throughput (one process, batches of 1 to "
           f"{args.clients}); bound = the lowest p50 it allows with {args.clients} clients (Little's law)\n")
     cores = len(os.sched_getaffinity(0))

@@ -58,7 +58,9 @@ SAMPLE = {
     "BATCH_MAX_SIZE_description": "Most /classify requests of one worker answered by one model call (1: no batching).",
     "BATCH_MAX_WAIT_MS": 10,
     "BATCH_MAX_WAIT_MS_description": "Longest a request waits for others to join its batch; it waits only while "
-                                     "other requests are being decoded, so a lone request never waits.",
+                                     "other requests are being decoded or, under load, until the batch holds as "
+                                     "many as the previous one plus those that arrived during its model call, so "
+                                     "a lone request never waits.",
     "TTA": "none",
     "TTA_description": "Test-time augmentation of /classify: none, or a preset (hflip: the image and its mirror; "
                        "hflip_rot4: and their quarter turns, 8 views; also vflip, rot4). The probabilities are "

@@ -28,6 +28,8 @@ from typing import Iterable, Iterator
 from timl import tracking, workers
 from timl.config import RunConfig
 from timl.errors import ConfigError, MissingFileError
+from timl.images.shared_cache import IMAGE_CACHE_VARIABLE
+from timl.training.activations import CACHE_VARIABLE as ACTIVATION_CACHE_VARIABLE
 from timl.training.executors import (NOTHING_TO_WAIT_FOR, REPORT_MODULES, Executor, RowOutcome, RowTask,
                                      headline_message, release_memory)
 
@@ -55,7 +57,7 @@ def import_ray():
 
 #: The driver's cache folders a worker uses too: with ``TIML_IMAGE_CACHE`` the rows and trials of one node map one
 #: decoded copy of their images (:mod:`timl.images.shared_cache`); ``TIML_ACTIVATION_CACHE``: the frozen backbone's.
-CACHE_SETTINGS = ("TIML_IMAGE_CACHE", "TIML_ACTIVATION_CACHE")
+CACHE_SETTINGS = (IMAGE_CACHE_VARIABLE, ACTIVATION_CACHE_VARIABLE)
 
 
 class RayExecutor(Executor):
