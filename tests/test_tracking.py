@@ -128,6 +128,40 @@ def test_log_metrics_skips_missing_and_non_finite_values(tracking_uri):
     assert [metric.step for metric in _client().get_metric_history(run.info.run_id, "a")] == [2]
 
 
+def test_runs_logging_the_same_new_dataset_at_once_all_get_it(tracking_uri):
+    """Parallel trials and rows start together and log the same datasets: MLflow looks a dataset up, then inserts
+    it, so without a retry one run in two met another's insert and failed its row (UNIQUE constraint failed:
+    datasets...). Six runs at once, three rounds of a dataset none of them logged before, on the suite's SQLite."""
+    import threading
+
+    import pandas as pd
+
+    client = _client()
+    experiment = tracking.experiment_id("datasets-at-once")
+    errors, logged = [], []
+    for round_number in range(3):
+        frame = pd.DataFrame({"image": [f"r{round_number}-{index}" for index in range(10)], "MEL": [0.0, 1.0] * 5})
+        runs = [client.create_run(experiment).info.run_id for _ in range(6)]
+        together = threading.Barrier(len(runs))
+
+        def log(run_id: str):
+            inputs = [tracking.dataset_input(frame, source="/data/gt.csv", name="gt", context="training")]
+            together.wait()
+            try:
+                tracking.log_datasets(inputs, run_id=run_id)
+            except Exception as error:  # noqa: BLE001 - collected for the assertion
+                errors.append(str(error)[:200])
+
+        threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        logged += [[item.dataset.name for item in client.get_run(run_id).inputs.dataset_inputs] for run_id in runs]
+    assert errors == []
+    assert logged == [["gt"]] * 18
+
+
 def test_command_run_ends_finished_or_failed(tracking_uri, tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "summary.csv").write_text("x\n")

@@ -132,10 +132,31 @@ def dataset_input(frame, *, source: str, name: str, context: str):
         return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 
-def log_datasets(inputs: list, *, run_id: str | None = None, tracking_uri: str | None = None) -> None:
+#: How a store refuses a dataset another run inserted between MLflow's lookup and its insert (SQLite, PostgreSQL,
+#: MySQL; through an ``mlflow server`` the same text comes back in the error).
+_DATASET_RACE = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+
+
+def log_datasets(inputs: list, *, run_id: str | None = None, tracking_uri: str | None = None,
+                 attempts: int = 5) -> None:
     """Logs dataset inputs (:func:`dataset_input`) on ``run_id``, else on the active run: MLflow's Datasets column
-    and a run's Datasets."""
-    _client(tracking_uri).log_inputs(run_id or active_run_id(), datasets=inputs)
+    and a run's Datasets.
+
+    Runs starting at once in one experiment (parallel trials, rows on Ray) log the same datasets at the same moment:
+    MLflow looks a dataset up, then inserts it, so one of two runs can meet the other's insert and fail on the
+    store's unique key. Its whole call was rolled back; logged again, it finds the dataset and links it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    run_id = run_id or active_run_id()
+    for attempt in range(attempts):
+        try:
+            _client(tracking_uri).log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if attempt == attempts - 1 or not any(text in str(error) for text in _DATASET_RACE):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def logged_steps(run_id: str, key: str) -> set[int]:
