@@ -7,8 +7,8 @@ array waiting, and while other requests are still being decoded (they announced 
 never waits: with nothing else in flight its batch of one goes at once. Under load a batch also waits (up to
 ``max_wait``) until it holds as many arrays as the previous batch held plus those that arrived during its model
 call: closed-loop clients whose answers just went out come back within a few milliseconds, and one batch of 4
-costs less CPU per image than two of 2 (issue 28: a worker's CPU per request fell from 51 to 47 ms, VGG16 64 px,
-8 clients, bench/serve_load.py --cpu-breakdown). A client left alone waits for company once, then never. If a batch's model call fails, each of
+costs less CPU per image than two of 2 (when the cores are saturated a returning request may wait longer than
+``max_wait`` for one: see the README's serving figures). A client left alone waits for company once, then never. If a batch's model call fails, each of
 its arrays is retried alone, so one bad input fails only its own request.
 
 This is what servers built for it do (TensorFlow Serving's and Triton's dynamic batching, Ray Serve's
