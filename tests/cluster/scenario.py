@@ -359,11 +359,16 @@ def search(work: Path, data: Path, cluster: RayCluster, server: TrackingServer, 
     client = _client(server.uri)
     extra = ("--trials", "4", "--parallel", "2", "--study-storage", STUDY_STORAGE)
     driver = _train(cluster, server.uri, table, out, *extra, log=work / "search.log", module="timl.tune")
-    def one_ended_one_training() -> bool:  # both first trials may end together: then wait for the next ones
-        statuses = {run.info.status for run in _search_trials(client, out)[1]}
-        return {"FINISHED", "RUNNING"} <= statuses
+    def one_ended_one_starting() -> bool:
+        """A trial ended and a later one has started but logged no epoch yet: it has both its epochs and its
+        evaluation ahead, seconds in which the kill surely lands (a trial seen RUNNING in its evaluation could end
+        between this look and the kill, leaving nothing interrupted). Both first trials may end together: then
+        the next ones are those starting."""
+        trials = _search_trials(client, out)[1]
+        return (any(run.info.status == "FINISHED" for run in trials)
+                and any(run.info.status == "RUNNING" and "loss" not in run.data.metrics for run in trials))
 
-    _wait_for(one_ended_one_training, 240, "a trial to end while another trains")
+    _wait_for(one_ended_one_starting, 240, "a trial to end while another starts")
     driver.send_signal(signal.SIGKILL)
     found = {"killed_rc": driver.wait(timeout=60)}
     _, trials = _search_trials(client, out)
