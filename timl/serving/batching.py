@@ -8,8 +8,8 @@ never waits: with nothing else in flight its batch of one goes at once. Under lo
 ``max_wait``) until it holds as many arrays as the previous batch held plus those that arrived during its model
 call: closed-loop clients whose answers just went out come back within a few milliseconds, and one batch of 4
 costs less CPU per image than two of 2 (when the cores are saturated a returning request may wait longer than
-``max_wait`` for one: see the README's serving figures). A client left alone waits for company once, then never. If a batch's model call fails, each of
-its arrays is retried alone, so one bad input fails only its own request.
+``max_wait`` for one: see the README's serving figures). A client left alone waits for company once, then never.
+If a batch's model call fails, each of its arrays is retried alone, so one bad input fails only its own request.
 
 This is what servers built for it do (TensorFlow Serving's and Triton's dynamic batching, Ray Serve's
 ``@serve.batch``): on a CPU a batch of 8 costs less than 8 single calls, on a GPU barely more than one.
