@@ -78,6 +78,8 @@ def test_the_scrape_counts_the_requests_sent(tmp_path):
     assert value(scraped, "timl_request_duration_seconds_count", route="/api/classify") == 4
     assert value(scraped, "timl_request_duration_seconds_count", route=explain_route) == 2
     assert value(scraped, "timl_batch_size_count") == 3 and value(scraped, "timl_batch_size_sum") == 3
+    assert value(scraped, "timl_model_call_seconds_count") == 3 and value(scraped, "timl_model_call_seconds_sum") > 0
+    assert value(scraped, "timl_batch_queue_seconds_count") == 3  # one per image
     assert value(scraped, "timl_images_decoded_total") == 5
     assert value(scraped, "timl_images_refused_total", reason="not_an_image") == 1
     assert value(scraped, "timl_unavailable_total", status="504", reason="explanation_timeout") == 1
@@ -233,6 +235,8 @@ def test_two_gunicorn_workers_start_warm_and_are_both_counted(tmp_path):
         assert value(scraped, "timl_http_requests_total", route="/api/classify", method="POST", status="200") == sent
         assert sum(per_worker.values()) == sent
         assert value(scraped, "timl_batch_size_sum") == sent  # the warm-up's prediction is not counted
+        assert value(scraped, "timl_batch_queue_seconds_count") == sent  # each image's wait, from both workers
+        assert value(scraped, "timl_model_call_seconds_count") == value(scraped, "timl_batch_size_count")
     finally:
         server.terminate()
         server.wait(timeout=60)

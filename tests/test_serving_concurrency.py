@@ -68,6 +68,24 @@ def test_a_lone_request_does_not_wait_and_the_wait_is_bounded():
     assert 0.25 <= waited < 1.0
 
 
+def test_each_model_call_reports_its_seconds_and_how_long_its_images_waited_in_the_queue():
+    """What /metrics' timl_model_call_seconds and timl_batch_queue_seconds count: a model call of 0.1 s, and the
+    images that waited behind it for the next call (about 0.1 s in the queue) against one that came alone (none)."""
+    seen = []
+    batcher = Batcher(slow(lambda batch: batch, 0.1), max_size=8, max_wait=0.0,
+                      observe=lambda size, seconds, waits: seen.append((size, seconds, waits)))
+    batcher.submit(np.zeros(2))  # alone: no wait in the queue
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher.submit, np.ones(2))
+        time.sleep(0.02)  # the first call has begun: these two wait for it to end
+        rest = [pool.submit(batcher.submit, np.ones(2)) for _ in range(2)]
+        [future.result() for future in [first, *rest]]
+    assert [size for size, _, _ in seen] == [1, 1, 2]
+    assert all(0.1 <= seconds < 0.5 for _, seconds, _ in seen)
+    assert seen[0][2][0] < 0.05 and seen[1][2][0] < 0.05
+    assert all(0.05 <= wait < 0.5 for wait in seen[2][2])  # queued while the call before theirs ran
+
+
 
 def test_closed_loop_clients_are_batched_together_and_a_client_left_alone_waits_once():
     """Four clients each sending their next image a few milliseconds after their answer (what HTTP clients do):

@@ -38,11 +38,12 @@ class Batcher:
         predict: called with a stacked batch (n, ...) from the batcher's thread only; returns (n, ...) outputs.
         max_size: most arrays per call (1: every array alone, no waiting).
         max_wait: seconds a batch waits for announced arrays to arrive.
-        observe: called with each model call's batch size (the server's metrics), if given.
+        observe: called after each model call with its batch size, its seconds and each array's seconds in the
+            queue before the call began (the server's metrics), if given.
     """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_size: int = 8, max_wait: float = 0.01,
-                 observe: Callable[[int], None] | None = None):
+                 observe: Callable[[int, float, list[float]], None] | None = None):
         self.predict, self.max_size, self.max_wait = predict, max(1, int(max_size)), max(0.0, float(max_wait))
         self.observe = observe
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -79,7 +80,7 @@ class Batcher:
         self._start()
         future: Future = Future()
         with self._lock:  # in the queue and no longer announced at once: a batch never waits for it twice
-            self._queue.put((np.asarray(array), future))
+            self._queue.put((np.asarray(array), future, time.perf_counter()))
             if announcement is not None and announcement.get("open"):
                 announcement["open"] = False
                 self._expected -= 1
@@ -116,23 +117,23 @@ class Batcher:
     def _run(self) -> None:
         while True:
             batch = self._collect()
-            arrays = [array for array, _ in batch]
+            arrays = [array for array, _, _ in batch]
             try:
-                outputs = self._call(arrays)
+                outputs = self._call(arrays, [queued for _, _, queued in batch])
             except Exception as error:  # noqa: BLE001 - one bad input must not fail the others
                 self._remember_in_flight(len(batch))
                 if len(batch) == 1:
                     batch[0][1].set_exception(error)
                     continue
                 logger.info("A batch of %d failed (%s); answering its requests one by one.", len(batch), error)
-                for array, future in batch:
+                for array, future, queued in batch:
                     try:
-                        future.set_result(self._call([array])[0])
+                        future.set_result(self._call([array], [queued])[0])
                     except Exception as single_error:  # noqa: BLE001
                         future.set_exception(single_error)
                 continue
             self._remember_in_flight(len(batch))
-            for (_, future), output in zip(batch, outputs):
+            for (_, future, _), output in zip(batch, outputs):
                 future.set_result(output)
 
     def _remember_in_flight(self, answered: int) -> None:
@@ -141,13 +142,15 @@ class Batcher:
         with self._lock:
             self._in_flight = min(self.max_size, answered + self._expected + self._queue.qsize())
 
-    def _call(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def _call(self, arrays: list[np.ndarray], queued: list[float]) -> np.ndarray:
+        """One model call; ``queued``: when each array entered the queue (``time.perf_counter``)."""
+        started = time.perf_counter()
         outputs = np.asarray(self.predict(np.stack(arrays)))
         if len(outputs) != len(arrays):
             raise RuntimeError(f"The model answered {len(outputs)} rows for a batch of {len(arrays)}.")
         self.sizes[len(arrays)] += 1
         if self.observe is not None:
-            self.observe(len(arrays))
+            self.observe(len(arrays), time.perf_counter() - started, [started - entered for entered in queued])
         return outputs
 
     @property

@@ -38,6 +38,8 @@ METRICS_ROUTE = "/metrics"
 TIMED_ENDPOINTS = ("api.classify", "api.explain")
 #: Latency buckets (seconds): a classification takes milliseconds, an explanation up to EXPLAIN_TIMEOUT_S.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: Model-call and batch-queue buckets (seconds): a CPU model call of one image takes milliseconds.
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 #: Batch-size buckets (images per model call).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: The label of a request that matched no route (a 404): its raw path is never a label.
@@ -48,6 +50,8 @@ METRIC_NAMES = {
     "timl_http_requests_total": "counter{route, method, status}: answered requests",
     "timl_request_duration_seconds": "histogram{route}: latency of classify and explain",
     "timl_batch_size": "histogram: images per model call of the dynamic batcher (_count: the model calls)",
+    "timl_model_call_seconds": "histogram: seconds of each model call of the dynamic batcher",
+    "timl_batch_queue_seconds": "histogram: seconds each image waited in the batcher's queue before its model call",
     "timl_explanations_in_flight": "gauge: explanations running or waiting for a slot (all workers)",
     "timl_unavailable_total": "counter{status, reason}: 503 and 504 answers",
     "timl_images_decoded_total": "counter: images decoded",
@@ -100,6 +104,10 @@ class ServerMetrics:
                                  ["route"], buckets=LATENCY_BUCKETS, registry=registry)
         self.batch_sizes = Histogram("timl_batch_size", "Images per model call of the dynamic batcher.",
                                      buckets=BATCH_BUCKETS, registry=registry)
+        self.model_calls = Histogram("timl_model_call_seconds", "Seconds of each model call of the dynamic batcher.",
+                                     buckets=CALL_BUCKETS, registry=registry)
+        self.queued = Histogram("timl_batch_queue_seconds", "Seconds each image waited in the batcher's queue "
+                                "before its model call.", buckets=CALL_BUCKETS, registry=registry)
         self.in_flight = Gauge("timl_explanations_in_flight", "Explanations running or waiting for a slot.",
                                multiprocess_mode="livesum", registry=registry)
         self.unavailable = Counter("timl_unavailable", "503 and 504 answers by reason.", ["status", "reason"],
@@ -111,10 +119,15 @@ class ServerMetrics:
         self.predictions = Counter("timl_predictions", "/classify answers by predicted class (a drift signal).",
                                    ["name", "version", "predicted_class"], registry=registry)
 
-    def batch(self, size: int) -> None:
-        """One model call of the dynamic batcher with ``size`` images."""
+    def batch(self, size: int, seconds: float = 0.0, waits: list[float] = ()) -> None:
+        """One model call of the dynamic batcher: ``size`` images, the call's ``seconds``, and the seconds each of
+        its images waited in the queue (with the call: where a served request's time goes, as Triton's compute and
+        queue durations tell)."""
         if self.enabled:
             self.batch_sizes.observe(size)
+            self.model_calls.observe(seconds)
+            for wait in waits:
+                self.queued.observe(wait)
 
     @contextlib.contextmanager
     def decoding(self):

@@ -1,0 +1,173 @@
+"""Which server configuration comes closest to what the cores allow: gunicorn workers x batching wait x backend.
+
+One model (default a VGG16-shaped model at 64 px, no ImageNet weights), 8 clients on ``/api/classify`` (a 600x450
+JPEG per request, as in ``bench/serve_load.py``), each configuration in turn on a fresh server:
+
+- workers 2 and 1 (``--workers`` of ``timl.serve``),
+- batching off (``BATCH_MAX_SIZE`` 1), on with ``BATCH_MAX_WAIT_MS`` 10 and 30, and on with 30 ms and
+  ``INFERENCE_BACKEND onnxruntime``.
+
+Per configuration: requests/s, that / the ceiling, p50, from the server's /metrics the mean batch under load, its
+mean model call (against a call of that batch size with nothing else running) and each image's wait in the batch
+queue, and one client's p50 (the lone client must not pay for batching: on - off of the same worker count).
+
+The ceiling is what the cores allow once each request also pays for decoding its JPEG and for this bench's own
+client: cores / (cores / best + decoding + client), with ``best`` the model's own best batched throughput (one
+process, batches of 1 to 8) of the backend the row uses (Keras/TensorFlow or ONNX Runtime), measured in the same
+run. The closed-loop bound (:func:`closed_loop_bound`) is what 8 clients that each wait for their answer allow.
+
+    python bench/serve_configs.py [--seconds 20] [--models VGG16:64] [--rounds 1]
+
+Why: with 8 closed-loop clients a batch of 8 is cheapest per image, but it only forms if the batch waits while the
+answered clients send their next request (the answer goes out, the client's next upload arrives, is parsed and
+decoded); on 2 workers it splits into two batches of about 4, and with a short wait into batches of 1 to 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from harness import start_server
+from serve_load import build_model, decode_cost, image_bytes, load, seconds_per_image
+
+#: (label, gunicorn workers, server settings) in the order measured.
+CONFIGURATIONS = tuple(
+    (label, workers, settings)
+    for workers in (2, 1)
+    for label, settings in (
+        ("off (BATCH_MAX_SIZE 1)", {"BATCH_MAX_SIZE": 1}),
+        ("on, wait 10 ms (default before)", {"BATCH_MAX_WAIT_MS": 10}),
+        ("on, wait 30 ms", {"BATCH_MAX_WAIT_MS": 30}),
+        ("on, wait 30 ms, ONNX Runtime", {"BATCH_MAX_WAIT_MS": 30, "INFERENCE_BACKEND": "onnxruntime"}),
+    )
+)
+
+
+def best_throughput(classifier, clients: int, repeats: int = 10) -> float:
+    """Images/s of the model's own best batched call, batches of 1, 2, 4 ... up to ``clients`` (wall time)."""
+    per_image, batch = float("inf"), 1
+    while batch <= clients:
+        per_image = min(per_image, seconds_per_image(classifier, batch, repeats, time.perf_counter))
+        batch *= 2
+    return 1 / per_image
+
+
+def ceiling(cores: int, best: float, decode: float, client: float) -> float:
+    """Requests/s the cores allow: each request costs 1 / best of the cores' model time, plus its decoding and the
+    bench client's CPU (seconds)."""
+    return cores / (cores / best + decode + client)
+
+
+def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: float, client: float) -> float:
+    """Requests/s of ``clients`` closed-loop clients answered in one batch of all of them (the cheapest per image):
+    while the batch runs no client has a request to decode, so each round trip is the batch's call plus the round's
+    own decoding (spread over the cores) and the bench client's CPU (one Python process: its clients take turns). No
+    server beats it with batches of ``clients``; smaller batches overlap but cost more per image."""
+    return clients / (batch_seconds + clients * decode / cores + clients * client)
+
+
+def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients: int, seconds: float) -> dict:
+    """One configuration on a fresh server: the load, what its /metrics say of the batches formed under it (all
+    workers), then one client alone."""
+    server, base = start_server(model_path, settings, workers)
+    try:
+        load(f"{base}/api/classify", data, clients, 5)  # warm-up
+        before = batch_counters(base)
+        result = load(f"{base}/api/classify", data, clients, seconds)
+        after = batch_counters(base)
+        result.update({name: after[name] - before[name] for name in after})
+        result["single_p50"] = load(f"{base}/api/classify", data, 1, min(seconds, 10))["p50"]
+        return result
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+
+
+def batch_counters(base: str) -> dict:
+    """The server's batcher counters so far, summed over its workers (/metrics): ``calls``, ``images``,
+    ``call_seconds`` (model calls) and ``queue_seconds`` (images waiting in the batch queue)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(requests.get(f"{base}/metrics", timeout=60).text):
+        for sample in family.samples:
+            found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return {"calls": found.get("timl_batch_size_count", 0.0), "images": found.get("timl_batch_size_sum", 0.0),
+            "call_seconds": found.get("timl_model_call_seconds_sum", 0.0),
+            "queue_seconds": found.get("timl_batch_queue_seconds_sum", 0.0)}
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The markdown table of the measured configurations (rows of :func:`main`: label, workers, rps, ceiling, bound,
+    p50, the batch counters of :func:`batch_counters`, ``alone`` (seconds of a model call of the mean batch size
+    with nothing else running), single_p50, and the same worker count's batching-off single_p50)."""
+    lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
+             "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        calls = max(row["calls"], 1)
+        off = row["off_single_p50"]
+        difference = "" if off is None else f"{(row['single_p50'] - off) * 1000:+.1f}"
+        lines.append(f"| {row['workers']} | {row['label']} | {row['rps']:.1f} | {row['rps'] / row['ceiling']:.2f} | "
+                     f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
+                     f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
+                     f"{row['queue_seconds'] / max(row['images'], 1) * 1000:.0f} | {row['single_p50'] * 1000:.1f} | "
+                     f"{difference} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--models", nargs="+", default=["VGG16:64"], help="METHOD:SIZE ...")
+    parser.add_argument("--rounds", type=int, default=1, help="times through every configuration")
+    args = parser.parse_args()
+    from timl.classifier import load_classifier
+    from timl.exporting import onnx_classifier
+
+    data = image_bytes()
+    cores = len(os.sched_getaffinity(0))
+    print(f"{args.clients} clients, {args.seconds:.0f} s per configuration, {cores} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
+    with tempfile.TemporaryDirectory() as folder:
+        for method, imgsize in (spec.split(":") for spec in args.models):
+            path = build_model(Path(folder), method, int(imgsize))
+            keras_classifier = load_classifier(keras_model=path)
+            onnx_model = onnx_classifier(keras_classifier)
+            best = {"keras": best_throughput(keras_classifier, args.clients),
+                    "onnxruntime": best_throughput(onnx_model, args.clients)}
+            decode = decode_cost(path, data)
+            alone = {name: {batch: seconds_per_image(model, batch, 10, time.perf_counter) * batch
+                            for batch in range(1, args.clients + 1)}
+                     for name, model in (("keras", keras_classifier), ("onnxruntime", onnx_model))}
+            batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
+            print(f"\n{method} {imgsize} px: best {best['keras']:.0f} images/s (Keras), {best['onnxruntime']:.0f} "
+                  f"(ONNX Runtime); a batch of {args.clients}: {batch_seconds['keras'] * 1000:.0f} ms (Keras), "
+                  f"{batch_seconds['onnxruntime'] * 1000:.0f} ms (ONNX Runtime); decoding {decode * 1000:.1f} ms per "
+                  "request\n")
+            for round_index in range(args.rounds):
+                rows, off = [], {}
+                for label, workers, settings in CONFIGURATIONS:
+                    found = measure(path, data, workers, settings, args.clients, args.seconds)
+                    if settings.get("BATCH_MAX_SIZE") == 1:
+                        off[workers] = found["single_p50"]
+                    backend = settings.get("INFERENCE_BACKEND", "keras")
+                    rows.append({**found, "label": label, "workers": workers, "off_single_p50": (
+                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(workers)),
+                        "ceiling": ceiling(cores, best[backend], decode, found["client_cpu"]),
+                        "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend], decode,
+                                                   found["client_cpu"]),
+                        "alone": alone[backend][min(args.clients, max(1, round(found["images"] /
+                                                                                max(found["calls"], 1))))]})
+                print(f"Round {round_index + 1} (load average {os.getloadavg()[0]:.1f} at its end):\n")
+                print("\n".join(table(rows)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

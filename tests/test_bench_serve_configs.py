@@ -1,0 +1,49 @@
+"""``bench/serve_configs.py`` (issue 28, item 5): the ceiling and the closed-loop bound it compares the served
+requests/s with, and its table. The timed servers themselves (minutes) are not run here."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/serve_configs.py as a module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO / "bench"))  # the bench imports its harness and serve_load
+        spec = importlib.util.spec_from_file_location("bench_serve_configs", REPO / "bench" / "serve_configs.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ceiling_is_the_cores_shared_by_the_model_decoding_and_the_client(bench):
+    # 2 cores, a model of 80 images/s, 3 ms decoding, 1 ms client: 2 / (0.025 + 0.004) requests/s
+    assert bench.ceiling(2, 80.0, 0.003, 0.001) == pytest.approx(2 / 0.029)
+    assert bench.ceiling(2, 80.0, 0.0, 0.0) == pytest.approx(80.0)  # nothing but the model: its own throughput
+
+
+def test_the_closed_loop_bound_is_below_the_ceiling_once_requests_cost_anything_besides_the_model(bench):
+    # a batch of 8 at the model's best (100 ms): with nothing else the bound is the ceiling, 80 requests/s
+    assert bench.closed_loop_bound(8, 2, 0.1, 0.0, 0.0) == pytest.approx(bench.ceiling(2, 80.0, 0.0, 0.0))
+    bound = bench.closed_loop_bound(8, 2, 0.1, 0.003, 0.001)
+    assert bound == pytest.approx(8 / (0.1 + 0.012 + 0.008))
+    assert bound < bench.ceiling(2, 80.0, 0.003, 0.001)  # the round's decoding cannot overlap its batch
+
+
+def _row(label, workers, rps, single_p50, off_single_p50=None, calls=100.0, images=800.0) -> dict:
+    return {"label": label, "workers": workers, "rps": rps, "ceiling": 70.0, "bound": 63.0, "p50": 0.18,
+            "calls": calls, "images": images, "call_seconds": calls * 0.136, "queue_seconds": images * 0.05,
+            "alone": 0.098, "single_p50": single_p50, "off_single_p50": off_single_p50}
+
+
+def test_the_table_gives_each_configuration_its_share_of_the_ceiling_and_the_lone_clients_cost(bench):
+    header, rule, off, on = bench.table([_row("off", 1, 35.0, 0.0262, calls=700.0, images=700.0),
+                                         _row("on, wait 30 ms", 1, 49.0, 0.0286, 0.0262)])
+    assert header.count("|") == rule.count("|") == off.count("|") == on.count("|")
+    assert off == "| 1 | off | 35.0 | 0.50 | 0.90 | 180 | 1.0 | 136 / 98 | 50 | 26.2 |  |"
+    assert on == "| 1 | on, wait 30 ms | 49.0 | 0.70 | 0.90 | 180 | 8.0 | 136 / 98 | 50 | 28.6 | +2.4 |"
