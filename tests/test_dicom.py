@@ -234,6 +234,33 @@ def test_the_server_classifies_and_explains_an_uploaded_dicom_and_refuses_a_bad_
                                                                                   truncated)))
 
 
+def test_an_uploaded_dicom_or_tiff_comes_back_as_a_png_the_pages_can_show(caplog):
+    """POST /api/preview: what the classify pages show of a file browsers cannot draw. Its pixels alone, at most
+    ``size`` on the longer side, never cached; a bad file or size is a 400 naming it."""
+    from helpers import tiny_classifier
+    from timl.serving import create_app
+
+    client = create_app({"CLASSIFICATION_MODEL": "tiny.h5"}, classifier=tiny_classifier()).test_client()
+
+    def post(url, data, filename):
+        return client.post(url, data={"file": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+
+    tiff = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(tiff, format="TIFF")
+    with caplog.at_level(logging.DEBUG):
+        shown = post("/api/preview", dicom(RGB, "RGB"), "scan.dcm")
+        small = post("/api/preview?size=32", tiff.getvalue(), "lesion.tif")
+        bad = post("/api/preview", dicom(RGB, "RGB")[:-40], "scan.dcm")
+        too_big = post("/api/preview?size=9999", tiff.getvalue(), "lesion.tif")
+    assert shown.status_code == 200 and shown.mimetype == "image/png"
+    assert shown.headers["Cache-Control"] == "private, no-store"
+    assert (np.asarray(Image.open(io.BytesIO(shown.data))) == RGB).all()  # small images keep their size
+    assert Image.open(io.BytesIO(small.data)).size == (32, 21)  # the longer side fitted, the shape kept
+    assert bad.status_code == 400 and "the uploaded file 'scan.dcm'" in bad.get_json()["error"]
+    assert too_big.status_code == 400 and "'size'" in too_big.get_json()["error"]
+    _assert_no_patient(caplog.text, shown.data.decode("latin-1"), bad.get_data(as_text=True))
+
+
 def test_a_dicom_review_image_is_listed_and_shown_as_png(tmp_path):
     """The evaluation page lists .dcm files and gets their pixels as a PNG (browsers show no DICOM): no element of
     the file travels with it."""

@@ -217,11 +217,14 @@ def test_a_new_image_or_a_failed_upload_leaves_no_trace_of_the_previous_one(brow
     browser.find_element(By.ID, "file").send_keys(str(folder / "notes.txt"))
     _wait(browser, lambda d: "not an image TIML can read" in d.find_element(By.ID, "status").text)
 
-    # a DICOM upload (issue 28) is classified; the page draws no broken preview of it
+    # a DICOM upload (issue 28) is classified and shown: the server draws it as a PNG (no browser draws DICOM)
     (folder / "scan.dcm").write_bytes(dicom_bytes(np.full((24, 32, 3), 90, np.uint8), "RGB"))
     browser.find_element(By.ID, "file").send_keys(str(folder / "scan.dcm"))
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 3)
     assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+    _wait(browser, lambda d: _shown(d, PREVIEW) and d.execute_script(f"return {PREVIEW}.naturalWidth;") == 32)
+    browser.find_element(By.ID, "file").send_keys(str(folder / "notes.txt"))  # the next file clears it
+    _wait(browser, lambda d: "not an image TIML can read" in d.find_element(By.ID, "status").text)
     assert not _shown(browser, PREVIEW)
 
 

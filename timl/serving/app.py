@@ -30,7 +30,7 @@ from timl.serving.memory import return_freed_images
 from timl.serving.metrics import ServerMetrics, unavailable_reason
 from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
-from timl.serving.reviews import NotConfigured, reviews_blueprint
+from timl.serving.reviews import NotConfigured, png_response, reviews_blueprint
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,21 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
         return jsonify(filename=filename, prediction=[float(p) for p in probabilities],
                        confidence=[float(c) for c in confidence(probabilities)],
                        classes=list(classifier.class_names), predicted_class=predicted_class, **extra)
+
+    @api.post("/preview")
+    def preview():
+        """The upload as a PNG any browser draws (a DICOM or TIFF file has no picture in most browsers), at most
+        ``size`` pixels on its longer side; never cached (health data)."""
+        longest = _query_number("size", int, 32, 2048) or 1024
+
+        def fitted(image):
+            image.thumbnail((longest, longest))
+            return image
+
+        _, image = _uploaded_image(holder, fitted)
+        answer = png_response(image)
+        answer.headers["Cache-Control"] = "private, no-store"
+        return answer
 
     @api.post("/explain/<method>/<path:layer>")
     def explain(method: str, layer: str):

@@ -105,6 +105,14 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
                 "responses": {"200": {"description": "Probabilities and TIML confidences per class",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Classification"}}}},
                               **errors}}},
+            f"{rest_prefix}/preview": {"post": {
+                "summary": "The uploaded image as a PNG a browser can draw (DICOM, TIFF), orientation applied",
+                "parameters": [{"name": "size", "in": "query", "description": "Longest side in pixels",
+                                "schema": {"type": "integer", "minimum": 32, "maximum": 2048, "default": 1024}}],
+                "requestBody": _upload(),
+                "responses": {"200": {"description": "The image's pixels as PNG (no metadata of the file)",
+                                      "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                              **errors}}},
             f"{rest_prefix}/explain/{{method}}/{{layer}}": {"post": {
                 "summary": "Explain the classification of one image",
                 "parameters": [

@@ -65,11 +65,16 @@ def _listed_image(listed: dict[str, Path], name: str) -> Path | None:
     return stems[0] if len(stems) == 1 else None
 
 
+def png_response(image) -> Response:
+    """A decoded image (PIL) as a PNG answer: its pixels alone (no metadata of the file it came from)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return Response(buffer.getvalue(), mimetype="image/png")
+
+
 def _as_png(path: Path, max_pixels: int) -> Response:
     """A DICOM review image as the PNG of its decoded pixels (an unreadable one: ImageError, answered 400)."""
-    buffer = io.BytesIO()
-    decode_image(path, max_pixels=max_pixels, name=path.name).save(buffer, format="PNG")
-    return Response(buffer.getvalue(), mimetype="image/png")
+    return png_response(decode_image(path, max_pixels=max_pixels, name=path.name))
 
 
 def _uncertainty_order(names: list[str], scores: list[float | None]) -> dict:

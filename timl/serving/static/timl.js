@@ -235,19 +235,29 @@ const TIML = (() => {
     /** The pixel size an explanation is asked for: what the viewer shows, on this screen. */
     displaySize: (element) => Math.min(2048, Math.max(128, Math.round((element?.clientWidth || 480) * (window.devicePixelRatio || 1)))),
 
+    /** Shows a chosen file in an image element. A DICOM or TIFF file, which no browser (or not every one) draws,
+     * is shown as the PNG the server decodes from it (POST <rest>/preview); nothing shows if it cannot. */
     showImage(img, file) {
-      if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
-      if (/\.dcm$/i.test(file.name || "") || file.type === "application/dicom") {  // no browser draws DICOM: no
-        TIML.clearImage(img);  // broken picture; the server classifies and explains it
-        return;
-      }
-      img.dataset.url = URL.createObjectURL(file);
+      TIML.clearImage(img);
+      const drawnByServer = /\.(dcm|tiff?)$/i.test(file.name || "") || ["application/dicom", "image/tiff"].includes(file.type);
+      if (!drawnByServer) { TIML.setImage(img, file); return; }
+      const ticket = img.dataset.ticket;  // a later file (or clear) changes it: this preview is then dropped
+      call(apiUrl(`/preview?size=${TIML.displaySize(img)}`), { method: "POST", body: form(file) })
+        .then((response) => (response.ok ? response.blob() : null))
+        .then((png) => { if (png && img.dataset.ticket === ticket) TIML.setImage(img, png); })
+        .catch(() => {});  // no preview; the classification says what went wrong with the file
+    },
+
+    /** Shows a Blob (a browser-drawable file or a PNG) in an image element. */
+    setImage(img, blob) {
+      img.dataset.url = URL.createObjectURL(blob);
       img.src = img.dataset.url;
       img.hidden = false;
     },
 
-    /** Empties an image element (no stale picture, no broken-image placeholder). */
+    /** Empties an image element (no stale picture, no broken-image placeholder, no preview still to come). */
     clearImage(img) {
+      img.dataset.ticket = String(Number(img.dataset.ticket || 0) + 1);
       if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
       delete img.dataset.url;
       img.removeAttribute("src");
