@@ -165,6 +165,7 @@ def test_an_interrupted_search_resumes_with_the_missing_trials_each_once(trackin
         tmp_path / "out"))
     assert [trial.state.name for trial in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert study.trials[1].user_attrs[studies.INTERRUPTED] and studies.counted(study) == 2
+    assert study.trials[2].params != study.trials[0].params, "the resumed sampler does not replay the first run's"
     search = tracking.get_run(search.info.run_id)
     assert search.data.metrics["trials/finished"] == 2 and search.data.metrics["trials/failed"] == 0
     again = training.train_table(table, resume=True, **options)
@@ -327,6 +328,28 @@ def test_parallel_trials_are_asked_for_as_slots_free_and_each_told(tracking_uri,
     assert search.data.tags["timl.best_run_id"] == best.info.run_id and search.info.status == "FINISHED"
     assert search.data.metrics["trials/finished"] == 5
     assert register.best_run(outcome.parent_run_id) == best.info.run_id, "--register finds the best trial"
+
+
+def test_a_trial_asking_for_a_finished_trials_cells_again_is_told_its_value_and_trains_nothing(
+        tracking_uri, tmp_path, monkeypatch):
+    """Samplers over ``choice`` cells ask for the same cells again: such a trial is told the finished trial's
+    value (the same cells and seed train the same model) instead of training it twice."""
+    from timl import tracking, training
+    from timl.search import summary
+    from timl.search.study import SearchOptions
+
+    monkeypatch.setattr(summary, "PLOTS", {})
+    table = write_table(tmp_path / "t.csv", [small_cnn_row("data.csv", lr="choice(0.01,0.02)")])
+    executor = _ParallelExecutor()
+    outcome = training.train_table(table, executor=executor, out_dir=tmp_path / "out", experiment="tune",
+                                   search=SearchOptions(trials=6, sampler="random", pruner="none"))
+    [search] = tracking.child_runs(outcome.parent_run_id)
+    trained = tracking.child_runs(search.info.run_id)
+    assert sorted(float(run.data.params["lr"]) for run in trained) == [0.01, 0.02], "each configuration once"
+    assert search.data.metrics["trials/finished"] == 6 and search.data.metrics["trials/repeated"] == 4
+    best = max(trained, key=lambda run: float(run.data.params["lr"]))
+    assert search.data.tags["timl.best_run_id"] == best.info.run_id and search.info.status == "FINISHED"
+    assert "6 finished, 0 pruned, 0 failed, 4 repeated" in outcome.rows[-1].message
 
 
 def test_a_trial_whose_run_ended_before_a_killed_search_told_the_study_counts_once(tracking_uri, tmp_path,

@@ -255,6 +255,8 @@ def rows_metric(status: str) -> str:
 #: ``trials/failed``.
 TRIALS_GROUP = "trials/"
 TRIAL_STATES = ("finished", "pruned", "failed")
+#: Finished trials that repeated a finished trial's cells (told its value, nothing trained): ``trials/repeated``.
+TRIALS_REPEATED = "repeated"
 
 
 def trials_metric(state: str) -> str:

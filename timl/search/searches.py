@@ -140,6 +140,8 @@ class Searches:
         its run says why)."""
         distributions = {column: space.distribution() for column, space in search.row.spaces.items()}
         trial = search.study.ask(distributions)
+        if _repeat_of_finished(search, trial):
+            return None
         ref = TrialRef(trial.number, search.study.study_name, search.storage, search.row.run_name,
                        self.options.objective, self.options.pruner, self.options.startup_trials,
                        self.options.direction)
@@ -211,6 +213,23 @@ def _tell(study, trial, outcome: RowOutcome, objective: str) -> None:
         study.tell(trial, run.data.metrics[objective])
     else:
         study.tell(trial, state=states.FAIL)
+
+
+def _repeat_of_finished(search: Search, trial) -> bool:
+    """Whether the study asked again for the configuration of a finished trial (a sampler over ``choice`` or
+    ``int`` cells does): the trial is then told that trial's value and points at its run, and nothing trains
+    again (a row of the same cells and seed trains to the same result; Optuna's own advice). Returns whether so."""
+    state = studies.states()
+    earlier = next((done for done in search.study.get_trials(deepcopy=False, states=(state.COMPLETE,))
+                    if done.params == trial.params and studies.RUN_ID in done.user_attrs), None)
+    if earlier is None:
+        return False
+    trial.set_user_attr(studies.RUN_ID, earlier.user_attrs[studies.RUN_ID])
+    trial.set_user_attr(studies.REPEATS, earlier.number)
+    search.study.tell(trial, earlier.value)
+    logger.info("Row %d: trial %d asked for trial %d's cells again (%s); told its value %.4g, nothing trained.",
+                search.row.row, trial.number, earlier.number, trial.params, earlier.value)
+    return True
 
 
 def _record_invalid_trial(search: Search, ref: TrialRef, error: ConfigError) -> str:

@@ -22,6 +22,8 @@ DIRECTIONS = ("maximize", "minimize")
 
 #: The user attributes TIML sets on a study's trials: a trial's MLflow run, an interrupted trial.
 RUN_ID, INTERRUPTED = "timl.run_id", "timl.interrupted"
+#: A trial's user attribute: the number of the finished trial whose cells it repeated (told that trial's value).
+REPEATS = "timl.repeats"
 
 #: The study file in the output folder when no ``--study-storage`` is given.
 DEFAULT_STUDY_FILE = "study.db"
@@ -126,7 +128,9 @@ def opened_storage(url: str):
 
 def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, seed: int, *, resume: bool,
                settle=None):
-    """Creates the study, or with ``resume`` loads it and closes its interrupted trials.
+    """Creates the study, or with ``resume`` loads it and closes its interrupted trials. A resumed random or TPE
+    sampler is seeded with the row's seed plus the trials already asked (reproducible, and not the first run's
+    samples again).
 
     Args:
         settle: ``settle(study, trial)`` tells a trial left RUNNING whose run had ended (a search killed between
@@ -150,6 +154,8 @@ def open_study(name: str, storage: str, options: SearchOptions, spaces: dict, se
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
         raise ConfigError(f"Cannot open the study storage {storage}: {error}") from error
     close_interrupted(study, settle)
+    if options.sampler != "grid" and study.trials:  # resumed: a sampler seeded as before would ask for the same
+        study.sampler = _sampler(options, spaces, seed + len(study.trials))  # cells again; the grid knows its own
     return study
 
 

@@ -1,5 +1,6 @@
 """A search's record on its run: what was searched and how (params, as it starts), then, as its last trial ends,
-how its trials ended (``trials/finished``, ``trials/pruned``, ``trials/failed``), the best trial (its scores as
+how its trials ended (``trials/finished``, ``trials/pruned``, ``trials/failed``; ``trials/repeated``: finished
+trials that asked for a finished trial's cells again and were told its value), the best trial (its scores as
 ``best/...`` metrics, its run and its sampled cells as tags ``timl.best_run_id``, ``timl.best.<column>``, and
 ``best_trial.json``) and Optuna's plots (``search-<plot>.png``: optimization history, parameter importances,
 slice, contour; a plot that cannot be drawn, with too few trials, is listed with why in ``search-plots.txt``).
@@ -50,7 +51,8 @@ def summarise(study, run_id: str, options: SearchOptions) -> tuple[str, str]:
     counts = {"finished": sum(trial.state == state.COMPLETE for trial in trials),
               "pruned": sum(trial.state == state.PRUNED for trial in trials),
               "failed": sum(trial.state == state.FAIL and not trial.user_attrs.get(studies.INTERRUPTED)
-                            for trial in trials)}
+                            for trial in trials),
+              names.TRIALS_REPEATED: sum(studies.REPEATS in trial.user_attrs for trial in trials)}
     tracking.log_metrics({names.trials_metric(name): count for name, count in counts.items()}, run_id=run_id)
     counted = ", ".join(f"{count} {name}" for name, count in counts.items())
     if not counts["finished"]:
