@@ -65,6 +65,9 @@ def run_search(table: Path, out_dir: Path, uri: str, sampler: str, pruner: str, 
     study = optuna.load_study(study_name=name, storage=options.storage_url(out_dir))
     rows, run_seconds = [], 0.0
     for trial in study.trials:
+        if studies.REPEATS in trial.user_attrs:  # told a finished trial's value: nothing trained
+            rows.append({"value": trial.value, "epochs": 0, "pruned": False})
+            continue
         run = tracking.get_run(trial.user_attrs[studies.RUN_ID])
         run_seconds += (run.info.end_time - run.info.start_time) / 1000
         rows.append({"value": trial.value, "epochs": len(tracking.logged_steps(run.info.run_id, "loss")),
