@@ -184,3 +184,41 @@ def test_failed_decode_leaves_no_file(tmp_path):
     with pytest.raises(Exception, match="gone.png"):
         cache_images(paths, Preprocessing(SIZE), shared_dir=tmp_path / "shared")
     assert not list((tmp_path / "shared").glob("*.npy")) and not list((tmp_path / "shared").glob(".*"))
+
+
+def test_the_shared_cache_stays_under_its_bound_removing_the_least_recently_used(tmp_path, monkeypatch, caplog):
+    """TIML_IMAGE_CACHE_MAX_GB: a new file evicts the files used longest ago (mapping a file counts as a use), never
+    the one just written; a bad value is refused naming the variable before anything is decoded."""
+    import logging
+    import time
+
+    from timl.errors import ConfigError
+
+    folder = tmp_path / "shared"
+    sets = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        sets.append(_write(tmp_path / name, 3))
+    a, b, c = sets
+    cache_images(a, Preprocessing(SIZE), shared_dir=folder)
+    file_size = (folder / shared_cache.cache_key(a, Preprocessing(SIZE))).stat().st_size
+    monkeypatch.setenv("TIML_IMAGE_CACHE_MAX_GB", str((2 * file_size + 100) / 1e9))  # room for two files
+    time.sleep(0.05)
+    cache_images(b, Preprocessing(SIZE), shared_dir=folder)
+    time.sleep(0.05)
+    cache_images(a, Preprocessing(SIZE), shared_dir=folder)  # mapped again: now b is the least recently used
+    time.sleep(0.05)
+    with caplog.at_level(logging.INFO, logger="timl.images.shared_cache"):
+        newest = cache_images(c, Preprocessing(SIZE), shared_dir=folder)
+    kept = sorted(path.name for path in folder.glob("*.npy"))
+    assert kept == sorted(shared_cache.cache_key(paths, Preprocessing(SIZE)) for paths in (a, c))
+    assert "least recently used image cache files" in caplog.text
+    np.testing.assert_array_equal(newest, load_images(c, Preprocessing(SIZE)))
+    np.testing.assert_array_equal(cache_images(b, Preprocessing(SIZE), shared_dir=folder),
+                                  load_images(b, Preprocessing(SIZE)))  # an evicted set is decoded again
+    monkeypatch.setenv("TIML_IMAGE_CACHE_MAX_GB", "unlimited")
+    cache_images(c, Preprocessing(SIZE, colorspace="HSV"), shared_dir=folder)
+    assert len(list(folder.glob("*.npy"))) == 3  # two of the bound's, one more: nothing removed
+    monkeypatch.setenv("TIML_IMAGE_CACHE_MAX_GB", "lots")
+    with pytest.raises(ConfigError, match="TIML_IMAGE_CACHE_MAX_GB must be a positive number.*'lots'"):
+        cache_images(c, Preprocessing(16), shared_dir=folder)

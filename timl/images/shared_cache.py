@@ -8,7 +8,9 @@ changes: the sha256 of the preprocessing (size, resize filter, colour space) and
 size and modification time in nanoseconds (a stat per image, no read of its bytes). The first process decodes
 the images into a temporary file beside it and renames it into place, under a lock (``fcntl.flock`` on
 ``<file>.lock``), so two processes never both decode; later ones map it. A file of the wrong size (cut short,
-damaged) is decoded again. Files are never removed by TIML: delete the folder to reclaim the disk.
+damaged) is decoded again. The folder is kept under ``TIML_IMAGE_CACHE_MAX_GB`` (default 20; ``unlimited``):
+when a new file is written, the least recently used files (by modification time, which mapping a file renews) are
+removed until the folder fits (a process that has one mapped keeps reading it: Linux removes it once unmapped).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ IMAGE_CACHE_VARIABLE = "TIML_IMAGE_CACHE"
 #: The shared cache's folder for ``TIML_IMAGE_CACHE=auto``.
 DEFAULT_IMAGE_CACHE = Path("~/.cache/timl/images")
 
+#: The environment variable bounding the shared cache folder: gigabytes, or ``unlimited``.
+MAX_SIZE_VARIABLE = "TIML_IMAGE_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 20.0
+
 #: Bumped when the file's layout changes, so that older files are not read.
 CACHE_VERSION = 1
 
@@ -47,6 +53,62 @@ def shared_cache_folder() -> Path | None:
     if value.lower() in ("", "off", "none"):
         return None
     return (DEFAULT_IMAGE_CACHE if value.lower() == "auto" else Path(value)).expanduser()
+
+
+def max_cache_bytes() -> int | None:
+    """The shared cache folder's bound in bytes from ``TIML_IMAGE_CACHE_MAX_GB`` (None: ``unlimited``).
+
+    Raises:
+        ConfigError: not a positive number of gigabytes, nor ``unlimited``.
+    """
+    from timl.errors import ConfigError
+
+    value = os.environ.get(MAX_SIZE_VARIABLE, "").strip()
+    if not value:
+        return int(DEFAULT_MAX_GB * 1e9)
+    if value.lower() == "unlimited":
+        return None
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = -1.0
+    if not gigabytes > 0:
+        raise ConfigError(f"{MAX_SIZE_VARIABLE} must be a positive number of gigabytes (e.g. 20) or unlimited. "
+                          f"Received: {MAX_SIZE_VARIABLE}={value!r}")
+    return int(gigabytes * 1e9)
+
+
+def _evict(folder: Path, keep: Path, limit: int | None) -> None:
+    """Removes the least recently used cache files until the folder's files fit ``limit`` bytes (never ``keep``,
+    the file just written)."""
+    if limit is None:
+        return
+    files = []
+    for path in folder.glob("*.npy"):
+        with contextlib.suppress(OSError):  # removed meanwhile by another process
+            status = path.stat()
+            files.append((status.st_mtime_ns, status.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = 0
+    for _, size, path in sorted(files):
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".lock").unlink(missing_ok=True)
+        total -= size
+        removed += size
+    if removed:
+        logger.info("Removed %.3g MB of least recently used image cache files from %s (%s: %.3g GB)",
+                    removed / 1e6, folder, MAX_SIZE_VARIABLE, limit / 1e9)
+
+
+def _used(path: Path, mapped: np.memmap) -> np.memmap:
+    """Marks a cache file used now (its modification time: the eviction's order); returns its mapping."""
+    with contextlib.suppress(OSError):  # a read-only folder: it is only evicted earlier
+        os.utime(path)
+    return mapped
 
 
 def _file_identity(path: str) -> list:
@@ -111,6 +173,7 @@ def shared_images(paths: list[str], preprocessing: Preprocessing, folder: str | 
     Raises:
         ImageError: images that cannot be decoded (no file is left behind).
     """
+    limit = max_cache_bytes()  # a bad setting fails before any decoding
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / cache_key(paths, preprocessing)
@@ -118,12 +181,12 @@ def shared_images(paths: list[str], preprocessing: Preprocessing, folder: str | 
     mapped = _open_valid(path, shape)
     if mapped is not None:
         logger.info("Mapped %d cached images from %s", len(paths), path)
-        return mapped
+        return _used(path, mapped)
     with _locked(path.with_name(path.name + ".lock")):
         mapped = _open_valid(path, shape)  # another process may have written it while this one waited
         if mapped is not None:
             logger.info("Mapped %d cached images from %s", len(paths), path)
-            return mapped
+            return _used(path, mapped)
         for stale in folder.glob(f".{path.name}.*.partial"):  # left by a killed process (the lock is ours)
             stale.unlink(missing_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -136,4 +199,6 @@ def shared_images(paths: list[str], preprocessing: Preprocessing, folder: str | 
         finally:
             partial.unlink(missing_ok=True)
         logger.info("Decoded %d images into the shared cache file %s", len(paths), path)
-    return np.load(path, mmap_mode="r")
+        mapped = np.load(path, mmap_mode="r")
+    _evict(folder, path, limit)
+    return mapped

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 from timl import tracking, workers
 from timl.config import RunConfig
 from timl.errors import ConfigError, MissingFileError
-from timl.images.shared_cache import IMAGE_CACHE_VARIABLE
+from timl.images.shared_cache import IMAGE_CACHE_VARIABLE, MAX_SIZE_VARIABLE
 from timl.training.activations import CACHE_VARIABLE as ACTIVATION_CACHE_VARIABLE
 from timl.training.executors import (NOTHING_TO_WAIT_FOR, REPORT_MODULES, Executor, RowOutcome, RowTask,
                                      headline_message, release_memory)
@@ -56,8 +56,9 @@ def import_ray():
 
 
 #: The driver's cache folders a worker uses too: with ``TIML_IMAGE_CACHE`` the rows and trials of one node map one
-#: decoded copy of their images (:mod:`timl.images.shared_cache`); ``TIML_ACTIVATION_CACHE``: the frozen backbone's.
-CACHE_SETTINGS = (IMAGE_CACHE_VARIABLE, ACTIVATION_CACHE_VARIABLE)
+#: decoded copy of their images (:mod:`timl.images.shared_cache`, bounded by ``TIML_IMAGE_CACHE_MAX_GB``);
+#: ``TIML_ACTIVATION_CACHE``: the frozen backbone's.
+CACHE_SETTINGS = (IMAGE_CACHE_VARIABLE, MAX_SIZE_VARIABLE, ACTIVATION_CACHE_VARIABLE)
 
 
 class RayExecutor(Executor):
