@@ -81,9 +81,9 @@ def test_each_model_call_reports_its_seconds_and_how_long_its_images_waited_in_t
         rest = [pool.submit(batcher.submit, np.ones(2)) for _ in range(2)]
         [future.result() for future in [first, *rest]]
     assert [size for size, _, _ in seen] == [1, 1, 2]
-    assert all(0.1 <= seconds < 0.5 for _, seconds, _ in seen)
-    assert seen[0][2][0] < 0.05 and seen[1][2][0] < 0.05
-    assert all(0.05 <= wait < 0.5 for wait in seen[2][2])  # queued while the call before theirs ran
+    assert all(0.1 <= seconds < 2 for _, seconds, _ in seen)
+    assert all(0.05 <= wait < 2 for wait in seen[2][2])  # queued while the call before theirs ran
+    assert max(seen[0][2][0], seen[1][2][0]) < min(seen[2][2])  # the lone ones went at once
 
 
 
