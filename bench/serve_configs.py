@@ -33,7 +33,7 @@ from pathlib import Path
 
 import requests
 from harness import start_server
-from serve_load import build_model, decode_cost, image_bytes, load, seconds_per_image
+from serve_load import build_model, ceiling, decode_cost, image_bytes, load, seconds_per_image
 
 #: (label, gunicorn workers, server settings) in the order measured.
 CONFIGURATIONS = tuple(
@@ -46,21 +46,6 @@ CONFIGURATIONS = tuple(
         ("on, wait 30 ms, ONNX Runtime", {"BATCH_MAX_WAIT_MS": 30, "INFERENCE_BACKEND": "onnxruntime"}),
     )
 )
-
-
-def best_throughput(classifier, clients: int, repeats: int = 10) -> float:
-    """Images/s of the model's own best batched call, batches of 1, 2, 4 ... up to ``clients`` (wall time)."""
-    per_image, batch = float("inf"), 1
-    while batch <= clients:
-        per_image = min(per_image, seconds_per_image(classifier, batch, repeats, time.perf_counter))
-        batch *= 2
-    return 1 / per_image
-
-
-def ceiling(cores: int, best: float, decode: float, client: float) -> float:
-    """Requests/s the cores allow: each request costs 1 / best of the cores' model time, plus its decoding and the
-    bench client's CPU (seconds)."""
-    return cores / (cores / best + decode + client)
 
 
 def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: float, client: float) -> float:
@@ -140,12 +125,12 @@ def main() -> None:
             path = build_model(Path(folder), method, int(imgsize))
             keras_classifier = load_classifier(keras_model=path)
             onnx_model = onnx_classifier(keras_classifier)
-            best = {"keras": best_throughput(keras_classifier, args.clients),
-                    "onnxruntime": best_throughput(onnx_model, args.clients)}
             decode = decode_cost(path, data)
             alone = {name: {batch: seconds_per_image(model, batch, 10, time.perf_counter) * batch
                             for batch in range(1, args.clients + 1)}
                      for name, model in (("keras", keras_classifier), ("onnxruntime", onnx_model))}
+            # the model's own best batched throughput (images/s) and its call of a batch of every client
+            best = {name: max(batch / seconds for batch, seconds in calls.items()) for name, calls in alone.items()}
             batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
             print(f"\n{method} {imgsize} px: best {best['keras']:.0f} images/s (Keras), {best['onnxruntime']:.0f} "
                   f"(ONNX Runtime); a batch of {args.clients}: {batch_seconds['keras'] * 1000:.0f} ms (Keras), "

@@ -161,6 +161,12 @@ def print_backends(rows: list[tuple[str, int, list[dict]]]) -> None:
                   f"{row['onnxruntime'] / row['keras']:.2f} | {row['difference']:.1e} |")
 
 
+def ceiling(cores: int, best: float, decode: float, client: float) -> float:
+    """Requests/s the cores allow: each request costs 1 / best of the cores' model time (``best``: the model's own
+    best batched throughput, images/s), plus its decoding and the bench client's CPU (seconds)."""
+    return cores / (cores / best + decode + client)
+
+
 def decode_cost(model_path: Path, data: bytes, repeats: int = 30) -> float:
     """CPU seconds one request's image costs before the model: decoding the JPEG and resizing it."""
     from timl.classifier import load_classifier
@@ -357,9 +363,9 @@ def main() -> None:
         for name, served in (("off (BATCH_MAX_SIZE 1)", unbatched), ("on (defaults)", batched),
                              ("on, INFERENCE_BACKEND onnxruntime", onnx_served[method])):
             # what the cores allow when each request also costs its decoding and the client's own work
-            ceiling = cores / (cores / best + decode + served["client_cpu"])
+            allowed = ceiling(cores, best, decode, served["client_cpu"])
             print(f"| {method} {imgsize} px | {name} | {served['rps']:.1f} | {served['rps'] / best:.2f} | "
-                  f"{served['rps'] / ceiling:.2f} | {served['p50'] * 1000:.1f} | {served['p50'] / bound:.2f} | "
+                  f"{served['rps'] / allowed:.2f} | {served['p50'] * 1000:.1f} | {served['p50'] / bound:.2f} | "
                   f"{served['p95'] * 1000:.1f} | {served['p99'] * 1000:.1f} | {served['errors']} | "
                   f"{served['single_p50'] * 1000:.1f} | {served['memory_growth'] * 100:.1f} % |")
     print("\n| model | decoding + resizing a request's JPEG (CPU ms) | the client's CPU per request (ms) | ceiling "
@@ -367,8 +373,8 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for method, imgsize, local, (bound, batch), unbatched, batched, decode in rows:
         best = args.clients / bound
-        ceiling = cores / (cores / best + decode + batched["client_cpu"])
-        print(f"| {method} {imgsize} px | {decode * 1000:.1f} | {batched['client_cpu'] * 1000:.1f} | {ceiling:.0f} |")
+        allowed = ceiling(cores, best, decode, batched["client_cpu"])
+        print(f"| {method} {imgsize} px | {decode * 1000:.1f} | {batched['client_cpu'] * 1000:.1f} | {allowed:.0f} |")
     print("\n| model | in-process predict p50 (ms) | best (images/s, batch) | bound (ms) | one client: batching on - off "
           "(ms) | /classify p99 with 2 clients on RISE (ms) | / p99 without | their requests/s | errors | "
           "explanations answered (200 / 503 / other) |")

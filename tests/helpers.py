@@ -16,6 +16,21 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_ISIC = REPO.parent / "shared" / "data" / "isic2019-sample"
 
 
+def load_bench(name: str):
+    """``bench/NAME.py`` as a module (imported with ``bench/`` on ``sys.path`` for its harness and siblings, then
+    taken off again)."""
+    import importlib.util
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO / "bench"))
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
 def write_table(path: Path, rows: list[dict]) -> Path:
     """Writes a training table with the original TIML input columns."""
     columns = ["method", "dataset", "split", "epochs", "imgaug", "batchsize", "imgsize", "resizefilter",

@@ -3,22 +3,15 @@ requests/s with, and its table. The timed servers themselves (minutes) are not r
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from helpers import REPO
+from helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
     """bench/serve_configs.py as a module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(REPO / "bench"))  # the bench imports its harness and serve_load
-        spec = importlib.util.spec_from_file_location("bench_serve_configs", REPO / "bench" / "serve_configs.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    return load_bench("serve_configs")
 
 
 def test_the_ceiling_is_the_cores_shared_by_the_model_decoding_and_the_client(bench):

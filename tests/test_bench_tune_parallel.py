@@ -4,23 +4,16 @@ and a search that did not finish every trial fails the bench instead of giving a
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from helpers import REPO
+from helpers import load_bench
 from timl import config
 
 
 @pytest.fixture(scope="module")
 def bench():
     """bench/tune_parallel.py as a module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(REPO / "bench"))  # the bench imports its harness and scale
-        spec = importlib.util.spec_from_file_location("bench_tune_parallel", REPO / "bench" / "tune_parallel.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    return load_bench("tune_parallel")
 
 
 def test_the_bench_table_is_one_search_row_over_the_learning_rate(bench, tmp_path):

@@ -3,12 +3,10 @@ of a lesion into train and test, the ``groups`` split does not, and the leak sho
 
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import load_bench
 from timl.datasets import load_dataset
 
 
@@ -17,11 +15,7 @@ def bench(tmp_path_factory):
     """bench/lesions.py as a module, and the digits demo data (16 px) in a module folder."""
     from timl.data import write_digits
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(REPO / "bench"))  # the bench imports its harness
-        spec = importlib.util.spec_from_file_location("bench_lesions", REPO / "bench" / "lesions.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    module = load_bench("lesions")
     folder = tmp_path_factory.mktemp("lesions")
     return module, write_digits(folder / "data", size=16), folder
 
