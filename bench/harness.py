@@ -70,6 +70,7 @@ def start_server(model_path: Path, settings: dict, workers: int = 2) -> tuple[su
             if requests.get(f"{base}/health", timeout=30).ok:
                 return server, base
         except requests.RequestException:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     server.terminate()
     raise RuntimeError("The server did not answer /health within 180 s.")

@@ -3,7 +3,8 @@
 One model (default a VGG16-shaped model at 64 px, no ImageNet weights), 8 clients on ``/api/classify`` (a 600x450
 JPEG per request, as in ``bench/serve_load.py``), each configuration in turn on a fresh server:
 
-- workers 2 and 1 (``--workers`` of ``timl.serve``),
+- workers 2 each calling its own model (``MODEL_PROCESS`` false), workers 2 sending their model calls to one
+  model process (the default), and one worker (``--workers`` of ``timl.serve``),
 - batching off (``BATCH_MAX_SIZE`` 1), on with ``BATCH_MAX_WAIT_MS`` 10 and 30, and on with 30 ms and
   ``INFERENCE_BACKEND onnxruntime``.
 
@@ -20,7 +21,7 @@ run. The closed-loop bound (:func:`closed_loop_bound`) is what 8 clients that ea
 
 Why: with 8 closed-loop clients a batch of 8 is cheapest per image, but it only forms if the batch waits while the
 answered clients send their next request (the answer goes out, the client's next upload arrives, is parsed and
-decoded); on 2 workers it splits into two batches of about 4, and with a short wait into batches of 1 to 3.
+decoded); on 2 workers each with its own model it splits into two batches of about 4, and with a short wait into batches of 1 to 3.
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ import requests
 from harness import start_server
 from serve_load import build_model, ceiling, decode_cost, image_bytes, load, seconds_per_image
 
-#: (label, gunicorn workers, server settings) in the order measured.
+#: The server layouts measured: (label, gunicorn workers, settings): two workers each calling its own model (the
+#: layout before MODEL_PROCESS), two workers and one model process (the default), one worker.
+LAYOUTS = (("2, a model each", 2, {"MODEL_PROCESS": False}), ("2, one model process", 2, {}), ("1", 1, {}))
+#: (label, layout label, gunicorn workers, server settings) in the order measured.
 CONFIGURATIONS = tuple(
-    (label, workers, settings)
-    for workers in (2, 1)
+    (label, layout, workers, layout_settings | settings)
+    for layout, workers, layout_settings in LAYOUTS
     for label, settings in (
         ("off (BATCH_MAX_SIZE 1)", {"BATCH_MAX_SIZE": 1}),
-        ("on, wait 10 ms (default before)", {"BATCH_MAX_WAIT_MS": 10}),
+        ("on, wait 10 ms (default)", {"BATCH_MAX_WAIT_MS": 10}),
         ("on, wait 30 ms", {"BATCH_MAX_WAIT_MS": 30}),
         ("on, wait 30 ms, ONNX Runtime", {"BATCH_MAX_WAIT_MS": 30, "INFERENCE_BACKEND": "onnxruntime"}),
     )
@@ -138,13 +142,13 @@ def main() -> None:
                   "request\n")
             for round_index in range(args.rounds):
                 rows, off = [], {}
-                for label, workers, settings in CONFIGURATIONS:
+                for label, layout, workers, settings in CONFIGURATIONS:
                     found = measure(path, data, workers, settings, args.clients, args.seconds)
                     if settings.get("BATCH_MAX_SIZE") == 1:
-                        off[workers] = found["single_p50"]
+                        off[layout] = found["single_p50"]
                     backend = settings.get("INFERENCE_BACKEND", "keras")
-                    rows.append({**found, "label": label, "workers": workers, "off_single_p50": (
-                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(workers)),
+                    rows.append({**found, "label": label, "workers": layout, "off_single_p50": (
+                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)),
                         "ceiling": ceiling(cores, best[backend], decode, found["client_cpu"]),
                         "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend], decode,
                                                    found["client_cpu"]),

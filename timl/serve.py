@@ -11,6 +11,7 @@ explanation process; ``/health`` says ready once every worker is warm); it answe
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import socket
 import tempfile
@@ -86,6 +87,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
     from timl.serving.model import warm_start_from_environment
+    from timl.serving.model_process import ModelProcess, ModelProcessClient
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
@@ -97,6 +99,10 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     warm_start = warm_start_from_environment()
     ready_folder = Path(tempfile.mkdtemp(prefix="timl-ready-"))  # a file per warm worker: /health is ready at all
     folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
+    model_process = None
+    if config.model_process and workers > 1:  # one model for every worker (before gunicorn forks them)
+        model_process = ModelProcess(config, Path(tempfile.mkdtemp(prefix="timl-model-")), warm_start != "none")
+        model_process.start()
 
     class TimlApplication(BaseApplication):
         def load_config(self):
@@ -108,16 +114,24 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
         def load(self):
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
+            if model_process is not None:
+                app.extensions["timl_model"].use_model_process(
+                    ModelProcessClient(model_process.address, model_process.authkey))
             if warm_start != "none":  # /health is ready once the model (and the explanation processes) are warm
                 app.extensions["timl_model"].start_warm_up(warm_start, ready_folder, workers)
             return app
 
+    master = os.getpid()
     try:
         TimlApplication().run()
-    finally:
-        shutil.rmtree(ready_folder, ignore_errors=True)
-        if made:
-            metrics.remove_directory(folder)
+    finally:  # a worker leaving gunicorn's loop (a graceful stop, a restart) leaves through here too: the master's
+        if os.getpid() == master:  # folders and model process stay
+            if model_process is not None:
+                model_process.stop()
+                shutil.rmtree(Path(model_process.address).parent, ignore_errors=True)
+            shutil.rmtree(ready_folder, ignore_errors=True)
+            if made:
+                metrics.remove_directory(folder)
 
 
 def worker_stopped(server, worker, ready_folder: Path) -> None:

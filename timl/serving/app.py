@@ -29,6 +29,7 @@ from timl.serving.explaining import IMAGE_KINDS, ExplanationFailed, ExplanationT
 from timl.serving.memory import return_freed_images
 from timl.serving.metrics import ServerMetrics, unavailable_reason
 from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
+from timl.serving.model_process import ModelRestarting
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import NotConfigured, png_response, reviews_blueprint
 
@@ -267,7 +268,7 @@ def api_blueprint(config: ServerConfig, holder: ModelHolder) -> Blueprint:
 #: Exception class -> status code, the first class the error is an instance of: the API's and the reviews' errors.
 STATUS = ((RequestEntityTooLarge, 413), (UnknownChoice, 404), (NoModelCard, 404), (BadRequest, 400),
           (ImageError, 400), (NotConfigured, 404), (AnswerError, 400),
-          (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503), (ModelUnavailable, 503),
+          (QueueFull, 503), (ExplanationTimeout, 504), (ExplanationFailed, 503), (ModelRestarting, 503), (ModelUnavailable, 503),
           (MissingFileError, 503), (ConfigError, 503), (ModelError, 400))
 #: Errors whose message names server files: the client gets NOT_LOADED, the server log the message. Matched by
 #: the class STATUS found, so NotConfigured (a ConfigError for EVALUATION_IMAGES_DIR, 404) shows its message.
@@ -288,7 +289,7 @@ def _register_error_handlers(app: Flask) -> None:
         for kind, status in STATUS:
             if isinstance(error, kind):
                 unavailable_reason(kind)  # the reason label of /metrics' 503 and 504 counts
-                headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else {}
+                headers = {"Retry-After": str(error.retry_after)} if hasattr(error, "retry_after") else {}
                 if kind in SERVER_SIDE:
                     logger.error("Answered %d to %s %s: %s", status, request.method, request.path, error,
                                  exc_info=error)

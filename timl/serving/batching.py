@@ -67,6 +67,19 @@ class Batcher:
             if state["open"]:
                 self._withdraw()
 
+    def announce(self) -> dict:
+        """:meth:`expect` without the block, for an announcement that arrives as a message (the model process):
+        the returned announcement ends when it is given to :meth:`enqueue`, or with :meth:`withdraw`."""
+        with self._lock:
+            self._expected += 1
+        return {"open": True}
+
+    def withdraw(self, announcement: dict) -> None:
+        """Ends an announcement whose array will not come (its request failed first)."""
+        if announcement.get("open"):
+            announcement["open"] = False
+            self._withdraw()
+
     def _withdraw(self) -> None:
         with self._lock:
             self._expected -= 1
@@ -77,6 +90,10 @@ class Batcher:
         Raises:
             Exception: whatever the model call raised for this array alone.
         """
+        return self.enqueue(array, announcement).result()
+
+    def enqueue(self, array: np.ndarray, announcement: dict | None = None) -> Future:
+        """:meth:`submit` without waiting: the future of the array's output row."""
         self._start()
         future: Future = Future()
         with self._lock:  # in the queue and no longer announced at once: a batch never waits for it twice
@@ -84,7 +101,7 @@ class Batcher:
             if announcement is not None and announcement.get("open"):
                 announcement["open"] = False
                 self._expected -= 1
-        return future.result()
+        return future
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():

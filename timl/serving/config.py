@@ -87,6 +87,11 @@ SAMPLE = {
     "INFERENCE_BACKEND_description": "What runs /classify's model calls: keras, or onnxruntime (the model converted "
                                      "to ONNX when it loads, checked against the Keras model within 1e-4; needs "
                                      "pip install 'timl[export]'). Explanations always run the Keras model.",
+    "MODEL_PROCESS": True,
+    "MODEL_PROCESS_description": "With more than one worker (timl.serve --workers), one process runs the model for "
+                                 "all of them: the workers decode the uploads and its batches join every "
+                                 "worker's requests (two models would compete for the same cores). false: each "
+                                 "worker calls its own model.",
     "METRICS": True,
     "METRICS_description": "Serve Prometheus metrics at /metrics (true or false).",
     "METRICS_TOKEN": "",
@@ -123,6 +128,7 @@ class ServerConfig:
     api_tokens_file: str = ""
     trusted_hosts: tuple[str, ...] = ()
     inference_backend: str = "keras"
+    model_process: bool = True
     metrics: bool = True
     metrics_token: str = ""
     source: str = ""
@@ -139,7 +145,7 @@ class ServerConfig:
                 "BATCH_MAX_WAIT_MS": self.batch_max_wait_ms, "TTA": self.tta, "EXPLAIN_CONCURRENCY": self.explain_concurrency,
                 "EXPLAIN_QUEUE": self.explain_queue, "EXPLAIN_TIMEOUT_S": self.explain_timeout_s,
                 "API_TOKENS_FILE": self.api_tokens_file, "TRUSTED_HOSTS": list(self.trusted_hosts),
-                "INFERENCE_BACKEND": self.inference_backend,
+                "INFERENCE_BACKEND": self.inference_backend, "MODEL_PROCESS": self.model_process,
                 "METRICS": self.metrics}  # never the METRICS_TOKEN: the mapping is shown to routes
 
     def tokens(self) -> dict[str, str]:
@@ -207,6 +213,7 @@ class ServerConfig:
                        api_tokens_file=path(str(values.get("API_TOKENS_FILE") or "")),
                        trusted_hosts=_host_names(values.get("TRUSTED_HOSTS"), source),
                        inference_backend=_choice(values, "INFERENCE_BACKEND", INFERENCE_BACKENDS, source),
+                       model_process=_flag(values, "MODEL_PROCESS", source),
                        metrics=_flag(values, "METRICS", source), metrics_token=_metrics_token(values, source),
                        source=source)
         except (TypeError, ValueError) as error:

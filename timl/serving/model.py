@@ -28,6 +28,10 @@ from timl.serving.ranking import UncertaintyRanking
 logger = logging.getLogger(__name__)
 
 
+#: Seconds a worker's warm-up waits for the server's model process to load and warm its model.
+MODEL_PROCESS_START_S = 600
+
+
 class ModelUnavailable(TimlError):
     """The configured model could not be loaded (503). The message names server paths: it is for the server log
     only, and a client is told no more than that the model could not be loaded."""
@@ -65,6 +69,12 @@ class ModelHolder:
         self._warming: threading.Event | None = None  # set once warm; None: no warm-up (ready at once)
         self._workers: tuple[Path | None, int] = (None, 1)  # the server's ready folder and worker count
         self._inference = None
+        self._remote = None  # the model process's client, when the server runs one (use_model_process)
+
+    def use_model_process(self, client) -> None:
+        """Sends this worker's model calls to the server's model process (:mod:`timl.serving.model_process`)
+        instead of calling its own model: ``client`` becomes :attr:`batcher`."""
+        self.batcher = self._remote = client
 
     def problem(self) -> str | None:
         """Why the model cannot be loaded (for the operator: it names server paths), or None.
@@ -217,7 +227,10 @@ class ModelHolder:
 
     def _predict(self, arrays: np.ndarray) -> np.ndarray:
         """The batcher's model call: the probabilities (n, C); with the TTA setting, the mean over the views and
-        their spread stacked (n, 2, C), every view of the batch in one model call."""
+        their spread stacked (n, 2, C), every view of the batch in one model call; with a model process, its
+        batches' rows."""
+        if self._remote is not None:
+            return self._remote.predict(arrays)
         if self.config.tta == "none":
             return self.inference.predict_arrays(arrays, batch_size=max(len(arrays), 1))
         views = self.inference.predict_views(arrays, self.config.tta, batch_size=max(len(arrays), 1))
@@ -254,7 +267,10 @@ class ModelHolder:
     @property
     def warming(self) -> bool:
         """Whether the warm-up (:meth:`start_warm_up`) is still running, here or in another worker of the server:
-        /health is not ready until every worker is warm (a request may reach any of them)."""
+        /health is not ready until every worker is warm (a request may reach any of them), nor while the server's
+        model process is not (starting, or restarting after it stopped)."""
+        if self._remote is not None and not self._remote.ready:
+            return True
         if self._warming is None:
             return False
         if not self._warming.is_set():
@@ -277,7 +293,8 @@ class ModelHolder:
         threading.Thread(target=self.warm_up, args=(level == "all",), name="timl-warm-up", daemon=True).start()
 
     def warm_up(self, explanations: bool = True) -> None:
-        """Loads the model, decodes a small image and makes one prediction; meanwhile (in parallel: each
+        """Loads the model, decodes a small image and makes one prediction (with a model process: waits until it
+        has warmed its own); meanwhile (in parallel: each
         explanation slot is a process of its own) one explanation of the default method in every explanation slot.
         None of them is counted in /health or /metrics. A failure is logged (the model's own load failure is
         /health's 503 as before) and ends the warm-up."""
@@ -292,7 +309,11 @@ class ModelHolder:
             explaining.start()
         try:
             classifier = self.classifier
-            self._predict(classifier.preprocessing(image)[np.newaxis])
+            array = classifier.preprocessing(image)[np.newaxis]
+            if self._remote is None:
+                self._predict(array)
+            elif not self._remote.wait_until_ready(MODEL_PROCESS_START_S):  # it warms its model itself
+                raise ModelUnavailable(f"the model process was not ready within {MODEL_PROCESS_START_S} s")
             self.metrics.model_labels()
         except Exception as error:  # noqa: BLE001 - the server still answers; the first requests are slower
             logger.warning("The warm-up failed (%s); requests load what they need when they come.", error)
