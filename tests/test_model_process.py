@@ -175,3 +175,31 @@ def test_model_process_false_keeps_a_model_in_each_worker_and_a_bad_value_is_nam
     assert ServerConfig.from_mapping({"CLASSIFICATION_MODEL": "m.h5"}).model_process is True
     with pytest.raises(ConfigError, match="MODEL_PROCESS must be true or false. Received: MODEL_PROCESS='yes'"):
         ServerConfig.from_mapping({"CLASSIFICATION_MODEL": "m.h5", "MODEL_PROCESS": "yes"})
+
+
+def test_gunicorn_with_the_shipped_settings_runs_the_model_process_too(tmp_path):
+    """``gunicorn -c serving/gunicorn.conf.py serving.wsgi:app`` (the README's other way to serve) starts the model
+    process before its 2 workers, sends their model calls to it, and stops it with the server."""
+    import requests
+
+    repo = Path(__file__).resolve().parents[1]
+    model = saved_model(tmp_path)
+    config = tmp_path / "timl_server_config.json"
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model)}))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(repo / "serving" / "gunicorn.conf.py"),
+                               "-b", f"127.0.0.1:{port}", "serving.wsgi:app"], cwd=repo,
+                              env={**os.environ, "TIML_SERVER_CONFIG": str(config)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/health")
+        answer = requests.post(f"{base}/api/classify", files={"file": ("x.png", encoded())}, timeout=60)
+        assert answer.status_code == 200
+        batching = requests.get(f"{base}/health", timeout=10).json()["batching"]
+        pid = batching["model_process"]["pid"]
+        assert batching["images"] >= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    _wait(lambda: not _alive(pid), "the model process outlived gunicorn", timeout=15)

@@ -3,7 +3,8 @@
 Each worker process loads the model once, at its start, and warms it (one prediction, one explanation in each
 explanation process; ``/health`` says ready once every worker is warm); it answers requests in threads (gunicorn's
 ``gthread`` workers): concurrent ``/classify`` requests decode their images in parallel and share model calls
-(dynamic batching, :mod:`timl.serving.batching`); explanations run in their own processes
+(dynamic batching, :mod:`timl.serving.batching`), made by one model process for every worker when there are
+several (MODEL_PROCESS, :mod:`timl.serving.model_process`); explanations run in their own processes
 (:mod:`timl.serving.explaining`).
 :func:`gunicorn_settings` is the one place the gunicorn settings are written.
 """
@@ -35,7 +36,7 @@ def gunicorn_settings(bind: str, workers: int = 2, threads: int = 16, timeout: i
 
     Args:
         bind: the address to listen on.
-        workers: worker processes, each with its own model.
+        workers: worker processes (HTTP, decoding, explanations; the model calls in one model process).
         threads: request threads per worker: requests decoding, waiting for a batch, or waiting for an
             explanation each hold one.
         timeout: seconds without a heartbeat before a stuck worker is restarted.
@@ -87,7 +88,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     from timl.serving.config import load_config, model_problem
     from timl.serving.exposure import INSECURE_KEY, check_exposure
     from timl.serving.model import warm_start_from_environment
-    from timl.serving.model_process import ModelProcess, ModelProcessClient
+    from timl.serving.model_process import ModelProcess
 
     config = load_config(config_path)
     config.tokens()  # a bad tokens file stops the server here, not in every worker
@@ -99,10 +100,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
     warm_start = warm_start_from_environment()
     ready_folder = Path(tempfile.mkdtemp(prefix="timl-ready-"))  # a file per warm worker: /health is ready at all
     folder, made = metrics.multiprocess_directory()  # before gunicorn forks: every worker counts into it
-    model_process = None
-    if config.model_process and workers > 1:  # one model for every worker (before gunicorn forks them)
-        model_process = ModelProcess(config, Path(tempfile.mkdtemp(prefix="timl-model-")), warm_start != "none")
-        model_process.start()
+    model_process = ModelProcess.for_server(config, workers, warm_start != "none")  # before gunicorn forks
 
     class TimlApplication(BaseApplication):
         def load_config(self):
@@ -115,8 +113,7 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
             app = create_app(config)
             app.config[INSECURE_KEY] = app.config.get(INSECURE_KEY) or insecure  # it checks each request too
             if model_process is not None:
-                app.extensions["timl_model"].use_model_process(
-                    ModelProcessClient(model_process.address, model_process.authkey))
+                app.extensions["timl_model"].use_model_process(model_process.client())
             if warm_start != "none":  # /health is ready once the model (and the explanation processes) are warm
                 app.extensions["timl_model"].start_warm_up(warm_start, ready_folder, workers)
             return app
@@ -128,7 +125,6 @@ def run(config_path: str | None, bind: str, workers: int, threads: int, timeout:
         if os.getpid() == master:  # folders and model process stay
             if model_process is not None:
                 model_process.stop()
-                shutil.rmtree(Path(model_process.address).parent, ignore_errors=True)
             shutil.rmtree(ready_folder, ignore_errors=True)
             if made:
                 metrics.remove_directory(folder)
@@ -158,7 +154,7 @@ def stop_explanations(server, worker) -> None:
 @click.option("--bind", default="127.0.0.1:8080", show_default=True,
               help="Address to listen on. Beyond loopback it needs API_TOKENS_FILE in the configuration (or --insecure).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes, each with its own model.")
+              help="Worker processes (with 2+, one model process makes every model call: MODEL_PROCESS).")
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Request threads per worker (concurrent requests share model calls).")
 @click.option("--timeout", default=120, show_default=True, type=int, help="Seconds before a stuck worker is restarted.")

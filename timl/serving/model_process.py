@@ -26,9 +26,11 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
@@ -77,6 +79,20 @@ class ModelProcess:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
+    @classmethod
+    def for_server(cls, config, workers: int, warm: bool = True) -> "ModelProcess | None":
+        """The started model process of a server of ``workers`` workers (in its master, before they are forked),
+        or None: MODEL_PROCESS false, or one worker (no other model to compete with)."""
+        if not config.model_process or workers < 2:
+            return None
+        process = cls(config, Path(tempfile.mkdtemp(prefix="timl-model-")), warm)
+        process.start()
+        return process
+
+    def client(self) -> "ModelProcessClient":
+        """A worker's connection to it (made in the worker, after the fork)."""
+        return ModelProcessClient(self.address, self.authkey)
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
@@ -112,17 +128,17 @@ class ModelProcess:
             self._launch()
 
     def stop(self) -> None:
-        """Stops the model process (the server is stopping)."""
+        """Stops the model process (the server is stopping) and removes its socket's folder."""
         self._stopping.set()
         process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(Path(self.address).parent, ignore_errors=True)
 
 
 def _forget_metrics(pid: int) -> None:
@@ -146,7 +162,8 @@ class ModelProcessClient:
     def __init__(self, address: str, authkey: bytes, timeout: float = ANSWER_TIMEOUT_S):
         self.address, self._authkey, self.timeout = address, authkey, timeout
         self._connection: Connection | None = None
-        self._lock = threading.Lock()  # one sender at a time; guards the connection and the waiting futures
+        self._lock = threading.Lock()  # one sender at a time; guards the connection (taken before _pending)
+        self._pending = threading.Lock()  # guards the waiting futures (the reader never waits for a sender)
         self._waiting: dict[int, Future] = {}
         self._ids = itertools.count()
 
@@ -160,26 +177,28 @@ class ModelProcessClient:
                 threading.Thread(target=self._read, args=(self._connection,), name="timl-model-client",
                                  daemon=True).start()
             if future is not None:
-                self._waiting[message[1]] = future
+                with self._pending:
+                    self._waiting[message[1]] = future
             try:
                 self._connection.send(message)
             except (OSError, ValueError) as error:  # the model process stopped: its reader fails the others
                 if future is not None:
-                    self._waiting.pop(message[1], None)
+                    with self._pending:
+                        self._waiting.pop(message[1], None)
                 raise ModelRestarting() from error
 
     def _read(self, connection: Connection) -> None:
         try:
             while True:
                 ident, ok, value = connection.recv()
-                with self._lock:
+                with self._pending:
                     future = self._waiting.pop(ident, None)
                 if future is not None:
                     future.set_result(value) if ok else future.set_exception(value)
         except (EOFError, OSError) as error:
             logger.warning("The connection to the model process ended (%s): waiting requests answer 503.",
-                           error or "it stopped")
-            with self._lock:
+                           str(error) or "it stopped")
+            with self._lock, self._pending:  # no new connection meanwhile: every waiting future was this one's
                 if self._connection is connection:
                     self._connection = None
                 waiting, self._waiting = self._waiting, {}
