@@ -107,9 +107,15 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def measure(clients: int, pixels: int, settings: dict) -> dict:
+def http_workers(server: int) -> list[int]:
+    """The pids of the server's gunicorn workers (its model process decodes nothing: not one of them)."""
     import psutil
 
+    return [child.pid for child in psutil.Process(server).children()
+            if "timl.serving.model_process" not in " ".join(child.cmdline())]
+
+
+def measure(clients: int, pixels: int, settings: dict) -> dict:
     upload, size = worst_upload(pixels)
     with tempfile.TemporaryDirectory() as folder:
         server, base = start_server(build_model(Path(folder)), settings)
@@ -117,13 +123,13 @@ def measure(clients: int, pixels: int, settings: dict) -> dict:
             url = f"{base}/api/classify"
             for _ in range(3):  # warm-up: both workers load the model and answer small images
                 burst(url, small_jpeg(), "small.jpg", 16)
-            workers = [child.pid for child in psutil.Process(server.pid).children()]
+            workers = http_workers(server.pid)
             for pid in workers:
                 reset_peak(pid)
             rest = {pid: memory_kilobytes(pid, "VmRSS") * 1024 for pid in workers}
             statuses, seconds = burst(url, upload, "worst.png", clients)
             peak = {pid: memory_kilobytes(pid, "VmHWM") * 1024 for pid in workers}
-            alive = [child.pid for child in psutil.Process(server.pid).children()]
+            alive = http_workers(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=120)

@@ -261,6 +261,13 @@ def remove_directory(folder: Path) -> None:
 
 def worker_exited(server, worker) -> None:
     """gunicorn's ``child_exit`` hook: a stopped worker's live gauges leave the sums (its counts stay)."""
+    process_exited(worker.pid)
+
+
+def process_exited(pid: int) -> None:
+    """A stopped process's live gauges leave the sums (its counts stay): a worker, or the model process."""
+    if not os.environ.get(DIRECTORY_VARIABLE):
+        return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(pid)

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from timl.errors import TimlError
+from timl.serving import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class ModelProcess:
             code = self._process.wait()  # 0 when gunicorn's master reaped it first (its status is then lost)
             if self._stopping.is_set():
                 return
-            _forget_metrics(self._process.pid)
+            metrics.process_exited(self._process.pid)  # its live gauges leave /metrics' sums
             delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
             logger.warning("The model process (pid %d) stopped (exit status %s); starting a new one in %.0f s. "
                            "Until it answers, /classify answers 503 with Retry-After.", self._process.pid, code, delay)
@@ -139,14 +140,6 @@ class ModelProcess:
                 process.kill()
                 process.wait()
         shutil.rmtree(Path(self.address).parent, ignore_errors=True)
-
-
-def _forget_metrics(pid: int) -> None:
-    """A stopped model process's live gauges leave /metrics' sums (its counts stay), as a stopped worker's."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)
 
 
 class ModelProcessClient:

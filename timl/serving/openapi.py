@@ -104,7 +104,10 @@ def openapi_document(rest_prefix: str = "/api") -> dict:
                 "summary": "Classify one image", "requestBody": _upload(),
                 "responses": {"200": {"description": "Probabilities and TIML confidences per class",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Classification"}}}},
-                              **errors}}},
+                              **errors,
+                              "503": {**_error("The model cannot be loaded, or it is restarting (then retry after "
+                                               "the seconds given)"),
+                                      "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}}},
             f"{rest_prefix}/preview": {"post": {
                 "summary": "The uploaded image as a PNG a browser can draw (DICOM, TIFF), orientation applied",
                 "parameters": [{"name": "size", "in": "query", "description": "Longest side in pixels",
