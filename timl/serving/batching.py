@@ -181,7 +181,9 @@ class Batcher:
         return sum(size * count for size, count in self.sizes.items())
 
     def stats(self) -> dict:
-        """Model calls, arrays answered, and how many calls had each batch size."""
-        return {"model_calls": self.calls, "images": self.arrays,
+        """Model calls, arrays answered, how many calls had each batch size, and requests announced (decoding)."""
+        with self._lock:
+            decoding = self._expected
+        return {"model_calls": self.calls, "images": self.arrays, "decoding": decoding,
                 "batch_sizes": {str(size): count for size, count in sorted(self.sizes.items())},
                 "max_size": self.max_size, "max_wait_ms": self.max_wait * 1000}
