@@ -451,7 +451,8 @@ def cpu_breakdown(model_path: Path, data: bytes, clients: int, seconds: float, s
     count = max(1, served["requests"])
     spent = {key: (name, seconds_after - before.get(key, (name, 0.0))[1])
              for key, (name, seconds_after) in after.items()}
-    same_worker = sizes_before["pid"] == sizes_after["pid"]  # /health answers from either worker
+    # /health answers from either worker; the model process's counts are the same whichever answers
+    same_worker = sizes_before["pid"] == sizes_after["pid"] or "model_process" in sizes_after["batching"]
     sizes = {int(size): calls - (sizes_before["batching"]["batch_sizes"].get(size, 0) if same_worker else 0)
              for size, calls in sizes_after["batching"]["batch_sizes"].items()}
     sizes = {size: calls for size, calls in sizes.items() if calls > 0} or {1: 1}
