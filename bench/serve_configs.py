@@ -45,8 +45,8 @@ CONFIGURATIONS = tuple(
     for layout, workers, layout_settings in LAYOUTS
     for label, settings in (
         ("off (BATCH_MAX_SIZE 1)", {"BATCH_MAX_SIZE": 1}),
-        ("on, wait 10 ms (default)", {"BATCH_MAX_WAIT_MS": 10}),
-        ("on, wait 30 ms", {"BATCH_MAX_WAIT_MS": 30}),
+        ("on, wait 10 ms (default before)", {"BATCH_MAX_WAIT_MS": 10}),
+        ("on, wait 30 ms (default)", {"BATCH_MAX_WAIT_MS": 30}),
         ("on, wait 30 ms, ONNX Runtime", {"BATCH_MAX_WAIT_MS": 30, "INFERENCE_BACKEND": "onnxruntime"}),
     )
 )

@@ -56,7 +56,7 @@ SAMPLE = {
                                 "or sqlite:///mlflow.db).",
     "BATCH_MAX_SIZE": 8,
     "BATCH_MAX_SIZE_description": "Most /classify requests of one worker answered by one model call (1: no batching).",
-    "BATCH_MAX_WAIT_MS": 10,
+    "BATCH_MAX_WAIT_MS": 30,
     "BATCH_MAX_WAIT_MS_description": "Longest a request waits for others to join its batch; it waits only while "
                                      "other requests are being decoded or, under load, until the batch holds as "
                                      "many as the previous one plus those that arrived during its model call, so "
@@ -120,7 +120,7 @@ class ServerConfig:
     evaluation_order: str = "name"
     tracking_uri: str = ""
     batch_max_size: int = 8
-    batch_max_wait_ms: float = 10
+    batch_max_wait_ms: float = 30
     tta: str = "none"
     explain_concurrency: int = 1
     explain_queue: int = 4
