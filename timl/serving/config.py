@@ -55,7 +55,8 @@ SAMPLE = {
     "TRACKING_URI_description": "MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI "
                                 "or sqlite:///mlflow.db).",
     "BATCH_MAX_SIZE": 8,
-    "BATCH_MAX_SIZE_description": "Most /classify requests of one worker answered by one model call (1: no batching).",
+    "BATCH_MAX_SIZE_description": "Most /classify requests answered by one model call (of the model process, or of a worker "
+                                  "without one; 1: no batching).",
     "BATCH_MAX_WAIT_MS": 30,
     "BATCH_MAX_WAIT_MS_description": "Longest a request waits for others to join its batch; it waits only while "
                                      "other requests are being decoded or, under load, until the batch holds as "

@@ -6,7 +6,7 @@ decode the uploads, as before, and send the model inputs over a Unix socket (``m
 random key, in a folder only the server's user can open); the model process answers each with its output row.
 
 Why: with a model in each worker, two TensorFlow processes (a thread per core each) compete for the same cores:
-under load each served model call took 2.1-3.2x its time alone (README, "Serving figures"). One model process runs
+under load each served model call took 1.6-3.2x its time alone (README, "Serving figures"). One model process runs
 one thread pool on the cores, with batches formed from every worker's requests.
 
 - :class:`ModelProcess` (in the gunicorn master): starts it, starts a new one when it stops (a warning in the
@@ -200,9 +200,14 @@ class ModelProcessClient:
             for future in waiting.values():
                 future.set_exception(ModelRestarting())
 
-    def _ask(self, kind: str, *payload):
+    def _request(self, kind: str, *payload) -> Future:
+        """Sends one request; the future of its answer."""
         future: Future = Future()
         self._send((kind, next(self._ids), *payload), future)
+        return future
+
+    def _result(self, future: Future):
+        """The answer of a request, waited for up to :attr:`timeout` seconds."""
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -225,21 +230,17 @@ class ModelProcessClient:
         announced = bool(announcement and announcement.get("open"))
         if announced:
             announcement["open"] = False
-        return self._ask("predict", np.asarray(array), announced)
+        return self._result(self._request("predict", np.asarray(array), announced))
 
     def predict(self, arrays: np.ndarray) -> np.ndarray:
         """The output rows of several arrays (each joins a batch of the model process)."""
-        futures = []
-        for array in arrays:
-            future: Future = Future()
-            self._send(("predict", next(self._ids), np.asarray(array), False), future)
-            futures.append(future)
-        return np.stack([future.result(timeout=self.timeout) for future in futures])
+        futures = [self._request("predict", np.asarray(array), False) for array in arrays]
+        return np.stack([self._result(future) for future in futures])
 
     def stats(self) -> dict:
         """The model process's batcher counts (every worker's calls), its pid and whether it is ready."""
         try:
-            return self._ask("stats")
+            return self._result(self._request("stats"))
         except TimlError:
             return {"model_process": {"ready": False}}
 
@@ -261,12 +262,9 @@ class ModelProcessClient:
 def serve(config, address: str, authkey: bytes, warm: bool) -> None:
     """The model process: a :class:`~timl.serving.model.ModelHolder` (its model, TTA and inference backend, its
     batcher and metrics) answering the workers' connections."""
-    from timl.serving.metrics import ServerMetrics
     from timl.serving.model import ModelHolder
 
-    holder = None
-    metrics = ServerMetrics(config.metrics, lambda: holder.describe())
-    holder = ModelHolder(config, metrics=metrics)
+    holder = ModelHolder(config, metrics=metrics.ServerMetrics(config.metrics, lambda: holder.describe()))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(address)  # the socket of a model process that stopped
     listener = Listener(address, family="AF_UNIX", authkey=authkey)
