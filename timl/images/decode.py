@@ -140,7 +140,7 @@ def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
                 )
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # the image is ours: no copy when it has no orientation
-            return _to_rgb(image)
+            return image if image.mode == "RGB" else _to_rgb(image)  # an RGB image is returned as loaded, no copy
     except ImageError:
         raise
     except FileNotFoundError as error:
