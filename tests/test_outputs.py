@@ -69,6 +69,15 @@ def test_the_sample_configuration_reviews_the_demo_images(tmp_path):
     assert copied.evaluation_images_dir == str(tmp_path / "demo_data" / "images")
 
 
+def test_the_sample_configuration_lists_every_setting():
+    """The sample file is what a user copies and edits: every setting the server reads is in it, described."""
+    from timl.serving.config import SAMPLE
+
+    sample = json.loads((REPO / "serving" / "timl_server_config.json").read_text())
+    assert [key for key in SAMPLE if key not in sample] == []
+    assert all(f"{key}_description" in sample for key in sample if not key.endswith("_description"))
+
+
 def test_the_evaluations_lock_file_is_ignored_by_git():
     ignored = (REPO / ".gitignore").read_text().splitlines()
     assert "timl_evaluations.db.lock" in ignored

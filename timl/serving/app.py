@@ -361,9 +361,10 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
 
     @app.get("/health")
     def health():
+        warming = holder.warming  # with a model process: one question to it (and one for the batching counts)
         facts = dict(model_loaded=holder.loaded, pid=os.getpid(), batching=holder.batcher.stats(),
-                     explanations=holder.explanations.stats(), ready=not holder.warming)
-        if holder.warming and not holder.problem():
+                     explanations=holder.explanations.stats(), ready=not warming)
+        if warming and not holder.problem():
             unavailable_reason("warming_up")
             return jsonify(status="starting", error="The server is loading and warming the model and its "
                            "explanation process; ready in a moment.", **facts), 503
