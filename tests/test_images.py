@@ -78,6 +78,24 @@ def test_exif_orientation_is_applied(orientation):
     assert red == [(vertical, horizontal)] and len(dark) == 3, quadrants
 
 
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_preprocessing_a_pil_image_turns_it_as_its_file_says(orientation):
+    """An opened, not yet turned image is turned as decoding its file would; an upright one (what decode_image
+    returns: the server's path) is resized as it is, without a full-size copy."""
+    stored = np.zeros((24, 40, 3), dtype=np.uint8)
+    stored[:12, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _png_bytes(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
+    preprocessing = Preprocessing(16)
+    expected = preprocessing(data)
+    assert np.array_equal(preprocessing(Image.open(io.BytesIO(data))), expected)
+    decoded = decode_image(data)
+    before = Image.core.get_stats()["new_count"]
+    assert np.array_equal(preprocessing(decoded), expected)
+    assert Image.core.get_stats()["new_count"] - before <= 2, "the resize's images only (two passes)"
+
+
 def test_exif_corners_tell_the_eight_orientations_apart():
     assert len(set(EXIF_CORNERS.values())) == 8
 

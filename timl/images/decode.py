@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from timl.errors import ImageError
 from timl.images.dicom import DICOM_SUFFIX, decode_dicom, is_dicom
+
+#: The EXIF tag of an image's orientation (values 2 to 8 turn or mirror it; ImageOps.exif_transpose applies them).
+EXIF_ORIENTATION = ExifTags.Base.Orientation
 
 #: The file suffixes an image may have (any case); ``image_name`` in a dataset has none of them. ``.dcm``: DICOM
 #: (issue 28), decoded by :mod:`timl.images.dicom`.
@@ -99,6 +102,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         return _by_bands(image, _composited_band)
     return image.convert("RGB")
+
+
+def _is_upright_rgb(image: Image.Image) -> bool:
+    """Whether a PIL image is 8-bit RGB with no EXIF turn to apply: :func:`decode_image` would only copy it."""
+    return image.mode == "RGB" and image.getexif().get(EXIF_ORIENTATION, 1) not in range(2, 9)
 
 
 def decode_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:

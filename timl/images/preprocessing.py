@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from timl.errors import ImageError
-from timl.images.decode import DEFAULT_MAX_PIXELS, _to_rgb, decode_image
+from timl.images.decode import DEFAULT_MAX_PIXELS, _is_upright_rgb, _to_rgb, decode_image
 
 RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -98,8 +98,11 @@ class Preprocessing:
         return array
 
     def __call__(self, source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """Decodes and preprocesses one image: float32 array (imgsize, imgsize, 3) in [0, 1]."""
-        return self.resize(decode_image(source, max_pixels=max_pixels)).astype(np.float32) / 255.0
+        """Decodes and preprocesses one image: float32 array (imgsize, imgsize, 3) in [0, 1]. An image already
+        decoded (upright RGB, as :func:`decode_image` returns it) is resized as it is, without a copy."""
+        if not (isinstance(source, Image.Image) and _is_upright_rgb(source)):
+            source = decode_image(source, max_pixels=max_pixels)
+        return self.resize(source).astype(np.float32) / 255.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
