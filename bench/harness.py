@@ -53,16 +53,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_path: Path, settings: dict, workers: int = 2) -> tuple[subprocess.Popen, str]:
+def start_server(model_path: Path, settings: dict, workers: int = 2,
+                 code: Path | None = None) -> tuple[subprocess.Popen, str]:
     """A TIML server (gunicorn, ``workers`` workers, loopback) on the model with extra configuration ``settings``;
-    returns it and its URL once it answers (RuntimeError after 180 s)."""
+    returns it and its URL once it answers (RuntimeError after 180 s). ``code``: another checkout of TIML whose
+    ``timl`` package the server runs (its working directory, and first on its ``PYTHONPATH``); by default the one
+    this process would import."""
     import requests
 
     config = model_path.parent / "timl_server_config.json"
     config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", str(workers),
-                               "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=code, env=None if code is None else {**os.environ, "PYTHONPATH": str(code)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
