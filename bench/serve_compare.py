@@ -3,7 +3,8 @@
 The default server of each (gunicorn, 2 workers, the defaults of its own code) on a VGG16-shaped model at 64 px,
 8 clients on ``/api/classify`` (a 600x450 JPEG per request, as in ``bench/serve_load.py``), then one client alone;
 per round the other checkout first, then this one, so a slow spell of the machine hits both alike. Reports
-requests/s, the server's CPU per request (its workers and model process, every thread) and the lone client's p50.
+requests/s, the server's CPU per request (its workers and model process, every thread) and the lone client's p50
+(each server measured as a ``bench/serve_configs.py`` configuration).
 
     git worktree add /tmp/timl-before COMMIT
     python bench/serve_compare.py /tmp/timl-before [--rounds 3] [--seconds 20] [--models VGG16:64]
@@ -17,34 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness import start_server
-from serve_load import build_model, image_bytes, load
-
-
-def server_cpu(server_pid: int) -> float:
-    """CPU seconds so far of the server's children (workers and model process), all threads."""
-    import psutil
-
-    total = 0.0
-    for child in psutil.Process(server_pid).children():
-        times = child.cpu_times()
-        total += times.user + times.system
-    return total
-
-
-def measure(model_path: Path, data: bytes, code: Path | None, clients: int, seconds: float) -> dict:
-    """One fresh default server of ``code`` (None: this checkout): the load, its CPU per request, one client."""
-    server, base = start_server(model_path, {}, 2, code)
-    try:
-        load(f"{base}/api/classify", data, clients, 5)  # warm-up
-        before = server_cpu(server.pid)
-        found = load(f"{base}/api/classify", data, clients, seconds)
-        found["cpu"] = (server_cpu(server.pid) - before) / max(1, found["requests"])
-        found["single_p50"] = load(f"{base}/api/classify", data, 1, min(seconds, 10))["p50"]
-        return found
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
+from serve_configs import measure
+from serve_load import build_model, image_bytes
 
 
 def main() -> None:
@@ -68,8 +43,8 @@ def main() -> None:
             path = build_model(Path(folder), method, int(imgsize))
             ratios = []
             for index in range(1, args.rounds + 1):
-                other = measure(path, data, args.other.resolve(), args.clients, args.seconds)
-                this = measure(path, data, None, args.clients, args.seconds)
+                other = measure(path, data, 2, {}, args.clients, args.seconds, args.other.resolve())
+                this = measure(path, data, 2, {}, args.clients, args.seconds)
                 ratios.append(this["rps"] / other["rps"])
                 print(f"| {method} {imgsize} px | {index} | {other['rps']:.1f} | {this['rps']:.1f} | "
                       f"{ratios[-1]:.2f} | {other['cpu'] * 1000:.1f} | {this['cpu'] * 1000:.1f} | "

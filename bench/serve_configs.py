@@ -60,15 +60,28 @@ def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: fl
     return clients / (batch_seconds + clients * decode / cores + clients * client)
 
 
-def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients: int, seconds: float) -> dict:
-    """One configuration on a fresh server: the load, what its /metrics say of the batches formed under it (all
+def server_cpu(server_pid: int) -> float:
+    """CPU seconds so far of the server's children (workers and model process), all threads."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process(server_pid).children():
+        times = child.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients: int, seconds: float,
+            code: Path | None = None) -> dict:
+    """One configuration on a fresh server (of another checkout's ``code``, see :func:`harness.start_server`): the
+    load, the server's CPU per request (``cpu``), what its /metrics say of the batches formed under it (all
     workers), then one client alone."""
-    server, base = start_server(model_path, settings, workers)
+    server, base = start_server(model_path, settings, workers, code)
     try:
         load(f"{base}/api/classify", data, clients, 5)  # warm-up
-        before = batch_counters(base)
+        before, cpu_before = batch_counters(base), server_cpu(server.pid)
         result = load(f"{base}/api/classify", data, clients, seconds)
-        after = batch_counters(base)
+        after, result["cpu"] = batch_counters(base), (server_cpu(server.pid) - cpu_before) / max(1, result["requests"])
         result.update({name: after[name] - before[name] for name in after})
         result["single_p50"] = load(f"{base}/api/classify", data, 1, min(seconds, 10))["p50"]
         return result
