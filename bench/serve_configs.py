@@ -16,6 +16,10 @@ The ceiling is what the cores allow once each request also pays for decoding its
 client: cores / (cores / best + decoding + client), with ``best`` the model's own best batched throughput (one
 process, batches of 1 to 8) of the backend the row uses (Keras/TensorFlow or ONNX Runtime), measured in the same
 run. The closed-loop bound (:func:`closed_loop_bound`) is what 8 clients that each wait for their answer allow.
+The model's speed at its best batch size is measured again just before and just after each configuration, and that
+row's ceiling and bound use the mean of the two: on a shared machine the model's own throughput can change by a
+third within minutes, and a row whose two measurements differ by more than :data:`STEADY` is marked unsteady (its
+share of the ceiling says little).
 
     python bench/serve_configs.py [--seconds 20] [--models VGG16:64] [--rounds 1]
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +55,17 @@ CONFIGURATIONS = tuple(
         ("on, wait 30 ms, ONNX Runtime", {"BATCH_MAX_WAIT_MS": 30, "INFERENCE_BACKEND": "onnxruntime"}),
     )
 )
+
+
+#: Largest relative change of the model's own speed between just before and just after a configuration for its
+#: share of the ceiling to count (see :func:`steady`).
+STEADY = 0.10
+
+
+def steady(before: float, after: float, tolerance: float = STEADY) -> bool:
+    """Whether the model's speed measured just before and just after a configuration (images/s) agree within
+    ``tolerance`` of the larger: else the machine's speed changed while it ran, and so may its ceiling."""
+    return abs(before - after) <= tolerance * max(before, after)
 
 
 def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: float, client: float) -> float:
@@ -107,10 +123,12 @@ def batch_counters(base: str) -> dict:
 def table(rows: list[dict]) -> list[str]:
     """The markdown table of the measured configurations (rows of :func:`main`: label, workers, rps, ceiling, bound,
     p50, the batch counters of :func:`batch_counters`, ``alone`` (seconds of a model call of the mean batch size
-    with nothing else running), single_p50, and the same worker count's batching-off single_p50)."""
+    with nothing else running), single_p50, the same worker count's batching-off single_p50, and ``speeds``: the
+    model's best throughput just before and just after the configuration)."""
     lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
-             "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) | "
+             "model's best before / after (images/s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)
         off = row["off_single_p50"]
@@ -119,8 +137,13 @@ def table(rows: list[dict]) -> list[str]:
                      f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
                      f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
                      f"{row['queue_seconds'] / max(row['images'], 1) * 1000:.0f} | {row['single_p50'] * 1000:.1f} | "
-                     f"{difference} |")
+                     f"{difference} | {_speeds(row)} |")
     return lines
+
+
+def _speeds(row: dict) -> str:
+    before, after = row["speeds"]
+    return f"{before:.0f} / {after:.0f}" + ("" if steady(before, after) else " (unsteady)")
 
 
 def main() -> None:
@@ -149,6 +172,12 @@ def main() -> None:
             # the model's own best batched throughput (images/s) and its call of a batch of every client
             best = {name: max(batch / seconds for batch, seconds in calls.items()) for name, calls in alone.items()}
             batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
+            best_batch = {name: max(calls, key=lambda batch: batch / calls[batch]) for name, calls in alone.items()}
+            models = {"keras": keras_classifier, "onnxruntime": onnx_model}
+
+            def speed(backend: str) -> float:  # the model's throughput at its best batch size now (images/s)
+                return 1 / seconds_per_image(models[backend], best_batch[backend], 5, time.perf_counter)
+
             print(f"\n{method} {imgsize} px: best {best['keras']:.0f} images/s (Keras), {best['onnxruntime']:.0f} "
                   f"(ONNX Runtime); a batch of {args.clients}: {batch_seconds['keras'] * 1000:.0f} ms (Keras), "
                   f"{batch_seconds['onnxruntime'] * 1000:.0f} ms (ONNX Runtime); decoding {decode * 1000:.1f} ms per "
@@ -156,19 +185,26 @@ def main() -> None:
             for round_index in range(args.rounds):
                 rows, off = [], {}
                 for label, layout, workers, settings in CONFIGURATIONS:
+                    backend = settings.get("INFERENCE_BACKEND", "keras")
+                    before = speed(backend)
                     found = measure(path, data, workers, settings, args.clients, args.seconds)
+                    speeds = (before, speed(backend))
+                    scale = best[backend] / statistics.mean(speeds)  # the model's calls, as fast as around this row
                     if settings.get("BATCH_MAX_SIZE") == 1:
                         off[layout] = found["single_p50"]
-                    backend = settings.get("INFERENCE_BACKEND", "keras")
                     rows.append({**found, "label": label, "workers": layout, "off_single_p50": (
-                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)),
-                        "ceiling": ceiling(cores, best[backend], decode, found["client_cpu"]),
-                        "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend], decode,
+                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)), "speeds": speeds,
+                        "ceiling": ceiling(cores, statistics.mean(speeds), decode, found["client_cpu"]),
+                        "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend] * scale, decode,
                                                    found["client_cpu"]),
                         "alone": alone[backend][min(args.clients, max(1, round(found["images"] /
                                                                                 max(found["calls"], 1))))]})
                 print(f"Round {round_index + 1} (load average {os.getloadavg()[0]:.1f} at its end):\n")
                 print("\n".join(table(rows)) + "\n")
+                unsteady = sum(not steady(*row["speeds"]) for row in rows)
+                if unsteady:
+                    print(f"{unsteady} of {len(rows)} rows unsteady: the model's own speed changed by more than "
+                          f"{STEADY:.0%} while they ran; their share of the ceiling is not reliable.\n")
 
 
 if __name__ == "__main__":
