@@ -170,9 +170,9 @@ def main() -> None:
                             for batch in range(1, args.clients + 1)}
                      for name, model in (("keras", keras_classifier), ("onnxruntime", onnx_model))}
             # the model's own best batched throughput (images/s) and its call of a batch of every client
-            best = {name: max(batch / seconds for batch, seconds in calls.items()) for name, calls in alone.items()}
-            batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
             best_batch = {name: max(calls, key=lambda batch: batch / calls[batch]) for name, calls in alone.items()}
+            best = {name: best_batch[name] / calls[best_batch[name]] for name, calls in alone.items()}
+            batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
             models = {"keras": keras_classifier, "onnxruntime": onnx_model}
 
             def speed(backend: str) -> float:  # the model's throughput at its best batch size now (images/s)
@@ -189,14 +189,14 @@ def main() -> None:
                     before = speed(backend)
                     found = measure(path, data, workers, settings, args.clients, args.seconds)
                     speeds = (before, speed(backend))
-                    scale = best[backend] / statistics.mean(speeds)  # the model's calls, as fast as around this row
+                    now = statistics.mean(speeds)  # the model's calls, as fast as around this row
                     if settings.get("BATCH_MAX_SIZE") == 1:
                         off[layout] = found["single_p50"]
                     rows.append({**found, "label": label, "workers": layout, "off_single_p50": (
                         None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)), "speeds": speeds,
-                        "ceiling": ceiling(cores, statistics.mean(speeds), decode, found["client_cpu"]),
-                        "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend] * scale, decode,
-                                                   found["client_cpu"]),
+                        "ceiling": ceiling(cores, now, decode, found["client_cpu"]),
+                        "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend] * best[backend] / now,
+                                                   decode, found["client_cpu"]),
                         "alone": alone[backend][min(args.clients, max(1, round(found["images"] /
                                                                                 max(found["calls"], 1))))]})
                 print(f"Round {round_index + 1} (load average {os.getloadavg()[0]:.1f} at its end):\n")
