@@ -32,6 +32,7 @@ from timl.serving.model import ModelHolder, ModelUnavailable, NoModelCard
 from timl.serving.model_process import ModelRestarting
 from timl.serving.openapi import EXPLAIN_QUERY, openapi_document
 from timl.serving.reviews import NotConfigured, png_response, reviews_blueprint
+from timl.serving.uploads import UploadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +318,7 @@ def create_app(config: ServerConfig | dict | str | Path | None = None, classifie
         config = load_config(config)
     return_freed_images()  # decoded images leave the worker's memory once answered
     app = Flask(__name__, static_folder=None)
+    app.request_class = UploadRequest  # uploads parsed by python-multipart
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_upload_mb * 1024 * 1024)
     app.config["TIML"] = config
     metrics = ServerMetrics(config.metrics, lambda: holder.describe())  # the model's name once it is loaded

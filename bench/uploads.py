@@ -1,0 +1,54 @@
+"""What reading one multipart upload costs: Werkzeug's parser (the server's before) against python-multipart's
+(``timl/serving/uploads.py``), on the body ``requests`` sends for the serving benches' 600x450 JPEG and for a 20 KB
+and a 2 MB file; CPU per parse (median of ``--repeats``, alternately in one process), and the ratio.
+
+    python bench/uploads.py [--repeats 300]
+
+Why: Werkzeug compiles two regular expressions from each request's boundary, and every client picks a new boundary
+per request, so every upload paid for compiling them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import requests
+from serve_load import image_bytes
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
+
+from timl.serving.uploads import FormParser
+
+
+def parse_seconds(parser_class, body: bytes, content_type: str) -> float:
+    """CPU seconds of one parse of ``body``, its file read back."""
+    mimetype, options = parse_options_header(content_type)
+    start = time.process_time()
+    _, _, files = parser_class().parse(io.BytesIO(body), mimetype, len(body), options)
+    files["file"].read()
+    return time.process_time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args()
+    print("| upload | body (KB) | Werkzeug (ms) | python-multipart (ms) | Werkzeug / python-multipart |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, content in (("the serving benches' JPEG", image_bytes()), ("20 KB", bytes(20_000)),
+                           ("2 MB", bytes(range(256)) * 8192)):
+        prepared = requests.Request("POST", "http://127.0.0.1/", files={"file": ("x.jpg", content)}).prepare()
+        seconds = {FormDataParser: [], FormParser: []}
+        for _ in range(args.repeats):
+            for parser_class, found in seconds.items():
+                found.append(parse_seconds(parser_class, prepared.body, prepared.headers["Content-Type"]))
+        before, after = (statistics.median(seconds[parser_class]) for parser_class in (FormDataParser, FormParser))
+        print(f"| {label} | {len(prepared.body) / 1000:.0f} | {before * 1000:.3f} | {after * 1000:.3f} | "
+              f"{before / after:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
