@@ -21,7 +21,7 @@ row's ceiling and bound use the mean of the two: on a shared machine the model's
 third within minutes, and a row whose two measurements differ by more than :data:`STEADY` is marked unsteady (its
 share of the ceiling says little).
 
-    python bench/serve_configs.py [--seconds 20] [--models VGG16:64] [--rounds 1]
+    python bench/serve_configs.py [--seconds 20] [--models VGG16:64] [--rounds 1] [--configurations ROW ...]
 
 Why: with 8 closed-loop clients a batch of 8 is cheapest per image, but it only forms if the batch waits while the
 answered clients send their next request (the answer goes out, the client's next upload arrives, is parsed and
@@ -146,13 +146,30 @@ def _speeds(row: dict) -> str:
     return f"{before:.0f} / {after:.0f}" + ("" if steady(before, after) else " (unsteady)")
 
 
+def chosen_configurations(rows: list[int] | None) -> tuple:
+    """The configurations of the table's ``rows`` (numbered from 1, in :data:`CONFIGURATIONS`' order), all without
+    ``rows``; SystemExit naming the valid numbers for a row that is not one."""
+    if not rows:
+        return CONFIGURATIONS
+    unknown = [row for row in rows if not 1 <= row <= len(CONFIGURATIONS)]
+    if unknown:
+        raise SystemExit(f"--configurations: no row {unknown[0]}; the rows are 1 to {len(CONFIGURATIONS)}:\n" +
+                         "\n".join(f"  {number}: {layout} / {label}" for number, (label, layout, _, _)
+                                   in enumerate(CONFIGURATIONS, 1)))
+    return tuple(CONFIGURATIONS[row - 1] for row in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--models", nargs="+", default=["VGG16:64"], help="METHOD:SIZE ...")
     parser.add_argument("--rounds", type=int, default=1, help="times through every configuration")
+    parser.add_argument("--configurations", type=int, nargs="+", metavar="ROW",
+                        help=f"only these rows of the table (1 to {len(CONFIGURATIONS)}, in its order; 7 is the "
+                             "default server), e.g. --configurations 7 --rounds 6")
     args = parser.parse_args()
+    chosen = chosen_configurations(args.configurations)
     from timl.classifier import load_classifier
     from timl.exporting import onnx_classifier
 
@@ -184,7 +201,7 @@ def main() -> None:
                   "request\n")
             for round_index in range(args.rounds):
                 rows, off = [], {}
-                for label, layout, workers, settings in CONFIGURATIONS:
+                for label, layout, workers, settings in chosen:
                     backend = settings.get("INFERENCE_BACKEND", "keras")
                     before = speed(backend)
                     found = measure(path, data, workers, settings, args.clients, args.seconds)

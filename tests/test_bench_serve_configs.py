@@ -48,3 +48,13 @@ def test_a_row_is_steady_only_while_the_models_own_speed_holds_within_a_tenth(be
     # measured on this 2-vCPU machine: the same model's best went from 28 to 47 images/s within one row
     assert bench.steady(80.0, 76.0) and bench.steady(76.0, 80.0) and bench.steady(80.0, 72.0)
     assert not bench.steady(28.0, 46.6) and not bench.steady(46.6, 28.0)
+
+
+def test_rows_can_be_measured_alone_by_their_number_and_a_wrong_number_lists_them(bench):
+    default = bench.chosen_configurations([7])
+    assert default == (bench.CONFIGURATIONS[6],) and default[0][:2] == ("on, wait 30 ms (default)",
+                                                                      "2, one model process")
+    assert default[0][3] == {"BATCH_MAX_WAIT_MS": 30}  # the server's defaults otherwise: MODEL_PROCESS on
+    assert bench.chosen_configurations(None) == bench.CONFIGURATIONS
+    with pytest.raises(SystemExit, match=r"no row 13; the rows are 1 to 12:(.|\n)*7: 2, one model process / on, wait 30"):
+        bench.chosen_configurations([7, 13])

@@ -2,7 +2,7 @@
 
 Werkzeug's multipart parser compiles two regular expressions from each request's boundary, and clients choose a new
 random boundary for every request, so every upload paid for compiling them: about 0.5 ms of CPU in a quiet process
-and 1.3 ms per request on a loaded 2-core server (a 165 KB JPEG), more than Flask's own dispatch. python-multipart,
+and 1.2-1.9 ms per request on a loaded 2-core server (a 165 KB JPEG), more than Flask's own dispatch. python-multipart,
 the parser of Starlette and FastAPI, finds the boundary with ``bytes.find``. What the routes see is unchanged:
 ``request.files`` holds Werkzeug ``FileStorage`` objects, ``request.form`` the text fields, under the same limits
 (``MAX_CONTENT_LENGTH`` and Flask's ``MAX_FORM_MEMORY_SIZE`` and ``MAX_FORM_PARTS``: 413), and a malformed body
@@ -43,10 +43,10 @@ class FormParser(FormDataParser):
         if not boundary:
             raise ValueError("Missing boundary")
         parts = _Parts(self, content_length, boundary)
-        parser = MultipartParser(boundary, parts.callbacks())
         kept: list[bytes] | None = []  # the body read so far, while it is small enough to be read again
         size = 0
         try:
+            parser = MultipartParser(boundary, parts.callbacks())  # a boundary over 256 bytes: ValueError
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 kept = kept + [chunk] if kept is not None and size <= REREAD else None
