@@ -181,16 +181,15 @@ def main() -> None:
         for method, imgsize in (spec.split(":") for spec in args.models):
             path = build_model(Path(folder), method, int(imgsize))
             keras_classifier = load_classifier(keras_model=path)
-            onnx_model = onnx_classifier(keras_classifier)
+            models = {"keras": keras_classifier, "onnxruntime": onnx_classifier(keras_classifier)}
             decode = decode_cost(path, data)
             alone = {name: {batch: seconds_per_image(model, batch, 10, time.perf_counter) * batch
                             for batch in range(1, args.clients + 1)}
-                     for name, model in (("keras", keras_classifier), ("onnxruntime", onnx_model))}
+                     for name, model in models.items()}
             # the model's own best batched throughput (images/s) and its call of a batch of every client
             best_batch = {name: max(calls, key=lambda batch: batch / calls[batch]) for name, calls in alone.items()}
             best = {name: best_batch[name] / calls[best_batch[name]] for name, calls in alone.items()}
             batch_seconds = {name: calls[args.clients] for name, calls in alone.items()}
-            models = {"keras": keras_classifier, "onnxruntime": onnx_model}
 
             def speed(backend: str) -> float:  # the model's throughput at its best batch size now (images/s)
                 return 1 / seconds_per_image(models[backend], best_batch[backend], 5, time.perf_counter)

@@ -21,8 +21,9 @@ from flask import Request
 from python_multipart import MultipartParser
 from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.formparser import FormDataParser
+from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import File
 
 #: Bytes read from the request at a time (as Werkzeug's parser reads).
 CHUNK = 64 * 1024
@@ -91,6 +92,9 @@ class _Parts:
 
     def __init__(self, parser: FormDataParser, content_length: int | None, boundary: bytes):
         self.parser, self.content_length, self.boundary = parser, content_length, b"--" + boundary
+        # Werkzeug's own choices of a file's container and a text field's charset
+        self.werkzeug = MultiPartParser(parser.stream_factory, parser.max_form_memory_size, parser.cls,
+                                        max_form_parts=parser.max_form_parts)
         self.fields: list[tuple[str, str]] = []
         self.files: list[tuple[str, FileStorage]] = []
         self.ended, self.count = False, 0
@@ -131,8 +135,7 @@ class _Parts:
         if filename is None:
             container = []
         else:
-            container = self.parser.stream_factory(total_content_length=self.content_length, filename=filename,
-                                                   content_type=headers.get("content-type"), content_length=0)
+            container = self.werkzeug.start_file_streaming(File(name, filename, headers), self.content_length)
         self._part = (name, filename, headers, container)
 
     def _data(self, data: bytes, start: int, end: int) -> None:
@@ -164,10 +167,7 @@ class _Parts:
             self._check_head()
         name, filename, headers, container = self._part
         if filename is None:
-            charset = parse_options_header(headers.get("content-type", ""))[1].get("charset", "").lower()
-            if charset not in {"ascii", "us-ascii", "utf-8", "iso-8859-1"}:  # Werkzeug's safe list
-                charset = "utf-8"
-            self.fields.append((name, b"".join(container).decode(charset, "replace")))
+            self.fields.append((name, b"".join(container).decode(self.werkzeug.get_part_charset(headers), "replace")))
         else:
             container.seek(0)
             self.files.append((name, FileStorage(container, filename, name, headers=headers)))
