@@ -16,9 +16,10 @@ The ceiling is what the cores allow once each request also pays for decoding its
 client: cores / (cores / best + decoding + client), with ``best`` the model's own best batched throughput (one
 process, batches of 1 to 8) of the backend the row uses (Keras/TensorFlow or ONNX Runtime), measured in the same
 run. The closed-loop bound (:func:`closed_loop_bound`) is what 8 clients that each wait for their answer allow.
-The model's speed at its best batch size is measured again just before and just after each configuration, and that
-row's ceiling and bound use the mean of the two: on a shared machine the model's own throughput can change by a
-third within minutes, and a row whose two measurements differ by more than :data:`STEADY` is marked unsteady (its
+The model's speed at its best batch size and the decoding's cost are measured again just before and just after each
+configuration, and that row's ceiling and bound use the means of the two: on a shared machine the model's own
+throughput can change by a third within minutes (and one decoding measured at the start was once 5.9 ms where the
+rows' own gave 3.2-3.7 ms), and a row whose two speeds differ by more than :data:`STEADY` is marked unsteady (its
 share of the ceiling says little).
 
     python bench/serve_configs.py [--seconds 20] [--models VGG16:64] [--rounds 1] [--configurations ROW ...]
@@ -123,12 +124,13 @@ def batch_counters(base: str) -> dict:
 def table(rows: list[dict]) -> list[str]:
     """The markdown table of the measured configurations (rows of :func:`main`: label, workers, rps, ceiling, bound,
     p50, the batch counters of :func:`batch_counters`, ``alone`` (seconds of a model call of the mean batch size
-    with nothing else running), single_p50, the same worker count's batching-off single_p50, and ``speeds``: the
-    model's best throughput just before and just after the configuration)."""
+    with nothing else running), single_p50, the same worker count's batching-off single_p50, ``speeds``: the
+    model's best throughput just before and just after the configuration, and ``decodes``: a request's decoding
+    (seconds) just before and just after it)."""
     lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
              "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) | "
-             "model's best before / after (images/s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "model's best before / after (images/s) | decoding before / after (ms) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)
         off = row["off_single_p50"]
@@ -137,7 +139,7 @@ def table(rows: list[dict]) -> list[str]:
                      f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
                      f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
                      f"{row['queue_seconds'] / max(row['images'], 1) * 1000:.0f} | {row['single_p50'] * 1000:.1f} | "
-                     f"{difference} | {_speeds(row)} |")
+                     f"{difference} | {_speeds(row)} | {' / '.join(f'{decode * 1000:.1f}' for decode in row['decodes'])} |")
     return lines
 
 
@@ -182,7 +184,6 @@ def main() -> None:
             path = build_model(Path(folder), method, int(imgsize))
             keras_classifier = load_classifier(keras_model=path)
             models = {"keras": keras_classifier, "onnxruntime": onnx_classifier(keras_classifier)}
-            decode = decode_cost(path, data)
             alone = {name: {batch: seconds_per_image(model, batch, 10, time.perf_counter) * batch
                             for batch in range(1, args.clients + 1)}
                      for name, model in models.items()}
@@ -196,20 +197,21 @@ def main() -> None:
 
             print(f"\n{method} {imgsize} px: best {best['keras']:.0f} images/s (Keras), {best['onnxruntime']:.0f} "
                   f"(ONNX Runtime); a batch of {args.clients}: {batch_seconds['keras'] * 1000:.0f} ms (Keras), "
-                  f"{batch_seconds['onnxruntime'] * 1000:.0f} ms (ONNX Runtime); decoding {decode * 1000:.1f} ms per "
-                  "request\n")
+                  f"{batch_seconds['onnxruntime'] * 1000:.0f} ms (ONNX Runtime)\n")
             for round_index in range(args.rounds):
                 rows, off = [], {}
                 for label, layout, workers, settings in chosen:
                     backend = settings.get("INFERENCE_BACKEND", "keras")
-                    before = speed(backend)
+                    before, decoded = speed(backend), decode_cost(path, data)
                     found = measure(path, data, workers, settings, args.clients, args.seconds)
-                    speeds = (before, speed(backend))
+                    speeds, decodes = (before, speed(backend)), (decoded, decode_cost(path, data))
                     now = statistics.mean(speeds)  # the model's calls, as fast as around this row
+                    decode = statistics.mean(decodes)  # and the decoding
                     if settings.get("BATCH_MAX_SIZE") == 1:
                         off[layout] = found["single_p50"]
                     rows.append({**found, "label": label, "workers": layout, "off_single_p50": (
                         None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)), "speeds": speeds,
+                        "decodes": decodes,
                         "ceiling": ceiling(cores, now, decode, found["client_cpu"]),
                         "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend] * best[backend] / now,
                                                    decode, found["client_cpu"]),
