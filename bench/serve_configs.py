@@ -10,7 +10,9 @@ JPEG per request, as in ``bench/serve_load.py``), each configuration in turn on 
 
 Per configuration: requests/s, that / the ceiling, p50, from the server's /metrics the mean batch under load, its
 mean model call (against a call of that batch size with nothing else running) and each image's wait in the batch
-queue, and one client's p50 (the lone client must not pay for batching: on - off of the same worker count).
+queue, one client's p50 (the lone client must not pay for batching: on - off of the same worker count), and the
+gunicorn workers' CPU per request (the decoding, and what HTTP, the form, the answer and the hand-off to the model
+cost, which the ceiling leaves out).
 
 The ceiling is what the cores allow once each request also pays for decoding its JPEG and for this bench's own
 client: cores / (cores / best + decoding + client), with ``best`` the model's own best batched throughput (one
@@ -77,12 +79,15 @@ def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: fl
     return clients / (batch_seconds + clients * decode / cores + clients * client)
 
 
-def server_cpu(server_pid: int) -> float:
-    """CPU seconds so far of the server's children (workers and model process), all threads."""
+def server_cpu(server_pid: int, workers_only: bool = False) -> float:
+    """CPU seconds so far of the server's children (workers and model process; only the gunicorn workers with
+    ``workers_only``), all threads."""
     import psutil
 
     total = 0.0
     for child in psutil.Process(server_pid).children():
+        if workers_only and any("timl.serving.model_process" in part for part in child.cmdline()):
+            continue
         times = child.cpu_times()
         total += times.user + times.system
     return total
@@ -91,14 +96,16 @@ def server_cpu(server_pid: int) -> float:
 def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients: int, seconds: float,
             code: Path | None = None) -> dict:
     """One configuration on a fresh server (of another checkout's ``code``, see :func:`harness.start_server`): the
-    load, the server's CPU per request (``cpu``), what its /metrics say of the batches formed under it (all
+    load, the server's CPU per request (``cpu``; its gunicorn workers' alone: ``worker_cpu``), what its /metrics say of the batches formed under it (all
     workers), then one client alone."""
     server, base = start_server(model_path, settings, workers, code)
     try:
         load(f"{base}/api/classify", data, clients, 5)  # warm-up
-        before, cpu_before = batch_counters(base), server_cpu(server.pid)
+        before, cpu_before = batch_counters(base), (server_cpu(server.pid), server_cpu(server.pid, workers_only=True))
         result = load(f"{base}/api/classify", data, clients, seconds)
-        after, result["cpu"] = batch_counters(base), (server_cpu(server.pid) - cpu_before) / max(1, result["requests"])
+        after, served = batch_counters(base), max(1, result["requests"])
+        result["cpu"] = (server_cpu(server.pid) - cpu_before[0]) / served
+        result["worker_cpu"] = (server_cpu(server.pid, workers_only=True) - cpu_before[1]) / served
         result.update({name: after[name] - before[name] for name in after})
         result["single_p50"] = load(f"{base}/api/classify", data, 1, min(seconds, 10))["p50"]
         return result
@@ -125,12 +132,13 @@ def table(rows: list[dict]) -> list[str]:
     """The markdown table of the measured configurations (rows of :func:`main`: label, workers, rps, ceiling, bound,
     p50, the batch counters of :func:`batch_counters`, ``alone`` (seconds of a model call of the mean batch size
     with nothing else running), single_p50, the same worker count's batching-off single_p50, ``speeds``: the
-    model's best throughput just before and just after the configuration, and ``decodes``: a request's decoding
-    (seconds) just before and just after it)."""
+    model's best throughput just before and just after the configuration, ``decodes``: a request's decoding
+    (seconds) just before and just after it, and ``worker_cpu``: the gunicorn workers' CPU seconds per request,
+    decoding included, and the model calls too where the workers call their own model)."""
     lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
              "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) | "
-             "model's best before / after (images/s) | decoding before / after (ms) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "model's best before / after (images/s) | decoding before / after (ms) | workers' CPU per request (ms) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)
         off = row["off_single_p50"]
@@ -139,7 +147,8 @@ def table(rows: list[dict]) -> list[str]:
                      f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
                      f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
                      f"{row['queue_seconds'] / max(row['images'], 1) * 1000:.0f} | {row['single_p50'] * 1000:.1f} | "
-                     f"{difference} | {_speeds(row)} | {' / '.join(f'{decode * 1000:.1f}' for decode in row['decodes'])} |")
+                     f"{difference} | {_speeds(row)} | {' / '.join(f'{decode * 1000:.1f}' for decode in row['decodes'])} | "
+                     f"{row['worker_cpu'] * 1000:.1f} |")
     return lines
 
 

@@ -29,20 +29,20 @@ def test_the_closed_loop_bound_is_below_the_ceiling_once_requests_cost_anything_
 
 
 def _row(label, workers, rps, single_p50, off_single_p50=None, calls=100.0, images=800.0,
-         speeds=(80.0, 76.0), decodes=(0.0032, 0.0035)) -> dict:
+         speeds=(80.0, 76.0), decodes=(0.0032, 0.0035), worker_cpu=0.0068) -> dict:
     return {"label": label, "workers": workers, "rps": rps, "ceiling": 70.0, "bound": 63.0, "p50": 0.18,
             "calls": calls, "images": images, "call_seconds": calls * 0.136, "queue_seconds": images * 0.05,
             "alone": 0.098, "single_p50": single_p50, "off_single_p50": off_single_p50, "speeds": speeds,
-            "decodes": decodes}
+            "decodes": decodes, "worker_cpu": worker_cpu}
 
 
 def test_the_table_gives_each_configuration_its_share_of_the_ceiling_and_the_lone_clients_cost(bench):
     header, rule, off, on = bench.table([_row("off", 1, 35.0, 0.0262, calls=700.0, images=700.0),
                                          _row("on, wait 30 ms", 1, 49.0, 0.0286, 0.0262, speeds=(80.0, 60.0))])
     assert header.count("|") == rule.count("|") == off.count("|") == on.count("|")
-    assert off == "| 1 | off | 35.0 | 0.50 | 0.90 | 180 | 1.0 | 136 / 98 | 50 | 26.2 |  | 80 / 76 | 3.2 / 3.5 |"
+    assert off == "| 1 | off | 35.0 | 0.50 | 0.90 | 180 | 1.0 | 136 / 98 | 50 | 26.2 |  | 80 / 76 | 3.2 / 3.5 | 6.8 |"
     # the model slowed by a quarter while this row ran: its share of the ceiling is marked
-    assert on == "| 1 | on, wait 30 ms | 49.0 | 0.70 | 0.90 | 180 | 8.0 | 136 / 98 | 50 | 28.6 | +2.4 | 80 / 60 (unsteady) | 3.2 / 3.5 |"
+    assert on == "| 1 | on, wait 30 ms | 49.0 | 0.70 | 0.90 | 180 | 8.0 | 136 / 98 | 50 | 28.6 | +2.4 | 80 / 60 (unsteady) | 3.2 / 3.5 | 6.8 |"
 
 
 def test_a_row_is_steady_only_while_the_models_own_speed_holds_within_a_tenth(bench):
