@@ -42,7 +42,7 @@ from pathlib import Path
 
 import requests
 from harness import start_server
-from serve_load import build_model, ceiling, decode_cost, image_bytes, load, seconds_per_image
+from serve_load import build_model, ceiling, image_bytes, load, preprocessing_cost, seconds_per_image
 
 #: The server layouts measured: (label, gunicorn workers, settings): two workers each calling its own model (the
 #: layout before MODEL_PROCESS), two workers and one model process (the default), one worker.
@@ -79,33 +79,32 @@ def closed_loop_bound(clients: int, cores: int, batch_seconds: float, decode: fl
     return clients / (batch_seconds + clients * decode / cores + clients * client)
 
 
-def server_cpu(server_pid: int, workers_only: bool = False) -> float:
-    """CPU seconds so far of the server's children (workers and model process; only the gunicorn workers with
-    ``workers_only``), all threads."""
+def server_cpu(server_pid: int) -> tuple[float, float]:
+    """CPU seconds so far, all threads, of the server's children (gunicorn workers and model process) and of its
+    gunicorn workers alone."""
     import psutil
 
-    total = 0.0
+    total = workers = 0.0
     for child in psutil.Process(server_pid).children():
-        if workers_only and any("timl.serving.model_process" in part for part in child.cmdline()):
-            continue
         times = child.cpu_times()
         total += times.user + times.system
-    return total
+        if not any("timl.serving.model_process" in part for part in child.cmdline()):
+            workers += times.user + times.system
+    return total, workers
 
 
 def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients: int, seconds: float,
             code: Path | None = None) -> dict:
     """One configuration on a fresh server (of another checkout's ``code``, see :func:`harness.start_server`): the
-    load, the server's CPU per request (``cpu``; its gunicorn workers' alone: ``worker_cpu``), what its /metrics say of the batches formed under it (all
-    workers), then one client alone."""
+    load, the server's CPU per request (``cpu``; its gunicorn workers' alone: ``worker_cpu``), what its /metrics
+    say of the batches formed under it (all workers), then one client alone."""
     server, base = start_server(model_path, settings, workers, code)
     try:
         load(f"{base}/api/classify", data, clients, 5)  # warm-up
-        before, cpu_before = batch_counters(base), (server_cpu(server.pid), server_cpu(server.pid, workers_only=True))
+        before, cpu_before = batch_counters(base), server_cpu(server.pid)
         result = load(f"{base}/api/classify", data, clients, seconds)
-        after, served = batch_counters(base), max(1, result["requests"])
-        result["cpu"] = (server_cpu(server.pid) - cpu_before[0]) / served
-        result["worker_cpu"] = (server_cpu(server.pid, workers_only=True) - cpu_before[1]) / served
+        after, cpu_after, served = batch_counters(base), server_cpu(server.pid), max(1, result["requests"])
+        result["cpu"], result["worker_cpu"] = ((now - then) / served for now, then in zip(cpu_after, cpu_before))
         result.update({name: after[name] - before[name] for name in after})
         result["single_p50"] = load(f"{base}/api/classify", data, 1, min(seconds, 10))["p50"]
         return result
@@ -211,9 +210,10 @@ def main() -> None:
                 rows, off = [], {}
                 for label, layout, workers, settings in chosen:
                     backend = settings.get("INFERENCE_BACKEND", "keras")
-                    before, decoded = speed(backend), decode_cost(path, data)
+                    before, decoded = speed(backend), preprocessing_cost(keras_classifier.preprocessing, data)
                     found = measure(path, data, workers, settings, args.clients, args.seconds)
-                    speeds, decodes = (before, speed(backend)), (decoded, decode_cost(path, data))
+                    speeds = (before, speed(backend))
+                    decodes = (decoded, preprocessing_cost(keras_classifier.preprocessing, data))
                     now = statistics.mean(speeds)  # the model's calls, as fast as around this row
                     decode = statistics.mean(decodes)  # and the decoding
                     if settings.get("BATCH_MAX_SIZE") == 1:
