@@ -364,6 +364,37 @@ def test_the_server_listens_on_the_loopback_address_it_is_given_and_no_other(tmp
         _stop(server)
 
 
+def test_a_client_holding_its_socket_open_does_not_stall_the_next_one(tmp_path):
+    """A client that reads its whole answer and keeps its socket open: the next client of that worker is answered
+    at once (gunicorn's own gthread worker waited for the first client's close, up to 2 s, in the loop that accepts
+    connections: 1.96 s here), and the first socket is closed by the server within 2 s."""
+    import socket
+
+    import requests
+
+    port = free_port()
+    server, log = _serve(tmp_path, "--workers", "1", "--bind", f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/health")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := held.recv(65536):  # the server ends its side once the answer is sent
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and b'"pid"' in answer, answer[:300]
+            start = time.monotonic()
+            assert requests.get(f"{base}/health", timeout=10).ok
+            assert time.monotonic() - start < 1.0, "the next client waited for the held socket"
+            time.sleep(3)
+            with pytest.raises(ConnectionError):  # the server has closed the socket: the first write is refused
+                for _ in range(10):  # with a reset, and the next one fails
+                    held.sendall(b"x")
+                    time.sleep(0.1)
+    finally:
+        _stop(server)
+
+
 #: The --timeout of the stuck-worker test: gthread workers beat every second when idle, so a few seconds is
 #: enough for a healthy worker never to be taken for a stuck one, and keeps the test short.
 STUCK_TIMEOUT_S = 4

@@ -44,11 +44,13 @@ def gunicorn_settings(bind: str, workers: int = 2, threads: int = 16, timeout: i
 
     Connections are not kept alive (``keepalive`` 0: one request per connection, what a reverse proxy sends
     anyway): with idle kept-alive connections gunicorn's threaded worker waited out its whole graceful timeout
-    (30 s) before stopping.
+    (30 s) before stopping. The workers are gunicorn's ``gthread`` workers that wait for a closing connection in
+    its request's thread (:class:`timl.serving.connections.ThreadWorker`): gunicorn's own waited in the loop that
+    accepts connections, and a client holding its socket open stalled that worker's other clients for 2 s.
     """
-    return {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread", "timeout": timeout,
-            "graceful_timeout": 30, "keepalive": 0, "backlog": backlog, "max_requests": 100000, "max_requests_jitter": 1000,
-            "limit_request_line": 8190, "accesslog": "-"}
+    return {"bind": bind, "workers": workers, "threads": threads, "worker_class": "timl.serving.connections.ThreadWorker",
+            "timeout": timeout, "graceful_timeout": 30, "keepalive": 0, "backlog": backlog, "max_requests": 100000,
+            "max_requests_jitter": 1000, "limit_request_line": 8190, "accesslog": "-"}
 
 
 def check_port(bind: str) -> None:

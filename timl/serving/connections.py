@@ -1,0 +1,58 @@
+"""gunicorn's threaded worker, each closing connection waited for in its request's thread, not in the main loop.
+
+gunicorn 26's ``gthread`` worker closes a connection it does not keep alive gracefully (RFC 9112 section 9.6): it
+shuts its own side, then waits up to 2 s for the client to close the other. It does this in its main loop, the one
+thread that accepts connections and hands finished requests on: while it waits, that worker serves nobody new. The
+TIML server keeps no connection alive (``keepalive`` 0, :func:`timl.serve.gunicorn_settings`), so every request
+ends this way: one client that reads its answer and holds its socket open (a script that keeps its response object,
+a slow network) stalled every other client of that worker for 2 s, and under load the main loop waited for each
+client's close in turn. :class:`ThreadWorker` does that wait in the request's own thread (each worker has
+``--threads`` of them): the main loop's close then finds the connection already closed by the client, or shut both
+ways after 2 s, and returns at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
+
+#: Seconds a closing connection waits for the client to close its side (gunicorn's own wait).
+LINGER_SECONDS = 2.0
+#: Bytes of a request body the client still sends that are read and dropped while waiting (gunicorn's own limit).
+DRAIN_BYTES = 64 * 1024
+
+
+class ThreadWorker(GthreadWorker):
+    """gunicorn's ``gthread`` worker, a connection that is not kept alive waited for (:func:`linger`) in the
+    thread that answered its request (gunicorn's ``worker_class`` of the TIML server)."""
+
+    def handle(self, conn):
+        kept = super().handle(conn)  # True: kept alive; gunicorn's "wait for data" marker: deferred; else closing
+        if not kept:
+            linger(conn.sock)
+        return kept
+
+
+def linger(sock: socket.socket) -> None:
+    """Shuts the server's side of ``sock`` (the client reads the end of its answer) and waits, at most
+    :data:`LINGER_SECONDS`, for the client to close its own, dropping what it still sends; then shuts the reading
+    side too, so that gunicorn's own graceful close (in its main loop) returns at once. The socket stays open for
+    gunicorn to close."""
+    deadline = time.monotonic() + LINGER_SECONDS
+    drained = 0
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while drained < DRAIN_BYTES and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = sock.recv(4096)
+            if not data:
+                break
+            drained += len(data)
+    except OSError:  # the client is gone (a reset), or it did not close within the wait (a timeout)
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
