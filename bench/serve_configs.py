@@ -138,7 +138,8 @@ def table(rows: list[dict]) -> list[str]:
     decoding included, and the model calls too where the workers call their own model)."""
     lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
              "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) | "
-             "model's best before / after; its calls served (images/s) | decoding before / after (ms) | workers' CPU per request (ms) |",
+             "model's best before / after; its calls served (images/s) | decoding before / after (ms) | "
+             "workers' CPU per request (ms) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)

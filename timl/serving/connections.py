@@ -13,15 +13,11 @@ ways after 2 s, and returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import time
 
+from gunicorn.util import close_graceful
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
-
-#: Seconds a closing connection waits for the client to close its side (gunicorn's own wait).
-LINGER_SECONDS = 2.0
-#: Bytes of a request body the client still sends that are read and dropped while waiting (gunicorn's own limit).
-DRAIN_BYTES = 64 * 1024
 
 
 class ThreadWorker(GthreadWorker):
@@ -36,23 +32,11 @@ class ThreadWorker(GthreadWorker):
 
 
 def linger(sock: socket.socket) -> None:
-    """Shuts the server's side of ``sock`` (the client reads the end of its answer) and waits, at most
-    :data:`LINGER_SECONDS`, for the client to close its own, dropping what it still sends; then shuts the reading
-    side too, so that gunicorn's own graceful close (in its main loop) returns at once. The socket stays open for
-    gunicorn to close."""
-    deadline = time.monotonic() + LINGER_SECONDS
-    drained = 0
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        while drained < DRAIN_BYTES and (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            data = sock.recv(4096)
-            if not data:
-                break
-            drained += len(data)
-    except OSError:  # the client is gone (a reset), or it did not close within the wait (a timeout)
-        pass
-    try:
+    """gunicorn's own graceful close (it shuts the server's side, then waits up to 2 s for the client to close its
+    own, dropping what it still sends), on a second descriptor of the connection so that ``sock`` stays open for
+    gunicorn to close; then the reading side shut too, so that gunicorn's close in its main loop returns at once
+    even when the client never closed."""
+    with contextlib.suppress(OSError):  # the client is gone already, or no descriptor is left for the copy
+        close_graceful(sock.dup())
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
