@@ -1,9 +1,9 @@
 # gunicorn settings for the TIML server: gunicorn -c serving/gunicorn.conf.py serving.wsgi:app
 # The settings are python -m timl.serve's own (timl.serve.gunicorn_settings, the one place they are written):
 # gthread workers (requests in threads, batched model calls; timl.serving.connections.ThreadWorker: a closing
-# connection waited for in its request's thread, not in the loop that accepts connections), 2 workers, a stuck
-# worker restarted after 120 s, and one model process making every worker's model calls (MODEL_PROCESS in
-# timl_server_config.json).
+# connection waited for in its request's thread, not in the loop that accepts connections; request bodies read in
+# whole pieces), 2 workers, a stuck worker restarted after 120 s, and one model process making every worker's model
+# calls (MODEL_PROCESS in timl_server_config.json).
 # A -b/--bind beyond loopback needs API_TOKENS_FILE in timl_server_config.json (or TIML_INSECURE=1): refused here at
 # start; without -c the app itself answers every request 503 (timl.serving.exposure, the one rule).
 from timl.serve import gunicorn_settings

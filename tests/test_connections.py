@@ -1,0 +1,93 @@
+"""The server's gunicorn worker (timl.serving.connections): request bodies read in whole pieces, the same bytes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from helpers import encoded, free_port, saved_model, wait_for_http
+
+BODY = bytes(range(256)) * 700  # 179,200 bytes: more than gunicorn's 8 KB read-ahead many times over
+
+
+def _gunicorn_request(headers: bytes, raw: bytes):
+    """gunicorn's own request (parser, headers, body reader) over a real socket carrying ``headers`` + ``raw``."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+
+    server, client = socket.socketpair()
+    client.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n" + raw)
+    client.shutdown(socket.SHUT_WR)
+    request = next(RequestParser(Config(), server, ("127.0.0.1", 1)))
+    return request, (server, client)
+
+
+def _framed(data: bytes, framing: str) -> tuple[bytes, bytes]:
+    """The headers and the body that send ``data`` with a Content-Length, or chunked in 5,000-byte pieces."""
+    if framing == "content-length":
+        return b"Content-Length: %d\r\n" % len(data), data
+    pieces = [data[i:i + 5000] for i in range(0, len(data), 5000)]
+    return b"Transfer-Encoding: chunked\r\n", b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_read_in_whole_pieces_gives_the_same_bytes(framing):
+    """Read as Werkzeug reads an upload (64 KB at a time), in odd sizes, all at once, and after a line: the bytes
+    gunicorn's own body gives, in the sizes asked for."""
+    from timl.serving.connections import WholeReads
+
+    for sizes in ([65536] * 4, [1, 7, 8191, 8193, 100_000, 100_000], [None], [-1]):
+        request, sockets = _gunicorn_request(*_framed(BODY, framing))
+        body, got = WholeReads(request.body), []
+        for size in sizes:
+            got.append(body.read(size))
+            assert size is None or size < 0 or len(got[-1]) == min(size, len(BODY) - sum(map(len, got[:-1])))
+        assert b"".join(got) == BODY and body.read(10) == b"" and body.read() == b""
+        _close(sockets)
+    request, sockets = _gunicorn_request(*_framed(b"first line\n" + BODY, framing))
+    body = WholeReads(request.body)
+    assert body.readline() == b"first line\n"
+    assert body.read(3) + body.read(65536) + body.read() == BODY
+    _close(sockets)
+
+
+def _close(sockets) -> None:
+    for end in sockets:
+        end.close()
+
+
+def test_an_upload_sent_chunked_is_classified_as_one_sent_with_its_length(tmp_path):
+    """A real server: the same image posted with a Content-Length and chunked (a client streaming its upload) gets
+    the same probabilities; a multipart body cut short is a 400, and the worker answers the next request."""
+    import requests
+
+    model = saved_model(tmp_path)
+    (tmp_path / "timl_server_config.json").write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", "timl_server_config.json",
+                                   "--workers", "1", "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"{base}/health")
+        image = encoded(size=(300, 200))
+        boundary = "timl-test-boundary"
+        form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        by_length = requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60)
+        streamed = requests.post(f"{base}/api/classify", headers=headers, timeout=60,
+                                 data=(form[i:i + 4096] for i in range(0, len(form), 4096)))
+        assert by_length.status_code == streamed.status_code == 200, (by_length.text, streamed.text)
+        assert streamed.json() == by_length.json()
+        cut = requests.post(f"{base}/api/classify", data=form[:len(form) // 2], headers=headers, timeout=60)
+        assert cut.status_code == 400, cut.text
+        assert requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60).json() == by_length.json()
+    finally:
+        server.terminate()
+        server.wait(60)
