@@ -61,9 +61,9 @@ def start_server(model_path: Path, settings: dict, workers: int = 2,
     this process would import."""
     import requests
 
-    config = model_path.parent / "timl_server_config.json"
-    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
     port = free_port()
+    config = model_path.parent / f"timl_server_config_{port}.json"  # its own: servers on one model side by side
+    config.write_text(json.dumps({"CLASSIFICATION_MODEL": str(model_path), **settings}))
     server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", str(config), "--workers", str(workers),
                                "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               cwd=code, env=None if code is None else {**os.environ, "PYTHONPATH": str(code)})

@@ -10,9 +10,9 @@ JPEG per request, as in ``bench/serve_load.py``), each configuration in turn on 
 
 Per configuration: requests/s, that / the ceiling, p50, from the server's /metrics the mean batch under load, its
 mean model call (against a call of that batch size with nothing else running) and each image's wait in the batch
-queue, one client's p50 (the lone client must not pay for batching: on - off of the same worker count), and the
-gunicorn workers' CPU per request (the decoding, and what HTTP, the form, the answer and the hand-off to the model
-cost, which the ceiling leaves out).
+queue, one client's p50, what batching costs that lone client (:func:`lone_client`: on - off, request by request
+against the same server with batching off running beside it), and the gunicorn workers' CPU per request (the
+decoding, and what HTTP, the form, the answer and the hand-off to the model cost, which the ceiling leaves out).
 
 The ceiling is what the cores allow once each request also pays for decoding its JPEG and for this bench's own
 client: cores / (cores / best + decoding + client), with ``best`` the model's own best batched throughput (one
@@ -40,6 +40,7 @@ import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -115,6 +116,40 @@ def measure(model_path: Path, data: bytes, workers: int, settings: dict, clients
         server.wait(timeout=120)
 
 
+def lone_client(model_path: Path, data: bytes, workers: int, settings: dict, seconds: float,
+                code: Path | None = None) -> tuple[float, float]:
+    """What batching costs one client alone: two servers of ``workers`` side by side, one with ``settings``, one
+    with those and batching off (``BATCH_MAX_SIZE`` 1), both warm; one client alternates between them request by
+    request for ``seconds``. Returns the p50 (seconds) of each, on first. Measured on each server in turn instead,
+    a minute apart, the lone client's on - off read from -8.7 to +21 ms on this machine, its speed drifting between
+    the two; side by side a slow spell hits both alike (+1.3, -1.2, +1.0 ms in three checks)."""
+    with ThreadPoolExecutor(2) as starting:  # started together: each mostly waits for its model to load
+        started = [starting.submit(start_server, model_path, settings | extra, workers, code)
+                   for extra in ({}, {"BATCH_MAX_SIZE": 1})]
+    servers = [future.result() for future in started if not future.exception()]
+    try:
+        if len(servers) < 2:  # the failed start's error (the server that did start is stopped below)
+            next(future for future in started if future.exception()).result()
+        sessions = [requests.Session() for _ in servers]
+        for _, base in servers:
+            load(f"{base}/api/classify", data, 1, 2)  # warm-up
+        times: list[list[float]] = [[], []]
+        stop = time.time() + seconds
+        while time.time() < stop:
+            for (_, base), session, found in zip(servers, sessions, times):
+                start = time.perf_counter()
+                answer = session.post(f"{base}/api/classify", files={"file": ("x.jpg", data)}, timeout=60)
+                answer.raise_for_status()
+                found.append(time.perf_counter() - start)
+        on, off = (statistics.median(found) for found in times)
+        return on, off
+    finally:
+        for server, _ in servers:
+            server.terminate()
+        for server, _ in servers:
+            server.wait(timeout=120)
+
+
 def batch_counters(base: str) -> dict:
     """The server's batcher counters so far, summed over its workers (/metrics): ``calls``, ``images``,
     ``call_seconds`` (model calls) and ``queue_seconds`` (images waiting in the batch queue)."""
@@ -132,19 +167,20 @@ def batch_counters(base: str) -> dict:
 def table(rows: list[dict]) -> list[str]:
     """The markdown table of the measured configurations (rows of :func:`main`: label, workers, rps, ceiling, bound,
     p50, the batch counters of :func:`batch_counters`, ``alone`` (seconds of a model call of the mean batch size
-    with nothing else running), single_p50, the same worker count's batching-off single_p50, ``speeds``: the
+    with nothing else running), single_p50, ``lone``: :func:`lone_client`'s p50s on and off (None for a row with
+    batching off), ``speeds``: the
     model's best throughput just before and just after the configuration, ``decodes``: a request's decoding
     (seconds) just before and just after it, and ``worker_cpu``: the gunicorn workers' CPU seconds per request,
     decoding included, and the model calls too where the workers call their own model)."""
     lines = ["| workers | batching | requests/s | / ceiling | closed-loop bound / ceiling | p50 (ms) | mean batch | "
-             "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | on - off (ms) | "
+             "model call: served / alone (ms) | queue wait per image (ms) | one client: p50 (ms) | "
+             "one client: on - off, side by side (ms) | "
              "model's best before / after; its calls served (images/s) | decoding before / after (ms) | "
              "workers' CPU per request (ms) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)
-        off = row["off_single_p50"]
-        difference = "" if off is None else f"{(row['single_p50'] - off) * 1000:+.1f}"
+        difference = "" if row["lone"] is None else f"{(row['lone'][0] - row['lone'][1]) * 1000:+.1f}"
         lines.append(f"| {row['workers']} | {row['label']} | {row['rps']:.1f} | {row['rps'] / row['ceiling']:.2f} | "
                      f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
                      f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
@@ -225,7 +261,7 @@ def main() -> None:
                   f"(ONNX Runtime); a batch of {args.clients}: {batch_seconds['keras'] * 1000:.0f} ms (Keras), "
                   f"{batch_seconds['onnxruntime'] * 1000:.0f} ms (ONNX Runtime)\n")
             for round_index in range(args.rounds):
-                rows, off = [], {}
+                rows = []
                 for label, layout, workers, settings in chosen:
                     backend = settings.get("INFERENCE_BACKEND", "keras")
                     before, decoded = speed(backend), preprocessing_cost(keras_classifier.preprocessing, data)
@@ -234,10 +270,9 @@ def main() -> None:
                     decodes = (decoded, preprocessing_cost(keras_classifier.preprocessing, data))
                     now = row_speed(speeds, found["images"], found["call_seconds"])  # as fast as around or in it
                     decode = statistics.mean(decodes)  # and the decoding
-                    if settings.get("BATCH_MAX_SIZE") == 1:
-                        off[layout] = found["single_p50"]
-                    rows.append({**found, "label": label, "workers": layout, "off_single_p50": (
-                        None if settings.get("BATCH_MAX_SIZE") == 1 else off.get(layout)), "speeds": speeds,
+                    lone = None if settings.get("BATCH_MAX_SIZE") == 1 else lone_client(
+                        path, data, workers, settings, args.seconds)
+                    rows.append({**found, "label": label, "workers": layout, "lone": lone, "speeds": speeds,
                         "decodes": decodes,
                         "ceiling": ceiling(cores, now, decode, found["client_cpu"]),
                         "bound": closed_loop_bound(args.clients, cores, batch_seconds[backend] * best[backend] / now,

@@ -28,20 +28,22 @@ def test_the_closed_loop_bound_is_below_the_ceiling_once_requests_cost_anything_
     assert bound < bench.ceiling(2, 80.0, 0.003, 0.001)  # the round's decoding cannot overlap its batch
 
 
-def _row(label, workers, rps, single_p50, off_single_p50=None, calls=100.0, images=800.0,
+def _row(label, workers, rps, single_p50, lone=None, calls=100.0, images=800.0,
          speeds=(80.0, 76.0), decodes=(0.0032, 0.0035), worker_cpu=0.0068) -> dict:
     return {"label": label, "workers": workers, "rps": rps, "ceiling": 70.0, "bound": 63.0, "p50": 0.18,
             "calls": calls, "images": images, "call_seconds": calls * 0.136, "queue_seconds": images * 0.05,
-            "alone": 0.098, "single_p50": single_p50, "off_single_p50": off_single_p50, "speeds": speeds,
+            "alone": 0.098, "single_p50": single_p50, "lone": lone, "speeds": speeds,
             "decodes": decodes, "worker_cpu": worker_cpu}
 
 
 def test_the_table_gives_each_configuration_its_share_of_the_ceiling_and_the_lone_clients_cost(bench):
     header, rule, off, on = bench.table([_row("off", 1, 35.0, 0.0262, calls=700.0, images=700.0),
-                                         _row("on, wait 30 ms", 1, 49.0, 0.0286, 0.0262, speeds=(80.0, 60.0))])
+                                         _row("on, wait 30 ms", 1, 49.0, 0.0286, (0.0281, 0.0257),
+                                              speeds=(80.0, 60.0))])
     assert header.count("|") == rule.count("|") == off.count("|") == on.count("|")
     assert off == "| 1 | off | 35.0 | 0.50 | 0.90 | 180 | 1.0 | 136 / 98 | 50 | 26.2 |  | 80 / 76; 7 | 3.2 / 3.5 | 6.8 |"
-    # the model slowed by a quarter while this row ran: its share of the ceiling is marked
+    # the model slowed by a quarter while this row ran: its share of the ceiling is marked; the lone client's cost of
+    # batching is on - off of the two servers side by side, not of this row's server against the off row's
     assert on == "| 1 | on, wait 30 ms | 49.0 | 0.70 | 0.90 | 180 | 8.0 | 136 / 98 | 50 | 28.6 | +2.4 | 80 / 60 (unsteady); 59 | 3.2 / 3.5 | 6.8 |"
 
 
@@ -67,3 +69,17 @@ def test_rows_can_be_measured_alone_by_their_number_and_a_wrong_number_lists_the
     assert bench.chosen_configurations(None) == bench.CONFIGURATIONS
     with pytest.raises(SystemExit, match=r"no row 13; the rows are 1 to 12:(.|\n)*7: 2, one model process / on, wait 30"):
         bench.chosen_configurations([7, 13])
+
+
+def test_the_lone_client_is_timed_on_two_servers_side_by_side_and_both_are_stopped(bench, tmp_path):
+    """Real servers on a tiny model, one worker each, 2 s: a p50 for batching on and off, and no server left."""
+    import psutil
+
+    from helpers import encoded, saved_model
+
+    before = {process.pid for process in psutil.Process().children(recursive=True)}
+    on, off = bench.lone_client(saved_model(tmp_path), encoded(size=(64, 48), format_name="JPEG"), 1, {}, 2)
+    assert 0 < on < 5 and 0 < off < 5
+    assert len(list(tmp_path.glob("timl_server_config_*.json"))) == 2  # each server its own settings
+    left = {process.pid for process in psutil.Process().children(recursive=True)} - before
+    assert not left, f"servers still running: {left}"
