@@ -12,9 +12,9 @@ client's close in turn. :class:`ThreadWorker` does that wait in the request's ow
 ways after 2 s, and returns at once.
 
 gunicorn's request body (``wsgi.input``) reads whatever size it is asked for 1 KB at a time, each step copying the
-rest of the socket's 8 KB read-ahead twice: the 165 KB upload of a classification cost 0.45-0.55 ms of the worker's
-CPU (its largest Python cost after the model, 19 % of a worker's GIL time under load), the same bytes 0.08 ms when
-its reader is asked for the whole piece. :class:`WholeReads` asks it so.
+rest of the socket's 8 KB read-ahead twice: reading the 165 KB upload of a classification off its socket cost 1.12 ms
+of CPU (19 % of a worker's GIL time under load, its largest Python cost after decoding), 0.24 ms when the body's
+reader is asked for the whole piece (``bench/uploads.py``). :class:`WholeReads` asks it so.
 """
 
 from __future__ import annotations
