@@ -14,7 +14,8 @@ ways after 2 s, and returns at once.
 gunicorn's request body (``wsgi.input``) reads whatever size it is asked for 1 KB at a time, each step copying the
 rest of the socket's 8 KB read-ahead twice: reading the 165 KB upload of a classification off its socket cost 1.12 ms
 of CPU (19 % of a worker's GIL time under load, its largest Python cost after decoding), 0.24 ms when the body's
-reader is asked for the whole piece (``bench/uploads.py``). :class:`WholeReads` asks it so.
+reader is asked for the whole piece (``bench/uploads.py``). :class:`WholeReads` asks it so, on gunicorn before 27
+(the one MLflow's ``gunicorn<27`` allows); gunicorn 27's body asks its reader for what is missing itself.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from __future__ import annotations
 import contextlib
 import socket
 
+import gunicorn
 from gunicorn.util import close_graceful
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
+
+#: Whether gunicorn's request body reads 1 KB at a time whatever it is asked for (before gunicorn 27).
+BODY_READS_1KB = gunicorn.version_info < (27,)
 
 
 class ThreadWorker(GthreadWorker):
     """gunicorn's ``gthread`` worker, a connection that is not kept alive waited for (:func:`linger`) in the
-    thread that answered its request, and each request's body read through :class:`WholeReads` (gunicorn's
-    ``worker_class`` of the TIML server)."""
+    thread that answered its request, and each request's body read through :class:`WholeReads` where gunicorn's
+    own reads 1 KB at a time (gunicorn's ``worker_class`` of the TIML server)."""
 
     def handle_request(self, req, conn):
-        if req.body is not None:
+        if BODY_READS_1KB and req.body is not None:
             req.body = WholeReads(req.body)
         return super().handle_request(req, conn)
 
