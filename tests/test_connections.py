@@ -1,17 +1,15 @@
-"""The server's gunicorn worker (timl.serving.connections): request bodies read in whole pieces, the same bytes."""
+"""The server's gunicorn worker (timl.serving.connections): request bodies read in whole pieces, the same bytes
+(a real server given a chunked upload: tests/test_serving_api.py)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import statistics
-import subprocess
-import sys
 
 import pytest
 
-from helpers import encoded, free_port, load_bench, saved_model, wait_for_http
-from timl.serving.connections import BODY_READS_1KB
+from helpers import load_bench
+from timl.serving.connections import BODY_READS_1KB, WholeReads
 
 BODY = bytes(range(256)) * 700  # 179,200 bytes: more than gunicorn's 8 KB read-ahead many times over
 
@@ -40,8 +38,6 @@ def _framed(data: bytes, framing: str) -> tuple[bytes, bytes]:
 def test_a_body_read_in_whole_pieces_gives_the_same_bytes(framing):
     """Read as Werkzeug reads an upload (64 KB at a time), in odd sizes, all at once, and after a line: the bytes
     gunicorn's own body gives, in the sizes asked for."""
-    from timl.serving.connections import WholeReads
-
     for sizes in ([65536] * 4, [1, 7, 8191, 8193, 100_000, 100_000], [None], [-1]):
         request, sockets = _gunicorn_request(*_framed(BODY, framing))
         body, got = WholeReads(request.body), []
@@ -67,8 +63,6 @@ def test_an_upload_body_is_read_faster_in_whole_pieces():
     """The point of the change: the serving benches' 165 KB upload read off a socket 64 KB at a time, medians of 30
     reads each, alternately, in one run: 3.8-4.7x on this machine (bench/uploads.py), 2x asked here so that a busy
     one passes too (gunicorn's body alone would give 1.0)."""
-    from timl.serving.connections import WholeReads
-
     bench = load_bench("uploads")
     body = bench.requests.Request("POST", "http://127.0.0.1/", files={"file": ("x.jpg", bench.image_bytes())}).prepare()
     seconds = {"gunicorn": [], "whole": []}
@@ -76,36 +70,3 @@ def test_an_upload_body_is_read_faster_in_whole_pieces():
         seconds["gunicorn"].append(bench.read_seconds(lambda stream: stream, body.body))
         seconds["whole"].append(bench.read_seconds(WholeReads, body.body))
     assert statistics.median(seconds["gunicorn"]) >= 2 * statistics.median(seconds["whole"]), seconds
-
-
-def test_an_upload_sent_chunked_is_classified_as_one_sent_with_its_length(tmp_path):
-    """A real server: the same image posted with a Content-Length and chunked (a client streaming its upload) gets
-    the same probabilities; a multipart body cut short is a 400, and the worker answers the next request."""
-    import requests
-
-    model = saved_model(tmp_path)
-    (tmp_path / "timl_server_config.json").write_text(json.dumps({"CLASSIFICATION_MODEL": model.name}))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "timl.serve", "--config", "timl_server_config.json",
-                                   "--workers", "1", "--bind", f"127.0.0.1:{port}"], cwd=tmp_path, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    try:
-        wait_for_http(f"{base}/health")
-        image = encoded(size=(300, 200))
-        boundary = "timl-test-boundary"
-        form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-                f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        by_length = requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60)
-        streamed = requests.post(f"{base}/api/classify", headers=headers, timeout=60,
-                                 data=(form[i:i + 4096] for i in range(0, len(form), 4096)))
-        assert by_length.status_code == streamed.status_code == 200, (by_length.text, streamed.text)
-        assert streamed.json() == by_length.json()
-        cut = requests.post(f"{base}/api/classify", data=form[:len(form) // 2], headers=headers, timeout=60)
-        assert cut.status_code == 400, cut.text
-        assert requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60).json() == by_length.json()
-    finally:
-        server.terminate()
-        server.wait(60)

@@ -395,6 +395,35 @@ def test_a_client_holding_its_socket_open_does_not_stall_the_next_one(tmp_path):
         _stop(server)
 
 
+def test_an_upload_sent_chunked_is_classified_as_one_sent_with_its_length(tmp_path):
+    """A real server (its worker reads bodies through timl.serving.connections.WholeReads): the same image posted
+    with a Content-Length and chunked (a client streaming its upload) gets the same probabilities; a multipart body
+    cut short is a 400, and the worker answers the next request."""
+    import requests
+
+    port = free_port()
+    server, log = _serve(tmp_path, "--workers", "1", "--bind", f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/health")
+        image = encoded(size=(300, 200))
+        boundary = "timl-test-boundary"
+        form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        by_length = requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60)
+        streamed = requests.post(f"{base}/api/classify", headers=headers, timeout=60,
+                                 data=(form[i:i + 4096] for i in range(0, len(form), 4096)))
+        assert by_length.status_code == streamed.status_code == 200, (
+            by_length.text, streamed.text, log.read_text()[-2000:])
+        assert streamed.json() == by_length.json()
+        cut = requests.post(f"{base}/api/classify", data=form[:len(form) // 2], headers=headers, timeout=60)
+        assert cut.status_code == 400, cut.text
+        assert requests.post(f"{base}/api/classify", data=form, headers=headers, timeout=60).json() == by_length.json()
+    finally:
+        _stop(server)
+
+
 #: The --timeout of the stuck-worker test: gthread workers beat every second when idle, so a few seconds is
 #: enough for a healthy worker never to be taken for a stuck one, and keeps the test short.
 STUCK_TIMEOUT_S = 4
