@@ -75,6 +75,13 @@ def _mount_namespaces() -> bool:
     return probe.returncode == 0
 
 
+def _gunicorn_reads_1kb() -> bool:
+    """gunicorn before 27, whose request body reads 1 KB at a time (what the server's WholeReads is for)."""
+    from timl.serving.connections import BODY_READS_1KB
+
+    return BODY_READS_1KB
+
+
 def _offline() -> bool:
     import socket
 
@@ -99,6 +106,8 @@ COMPONENTS: dict[str, Component] = {component.name: component for component in (
     Component("tf-keras", lambda: importlib.util.find_spec("tf_keras") is not None,
               "the tf-keras package, to write Keras 2 files (make test installs it)"),
     Component("linux", lambda: sys.platform.startswith("linux"), "Linux: glibc's allocator and /proc"),
+    Component("gunicorn before 27", _gunicorn_reads_1kb, "gunicorn 26, which MLflow's gunicorn<27 installs "
+              "(gunicorn 27 reads a body in whole pieces itself, so the server leaves it)", anywhere=True),
     Component("offline", _offline, "a machine without a route to the internet (this checks the offline "
               "behaviour)", anywhere=True),
 )}

@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from helpers import load_bench
-from timl.serving.connections import BODY_READS_1KB, WholeReads
+from timl.serving.connections import WholeReads
 
 BODY = bytes(range(256)) * 700  # 179,200 bytes: more than gunicorn's 8 KB read-ahead many times over
 
@@ -58,7 +58,7 @@ def _close(sockets) -> None:
         end.close()
 
 
-@pytest.mark.skipif(not BODY_READS_1KB, reason="gunicorn 27 reads a body in whole pieces itself (the server leaves it)")
+@pytest.mark.component("gunicorn before 27")
 def test_an_upload_body_is_read_faster_in_whole_pieces():
     """The point of the change: the serving benches' 165 KB upload read off a socket 64 KB at a time, medians of 30
     reads each, alternately, in one run: 3.8-4.7x on this machine (bench/uploads.py), 2x asked here so that a busy
