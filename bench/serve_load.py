@@ -194,16 +194,18 @@ def worker_memory(server_pid: int) -> list[int]:
 
 
 def classify_request(url: str, data: bytes) -> tuple[tuple[str, int], bytes]:
-    """The address and the bytes of one POST of ``data`` to ``url`` as the form field ``file`` (HTTP/1.1, the
-    connection closed after the answer), built once for a whole load test (:func:`load`)."""
+    """The address and the bytes of one POST of ``data`` to ``url`` as the form field ``file`` (the form as
+    ``requests`` encodes it, as in ``bench/uploads.py``; HTTP/1.1, the connection closed after the answer), built
+    once for a whole load test (:func:`load`)."""
     from urllib.parse import urlsplit
 
-    parts, boundary = urlsplit(url), "timl-bench-8d3f1c"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n")
-    return (parts.hostname, parts.port), head.encode() + body
+    import requests
+
+    prepared = requests.Request("POST", url, files={"file": ("x.jpg", data)}, headers={"Connection": "close"}).prepare()
+    parts = urlsplit(prepared.url)
+    head = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in prepared.headers.items()) + "\r\n"
+    return (parts.hostname, parts.port), head.encode() + prepared.body
 
 
 def post(address: tuple[str, int], request: bytes, timeout: float = 60) -> bool:

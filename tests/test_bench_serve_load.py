@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,8 +23,9 @@ def bench():
 
 @pytest.fixture
 def server():
-    """A loopback HTTP server whose answer the test sets (``answers``: status, body, Content-Length) and which
-    keeps the uploads it parsed with Werkzeug's form parser (``uploads``: path, field names, the file's bytes)."""
+    """A loopback HTTP server whose answer the test sets (``answer``: status, body, Content-Length or None for the
+    body's) and which keeps the uploads it parsed with Werkzeug's form parser (``uploads``: path, file field names,
+    the field ``file``'s bytes, the other fields)."""
     from werkzeug.formparser import parse_form_data
 
     state = {"answer": (200, b'{"label": "A"}', None), "uploads": []}
@@ -58,7 +60,7 @@ def server():
 def test_the_prebuilt_request_is_the_upload_a_form_parser_reads(bench, server):
     state, url = server
     address, request = bench.classify_request(url, IMAGE)
-    assert address == ("127.0.0.1", int(url.split(":")[2].split("/")[0]))
+    assert address == ("127.0.0.1", urlsplit(url).port)
     assert bench.post(address, request) and bench.post(address, request)  # the same bytes, sent twice
     assert state["uploads"] == [("/api/classify", ["file"], IMAGE, {})] * 2
 
