@@ -47,6 +47,21 @@ def test_the_table_gives_each_configuration_its_share_of_the_ceiling_and_the_lon
     assert on == "| 1 | on, wait 30 ms | 49.0 | 0.70 | 0.90 | 180 | 8.0 | 136 / 98 | 50 | 28.6 | +2.4 | 80 / 60 (unsteady); 59 | 3.2 / 3.5 | 6.8 |"
 
 
+def test_a_runs_summary_gives_each_configuration_its_steady_shares_their_median_and_how_many_reach_the_floor(bench):
+    # the twelfth run (README): the default server 0.91, 0.85 and 0.86 of the ceiling, on - off +0.3, -0.2, +0.3 ms
+    default = [_row("on, wait 30 ms (default)", "2, one model process", 70.0 * share, 0.024, lone)
+               for share, lone in ((0.91, (0.0243, 0.0240)), (0.85, (0.0235, 0.0237)), (0.86, (0.0260, 0.0257)))]
+    off = [_row("off (BATCH_MAX_SIZE 1)", "2, one model process", 70.0 * share, 0.025, speeds=speeds)
+           for share, speeds in ((0.58, (76.0, 81.0)), (0.60, (80.0, 60.0)))]
+    lines = bench.summary([off[0], default[0], default[1], off[1], default[2]])
+    assert lines == ["2, one model process / off (BATCH_MAX_SIZE 1): steady rows 0.58 (median 0.58; 0 of 1 at 0.9 or "
+                     "more), unsteady 0.60",
+                     "2, one model process / on, wait 30 ms (default): steady rows 0.91, 0.85, 0.86 (median 0.86; 1 of "
+                     "3 at 0.9 or more); one client on - off -0.2 to +0.3 ms"]
+    unsteady_only = bench.summary([_row("on", 1, 63.0, 0.024, speeds=(80.0, 60.0))])
+    assert unsteady_only == ["1 / on: no steady row, unsteady 0.90"]
+
+
 def test_a_row_whose_own_model_calls_ran_faster_than_the_speeds_around_it_is_held_to_their_speed(bench):
     # measured: the default server's batches of 7.9 took 152 ms while its best before and after was 48 and 49 images/s
     assert bench.served_speed(790.0, 100 * 0.152) == pytest.approx(7.9 / 0.152)
