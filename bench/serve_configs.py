@@ -183,14 +183,25 @@ def table(rows: list[dict]) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         calls = max(row["calls"], 1)
-        difference = "" if row["lone"] is None else f"{(row['lone'][0] - row['lone'][1]) * 1000:+.1f}"
-        lines.append(f"| {row['workers']} | {row['label']} | {row['rps']:.1f} | {row['rps'] / row['ceiling']:.2f} | "
+        difference = "" if row["lone"] is None else f"{lone_cost(row) * 1000:+.1f}"
+        lines.append(f"| {row['workers']} | {row['label']} | {row['rps']:.1f} | {share(row):.2f} | "
                      f"{row['bound'] / row['ceiling']:.2f} | {row['p50'] * 1000:.0f} | {row['images'] / calls:.1f} | "
                      f"{row['call_seconds'] / calls * 1000:.0f} / {row['alone'] * 1000:.0f} | "
                      f"{row['queue_seconds'] / max(row['images'], 1) * 1000:.0f} | {row['single_p50'] * 1000:.1f} | "
                      f"{difference} | {_speeds(row)} | {' / '.join(f'{decode * 1000:.1f}' for decode in row['decodes'])} | "
                      f"{row['worker_cpu'] * 1000:.1f} |")
     return lines
+
+
+def share(row: dict) -> float:
+    """A row's requests/s as a share of its ceiling."""
+    return row["rps"] / row["ceiling"]
+
+
+def lone_cost(row: dict) -> float:
+    """What batching cost a row's lone client (seconds, on - off; :func:`lone_client`), for a row that has one."""
+    on, off = row["lone"]
+    return on - off
 
 
 def summary(rows: list[dict], floor: float = 0.9) -> list[str]:
@@ -200,15 +211,15 @@ def summary(rows: list[dict], floor: float = 0.9) -> list[str]:
     lines = []
     for key in dict.fromkeys((row["workers"], row["label"]) for row in rows):
         own = [row for row in rows if (row["workers"], row["label"]) == key]
-        shares = [row["rps"] / row["ceiling"] for row in own if steady(*row["speeds"])]
-        unsteady = [row["rps"] / row["ceiling"] for row in own if not steady(*row["speeds"])]
+        shares = [share(row) for row in own if steady(*row["speeds"])]
+        unsteady = [share(row) for row in own if not steady(*row["speeds"])]
         line = f"{key[0]} / {key[1]}: "
         line += (f"steady rows {', '.join(f'{share:.2f}' for share in shares)} (median {statistics.median(shares):.2f}; "
                  f"{sum(share >= floor for share in shares)} of {len(shares)} at {floor} or more)"
                  if shares else "no steady row")
         if unsteady:
             line += f", unsteady {', '.join(f'{share:.2f}' for share in unsteady)}"
-        lone = [(row["lone"][0] - row["lone"][1]) * 1000 for row in own if row["lone"] is not None]
+        lone = [lone_cost(row) * 1000 for row in own if row["lone"] is not None]
         if lone:
             line += f"; one client on - off {min(lone):+.1f} to {max(lone):+.1f} ms"
         lines.append(line)
